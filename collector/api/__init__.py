@@ -1,0 +1,1 @@
+"""HTTP API blueprints, one per seed path: system, platforms, execution."""

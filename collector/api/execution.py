@@ -1,0 +1,103 @@
+"""`/execution/run`, `get`, `cancel` and `events`: submit a job, read what is known about it, cancel it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+
+from collector.app import services
+from collector.errors import BadRequestError, CollectorError, NotFoundError
+from collector.limits import parse_body
+from collector.masking import forget, mask_error, remember, secrets_in_body
+from collector.state import JOB_ID
+
+log = logging.getLogger(__name__)
+blueprint = Blueprint("execution", __name__)
+TRUE_WORDS = {"", "1", "true", "yes"}
+
+
+@blueprint.post("/execution/run")
+def run() -> tuple[dict[str, Any], int]:
+    body = read_json()
+    secrets = remember(secrets_in_body(body, services().registry))  # masked in every log line meanwhile
+    try:
+        answer = services().submitter.submit(body)
+    except CollectorError as exc:  # a validation message may quote a value given for a secret setting
+        raise mask_error(exc, secrets) from None
+    except Exception as exc:  # logged here, while the secrets are still masked, not by the app's handler
+        log.exception("submitting a job failed unexpectedly")
+        raise CollectorError(
+            f"the service failed unexpectedly ({type(exc).__name__}); the logs have the details"
+        ) from None
+    finally:
+        forget(secrets)
+    return answer, 202
+
+
+@blueprint.get("/execution/get")
+def get() -> dict[str, Any]:
+    job_id = job_id_param()
+    full = "full" in request.args and request.args["full"].lower() in TRUE_WORDS
+    view = services().store.view(job_id, full=full)
+    if view is None:
+        raise NotFoundError(
+            f"no job {job_id!r}: it never existed or its record expired; check the id POST /execution/run gave",
+            details={"job_id": job_id},
+        )
+    return view
+
+
+@blueprint.post("/execution/cancel")
+def cancel() -> tuple[dict[str, Any], int]:
+    from collector.control import cancel as cancel_job
+
+    job_id = job_id_param()
+    by = request.args.get("canceled_by") or request.args.get("by")
+    if by is None and request.content_length:
+        body = read_json()
+        if not isinstance(body, dict) or not isinstance(body.get("canceled_by", ""), str):
+            raise BadRequestError('the body must be a JSON object like {"canceled_by": "alice"} (or leave it out)')
+        by = body.get("canceled_by")
+    if by is not None and len(by) > 200:
+        raise BadRequestError(f"canceled_by is {len(by)} characters; give at most 200 (a name or an email)")
+    svc = services()
+    answer = cancel_job(svc.connection, svc.config, job_id, by=by)
+    return answer, 200 if answer["status"] == "canceled" else 202
+
+
+@blueprint.get("/execution/events")
+def events() -> Any:
+    svc = services()
+    job_id = job_id_param()
+    found = svc.store.events(job_id)
+    if not found and not svc.store.exists(job_id):
+        raise NotFoundError(
+            f"no job {job_id!r}: it never existed or its record expired; check the id POST /execution/run gave",
+            details={"job_id": job_id},
+        )
+    return jsonify(found)
+
+
+def job_id_param() -> str:
+    job_id = request.args.get("job_id")
+    if not job_id:
+        raise BadRequestError("job_id is missing; call with ?job_id=<the id POST /execution/run answered>")
+    if not JOB_ID.match(job_id):
+        raise BadRequestError(
+            f"job_id {job_id[:80]!r} is not a job id; ids are 1-64 letters, digits, '-' or '_'",
+            details={"job_id": ["not a job id"]},
+        )
+    return job_id
+
+
+def read_json() -> Any:
+    """The request body as JSON; a clear 400 when it is not JSON or breaks a limit (depth, numbers, strings)."""
+    if request.mimetype != "application/json":
+        raise BadRequestError(
+            f"the body must be JSON sent with Content-Type: application/json (got {request.mimetype or 'none'!r})"
+        )
+    config = services().config
+    raw = request.get_data(cache=False)
+    return parse_body(raw, max_depth=config.max_json_depth, max_string_chars=config.max_string_chars)

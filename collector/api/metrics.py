@@ -1,0 +1,22 @@
+"""`/metrics`: job counters, durations, queue depth, live workers and Redis round-trip time for Prometheus."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from collector.app import services
+from collector.metrics import RedisMetrics
+
+blueprint = Blueprint("metrics", __name__)
+
+
+@blueprint.get("/metrics")
+def metrics() -> Response:
+    registry = current_app.extensions.get("collector.metrics")
+    if registry is None:  # one registry per app: the collector reads Redis afresh on every scrape
+        svc = services()
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(RedisMetrics(svc.connection, svc.store.keys, queue_name=svc.config.queue_name))
+        current_app.extensions["collector.metrics"] = registry
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

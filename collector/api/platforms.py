@@ -1,0 +1,31 @@
+"""`/platforms/get`: every discovered platform with its settings; `/platforms/check`: test a connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint
+
+from collector.api.execution import read_json
+from collector.app import services
+
+blueprint = Blueprint("platforms", __name__)
+
+
+@blueprint.get("/platforms/get")
+def list_platforms() -> dict[str, Any]:
+    registry = services().registry
+    return {
+        "platforms": [spec.describe() for spec in registry.platforms.values()],
+        "broken": registry.broken,
+    }
+
+
+@blueprint.post("/platforms/check")
+def check() -> dict[str, Any]:
+    from collector.checks import request_check
+    from collector.jobs import validate_spec
+
+    svc = services()
+    spec = validate_spec(read_json(), svc.registry)
+    return request_check(spec, connection=svc.connection, config=svc.config)

@@ -1,0 +1,79 @@
+"""`/system/alive`: liveness (GET) and diagnostics of every connected service (POST)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+from flask import Blueprint
+from rq import Queue, Worker
+from rq.serializers import JSONSerializer
+
+from collector import __version__
+from collector.app import services
+from collector.masking import mask_url
+
+blueprint = Blueprint("system", __name__)
+
+
+@blueprint.get("/system/alive")
+def alive() -> dict[str, Any]:
+    return {"alive": True, "version": __version__}
+
+
+@blueprint.post("/system/alive")
+def diagnostics() -> tuple[dict[str, Any], int]:
+    svc = services()
+    body: dict[str, Any] = {"alive": True, "version": __version__, "healthy": True}
+    body["platforms"] = {"count": len(svc.registry.platforms), "broken": svc.registry.broken}
+    try:
+        body["redis"] = _redis(svc.connection)
+        body["redis"]["url"] = mask_url(svc.config.redis_url or "")
+        queue = Queue(svc.config.queue_name, connection=svc.connection, serializer=JSONSerializer)
+        body["queues"] = {
+            queue.name: {
+                "queued": queue.count,
+                "started": queue.started_job_registry.count,
+                "failed": queue.failed_job_registry.count,
+                "finished": queue.finished_job_registry.count,
+            }
+        }
+        workers = Worker.all(queue=queue, serializer=JSONSerializer)
+        body["workers"] = {
+            "count": len(workers),
+            "list": [
+                {
+                    "name": w.name,
+                    "state": str(w.get_state()),
+                    "last_heartbeat": w.last_heartbeat.isoformat() if w.last_heartbeat else None,
+                    "current_job": w.get_current_job_id(),
+                }
+                for w in workers
+            ],
+        }
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        body["healthy"] = False
+        body["redis"] = {
+            "ok": False,
+            "url": mask_url(svc.config.redis_url or ""),
+            "error": f"{type(exc).__name__}: unreachable; check that Redis runs and COLLECTOR_REDIS_URL",
+        }
+    return body, 200 if body["healthy"] else 503
+
+
+def _redis(connection: redis.Redis) -> dict[str, Any]:
+    started = time.perf_counter()
+    connection.ping()
+    ping_ms = round((time.perf_counter() - started) * 1000, 3)
+    try:
+        info = connection.info()
+    except redis.ResponseError:  # servers that disable INFO (managed Redis, fakes) still answer PING
+        info = {}
+    return {
+        "ok": True,
+        "ping_ms": ping_ms,
+        "version": info.get("redis_version"),
+        "used_memory": info.get("used_memory_human"),
+        "maxmemory_policy": info.get("maxmemory_policy"),
+    }

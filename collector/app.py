@@ -1,0 +1,136 @@
+"""The Flask application factory: `create_app()` is what `serve`, `up` and gunicorn run."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import redis
+from flask import Flask, current_app
+from werkzeug.exceptions import HTTPException
+
+from collector.config import Config
+from collector.errors import CollectorError
+from collector.jobs import Submitter, redis_down
+from collector.registry import Registry
+from collector.state import JobStore, connect
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Services:
+    """The shared clients a request uses, kept in `app.extensions["collector"]`."""
+
+    config: Config
+    connection: redis.Redis
+    registry: Registry
+
+    def __post_init__(self) -> None:
+        self.store = JobStore(self.connection, self.config)
+        self.submitter = Submitter(connection=self.connection, config=self.config, registry=self.registry)
+
+
+def services() -> Services:
+    return current_app.extensions["collector"]
+
+
+def create_app(
+    config: Config | None = None,
+    *,
+    connection: redis.Redis | None = None,
+    registry: Registry | None = None,
+    dashboard: bool = True,
+    reaper: bool | None = None,
+) -> Flask:
+    """Build the API. Without arguments everything comes from `COLLECTOR_*` environment variables.
+
+    `reaper` runs a thread that recovers the jobs of dead worker pools and requeues due retries, so that
+    happens even when no pool is alive; by default it runs when the config comes from the environment
+    (`collector serve`, gunicorn), not for an app built around a given config (tests)."""
+    if reaper is None:
+        reaper = config is None
+    config = config or Config.from_env()
+    if not logging.getLogger().handlers:  # under gunicorn nothing has set logging up: do as the CLI does
+        from collector.logs import setup
+
+        setup(config)
+    if connection is None:
+        if not config.redis_url:
+            raise CollectorError(
+                "COLLECTOR_REDIS_URL is not set; point it at Redis, or run `collector up` for an embedded one"
+            )
+        connection = connect(config.redis_url)
+    registry = registry or Registry.discover(config.platforms_package)
+    from collector.auth import install_auth, parse_tokens
+    from collector.masking import install_log_masking
+    from collector.sealing import require_secret_key
+
+    install_log_masking()  # gunicorn runs create_app() without the CLI, which installs it too
+
+    require_secret_key(config, registry, process="API")
+    tokens = parse_tokens(config.api_tokens)
+
+    app = Flask("collector")
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["collector"] = Services(config, connection, registry)
+    install_auth(app, tokens)
+
+    from collector.api import docs, execution, platforms, processes, schedules, system
+
+    app.register_blueprint(system.blueprint)
+    app.register_blueprint(platforms.blueprint)
+    app.register_blueprint(execution.blueprint)
+    app.register_blueprint(schedules.blueprint)
+    app.register_blueprint(processes.blueprint)
+    app.register_blueprint(docs.blueprint)
+    from collector.api import listing, metrics
+
+    app.register_blueprint(listing.blueprint)
+    app.register_blueprint(metrics.blueprint)
+    if dashboard and config.redis_url:
+        from collector.dashboard import mount_dashboard
+
+        mount_dashboard(app, config.redis_url)
+    _register_error_handlers(app)
+    if reaper and config.reap_interval_s > 0:
+        from collector.reaper import ReaperThread
+
+        thread = ReaperThread(connection, config)
+        app.extensions["collector_reaper"] = thread
+        thread.start()
+    return app
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(CollectorError)
+    def collector_error(exc: CollectorError) -> tuple[dict[str, Any], int]:
+        return exc.to_dict(), exc.status
+
+    @app.errorhandler(redis.ConnectionError)
+    @app.errorhandler(redis.TimeoutError)
+    def redis_error(exc: Exception) -> tuple[dict[str, Any], int]:
+        error = redis_down(services().config, exc)
+        return error.to_dict(), error.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[dict[str, Any], int]:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        hint = {
+            404: "see GET /platforms/get and the README for the endpoints",
+            405: "check the HTTP method in the README's API table",
+            413: f"send at most {services().config.max_body_bytes} bytes (COLLECTOR_MAX_BODY_BYTES)",
+        }.get(exc.code or 0, "")
+        message = f"{exc.description}" + (f"; {hint}" if hint else "")
+        return {"error": code, "message": message, "details": {}}, exc.code or 500
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> tuple[dict[str, Any], int]:
+        log.exception("unexpected error")
+        return {
+            "error": "internal_error",
+            "message": f"the service failed unexpectedly ({type(exc).__name__}); the logs have the details",
+            "details": {},
+        }, 500

@@ -1,0 +1,146 @@
+"""Terminal output of the CLI client: the live progress bar, tables and job summaries."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+BAR_WIDTH = 24
+
+
+def duration(seconds: float | None) -> str:
+    """`4.2s`, `3m05s`, `2h03m`: short enough for a progress line."""
+    if seconds is None:
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def number(value: float | None) -> str:
+    if value is None:
+        return "?"
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:,.2f}"
+
+
+class Rate:
+    """Units per second, smoothed over recent polls so one slow poll does not swing the estimate."""
+
+    def __init__(self, smoothing: float = 0.3) -> None:
+        self.smoothing = smoothing
+        self.value: float | None = None
+        self._last: tuple[float, float] | None = None
+
+    def update(self, done: float, now: float | None = None) -> float | None:
+        now = time.monotonic() if now is None else now
+        if self._last is not None:
+            last_done, last_at = self._last
+            if now > last_at and done >= last_done:
+                sample = (done - last_done) / (now - last_at)
+                previous = sample if self.value is None else self.value
+                self.value = self.smoothing * sample + (1 - self.smoothing) * previous
+        self._last = (done, now)
+        return self.value
+
+
+def progress_line(view: dict[str, Any], rate: float | None, *, width: int | None = None) -> str:
+    """`started [#########...........]  42.4%  212/500 rows  35.1/s  ETA 3.3s  row 212 of 500`."""
+    progress = view.get("progress") or {}
+    done, total, percent = progress.get("done"), progress.get("total"), progress.get("percent")
+    filled = int(BAR_WIDTH * (percent or 0) / 100)
+    bar = "#" * filled + "." * (BAR_WIDTH - filled)
+    parts = [f"{view.get('status', '?'):<8} [{bar}] {percent if percent is not None else 0:5.1f}%"]
+    if done is not None:
+        parts.append(f"{number(done)}/{number(total)} rows" if total else f"{number(done)} rows")
+    if rate is not None:
+        parts.append(f"{rate:,.1f}/s")
+    eta = progress.get("eta_s")
+    if eta is None and rate and total and done is not None:
+        eta = max(0.0, (total - done) / rate)
+    if eta is not None and view.get("status") not in ("finished", "failed"):
+        parts.append(f"ETA {duration(eta)}")
+    if progress.get("message"):
+        parts.append(str(progress["message"]))
+    line = "  ".join(parts)
+    width = width or shutil.get_terminal_size((100, 20)).columns
+    return line[: max(20, width - 1)]
+
+
+class ProgressBar:
+    """Redraws one line in place on a terminal; elsewhere prints a line when something changed, now and then."""
+
+    def __init__(self, stream: TextIO, *, log_every_s: float = 5.0) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.log_every_s = log_every_s
+        self.rate = Rate()
+        self._last_line = ""
+        self._last_print = 0.0
+
+    def update(self, view: dict[str, Any], *, last: bool = False) -> None:
+        """Show `view`'s progress; `last` (the job ended) always prints, also off a terminal."""
+        done = (view.get("progress") or {}).get("done")
+        rate = self.rate.update(float(done)) if done is not None else None
+        line = progress_line(view, rate)
+        if self.tty:
+            self.stream.write("\r\x1b[K" + line)
+        elif last or (line != self._last_line and time.monotonic() - self._last_print >= self.log_every_s):
+            self.stream.write(line + "\n")
+            self._last_print = time.monotonic()
+        self._last_line = line
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self._last_line:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def summary(view: dict[str, Any]) -> str:
+    """What `submit --wait` prints when the job has ended."""
+    lines = [f"job {view.get('job_id')} {view.get('status')} ({view.get('platform_id')})"]
+    started, ended = view.get("started_at"), view.get("ended_at")
+    if started and ended:
+        lines.append(f"  ran      {duration(_seconds_between(started, ended))} (attempt {view.get('attempt')})")
+    if view.get("result") is not None:
+        lines.append(f"  result   {json.dumps(view['result'])}")
+    for name, info in (view.get("datasets") or {}).items():
+        if isinstance(info, dict):
+            lines.append(f"  dataset  {name}: {number(info.get('rows'))} rows, {number(info.get('bytes'))} bytes")
+    if view.get("error"):
+        error = view["error"]
+        lines.append(f"  error    {error.get('type')}: {error.get('message')}")
+    return "\n".join(lines)
+
+
+def _seconds_between(start: str, end: str) -> float | None:
+    import datetime as dt
+
+    try:
+        return (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()
+    except ValueError:
+        return None
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    """Left-aligned columns, as wide as their widest cell."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+
+
+def record(view: dict[str, Any]) -> str:
+    """`GET /execution/get` as `field  value` lines; nested values as compact JSON."""
+    width = max((len(k) for k in view), default=0)
+    out = []
+    for key, value in view.items():
+        shown = value if isinstance(value, str) else json.dumps(value, default=str)
+        out.append(f"{key.ljust(width)}  {shown}")
+    return "\n".join(out)

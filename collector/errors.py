@@ -1,0 +1,127 @@
+"""The exception tree of collector and the HTTP status each maps to.
+
+    CollectorError                   root: anything collector raises on purpose
+    ├── ConfigError                  the service is configured wrong (exits at start-up)
+    ├── RequestError                 the request is wrong; never retried (4xx)
+    │   ├── BadRequestError          400: not JSON, missing parameter
+    │   ├── NotFoundError            404: no such job
+    │   ├── ConflictError            409: the job is in a state that forbids the request
+    │   └── ValidationError          422: field errors, each with its path
+    ├── ServiceUnavailableError      503: Redis (or another service) is down
+    │   └── CheckTimeoutError        504: no worker answered a connection check in time
+    ├── PlatformError                a platform failed while running a job
+    │   ├── FatalError               the source failed for good: not retried
+    │   └── TransientError           the source failed for now: may be retried
+    ├── StorageError                 writing collected rows failed
+    ├── WorkerDiedError              the worker process running a job died
+    ├── JobTimeoutError              a job ran longer than its timeout
+    └── JobCancelledError            a job was cancelled while it ran (raised by ctx.progress)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CollectorError(Exception):
+    """Root of every error collector raises on purpose."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message, "details": self.details}
+
+
+class ConfigError(CollectorError):
+    """The service is configured wrong."""
+
+    code = "config_error"
+
+
+class RequestError(CollectorError):
+    """The request is wrong; retrying it unchanged cannot succeed."""
+
+    status = 400
+    code = "bad_request"
+
+
+class BadRequestError(RequestError):
+    status = 400
+    code = "bad_request"
+
+
+class NotFoundError(RequestError):
+    status = 404
+    code = "not_found"
+
+
+class ConflictError(RequestError):
+    status = 409
+    code = "conflict"
+
+
+class ValidationError(RequestError):
+    """Field errors, all at once: `details` maps each field path to its messages."""
+
+    status = 422
+    code = "validation_error"
+
+
+class ServiceUnavailableError(CollectorError):
+    status = 503
+    code = "service_unavailable"
+
+
+class CheckTimeoutError(ServiceUnavailableError):
+    """No worker answered `POST /platforms/check` before its deadline."""
+
+    status = 504
+    code = "check_timeout"
+
+
+class PlatformError(CollectorError):
+    """A platform failed while running a job."""
+
+    code = "platform_error"
+
+
+class FatalError(PlatformError):
+    """The source failed for good (bad credentials, missing resource): not retried."""
+
+    code = "fatal_error"
+
+
+class TransientError(PlatformError):
+    """The source failed for now (HTTP 429/5xx, connection reset): may be retried."""
+
+    code = "transient_error"
+
+
+class StorageError(CollectorError):
+    """Writing collected rows to a storage target failed."""
+
+    code = "storage_error"
+
+
+class WorkerDiedError(CollectorError):
+    """The worker process running a job died (signal, memory)."""
+
+    code = "worker_died"
+
+
+class JobTimeoutError(CollectorError):
+    """A job ran longer than its timeout (spec `timeout_s`, platform `TIMEOUT_S`, or the service default)."""
+
+    code = "timeout"
+
+
+class JobCancelledError(CollectorError):
+    """The job was cancelled while it ran; `ctx.progress` raises it so the platform stops."""
+
+    code = "cancelled"

@@ -1,0 +1,64 @@
+"""Sealing of secret setting values with the key the API and the workers share (Fernet)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from collector.errors import ConfigError
+
+
+class Sealer:
+    """Seals and unseals JSON values; any passphrase works as a key (it is stretched to a Fernet key)."""
+
+    def __init__(self, secret_key: str) -> None:
+        if not secret_key:
+            raise ConfigError("COLLECTOR_SECRET_KEY is empty; set it to a long random string")
+        digest = hashlib.sha256(secret_key.encode()).digest()
+        self._fernet = Fernet(base64.urlsafe_b64encode(digest))
+
+    def seal(self, value: Any) -> str:
+        return self._fernet.encrypt(json.dumps(value).encode()).decode()
+
+    def unseal(self, token: str) -> Any:
+        try:
+            return json.loads(self._fernet.decrypt(token.encode()))
+        except InvalidToken:
+            raise ConfigError(
+                "sealed secrets cannot be opened with this COLLECTOR_SECRET_KEY; "
+                "give the API and the workers the same key"
+            ) from None
+
+
+def new_key() -> str:
+    """A fresh random key, for a session that has none configured."""
+    return Fernet.generate_key().decode()
+
+
+def platforms_with_secrets(registry: Any) -> list[str]:
+    """Ids of the platforms that take a secret: a `Secret` setting, or a storage target whose backend has one."""
+    from collector.registry import storage_backends
+
+    backend_secrets = any(spec.settings.secret_names() for spec in storage_backends().values())
+    return [
+        platform.id
+        for platform in registry.platforms.values()
+        if any(s.secret or (s.type == "storage" and backend_secrets) for s in platform.settings.settings)
+    ]
+
+
+def require_secret_key(config: Any, registry: Any, *, process: str) -> None:
+    """Refuse to start `process` without `COLLECTOR_SECRET_KEY` when some platform could be given secrets."""
+    if config.secret_key:
+        return
+    needing = platforms_with_secrets(registry)
+    if needing:
+        raise ConfigError(
+            f"COLLECTOR_SECRET_KEY is not set, and platform(s) {', '.join(needing)} take secret settings that "
+            f"the {process} must seal or unseal; set COLLECTOR_SECRET_KEY to a long random string (the same for "
+            "every API and worker process), e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        )

@@ -1,0 +1,219 @@
+"""The job record in Redis: the only place that builds Redis keys and reads or writes records."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from redis import Redis
+from redis.backoff import ExponentialBackoff
+from redis.client import Pipeline
+from redis.retry import Retry
+
+from collector import defaults
+from collector.config import Config
+
+# Fields stored as JSON; the others are plain strings.
+JSON_FIELDS = frozenset({
+    "settings", "progress", "result", "error", "datasets", "attempt", "stored_rows",
+    "checkpoint", "retry", "max_attempts", "deaths", "timeout_s",
+})
+# Fields never shown in an API answer.
+HIDDEN_FIELDS = frozenset({"secrets", "timeout_s"})
+ENDED = frozenset({"finished", "failed", "stopped", "canceled"})
+JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DATASETS = ("original", "processed")
+# The order fields are shown in; fields a later version adds come after these.
+VIEW_ORDER = (
+    "job_id", "status", "platform_id", "client_id", "settings", "progress", "result", "error", "attempt",
+    "worker", "created_at", "enqueued_at", "started_at", "ended_at", "stored_rows", "datasets",
+)
+
+
+def connect(url: str, *, blocking: bool = False) -> Redis:
+    """A client for `url`. API clients fail fast (a quick 503 beats a hung request); `blocking` ones,
+    which wait on queues, have no read timeout."""
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=2,
+        socket_timeout=None if blocking else 5,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        health_check_interval=30,
+    )
+
+
+def utcnow() -> str:
+    """Now as ISO 8601 UTC, the form every timestamp on a record takes."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def encode(fields: Mapping[str, Any]) -> dict[str, str]:
+    return {k: json.dumps(v, default=str) if k in JSON_FIELDS else str(v) for k, v in fields.items()}
+
+
+def decode(raw: Mapping[str | bytes, str | bytes]) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.decode() if isinstance(key, bytes) else key
+        text = value.decode() if isinstance(value, bytes) else value
+        record[name] = json.loads(text) if name in JSON_FIELDS else text
+    return record
+
+
+class Keys:
+    """Every Redis key collector owns, under one prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def dataset(self, job_id: str, name: str) -> str:
+        return f"{self.prefix}:job:{job_id}:dataset:{name}"
+
+    def events(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:events"
+
+    def check(self, check_id: str) -> str:
+        """A connection check's short-lived request: platform, masked settings, sealed secrets."""
+        return f"{self.prefix}:check:{check_id}"
+
+    def check_answer(self, check_id: str) -> str:
+        """The list a worker pushes a check's answer to; the API waits on it."""
+        return f"{self.prefix}:check:{check_id}:answer"
+
+    def pool(self, pool_name: str) -> str:
+        return f"{self.prefix}:pool:{pool_name}"
+
+    def process(self, process_id: str) -> str:
+        return f"{self.prefix}:process:{process_id}"
+
+    def processes_active(self) -> str:
+        """Set of processes still running: what pools advance."""
+        return f"{self.prefix}:processes:active"
+
+    def processes_named(self, name: str) -> str:
+        """Set of the processes run under one definition name (to void old versions)."""
+        return f"{self.prefix}:processes:name:{name}"
+
+    def schedule(self, schedule_id: str) -> str:
+        return f"{self.prefix}:schedule:{schedule_id}"
+
+    def schedules_due(self) -> str:
+        """Sorted set: schedule id → when its next tick is due (unix seconds)."""
+        return f"{self.prefix}:schedules:due"
+
+    def schedule_tick(self, schedule_id: str, tick: int) -> str:
+        """Claimed by the one process that fires a tick."""
+        return f"{self.prefix}:schedule:{schedule_id}:tick:{tick}"
+    def pools(self) -> str:
+        """Hash of every pool that announced itself: name → start time (its heartbeat is `pool(name)`)."""
+        return f"{self.prefix}:pools"
+
+    def cancels(self) -> str:
+        """Set of running jobs someone asked to cancel; the supervisors holding them watch it."""
+        return f"{self.prefix}:cancel-requests"
+
+    def jobs_index(self) -> str:
+        """Sorted set of every job id, scored by creation time (epoch seconds): what `/execution/list` reads."""
+        return f"{self.prefix}:jobs"
+
+    def metrics(self) -> str:
+        """Hash of counters and duration buckets every API and worker process adds to; `/metrics` reads it."""
+        return f"{self.prefix}:metrics"
+
+
+class JobStore:
+    """Reads and writes job records (`collector:job:<id>`) and the datasets beside them."""
+
+    def __init__(self, connection: Redis, config: Config) -> None:
+        self.connection = connection
+        self.config = config
+        self.keys = Keys(config.key_prefix)
+
+    def create(self, job_id: str, fields: Mapping[str, Any], pipeline: Pipeline) -> None:
+        pipeline.hset(self.keys.job(job_id), mapping=encode(fields))
+
+    def update(self, job_id: str, fields: Mapping[str, Any], pipeline: Pipeline | None = None) -> None:
+        (pipeline or self.connection).hset(self.keys.job(job_id), mapping=encode(fields))
+
+    def event(self, job_id: str, kind: str, pipeline: Pipeline | None = None, **data: Any) -> None:
+        """Append an event to the job's capped stream (`XADD ... MAXLEN ~`), on `pipeline` when given."""
+        fields = {"type": kind, "at": utcnow()}
+        if data:
+            fields["data"] = json.dumps(data, default=str)
+        (pipeline or self.connection).xadd(
+            self.keys.events(job_id), fields, maxlen=defaults.EVENTS_MAXLEN, approximate=True
+        )
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's events, oldest first: `{"id", "at", "type", ...data}`."""
+        entries = self.connection.xrange(self.keys.events(job_id))
+        events = []
+        for entry_id, raw in entries:
+            fields = decode(raw)
+            event = {"id": entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+                     "at": fields.get("at"), "type": fields.get("type")}
+            if fields.get("data"):
+                event.update(json.loads(fields["data"]))
+            events.append(event)
+        return events
+
+    def exists(self, job_id: str) -> bool:
+        return bool(self.connection.exists(self.keys.job(job_id)))
+
+    def read(self, job_id: str, *names: str) -> dict[str, Any]:
+        """Some fields of a record (all when no names are given); `{}` when there is no such job."""
+        key = self.keys.job(job_id)
+        if not names:
+            return decode(self.connection.hgetall(key))
+        values = self.connection.hmget(key, list(names))
+        return decode({n: v for n, v in zip(names, values, strict=True) if v is not None})
+
+    def save_datasets(
+        self, job_id: str, datasets: Mapping[str, tuple[int, bytes]], pipeline: Pipeline
+    ) -> dict[str, Any]:
+        """Queue the datasets' writes on `pipeline`; returns their `{"rows", "bytes"}` summary."""
+        summary: dict[str, Any] = {}
+        for name, (rows, payload) in datasets.items():
+            pipeline.set(self.keys.dataset(job_id, name), payload)
+            summary[name] = {"rows": rows, "bytes": len(payload)}
+        return summary
+
+    def expire(self, job_id: str, ttl_s: int, pipeline: Pipeline, datasets: Iterable[str] = DATASETS) -> None:
+        """Let a record and everything beside it expire: it has ended."""
+        pipeline.expire(self.keys.job(job_id), ttl_s)
+        pipeline.expire(self.keys.events(job_id), ttl_s)
+        for name in datasets:
+            pipeline.expire(self.keys.dataset(job_id, name), ttl_s)
+
+    def ttl_for(self, status: str) -> int:
+        return self.config.failed_record_ttl_s if status == "failed" else self.config.record_ttl_s
+
+    def view(self, job_id: str, *, full: bool = False) -> dict[str, Any] | None:
+        """What `GET /execution/get` answers: the record without hidden fields, datasets if `full`."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.job(job_id))
+            if full:
+                for name in DATASETS:
+                    pipe.get(self.keys.dataset(job_id, name))
+            raw, *payloads = pipe.execute()
+        if not raw:
+            return None
+        record = decode(raw)
+        for name in HIDDEN_FIELDS:
+            record.pop(name, None)
+        summary = record.pop("datasets", {}) or {}
+        if full:
+            record["datasets"] = {
+                name: json.loads(payload) for name, payload in zip(DATASETS, payloads, strict=True) if payload
+            }
+        else:
+            record["datasets"] = summary
+        record["job_id"] = job_id
+        ordered = {name: record.pop(name) for name in VIEW_ORDER if name in record}
+        return {**ordered, **dict(sorted(record.items()))}

@@ -1,0 +1,72 @@
+"""Setting types platforms and storage backends annotate their `__init__` with, beyond Python's own."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+RELATIVE_DATE = re.compile(r"^\s*(\d+)\s+(day|days|week|weeks)\s+(back|ago)\s*$", re.IGNORECASE)
+RELATIVE_WORDS = {"today": 0, "yesterday": 1, "tomorrow": -1}
+
+
+class Secret(str):
+    """A secret string: sealed before it reaches Redis, masked in every answer, log and repr.
+
+    It is a `str`, so a platform uses it as one; only its `repr` hides the value, which keeps it out
+    of tracebacks and debug output that format arguments with `%r`.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+
+def parse_date(value: object, *, today: dt.date | None = None) -> dt.date:
+    """An ISO date, or `today`, `yesterday`, `N days back|ago`, `N weeks back|ago`, as a date.
+
+    Relative expressions are resolved against `today` (the day the job runs when not given).
+    """
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a date; give an ISO date like '2024-05-31' or 'yesterday'")
+    text = value.strip().lower()
+    today = today or dt.date.today()
+    if text in RELATIVE_WORDS:
+        return today - dt.timedelta(days=RELATIVE_WORDS[text])
+    match = RELATIVE_DATE.match(text)
+    if match:
+        count, unit = int(match.group(1)), match.group(2)
+        return today - dt.timedelta(days=count * (7 if unit.startswith("week") else 1))
+    try:
+        return dt.date.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not a date; use an ISO date ('2024-05-31'), 'today', 'yesterday', "
+            "'N days back' or 'N weeks back'"
+        ) from None
+
+
+def parse_datetime(value: object, *, now: dt.datetime | None = None) -> dt.datetime:
+    """An ISO datetime, or a relative date expression (midnight UTC of that day), as an aware datetime."""
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            pass
+        else:
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
+    try:
+        day = parse_date(value, today=now.date())
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not a datetime; use ISO 8601 ('2024-05-31T12:00:00Z') or a relative date "
+            "('yesterday', '3 days back')"
+        ) from None
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)

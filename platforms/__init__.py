@@ -1,0 +1,1 @@
+"""Data sources: one class per file; the file name is the platform id."""

@@ -1,0 +1,215 @@
+"""Rows of a CSV file, read from a local path or an HTTP(S) URL, with typed columns."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime as dt
+import io
+import itertools
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from collector.http_client import HttpClient
+from collector.masking import mask_text
+from collector.platform import FatalError, Platform, Storage
+
+TRUE = frozenset({"true", "t", "yes", "y", "1"})
+FALSE = frozenset({"false", "f", "no", "n", "0"})
+INT = re.compile(r"[+-]?(0|[1-9][0-9]*)")            # "007" stays text: codes and zip codes keep their zeros
+FLOAT = re.compile(r"[+-]?((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+DATETIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}.*")
+
+
+def to_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in TRUE:
+        return True
+    if lowered in FALSE:
+        return False
+    raise ValueError(f"{text!r} is not a bool; use true/false, yes/no or 1/0")
+
+
+def to_datetime(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.strip())
+
+
+# What each `types` name converts a non-empty cell with; an empty cell is None in every typed column.
+CONVERTERS: dict[str, Callable[[str], Any]] = {
+    "int": lambda text: int(text.strip()),
+    "float": lambda text: float(text.strip()),
+    "bool": to_bool,
+    "date": lambda text: dt.date.fromisoformat(text.strip()),
+    "datetime": to_datetime,
+    "str": str,
+}
+
+# Inference tries these in order; a column takes the first every non-empty cell fits (int before float, so a
+# column of whole numbers is int; date before datetime). Only unambiguous spellings are inferred.
+GUESSES: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("bool", lambda text: text.strip().lower() in ("true", "false")),
+    ("int", lambda text: INT.fullmatch(text.strip()) is not None),
+    ("float", lambda text: FLOAT.fullmatch(text.strip()) is not None),
+    ("date", lambda text: DATE.fullmatch(text.strip()) is not None and _parses(dt.date.fromisoformat, text)),
+    ("datetime", lambda text: DATETIME.fullmatch(text.strip()) is not None and _parses(to_datetime, text)),
+)
+
+
+def _parses(parse: Callable[[str], Any], text: str) -> bool:
+    try:
+        parse(text.strip())
+    except ValueError:
+        return False
+    return True
+
+
+def infer_type(values: Iterable[str]) -> str:
+    """The narrowest type name every non-empty value fits; `str` when none does or all are empty."""
+    candidates = list(GUESSES)
+    seen = False
+    for value in values:
+        if value == "" or value.isspace():
+            continue
+        seen = True
+        candidates = [(name, fits) for name, fits in candidates if fits(value)]
+        if not candidates:
+            return "str"
+    return candidates[0][0] if seen else "str"
+
+
+class CsvSource(Platform):
+    """Rows of a CSV file from `path` (on the worker's machine) or `url` (http/https): give exactly one.
+
+    `skip_rows` lines are skipped before the header. Without a header (`has_header: false`) columns are named
+    by `columns`, or `column_1`, `column_2`, ...; with one, `columns` renames them. `types` maps a column to
+    int, float, bool, date, datetime or str; other columns are inferred when `infer_types` is on (whole numbers
+    without leading zeros, decimals, true/false, ISO dates and datetimes) and kept as text when it is off.
+    Empty cells of typed columns become null. Datasets: `original` has the cells as read (text), `processed`
+    the typed rows, which also go to `storage` when one is given. The whole file is held in memory.
+    """
+
+    CHUNK_ROWS = 5000   # rows handed to storage per write
+
+    def __init__(
+        self,
+        path: str | None = None,
+        url: str | None = None,
+        delimiter: str = ",",
+        encoding: str = "utf-8",
+        has_header: bool = True,
+        columns: list[str] | None = None,
+        skip_rows: int = 0,
+        types: dict | None = None,
+        infer_types: bool = True,
+        timeout_s: float = 30.0,
+        storage: Storage | None = None,
+    ) -> None:
+        if (path is None) == (url is None):
+            raise ValueError("give exactly one of path (a file on the worker) or url (http:// or https://)")
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError(f"url {mask_text(url)!r} must start with http:// or https://")
+        if len(delimiter) != 1:
+            raise ValueError(f"delimiter {delimiter!r} must be one character (use \"\\t\" for tabs)")
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(f"encoding {encoding!r} is unknown; use e.g. utf-8, latin-1 or cp1252") from None
+        if skip_rows < 0:
+            raise ValueError(f"skip_rows={skip_rows} is negative; give 0 or more")
+        if columns is not None and len(set(columns)) != len(columns):
+            raise ValueError("columns repeats a name; give each column its own name")
+        wrong = {c: t for c, t in (types or {}).items() if t not in CONVERTERS}
+        if wrong:
+            raise ValueError(f"types {wrong} are not types; use one of {sorted(CONVERTERS)}")
+        self.path, self.url, self.delimiter, self.encoding = path, url, delimiter, encoding
+        self.has_header, self.columns, self.skip_rows = has_header, columns, skip_rows
+        self.types, self.infer_types, self.timeout_s = dict(types or {}), infer_types, timeout_s
+        self.storage = storage
+
+    def _run(self, ctx):
+        names, cells = self._read(ctx)
+        original = [dict(zip(names, line, strict=True)) for line in cells]
+        ctx.dataset("original", original)
+        unknown = sorted(set(self.types) - set(names))
+        if unknown:
+            raise FatalError(f"types names column(s) {unknown} the file does not have; its columns are {names}")
+        column_types = {
+            name: self.types.get(name) or (infer_type(r[name] for r in original) if self.infer_types else "str")
+            for name in names
+        }
+        processed = [self._convert(number, row, column_types) for number, row in enumerate(original, start=1)]
+        ctx.dataset("processed", processed)
+        total = len(processed)
+        for start in range(0, total, self.CHUNK_ROWS):
+            if self.storage is not None:
+                self.storage.write(processed[start:start + self.CHUNK_ROWS])
+            done = min(start + self.CHUNK_ROWS, total)
+            ctx.progress(done, total, f"{done} of {total} rows")
+        summary: dict[str, Any] = {"rows": total, "columns": len(names), "types": column_types}
+        if self.storage is not None:
+            summary["stored"] = self.storage.rows_written
+        return summary
+
+    def _read(self, ctx) -> tuple[list[str], list[list[str]]]:
+        """Column names and the data lines (each padded to the width of the header)."""
+        source = self.path if self.path is not None else mask_text(str(self.url))
+        try:
+            if self.path is not None:
+                with open(self.path, newline="", encoding=self._codec()) as file:
+                    lines = list(csv.reader(itertools.islice(file, self.skip_rows, None), delimiter=self.delimiter))
+            else:
+                client = HttpClient(headers={"Accept": "text/csv, */*"}, secrets=[], timeout_s=self.timeout_s,
+                                    on_retry=ctx.log.warning)
+                raw, _ = client.request(self.url)
+                text = io.StringIO(raw.decode(self._codec()), newline="")
+                lines = list(csv.reader(itertools.islice(text, self.skip_rows, None), delimiter=self.delimiter))
+        except FileNotFoundError:
+            raise FatalError(f"no file at path {self.path!r} on this worker; check the path") from None
+        except UnicodeDecodeError as exc:
+            raise FatalError(f"{source} is not {self.encoding} ({exc.reason} at byte {exc.start}); "
+                             "set encoding (e.g. latin-1)") from None
+        except csv.Error as exc:
+            raise FatalError(f"{source} is not readable CSV: {exc}") from None
+        except OSError as exc:
+            raise FatalError(f"cannot read {source}: {exc.strerror or exc}") from None
+        lines = [line for line in lines if line]     # blank lines carry no row
+        if self.has_header:
+            header, lines = (lines[0] if lines else []), lines[1:]
+            names = self.columns if self.columns is not None else header
+            if len(names) != len(header):
+                raise FatalError(f"columns names {len(names)} columns but the header has {len(header)}: {header}")
+            if len(set(names)) != len(names):
+                raise FatalError(f"the header repeats a column name: {header}; rename them with columns")
+        else:
+            width = max((len(line) for line in lines), default=0)
+            names = self.columns if self.columns is not None else [f"column_{n}" for n in range(1, width + 1)]
+        width = len(names)
+        for number, line in enumerate(lines, start=1):
+            if len(line) > width:
+                raise FatalError(f"data row {number} has {len(line)} fields but there are {width} columns: "
+                                 f"{line[:width + 3]}; check delimiter and columns")
+            line.extend([""] * (width - len(line)))
+        return names, lines
+
+    def _codec(self) -> str:
+        # A UTF-8 file saved by a spreadsheet starts with a byte-order mark that would end up in the first name.
+        return "utf-8-sig" if codecs.lookup(self.encoding).name == "utf-8" else self.encoding
+
+    @staticmethod
+    def _convert(number: int, row: dict[str, str], column_types: dict[str, str]) -> dict[str, Any]:
+        typed: dict[str, Any] = {}
+        for name, text in row.items():
+            kind = column_types[name]
+            if kind == "str":
+                typed[name] = text
+            elif text == "" or text.isspace():
+                typed[name] = None
+            else:
+                try:
+                    typed[name] = CONVERTERS[kind](text)
+                except ValueError:
+                    raise FatalError(f"data row {number}, column {name!r}: {text!r} is not a {kind}; "
+                                     "fix the file or the column's entry in types") from None
+        return typed

@@ -1,0 +1,210 @@
+"""File storage backends: CSV and JSON Lines, appended to or replaced atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import decimal
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import IO, Any, ClassVar, Literal
+
+from collector.errors import StorageError
+from storage.base import Row, Storage
+from storage.sql import dump_json
+
+FileMode = Literal["append", "replace"]
+# Rows are flushed to the file and reported stored in chunks of this many.
+CHUNK = 1000
+
+
+def csv_value(value: Any) -> Any:
+    """A cell: '' for None, true/false, ISO dates, exact decimals, JSON for lists and dicts."""
+    if value is None:
+        return ""
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, dict | list | tuple):
+        return dump_json(value)
+    return str(value)
+
+
+def keep_mode(path: str, *, like: str) -> None:
+    """Give a temporary file the permissions of the file it will replace (mkstemp makes it 0600)."""
+    try:
+        mode = os.stat(like).st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o644
+    os.chmod(path, mode)
+
+
+class FileStorage(Storage):
+    """Shared by the file backends: the target path, the mode and the atomic replace.
+
+    replace writes a temporary file next to the target and renames it over the target (`os.replace`, atomic
+    on POSIX within one file system), so readers see the old file or the new one; the first `write` of an
+    instance replaces, later ones append, so a job may hand its rows over in several calls.
+    """
+
+    path: str
+    mode: str
+    KIND: ClassVar[str] = ""
+
+    def _init_file(self, *, path: str, mode: str) -> None:
+        if not path:
+            raise ValueError("path must name the file to write to")
+        if mode not in ("append", "replace"):
+            raise ValueError(f"mode must be append or replace, not {mode!r}")
+        self.path, self.mode = path, mode
+        self._replaced = False
+
+    def describe(self) -> str:
+        return f"{self.KIND} file {self.path}"
+
+    def _error(self, doing: str, exc: BaseException) -> StorageError:
+        message = f"could not write to {self.describe()} ({doing}): {exc}"
+        return StorageError(message, details={"path": self.path})
+
+    def write(self, rows: Iterable[Row]) -> int:
+        target = os.path.abspath(os.path.expanduser(self.path))
+        try:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+        except OSError as exc:
+            raise self._error("creating its folder", exc) from exc
+        if self.mode == "append" or self._replaced:
+            return self._write_to(target, rows, fresh=False)
+        folder, name = os.path.split(target)
+        handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+        os.close(handle)
+        try:
+            keep_mode(temporary, like=target)
+            count = self._write_to(temporary, rows, fresh=True, report=False)
+            try:
+                os.replace(temporary, target)
+            except OSError as exc:
+                raise self._error("replacing the file", exc) from exc
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        self._replaced = True
+        if count:
+            self._written(count)
+        return count
+
+    def _write_to(self, path: str, rows: Iterable[Row], *, fresh: bool, report: bool = True) -> int:
+        raise NotImplementedError
+
+    @staticmethod
+    def _chunks(rows: Iterable[Row]) -> Iterator[list[Row]]:
+        iterator = iter(rows)
+        while chunk := list(islice(iterator, CHUNK)):
+            yield chunk
+
+
+class CsvStorage(FileStorage):
+    """Rows into a CSV file with a header line; columns first seen in later rows widen the header.
+
+    A new column rewrites the file once with the wider header (earlier rows get empty cells), so no value
+    is ever dropped; in append mode the header of the existing file is read and kept.
+    """
+
+    TYPE = "csv"
+    KIND = "csv"
+
+    def __init__(self, *, path: str, delimiter: str = ",", mode: FileMode = "append") -> None:
+        if len(delimiter) != 1:
+            raise ValueError("delimiter must be one character")
+        self._init_file(path=path, mode=mode)
+        self.delimiter = delimiter
+
+    def _read_header(self, path: str) -> list[str]:
+        try:
+            with open(path, newline="", encoding="utf-8") as file:
+                return next(csv.reader(file, delimiter=self.delimiter), [])
+        except FileNotFoundError:
+            return []
+
+    def _write_to(self, path: str, rows: Iterable[Row], *, fresh: bool, report: bool = True) -> int:
+        try:
+            header = [] if fresh else self._read_header(path)
+            known = set(header)
+            total = 0
+            file: IO[str] = open(path, "w" if fresh else "a", newline="", encoding="utf-8")
+            try:
+                for chunk in self._chunks(rows):
+                    new = [k for row in chunk for k in row if k not in known]
+                    if new:
+                        new = list(dict.fromkeys(new))
+                        file.close()
+                        self._widen(path, header, new, has_header=bool(header))
+                        header += new
+                        known.update(new)
+                        file = open(path, "a", newline="", encoding="utf-8")
+                    writer = csv.writer(file, delimiter=self.delimiter)
+                    writer.writerows([csv_value(row.get(column)) for column in header] for row in chunk)
+                    file.flush()
+                    total += len(chunk)
+                    if report:
+                        self._written(len(chunk))
+            finally:
+                file.close()
+        except OSError as exc:
+            raise self._error("writing", exc) from exc
+        return total
+
+    def _widen(self, path: str, header: list[str], new: list[str], *, has_header: bool) -> None:
+        """Rewrite `path` with `new` columns added to its header (atomically, via a temporary file)."""
+        folder = os.path.dirname(path)
+        handle, temporary = tempfile.mkstemp(prefix=".widen.", suffix=".tmp", dir=folder)
+        try:
+            keep_mode(temporary, like=path)
+            with os.fdopen(handle, "w", newline="", encoding="utf-8") as out:
+                writer = csv.writer(out, delimiter=self.delimiter)
+                writer.writerow(header + new)
+                if has_header:
+                    with open(path, newline="", encoding="utf-8") as source:
+                        reader = csv.reader(source, delimiter=self.delimiter)
+                        next(reader, None)
+                        writer.writerows(line + [""] * len(new) for line in reader)
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+
+
+class JsonlStorage(FileStorage):
+    """Rows into a JSON Lines file: one JSON object per line, dates as ISO strings, decimals as strings."""
+
+    TYPE = "jsonl"
+    KIND = "jsonl"
+
+    def __init__(self, *, path: str, mode: FileMode = "append") -> None:
+        self._init_file(path=path, mode=mode)
+
+    def _write_to(self, path: str, rows: Iterable[Row], *, fresh: bool, report: bool = True) -> int:
+        total = 0
+        try:
+            with open(path, "w" if fresh else "a", encoding="utf-8") as file:
+                for chunk in self._chunks(rows):
+                    file.write("".join(dump_json(dict(row)) + "\n" for row in chunk))
+                    file.flush()
+                    total += len(chunk)
+                    if report:
+                        self._written(len(chunk))
+        except (OSError, TypeError, ValueError) as exc:
+            raise self._error("writing", exc) from exc
+        return total
+
+
+__all__ = ["CsvStorage", "FileStorage", "JsonlStorage", "csv_value"]

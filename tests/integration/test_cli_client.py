@@ -1,0 +1,97 @@
+"""The CLI client against a served API and a real worker pool: submit --wait, get, list, platforms, cancel."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+from collector.client import Client
+from collector.config import Config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(url: str, *args: str, token: str = "", stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "COLLECTOR_URL": url, "COLLECTOR_API_TOKEN": token}
+    return subprocess.run([sys.executable, "-m", "collector", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=60, input=stdin)
+
+
+def test_submit_wait_shows_progress_and_exits_0_when_finished(served: Any, start_pool: Callable[..., Any]) -> None:
+    start_pool(2)
+    done = cli(served.url, "submit", "examples/demo.json", "--wait")
+    assert done.returncode == 0, done.stderr
+    assert "finished (demo)" in done.stdout and '"rows": 200' in done.stdout
+    assert "%" in done.stderr and "rows" in done.stderr  # the progress line (stderr is not a terminal here)
+    job_id = done.stdout.split()[1]
+
+    failed = cli(served.url, "submit", "-", "--wait", "--json",
+                 stdin=json.dumps({"platform_id": "demo", "settings": {"rows": 3, "fail_at": 2}}))
+    assert failed.returncode == 1
+    view = json.loads(failed.stdout)
+    assert view["status"] == "failed" and view["error"]["type"] == "FatalError"
+
+    listed = json.loads(cli(served.url, "list", "--json", "--status", "finished").stdout)
+    assert [j["job_id"] for j in listed["jobs"]] == [job_id]
+    table = cli(served.url, "list").stdout
+    assert table.startswith("JOB ID") and job_id in table and view["job_id"] in table
+
+    got = cli(served.url, "get", job_id, "--full", "--json")
+    assert json.loads(got.stdout)["datasets"]["original"][0] == {"n": 1, "value": 1}
+    assert re.search(rf"^job_id\s+{job_id}$", cli(served.url, "get", job_id).stdout, re.M)
+
+
+def test_errors_are_clear_and_exit_non_zero(served: Any, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"platform_id": "demo", "settings": {"rows": "many"}}))
+    answer = cli(served.url, "submit", str(bad))
+    assert answer.returncode == 2 and "settings.rows" in answer.stderr
+    assert "is not JSON" in cli(served.url, "submit", "-", stdin="{nope").stderr
+    missing = cli(served.url, "get", "nosuchjob")
+    assert missing.returncode == 2 and "no job 'nosuchjob'" in missing.stderr
+    unknown = cli(served.url, "cancel", "abc")
+    assert unknown.returncode == 2 and "no job 'abc'" in unknown.stderr
+    down = cli("http://127.0.0.1:9", "list")
+    assert down.returncode == 2 and "cannot reach collector at http://127.0.0.1:9" in down.stderr
+
+
+def test_platforms_table(served: Any) -> None:
+    out = cli(served.url, "platforms").stdout
+    assert re.search(r"^demo: ", out, re.M) and "SETTING" in out and "rows" in out
+    assert "demo" in {p["id"] for p in json.loads(cli(served.url, "platforms", "--json").stdout)["platforms"]}
+
+
+def test_the_token_is_sent_as_bearer(config: Config) -> None:
+    seen: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            body = b'{"platforms": [], "broken": {}}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        assert Client(url, token="t0ken").platforms() == {"platforms": [], "broken": {}}
+        assert cli(url, "platforms", token="s3cret").returncode == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == ["Bearer t0ken", "Bearer s3cret"]

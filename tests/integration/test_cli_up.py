@@ -1,0 +1,87 @@
+"""`collector up`: embedded Redis, workers and API in one command; SIGTERM stops every process it started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from collector.embedded import free_port, server_binary
+from collector.errors import ConfigError
+from tests.conftest import ROOT, service_missing, wait_for
+
+
+def http(method: str, url: str, body: object = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def children_of(pid: int) -> set[int]:
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        for child in children_of(todo.pop()):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def test_up_runs_everything_and_sigterm_stops_it_all(tmp_path: Path) -> None:
+    try:
+        server_binary()
+    except ConfigError as exc:
+        service_missing(exc.message)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
+    log = open(tmp_path / "up.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "collector", "up", "--port", str(port), "--workers", "2"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def up() -> bool:
+            try:
+                return http("POST", f"{base}/system/alive")["workers"]["count"] == 2
+            except OSError:
+                return False
+
+        wait_for(up, timeout_s=30, interval_s=0.1, what="collector up to serve with 2 workers")
+        output = (tmp_path / "up.log").read_text()
+        assert f"{base}/rq" in output and f"{base}/system/alive" in output and f"{base}/docs" in output
+        assert "open: no COLLECTOR_API_TOKENS, but 127.0.0.1 is loopback" in output
+        job = http("POST", f"{base}/execution/run", {"_id": "t1", "platform_id": "demo", "settings": {"rows": 50}})
+        wait_for(lambda: http("GET", f"{base}/execution/get?job_id={job['job_id']}")["status"] == "finished",
+                 what="the demo job to finish")
+        redis_port = int(http("POST", f"{base}/system/alive")["redis"]["url"].rsplit(":", 1)[1].split("/")[0])
+        started = descendants(proc.pid)
+        assert len(started) >= 4, "redis-server, the pool and its two workers"
+    except BaseException:
+        proc.kill()
+        raise
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    log.close()
+    for pid in started:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2], pid
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", redis_port), timeout=1):
+        pass

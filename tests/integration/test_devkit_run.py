@@ -1,0 +1,137 @@
+"""`collector run`: a job in the foreground, as a worker runs it, with progress, logs, datasets and exit codes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from collector.app import create_app
+from collector.config import Config
+from tests.conftest import ROOT, PoolProcess, ServedApp, wait_for
+
+KIT_PLATFORMS = "tests.devkit_platforms"
+
+
+def collector(*args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m collector ARGS` with no COLLECTOR_* setting but those given."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
+    environ.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "collector", *args], input=stdin, capture_output=True, text=True,
+        env=environ, cwd=ROOT, timeout=60,
+    )
+
+
+def spec_file(tmp_path: Path, body: dict) -> str:
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(body))
+    return str(path)
+
+
+def test_a_job_that_succeeds_prints_progress_result_and_writes_datasets(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, {"platform_id": "demo", "settings": {"rows": 40, "delay_s": 0.005}})
+    done = collector("run", spec, "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"rows": 40}
+    assert "100.0%  40/40" in done.stderr and "/s" in done.stderr and "row 40 of 40" in done.stderr
+    assert "in-process fake Redis" in done.stderr
+    original = (tmp_path / "out" / "original.jsonl").read_text().splitlines()
+    processed = [json.loads(line) for line in (tmp_path / "out" / "processed.jsonl").read_text().splitlines()]
+    assert len(original) == 40 and json.loads(original[2]) == {"n": 3, "value": 9}
+    assert processed[3] == {"n": 4, "value": 16, "even": True}
+
+
+def test_a_job_that_fails_exits_1_with_its_error_and_traceback(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, {"platform_id": "demo", "settings": {"rows": 10, "fail_at": 4}})
+    done = collector("run", spec)
+    assert done.returncode == 1
+    assert "failed after" in done.stderr and "FatalError: demo failure at row 4 (fail_at=4)" in done.stderr
+    assert "Traceback" in done.stderr and "platforms/demo.py" in done.stderr
+    assert done.stdout == ""
+
+
+def test_pdb_stops_at_the_original_exception(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, {"platform_id": "demo", "settings": {"rows": 10, "fail_at": 6}})
+    done = collector("run", spec, "--pdb", stdin="p n\np type(self).__name__\nq\n")
+    assert done.returncode == 1
+    # The debugger sits in Demo._run, where the FatalError was raised, not in the runner's masked re-raise.
+    assert "demo.py" in done.stdout and "(Pdb) 6" in done.stdout and "'Demo'" in done.stdout
+
+
+def test_a_bad_spec_exits_2_naming_every_field(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, {"platform_id": "demo", "settings": {"rows": "many", "colour": "red"}})
+    done = collector("run", spec)
+    assert done.returncode == 2
+    assert "settings.rows: Not a valid integer." in done.stderr and "settings.colour: Unknown field." in done.stderr
+    (tmp_path / "bad.json").write_text("{not json")
+    done = collector("run", str(tmp_path / "bad.json"))
+    assert done.returncode == 2 and "is not valid JSON" in done.stderr
+    done = collector("run")
+    assert done.returncode == 2 and "give either SPEC.json or --from-job" in done.stderr
+
+
+def test_a_broken_platform_file_is_named_with_its_error() -> None:
+    done = collector("run", "-", stdin='{"platform_id": "broken"}', COLLECTOR_PLATFORMS_PACKAGE=KIT_PLATFORMS)
+    assert done.returncode == 2
+    assert "failed to load: ImportError: this file is broken on purpose" in done.stderr
+
+
+def test_secrets_are_set_on_the_command_line_and_masked_in_the_logs() -> None:
+    body = '{"platform_id": "vault", "settings": {"username": "ada"}}'
+    done = collector("run", "-", "--set", "password=open-sesame", "--set", "rows=5", stdin=body,
+                     COLLECTOR_PLATFORMS_PACKAGE=KIT_PLATFORMS)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"rows": 5}
+    assert "logging in as ada with password ***" in done.stderr and "open-sesame" not in done.stderr
+
+
+def test_with_a_redis_url_the_record_is_written_there(redis_url: str, redis_client: redis.Redis) -> None:
+    done = collector("run", "-", stdin='{"platform_id": "demo", "settings": {"rows": 3}}',
+                     COLLECTOR_REDIS_URL=redis_url)
+    assert done.returncode == 0, done.stderr
+    keys = [k.decode() for k in redis_client.keys("collector:job:local-*") if k.count(b":") == 2]
+    assert len(keys) == 1
+    assert redis_client.xlen(f"{keys[0]}:events") > 0, "the local run's events are kept too"
+    assert redis_client.hget(keys[0], "status") == b"finished"
+    assert redis_client.llen("rq:queue:collector") == 0  # run locally, never queued for a worker
+
+
+def test_a_failed_production_job_is_replayed_with_its_secrets_given_again(
+    config: Config, tmp_path: Path, start_pool: Callable[..., PoolProcess]
+) -> None:
+    kit_config = dataclasses.replace(config, platforms_package=KIT_PLATFORMS)
+    served = ServedApp(create_app(kit_config))
+    try:
+        start_pool(1, kit_config)
+        status, job = served.request("POST", "/execution/run", {
+            "platform_id": "vault", "settings": {"username": "ada", "password": "stale-password", "rows": 4}})
+        assert status == 202
+        failed = wait_for(lambda: (r := served.request("GET", f"/execution/get?job_id={job['job_id']}")[1])
+                          ["status"] == "failed" and r, what="the production job to fail")
+        assert failed["error"]["message"] == "login refused for ada with password ***"
+        env = {"COLLECTOR_PLATFORMS_PACKAGE": KIT_PLATFORMS, "COLLECTOR_URL": served.url}
+        done = collector("run", "--from-job", job["job_id"], **env)
+        assert done.returncode == 2
+        assert "password" in done.stderr and "--set password=..." in done.stderr
+        # The same failure, reproduced here (where --pdb could step into it) ...
+        done = collector("run", "--from-job", job["job_id"], "--set", "password=stale-password", **env)
+        assert done.returncode == 1 and "FatalError: login refused for ada with password ***" in done.stderr
+        # ... and the job, fixed, with the settings it had (rows=4).
+        done = collector("run", "--from-job", job["job_id"], "--url", served.url, "--set", "password=open-sesame",
+                         "--out", str(tmp_path), COLLECTOR_PLATFORMS_PACKAGE=KIT_PLATFORMS)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {"rows": 4}
+        assert len((tmp_path / "original.jsonl").read_text().splitlines()) == 4
+        done = collector("run", "--from-job", "no-such-job", **env)
+        assert done.returncode == 2 and "answered 404" in done.stderr
+    finally:
+        served.close()
+    done = collector("run", "--from-job", "x", "--url", served.url)
+    assert done.returncode == 2 and "cannot reach the service" in done.stderr

@@ -1,0 +1,38 @@
+"""Unit fixtures: the app factory and the runner on fakeredis (no server, no child processes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import fakeredis
+import pytest
+from flask.testing import FlaskClient
+
+from collector.app import create_app
+from collector.config import Config
+from collector.registry import Registry
+
+SECRET_KEY = "unit-test-key"
+
+
+@pytest.fixture
+def fake_redis() -> Iterator[fakeredis.FakeRedis]:
+    client = fakeredis.FakeRedis()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def unit_config() -> Config:
+    return Config(secret_key=SECRET_KEY, progress_interval_s=0.05)
+
+
+@pytest.fixture
+def registry() -> Registry:
+    return Registry.discover("platforms")
+
+
+@pytest.fixture
+def client(fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry) -> FlaskClient:
+    app = create_app(unit_config, connection=fake_redis, registry=registry, dashboard=False)
+    return app.test_client()

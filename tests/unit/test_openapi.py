@@ -1,0 +1,133 @@
+"""The OpenAPI 3.1 document: every endpoint, every platform's settings, secrets marked, agrees with validation."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import fakeredis
+import jsonschema_rs
+import pytest
+from flask.testing import FlaskClient
+
+from collector.app import create_app
+from collector.config import Config
+from collector.registry import Registry
+
+# Routes that are not the API's own: static files of the docs page and of the dashboard.
+UNDOCUMENTED = re.compile(r"^/(docs/assets/|rq/)")
+
+
+def document(client: FlaskClient) -> dict[str, Any]:
+    response = client.get("/openapi.json")
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    return response.get_json()
+
+
+def matches(doc: dict[str, Any], schema: dict[str, Any], instance: Any) -> bool:
+    """Whether `instance` validates against `schema`, with `#/components/...` references resolved in `doc`."""
+    return jsonschema_rs.validator_for({**schema, "components": doc["components"]}).is_valid(instance)
+
+
+def run_schema(doc: dict[str, Any]) -> dict[str, Any]:
+    return doc["paths"]["/execution/run"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+
+
+def test_it_is_openapi_3_1_and_documents_every_route(client: FlaskClient) -> None:
+    doc = document(client)
+    assert doc["openapi"] == "3.1.0" and doc["info"]["title"] == "collector"
+    rules = client.application.url_map.iter_rules()
+    routes = {(method.lower(), re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule))
+              for rule in rules for method in rule.methods - {"HEAD", "OPTIONS"}
+              if not UNDOCUMENTED.match(rule.rule) and rule.endpoint != "static"}
+    documented = {(method, path) for path, ops in doc["paths"].items() for method in ops}
+    assert routes - documented == set(), "endpoints missing from /openapi.json"
+    assert documented - routes == set(), "documented endpoints the app does not have"
+
+
+def test_every_platform_has_its_settings_schema_and_a_discriminated_request(
+    client: FlaskClient, registry: Registry
+) -> None:
+    doc = document(client)
+    schema = run_schema(doc)
+    assert schema["discriminator"]["propertyName"] == "platform_id"
+    assert set(schema["discriminator"]["mapping"]) == set(registry.platforms)
+    for platform_id, platform in registry.platforms.items():
+        settings = doc["components"]["schemas"][f"Settings_{platform_id}"]
+        assert set(settings["properties"]) == {s.name for s in platform.settings.settings}
+        assert settings["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(("body", "status"), [
+    ({"platform_id": "demo"}, 202),
+    ({"_id": "ref-1", "platform_id": "demo", "settings": {"rows": 3, "delay_s": 0.5, "fail_at": None}}, 202),
+    ({"_id": 7, "platform_id": "demo", "settings": {}}, 202),
+    ({"platform_id": "demo", "settings": {"rows": "3"}}, 422),
+    ({"platform_id": "demo", "settings": {"rows": 1.5}}, 422),
+    ({"platform_id": "demo", "settings": {"colour": "red"}}, 422),
+    ({"platform_id": "demo", "priority": 1}, 422),
+    ({"platform_id": "nope"}, 422),
+    ({"settings": {}}, 422),
+])
+def test_the_document_and_the_validation_agree(client: FlaskClient, body: dict[str, Any], status: int) -> None:
+    doc = document(client)
+    assert matches(doc, run_schema(doc), body) is (status == 202)
+    response = client.post("/execution/run", json=body)
+    assert response.status_code == status
+    answer = doc["paths"]["/execution/run"]["post"]["responses"][str(status)]["content"]["application/json"]
+    assert matches(doc, answer["schema"], response.get_json())
+
+
+def test_answers_match_their_documented_schemas(client: FlaskClient) -> None:
+    doc = document(client)
+    job_id = client.post("/execution/run", json={"platform_id": "demo"}).get_json()["job_id"]
+    for method, path, status in [
+        ("get", "/system/alive", 200), ("post", "/system/alive", 200), ("get", "/platforms/get", 200),
+        ("get", f"/execution/get?job_id={job_id}", 200), ("get", "/execution/get?job_id=nope", 404),
+        ("get", "/execution/get?job_id=a:b", 400), ("get", "/openapi.json", 200),
+    ]:
+        response = client.open(path, method=method.upper())
+        assert response.status_code == status, path
+        operation = doc["paths"][path.split("?")[0]][method]
+        schema = operation["responses"][str(status)]["content"]["application/json"]["schema"]
+        assert matches(doc, schema, response.get_json()), path
+
+
+def test_secret_settings_are_write_only_without_defaults(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.secret_platforms import LEAKY, make_package
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = Registry.discover(make_package(tmp_path, "openapiplatforms", leaky=LEAKY))
+    app = create_app(Config(secret_key="k"), connection=fakeredis.FakeRedis(), registry=registry, dashboard=False)
+    settings = document(app.test_client())["components"]["schemas"]["Settings_leaky"]["properties"]
+    for name in ("password", "token"):
+        assert settings[name]["format"] == "password" and settings[name]["writeOnly"] is True
+        assert settings[name]["x-secret"] is True and "default" not in settings[name]
+    assert settings["outcome"]["enum"] == ["succeed", "fail", "crash"]
+
+
+def test_with_tokens_every_operation_but_liveness_documents_401(fake_redis: fakeredis.FakeRedis,
+                                                                  registry: Registry) -> None:
+    token = "openapi-token-0123456789abcdef"
+    app = create_app(Config(secret_key="k", api_tokens=token), connection=fake_redis, registry=registry,
+                     dashboard=False)
+    client = app.test_client()
+    assert client.get("/openapi.json").status_code == 401
+    doc = client.get("/openapi.json", headers={"Authorization": f"Bearer {token}"}).get_json()
+    assert doc["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            assert ("401" in operation["responses"]) is ((method, path) != ("get", "/system/alive")), (method, path)
+
+
+def test_the_docs_page_loads_nothing_from_outside(client: FlaskClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assert "//" not in re.sub(r"<!DOCTYPE[^>]*>", "", html).replace("://", "")  # no external or protocol URLs
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert "docs/assets/swagger-ui-bundle.js" in assets
+    for asset in assets:
+        with client.get("/" + asset) as response:
+            assert response.status_code == 200 and len(response.data) > 100, asset
+    assert "openapi.json" in html

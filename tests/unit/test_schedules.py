@@ -1,0 +1,97 @@
+"""Schedules on fakeredis: validation, exactly one job per tick, missed ticks collapse, secrets sealed."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+
+from collector.config import Config
+from collector.errors import NotFoundError, ValidationError
+from collector.jobs import Submitter
+from collector.registry import Registry
+from collector.schedules import Schedules, next_tick
+
+T0 = 1_700_000_000.0  # a fixed "now" so ticks are predictable
+
+
+@pytest.fixture
+def schedules(fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry) -> Schedules:
+    return Schedules(Submitter(connection=fake_redis, config=unit_config, registry=registry))
+
+
+def demo(rows: int = 1) -> dict:
+    return {"platform_id": "demo", "settings": {"rows": rows}}
+
+
+@pytest.mark.parametrize(
+    ("body", "paths"),
+    [
+        ({"spec": demo()}, {"cron"}),
+        ({"spec": demo(), "cron": "* * * * *", "interval_s": 5}, {"cron"}),
+        ({"spec": demo(), "cron": "every monday"}, {"cron"}),
+        ({"spec": demo(), "interval_s": 0}, {"interval_s"}),
+        ({"spec": {"platform_id": "demo", "settings": {"rows": "x"}}, "interval_s": 5, "when": 1},
+         {"spec.settings.rows", "when"}),
+        ({"interval_s": 5}, {"spec"}),
+    ],
+)
+def test_bad_schedules_list_every_error_and_write_nothing(
+    schedules: Schedules, fake_redis: fakeredis.FakeRedis, body: dict, paths: set[str]
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        schedules.create(body)
+    assert set(caught.value.details) == paths
+    assert fake_redis.dbsize() == 0
+
+
+def test_each_tick_runs_exactly_once_however_many_processes_fire(
+    schedules: Schedules, fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry
+) -> None:
+    created = schedules.create({"name": "every minute", "spec": demo(), "interval_s": 60}, now=T0)
+    assert created["next_run_at"].startswith("2023-11-14T22:14:20")
+    assert schedules.fire_due(now=T0 + 30) == []
+    other = Schedules(Submitter(connection=fake_redis, config=unit_config, registry=registry))
+    fired = schedules.fire_due(now=T0 + 61)
+    assert fired == [f"{created['id']}-{int(T0 + 60)}"]
+    assert other.fire_due(now=T0 + 61) == [], "a second process does not run the same tick"
+    assert fake_redis.hget(f"collector:job:{fired[0]}", "schedule_id").decode() == created["id"]
+    view = schedules.get(created["id"])
+    assert view["runs"] == 1 and view["last_job_id"] == fired[0]
+
+
+def test_ticks_missed_while_down_run_once_on_return(schedules: Schedules) -> None:
+    created = schedules.create({"spec": demo(), "interval_s": 60}, now=T0)
+    fired = schedules.fire_due(now=T0 + 600.5)   # ten ticks were missed
+    assert len(fired) == 1
+    assert schedules.fire_due(now=T0 + 601) == []
+    assert schedules.get(created["id"])["next_run_at"].startswith("2023-11-14T22:24:20")  # T0 + 660
+
+
+def test_cron_ticks_follow_the_expression() -> None:
+    assert next_tick(cron="*/15 * * * *", interval_s=None, anchor=0, after=T0) == 1_700_000_100.0
+    assert next_tick(cron=None, interval_s=60, anchor=T0, after=T0 + 59) == T0 + 60
+    assert next_tick(cron=None, interval_s=60, anchor=T0, after=T0 + 60) == T0 + 120
+
+
+def test_list_and_delete(schedules: Schedules) -> None:
+    first = schedules.create({"spec": demo(), "cron": "0 * * * *"})
+    second = schedules.create({"spec": demo(2), "interval_s": 3600})
+    assert {s["id"] for s in schedules.all()} == {first["id"], second["id"]}
+    schedules.delete(first["id"])
+    assert [s["id"] for s in schedules.all()] == [second["id"]]
+    with pytest.raises(NotFoundError):
+        schedules.delete(first["id"])
+    assert schedules.fire_due(now=T0 * 2) and all(s["runs"] == 1 for s in schedules.all())
+
+
+def test_schedule_api_answers(client) -> None:
+    created = client.post("/schedules", json={"spec": demo(), "interval_s": 30})
+    assert created.status_code == 201
+    schedule_id = created.get_json()["id"]
+    assert client.get("/schedules").get_json()["schedules"][0]["id"] == schedule_id
+    assert client.get(f"/schedules/{schedule_id}").get_json()["interval_s"] == 30
+    bad = client.post("/schedules", json={"spec": demo(), "cron": "nope"})
+    assert bad.status_code == 422 and "cron" in bad.get_json()["details"]
+    assert client.delete(f"/schedules/{schedule_id}").get_json() == {"deleted": schedule_id}
+    assert client.delete(f"/schedules/{schedule_id}").status_code == 404
+    assert client.get("/schedules/a:b*").status_code == 400

@@ -1,0 +1,62 @@
+"""Relative dates, masking and sealing."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from collector.errors import ConfigError
+from collector.masking import mask_text, mask_url
+from collector.sealing import Sealer
+from collector.types import Secret, parse_date, parse_datetime
+
+TODAY = dt.date(2024, 3, 10)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("today", TODAY),
+        ("yesterday", dt.date(2024, 3, 9)),
+        ("4 days back", dt.date(2024, 3, 6)),
+        ("2 days ago", dt.date(2024, 3, 8)),
+        ("1 week back", dt.date(2024, 3, 3)),
+        ("3 weeks ago", dt.date(2024, 2, 18)),
+        ("2023-12-31", dt.date(2023, 12, 31)),
+    ],
+)
+def test_dates_accept_iso_and_relative_expressions(text: str, expected: dt.date) -> None:
+    assert parse_date(text, today=TODAY) == expected
+
+
+def test_a_bad_date_says_what_forms_are_accepted() -> None:
+    with pytest.raises(ValueError, match="'N days back'"):
+        parse_date("next tuesday", today=TODAY)
+
+
+def test_datetimes_are_utc_aware() -> None:
+    assert parse_datetime("2024-01-02T03:04:05").tzinfo is not None
+    now = dt.datetime(2024, 3, 10, 15, tzinfo=dt.UTC)
+    assert parse_datetime("yesterday", now=now) == dt.datetime(2024, 3, 9, tzinfo=dt.UTC)
+
+
+def test_masking_hides_url_passwords_known_secrets_and_auth_headers() -> None:
+    assert mask_url("mysql+pymysql://bob:s3cr3t@db:3306/x") == "mysql+pymysql://bob:***@db:3306/x"
+    text = "failed with token abc123 at postgresql://u:pw@h/db; headers {'Authorization': 'Bearer xyz'}"
+    masked = mask_text(text, ["abc123"])
+    for leaked in ("abc123", ":pw@", "xyz"):
+        assert leaked not in masked
+
+
+def test_secret_repr_is_masked_but_value_usable() -> None:
+    secret = Secret("hunter2")
+    assert repr(secret) == "Secret('***')" and secret + "!" == "hunter2!"
+
+
+def test_sealing_round_trips_and_needs_the_same_key() -> None:
+    token = Sealer("key-one").seal({"password": "hunter2"})
+    assert "hunter2" not in token
+    assert Sealer("key-one").unseal(token) == {"password": "hunter2"}
+    with pytest.raises(ConfigError, match="same key"):
+        Sealer("key-two").unseal(token)

@@ -1,0 +1,1 @@
+"""The benchmark of collector against raw RQ and Celery (`python bench/run.py`)."""

@@ -1,0 +1,219 @@
+"""Rows/s of the SQL storage backends vs their bare driver's executemany: `python bench/storage_bench.py`."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import secrets
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psycopg
+import pymysql
+
+from storage.base import Storage
+from storage.sql import MySQLStorage, PostgreSQLStorage, SQLiteStorage
+
+COLUMNS = ["id", "a", "b", "x", "y", "name", "label", "code", "flag", "ts"]
+# The same column types the backend infers from these rows, so both sides write into the same table.
+DDL = {
+    "mysql": "id BIGINT, a BIGINT, b BIGINT, x DOUBLE, y DOUBLE, name MEDIUMTEXT, label MEDIUMTEXT, "
+    "code MEDIUMTEXT, flag BOOL, ts DATETIME",
+    "postgresql": "id BIGINT, a BIGINT, b BIGINT, x DOUBLE PRECISION, y DOUBLE PRECISION, name TEXT, "
+    "label TEXT, code TEXT, flag BOOLEAN, ts TIMESTAMP",
+    "sqlite": "id BIGINT, a BIGINT, b BIGINT, x DOUBLE, y DOUBLE, name TEXT, label TEXT, code TEXT, "
+    "flag BOOLEAN, ts DATETIME",
+}
+
+
+def make_rows(count: int) -> list[dict[str, Any]]:
+    start = dt.datetime(2024, 1, 1)
+    return [
+        {
+            "id": i, "a": i * 7, "b": -i, "x": i * 0.25, "y": i / 3, "name": f"publisher {i}",
+            "label": "a constant label", "code": f"C{i % 977:04d}", "flag": i % 3 == 0,
+            "ts": start + dt.timedelta(seconds=i),
+        }
+        for i in range(count)
+    ]
+
+
+@contextmanager
+def mariadb_database() -> Iterator[str]:
+    name = f"collector_bench_{secrets.token_hex(4)}"
+    admin = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", autocommit=True)
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        yield name
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    name = f"collector_bench_{secrets.token_hex(4)}"
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield name
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def insert_sql(placeholder: str) -> str:
+    return f"INSERT INTO t ({', '.join(COLUMNS)}) VALUES ({', '.join([placeholder] * len(COLUMNS))})"
+
+
+def chunks(values: list[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def bare_mariadb(db: str, values: list[tuple[Any, ...]], batch: int) -> None:
+    conn = pymysql.connect(
+        host="127.0.0.1", port=3306, user="root", password="", database=db, charset="utf8mb4"
+    )
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(f"CREATE TABLE t ({DDL['mysql']}) CHARACTER SET utf8mb4")
+            for part in chunks(values, batch):
+                cursor.executemany(insert_sql("%s"), part)
+                conn.commit()
+    finally:
+        conn.close()
+
+
+def bare_postgres(db: str, values: list[tuple[Any, ...]], batch: int) -> None:
+    with psycopg.connect(f"host=127.0.0.1 port=5432 user=postgres dbname={db}") as conn:
+        with conn.cursor() as cursor:
+            cursor.execute(f"CREATE TABLE t ({DDL['postgresql']})")
+            conn.commit()
+            for part in chunks(values, batch):
+                cursor.executemany(insert_sql("%s"), part)
+                conn.commit()
+
+
+def bare_sqlite(path: str, values: list[tuple[Any, ...]], batch: int) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(f"CREATE TABLE t ({DDL['sqlite']})")
+        for part in chunks(values, batch):
+            # ISO text is what the backend stores too (and sqlite3's default datetime adapter is deprecated).
+            conn.executemany(insert_sql("?"), [(*v[:-1], v[-1].isoformat(" ")) for v in part])
+            conn.commit()
+    finally:
+        conn.close()
+
+
+def drop_table(kind: str, where: str) -> None:
+    if kind == "mysql":
+        conn = pymysql.connect(host="127.0.0.1", user="root", password="", database=where, autocommit=True)
+        with conn.cursor() as cursor:
+            cursor.execute("DROP TABLE IF EXISTS t")
+        conn.close()
+    elif kind == "postgresql":
+        with psycopg.connect(f"host=127.0.0.1 user=postgres dbname={where}", autocommit=True) as conn:
+            conn.execute("DROP TABLE IF EXISTS t")
+    else:
+        with sqlite3.connect(where) as conn:
+            conn.execute("DROP TABLE IF EXISTS t")
+        conn.close()
+
+
+def best_of(repeats: int, run: Callable[[], None], reset: Callable[[], None]) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        reset()
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    reset()
+    return best
+
+
+def through_backend(make: Callable[[], Storage], rows: list[dict[str, Any]]) -> Callable[[], None]:
+    def run() -> None:
+        storage = make()
+        try:
+            assert storage.write(rows) == len(rows)
+        finally:
+            storage.close()
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3, help="best of this many runs (default 3)")
+    parser.add_argument("--batch", type=int, action="append", help="batch sizes (default 1000 and all rows)")
+    args = parser.parse_args()
+    rows = make_rows(args.rows)
+    values = [tuple(r[c] for c in COLUMNS) for r in rows]    # the bare driver gets ready-made tuples
+    batches = args.batch or [1000, args.rows]
+    results: list[tuple[str, int, float, float]] = []
+
+    with mariadb_database() as db:
+        url = f"mysql+pymysql://root@127.0.0.1:3306/{db}"
+        for batch in batches:
+            bare = best_of(
+                args.repeats, lambda b=batch: bare_mariadb(db, values, b), lambda: drop_table("mysql", db)
+            )
+            ours = best_of(
+                args.repeats,
+                through_backend(lambda b=batch: MySQLStorage(url=url, table="t", batch_size=b), rows),
+                lambda: drop_table("mysql", db),
+            )
+            results.append(("MariaDB (PyMySQL)", batch, bare, ours))
+
+    with postgres_database() as db:
+        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
+        for batch in batches:
+            bare = best_of(
+                args.repeats,
+                lambda b=batch: bare_postgres(db, values, b),
+                lambda: drop_table("postgresql", db),
+            )
+            ours = best_of(
+                args.repeats,
+                through_backend(lambda b=batch: PostgreSQLStorage(url=url, table="t", batch_size=b), rows),
+                lambda: drop_table("postgresql", db),
+            )
+            results.append(("PostgreSQL (psycopg 3)", batch, bare, ours))
+
+    with tempfile.TemporaryDirectory(prefix="collector_bench_") as folder:
+        path = os.path.join(folder, "bench.sqlite")
+        for batch in batches:
+            bare = best_of(
+                args.repeats, lambda b=batch: bare_sqlite(path, values, b), lambda: drop_table("sqlite", path)
+            )
+            ours = best_of(
+                args.repeats,
+                through_backend(lambda b=batch: SQLiteStorage(path=path, table="t", batch_size=b), rows),
+                lambda: drop_table("sqlite", path),
+            )
+            results.append(("SQLite (sqlite3)", batch, bare, ours))
+
+    print(f"\n{args.rows:,} rows x {len(COLUMNS)} columns, best of {args.repeats}; "
+          "each side connects, creates its table and commits every batch\n")
+    print("| database | batch | bare executemany rows/s | backend rows/s | backend / bare |")
+    print("|---|---:|---:|---:|---:|")
+    for name, batch, bare, ours in results:
+        ratio = bare / ours
+        print(f"| {name} | {batch:,} | {args.rows / bare:,.0f} | {args.rows / ours:,.0f} | {ratio:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

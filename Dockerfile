@@ -1,0 +1,37 @@
+# One image for every role: `serve` (gunicorn API), `worker` (pre-forked pool) or `up` (all in one).
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    COLLECTOR_LOG_FORMAT=json \
+    PORT=8000
+
+WORKDIR /app
+
+RUN groupadd --system --gid 10001 collector \
+    && useradd --system --uid 10001 --gid collector --home-dir /app --no-create-home collector
+
+# Dependencies first, from the pinned list: this layer is rebuilt only when requirements.txt changes.
+COPY requirements.txt ./
+RUN pip install --no-cache-dir -r requirements.txt
+
+COPY pyproject.toml README.md ./
+COPY collector ./collector
+COPY platforms ./platforms
+COPY storage ./storage
+COPY examples ./examples
+COPY docker/entrypoint.sh /usr/local/bin/collector-entrypoint
+RUN pip install --no-cache-dir --no-deps . \
+    && chmod 0755 /usr/local/bin/collector-entrypoint
+
+USER 10001:10001
+EXPOSE 8000
+
+# Liveness of the API (`serve`, `up`); compose turns it off for `worker`, which serves no HTTP.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('PORT', '8000')}/system/alive\", timeout=2)"]
+
+ENTRYPOINT ["collector-entrypoint"]
+CMD ["serve"]

@@ -15,12 +15,23 @@ from collector.config import Config
 from collector.errors import ConflictError, NotFoundError
 from collector.state import ENDED, JobStore, utcnow
 
-WAITING = frozenset({"queued", "scheduled", "deferred"})
+WAITING = frozenset({"queued", "scheduled", "deferred", "waiting"})
 
 
 def cancel(connection: redis.Redis, config: Config, job_id: str, *, by: str | None = None) -> dict[str, Any]:
     """Cancel a job. A waiting job ends `canceled` at once; a running one gets `cancel_requested_at` and ends
-    `stopped` when it stops (or is killed `cancel_grace_s` later). Ended jobs raise `ConflictError`."""
+    `stopped` when it stops (or is killed `cancel_grace_s` later). Ended jobs raise `ConflictError`.
+    The job's sub-jobs (and theirs) are cancelled with it."""
+    from collector.waiting import cancel_children
+
+    answer = _cancel_one(connection, config, job_id, by=by)
+    children = JobStore(connection, config).read(job_id, "children").get("children") or []
+    if children:
+        answer["children_canceled"] = cancel_children(connection, config, children, by=f"parent job {job_id}")
+    return answer
+
+
+def _cancel_one(connection: redis.Redis, config: Config, job_id: str, *, by: str | None) -> dict[str, Any]:
     store = JobStore(connection, config)
     key = store.keys.job(job_id)
     queue = Queue(config.queue_name, connection=connection, serializer=JSONSerializer)
@@ -84,6 +95,9 @@ def _cancel_waiting(pipe: Any, store: JobStore, queue: Queue, job_id: str, job: 
     store.event(job_id, "canceled", pipe, by=who)
     ttl = store.ttl_for("canceled")
     store.expire(job_id, ttl, pipe)
+    pipe.hdel(store.keys.job(job_id), "wait_nonce")
+    pipe.zrem(store.keys.wait_deadlines(), job_id)
+    pipe.srem(store.keys.waiting_parents(), job_id)
     pipe.lrem(queue.key, 0, job_id)
     pipe.zrem(queue.scheduled_job_registry.key, job_id)
     if job is not None:

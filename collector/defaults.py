@@ -36,3 +36,6 @@ LIST_LIMIT = 20                          # jobs `GET /execution/list` answers wh
 LIST_MAX_LIMIT = 200                     # most jobs one `GET /execution/list` page may hold
 LIST_SCAN = 1000                         # most index entries one filtered list request reads before answering
 LOG_EVENTS_PER_JOB = 1000                # `ctx.log` lines kept on a job's events stream; later ones are counted
+WAIT_TIMEOUT_S = 24 * 3600              # how long `ctx.wait_for` waits for outside input when not told
+WAIT_MAX_TIMEOUT_S = 30 * 24 * 3600      # the longest wait for input or children a job may ask for
+SPAWN_MAX_CHILDREN = 1000                # most sub-jobs one job may spawn

@@ -4,6 +4,7 @@
     ├── ConfigError                  the service is configured wrong (exits at start-up)
     ├── RequestError                 the request is wrong; never retried (4xx)
     │   ├── BadRequestError          400: not JSON, missing parameter
+    │   ├── ForbiddenError           403: a resume token that is wrong or already used
     │   ├── NotFoundError            404: no such job
     │   ├── ConflictError            409: the job is in a state that forbids the request
     │   └── ValidationError          422: field errors, each with its path
@@ -11,10 +12,12 @@
     │   └── CheckTimeoutError        504: no worker answered a connection check in time
     ├── PlatformError                a platform failed while running a job
     │   ├── FatalError               the source failed for good: not retried
+    │   │   └── ChildJobError        a sub-job failed and the parent did not take it in hand
     │   └── TransientError           the source failed for now: may be retried
     ├── StorageError                 writing collected rows failed
     ├── WorkerDiedError              the worker process running a job died
     ├── JobTimeoutError              a job ran longer than its timeout
+    ├── WaitTimeoutError             a waiting job got no input (or its children did not end) in time
     └── JobCancelledError            a job was cancelled while it ran (raised by ctx.progress)
 """
 
@@ -54,6 +57,11 @@ class RequestError(CollectorError):
 class BadRequestError(RequestError):
     status = 400
     code = "bad_request"
+
+
+class ForbiddenError(RequestError):
+    status = 403
+    code = "forbidden"
 
 
 class NotFoundError(RequestError):
@@ -97,6 +105,12 @@ class FatalError(PlatformError):
     code = "fatal_error"
 
 
+class ChildJobError(FatalError):
+    """A sub-job the platform spawned did not finish; `ctx.wait_children()` raises it (unless told not to)."""
+
+    code = "child_failed"
+
+
 class TransientError(PlatformError):
     """The source failed for now (HTTP 429/5xx, connection reset): may be retried."""
 
@@ -119,6 +133,12 @@ class JobTimeoutError(CollectorError):
     """A job ran longer than its timeout (spec `timeout_s`, platform `TIMEOUT_S`, or the service default)."""
 
     code = "timeout"
+
+
+class WaitTimeoutError(CollectorError):
+    """A job waited longer than its `timeout_s` for outside input (`ctx.wait_for`) or for its children."""
+
+    code = "wait_timeout"
 
 
 class JobCancelledError(CollectorError):

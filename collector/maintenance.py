@@ -1,4 +1,5 @@
-"""Periodic work every pool supervisor does between reaping children: fire due schedules, advance processes."""
+"""Periodic work every pool supervisor does between reaping children: fire due schedules, advance processes,
+settle waiting jobs (time out stale waits, queue parents whose children ended)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class Maintenance:
                  interval_s: float = defaults.MAINTENANCE_INTERVAL_S) -> None:
         from collector.processes import Processes
         from collector.schedules import Schedules
+        from collector.waiting import sweep
 
         self.submitter = Submitter(connection=connection, config=config, registry=registry)
         self.interval_s = interval_s
@@ -30,6 +32,7 @@ class Maintenance:
         self.tasks: list[tuple[str, Callable[[], object]]] = [
             ("schedules", Schedules(self.submitter).fire_due),
             ("processes", Processes(self.submitter).advance_all),
+            ("waits", lambda: sweep(connection, config)),
         ]
 
     def tick(self) -> None:

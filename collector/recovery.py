@@ -78,7 +78,7 @@ def recover(
                 values = pipe.hmget(key, list(FIELDS))
                 record = decode({n: v for n, v in zip(FIELDS, values, strict=True) if v is not None})
                 status = record.get("status")
-                if status is None or status in ENDED or status == "scheduled":
+                if status is None or status in ENDED or status in ("scheduled", "waiting"):
                     return None
                 if pool is not None and record.get("pool") != pool:
                     return None

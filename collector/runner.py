@@ -21,7 +21,7 @@ from rq.timeouts import JobTimeoutException
 
 from collector import logs, metrics
 from collector.config import Config
-from collector.context import RunContext, until_written
+from collector.context import JobSuspended, RunContext, until_written
 from collector.errors import CollectorError, JobCancelledError, TransientError
 from collector.jobs import merge_secrets
 from collector.masking import forget, mask_text, mask_value, remember
@@ -29,6 +29,7 @@ from collector.policy import RetryPolicy
 from collector.registry import Registry
 from collector.sealing import Sealer
 from collector.state import DATASETS, ENDED, JobStore, connect, decode, utcnow
+from collector.waiting import input_secrets
 from storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,9 @@ class JobFailedError(CollectorError):
 class Outcome:
     """How the last job a worker ran ended, for the worker's RQ bookkeeping."""
 
-    status: str               # finished, failed, stopped, canceled, or scheduled (a retry after `delay_s`)
+    # finished, failed, stopped, canceled, scheduled (a retry after `delay_s`), waiting (for input or children:
+    # the worker is free), or queued (its children ended while it suspended: queued again at once)
+    status: str
     delay_s: float = 0.0
 
 
@@ -69,6 +72,9 @@ class Runtime:
         ).key
         self.outcome: Outcome | None = None
         self.current: RunContext | None = None  # the context of the job running now, for cancel signals
+        from collector.waiting import JobLinks
+
+        self.links = JobLinks(connection=self.connection, config=self.config, registry=self.registry)
 
 
 _runtime: Runtime | None = None
@@ -102,7 +108,7 @@ def run_job() -> Any:
 
 
 START_FIELDS = ("platform_id", "settings", "secrets", "status", "checkpoint", "retry", "max_attempts",
-                "cancel_requested_at", "canceled_by", "timeout_s")
+                "cancel_requested_at", "canceled_by", "timeout_s", "inputs", "parent_id", "children", "resumes")
 
 
 def execute(job_id: str, runtime: Runtime) -> Any:
@@ -145,6 +151,9 @@ def execute(job_id: str, runtime: Runtime) -> Any:
         interval_s=config.progress_interval_s,
         state=got.get("checkpoint"),
         redis_wait_s=config.redis_wait_s,
+        links=runtime.links,
+        parent_id=got.get("parent_id"),
+        children=got.get("children") or (),
     )
     if got.get("cancel_requested_at"):
         ctx.cancel()
@@ -158,6 +167,11 @@ def execute(job_id: str, runtime: Runtime) -> Any:
                 raise CollectorError("this job has sealed secrets but the worker has no COLLECTOR_SECRET_KEY")
             secrets = runtime.sealer.unseal(sealed)
             ctx.add_secrets(remember(str(v) for v in secrets.values()))
+        if got.get("inputs"):  # what resumes delivered: may be secret, so masked like secrets
+            if runtime.sealer is None:
+                raise CollectorError("this job has sealed inputs but the worker has no COLLECTOR_SECRET_KEY")
+            ctx.inputs = runtime.sealer.unseal(got["inputs"])
+            ctx.add_secrets(remember(input_secrets(ctx.inputs)))
         spec = runtime.registry.get(platform_id)
         if spec is None:
             raise CollectorError(f"platform {platform_id!r} is not installed on worker {runtime.worker_name!r}")
@@ -168,15 +182,18 @@ def execute(job_id: str, runtime: Runtime) -> Any:
                 value.bind(ctx.count_stored)
                 storages.append(value)
         result = mask_value(spec.cls(**kwargs)._run(ctx), ctx.secrets)  # RQ stores the result too
+    except JobSuspended as suspended:
+        signal.alarm(0)
+        try:
+            status = _suspend(runtime, ctx, suspended.wait)
+        except Exception as exc:  # the wait could not be recorded: the job must not stay `started`
+            _fail(runtime, ctx, exc, got)
+        if status != "stopped":
+            raise JobFailedError(f"job {job_id} is {status}: {suspended}; its worker is free") from None
+        ctx.cancel()  # a cancel came while it ran: it ends stopped, below
+        _fail(runtime, ctx, JobCancelledError("cancelled"), got)
     except BaseException as exc:
-        signal.alarm(0)  # the final write must not be cut short by the timeout alarm
-        outcome, fields = _classify(exc, ctx, got, runtime)
-        _end(runtime, ctx, outcome, fields)
-        error = fields["error"]
-        log.info("job %s (%s) %s: %s: %s", job_id, platform_id, outcome.status, error["type"], error["message"])
-        if runtime.on_failure is not None:
-            runtime.on_failure(exc)
-        raise JobFailedError(f"{error['type']}: {error['message']}") from None
+        _fail(runtime, ctx, exc, got)
     finally:
         runtime.current = None
         forget(ctx.secrets)
@@ -192,6 +209,32 @@ def execute(job_id: str, runtime: Runtime) -> Any:
         raise JobFailedError(f"job {job_id} stopped on request")
     _end(runtime, ctx, Outcome("finished"), {"result": result})
     return result
+
+
+def _fail(runtime: Runtime, ctx: RunContext, exc: BaseException, got: dict[str, Any]) -> None:
+    """Record how a job that raised ended (or when it is retried) and raise the masked error to RQ."""
+    signal.alarm(0)  # the final write must not be cut short by the timeout alarm
+    outcome, fields = _classify(exc, ctx, got, runtime)
+    _end(runtime, ctx, outcome, fields)
+    error = fields["error"]
+    log.info("job %s (%s) %s: %s: %s", ctx.job_id, ctx.platform_id, outcome.status, error["type"], error["message"])
+    if runtime.on_failure is not None:
+        runtime.on_failure(exc)
+    raise JobFailedError(f"{error['type']}: {error['message']}") from None
+
+
+def _suspend(runtime: Runtime, ctx: RunContext, wait: dict[str, Any]) -> str:
+    """A job that waits (for input or children): record it and free the worker. `stopped` when cancelled."""
+    from collector.waiting import suspend
+
+    if ctx.cancelled:
+        return "stopped"
+    status = until_written(lambda: suspend(runtime.connection, runtime.store, ctx.job_id, wait, ctx.final_fields()),
+                           wait_s=runtime.config.redis_wait_s, what=f"job {ctx.job_id}: waiting")
+    if status != "stopped":
+        runtime.outcome = Outcome(status)
+        logs.job_event(log, status, job_id=ctx.job_id, platform_id=ctx.platform_id, attempt=ctx.attempt)
+    return status
 
 
 _schemas: dict[type, Any] = {}
@@ -225,7 +268,8 @@ def _classify(exc: BaseException, ctx: RunContext, got: dict[str, Any], runtime:
         return Outcome("failed"), {"error": error}
     policy = RetryPolicy.from_record(got.get("retry"), runtime.config)
     max_attempts = int(got.get("max_attempts") or policy.max_attempts)
-    if isinstance(exc, TransientError) and ctx.attempt < max_attempts:
+    tries = ctx.attempt - int(got.get("resumes") or 0)  # attempts after a wait are no retries
+    if isinstance(exc, TransientError) and tries < max_attempts:
         delay = policy.delay(ctx.attempt)
         return Outcome("scheduled", delay), {"error": error, "retry_at": at_offset(delay)}
     return Outcome("failed"), {"error": error}
@@ -277,6 +321,13 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
             pipe.execute()
 
     until_written(write, wait_s=runtime.config.redis_wait_s, what=f"job {ctx.job_id}: final state")
+    if ctx.parent_id and status in ENDED:
+        from collector.waiting import resume_parent
+
+        try:  # the parent may wait for this, its last child; the maintenance sweep is the backstop
+            resume_parent(runtime.connection, runtime.config, ctx.parent_id)
+        except redis.RedisError as exc:
+            log.warning("job %s: parent %s not resumed yet (%s)", ctx.job_id, ctx.parent_id, exc)
 
 
 def at_offset(seconds: float) -> str:

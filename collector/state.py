@@ -19,17 +19,18 @@ from collector.config import Config
 # Fields stored as JSON; the others are plain strings.
 JSON_FIELDS = frozenset({
     "settings", "progress", "result", "error", "datasets", "attempt", "stored_rows",
-    "checkpoint", "retry", "max_attempts", "deaths", "timeout_s",
+    "checkpoint", "retry", "max_attempts", "deaths", "timeout_s", "waiting", "children", "wait_used", "resumes",
 })
 # Fields never shown in an API answer.
-HIDDEN_FIELDS = frozenset({"secrets", "timeout_s"})
+HIDDEN_FIELDS = frozenset({"secrets", "timeout_s", "inputs", "wait_nonce", "wait_used"})
 ENDED = frozenset({"finished", "failed", "stopped", "canceled"})
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DATASETS = ("original", "processed")
 # The order fields are shown in; fields a later version adds come after these.
 VIEW_ORDER = (
     "job_id", "status", "platform_id", "client_id", "settings", "progress", "result", "error", "attempt",
-    "worker", "created_at", "enqueued_at", "started_at", "ended_at", "stored_rows", "datasets",
+    "worker", "created_at", "enqueued_at", "started_at", "ended_at", "stored_rows", "datasets", "waiting",
+    "parent_id", "children",
 )
 
 
@@ -121,6 +122,14 @@ class Keys:
     def jobs_index(self) -> str:
         """Sorted set of every job id, scored by creation time (epoch seconds): what `/execution/list` reads."""
         return f"{self.prefix}:jobs"
+
+    def wait_deadlines(self) -> str:
+        """Sorted set: waiting job id → when its wait times out (epoch seconds); the maintenance tick reads it."""
+        return f"{self.prefix}:waiting:deadlines"
+
+    def waiting_parents(self) -> str:
+        """Set of jobs waiting for their children; resumed as soon as the last child ends."""
+        return f"{self.prefix}:waiting:parents"
 
     def metrics(self) -> str:
         """Hash of counters and duration buckets every API and worker process adds to; `/metrics` reads it."""

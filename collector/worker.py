@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 ID_BYTES = 64
 SLOT_BYTES = 2 * ID_BYTES + 8   # the running job's id, its hard deadline, the id of a job to cancel
+SUSPENDED = ("waiting", "queued")  # outcomes of a job that waits (or was queued again at once): not failures
 
 
 class Slots:
@@ -106,11 +107,25 @@ class CollectorWorker(LeanHeartbeats, SimpleWorker):
             if self.slots is not None:
                 self.slots.clear(self.slot_index)
 
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        outcome = self.runtime.outcome if self.runtime is not None else None
+        if outcome is not None and outcome.status in SUSPENDED:
+            self.log.info("Worker %s: job %s is %s; worker free", self.name, job.id, outcome.status)
+            return  # a wait is no error: no traceback in the log
+        super().handle_exception(job, *exc_info)
+
     def handle_job_failure(
         self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = ""
     ) -> None:
         """RQ's failure handling, except for jobs the runner scheduled for a retry or found cancelled."""
         outcome = self.runtime.outcome if self.runtime is not None else None
+        if outcome is not None and outcome.status in SUSPENDED:
+            # Waiting (or queued again already): the runner wrote the record and RQ's status; only the
+            # execution is left to clean up, and this attempt counts as no failure.
+            with self.connection.pipeline() as pipe:
+                self.cleanup_execution(job, pipeline=pipe)
+                pipe.execute()
+            return
         if outcome is not None and outcome.status in ("scheduled", "canceled"):
             # The runner already put a retry in the scheduled registry and set RQ's status (with its record,
             # in one transaction); only the execution is left to clean up.

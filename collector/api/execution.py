@@ -1,4 +1,5 @@
-"""`/execution/run`, `get`, `cancel` and `events`: submit a job, read what is known about it, cancel it."""
+"""`/execution/run`, `get`, `cancel`, `resume` and `events`: submit a job, read what is known about it, cancel it,
+resume one that waits for input."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from collector.app import services
-from collector.errors import BadRequestError, CollectorError, NotFoundError
+from collector.errors import BadRequestError, CollectorError, NotFoundError, ValidationError
 from collector.limits import parse_body
 from collector.masking import forget, mask_error, remember, secrets_in_body
 from collector.state import JOB_ID
@@ -40,13 +41,53 @@ def run() -> tuple[dict[str, Any], int]:
 def get() -> dict[str, Any]:
     job_id = job_id_param()
     full = "full" in request.args and request.args["full"].lower() in TRUE_WORDS
-    view = services().store.view(job_id, full=full)
+    svc = services()
+    view = svc.store.view(job_id, full=full)
     if view is None:
         raise NotFoundError(
             f"no job {job_id!r}: it never existed or its record expired; check the id POST /execution/run gave",
             details={"job_id": job_id},
         )
-    return view
+    from collector.waiting import describe
+
+    return describe(svc.connection, svc.config, view)
+
+
+@blueprint.post("/execution/resume")
+def resume() -> tuple[dict[str, Any], int]:
+    from collector.waiting import input_secrets
+    from collector.waiting import resume as resume_job
+
+    job_id = job_id_param()
+    body = read_json()
+    if not isinstance(body, dict):
+        raise ValidationError(
+            'the body must be a JSON object: {"token": "<waiting.resume_token of GET /execution/get>", '
+            '"input": {...}}', details={"_schema": ["send a JSON object"]},
+        )
+    errors: dict[str, list[str]] = {}
+    for key in sorted(set(body) - {"token", "input"}):
+        errors[key] = ['Unknown field; a resume has only "token" and "input".']
+    token = body.get("token")
+    if not isinstance(token, str) or not token:
+        errors["token"] = ["give the resume token (waiting.resume_token of GET /execution/get) as a string"]
+    elif len(token) > 200:
+        errors["token"] = [f"a resume token has 43 characters, not {len(token)}"]
+    given = body.get("input", {})
+    if not isinstance(given, dict):
+        errors["input"] = ["give the input as a JSON object, e.g. {\"code\": \"...\"}"]
+    if errors:
+        raise ValidationError(
+            f"the resume has {len(errors)} error(s); fix the fields named in details and send it again",
+            details=errors,
+        )
+    svc = services()
+    secrets = remember(input_secrets(given))  # inputs may be secret: masked in every log line meanwhile
+    try:
+        answer = resume_job(svc.connection, svc.config, job_id, token=token, given=given)
+    finally:
+        forget(secrets)
+    return answer, 202
 
 
 @blueprint.post("/execution/cancel")

@@ -158,7 +158,7 @@ def test_a_wait_past_its_timeout_fails_the_job_with_that_cause(
     assert failed["status"] == "failed" and failed["error"]["type"] == "WaitTimeoutError"
     assert "no input for 'signin' arrived within timeout_s=1 s" in failed["error"]["message"]
     assert "sign in at https://idp.invalid" in failed["error"]["message"]
-    status, answer = resume(served_kit, job_id, {"token": token, "input": {"code": CODE}})
+    status, _ = resume(served_kit, job_id, {"token": token, "input": {"code": CODE}})
     assert status == 409, "a timed-out job cannot be resumed"
     assert lines(tmp_path / "step2") == []
 

@@ -227,13 +227,17 @@ def _suspend(runtime: Runtime, ctx: RunContext, wait: dict[str, Any]) -> str:
     """A job that waits (for input or children): record it and free the worker. `stopped` when cancelled."""
     from collector.waiting import suspend
 
-    if ctx.cancelled:
-        return "stopped"
-    status = until_written(lambda: suspend(runtime.connection, runtime.store, ctx.job_id, wait, ctx.final_fields()),
-                           wait_s=runtime.config.redis_wait_s, what=f"job {ctx.job_id}: waiting")
+    status = "stopped" if ctx.cancelled else until_written(
+        lambda: suspend(runtime.connection, runtime.store, ctx.job_id, wait, ctx.final_fields()),
+        wait_s=runtime.config.redis_wait_s, what=f"job {ctx.job_id}: waiting")
     if status != "stopped":
         runtime.outcome = Outcome(status)
         logs.job_event(log, status, job_id=ctx.job_id, platform_id=ctx.platform_id, attempt=ctx.attempt)
+    elif ctx.children:  # cancelled while it spawned: children queued after the cancel went out stop too
+        from collector.waiting import cancel_children
+
+        with contextlib.suppress(redis.RedisError):
+            cancel_children(runtime.connection, runtime.config, ctx.children, by=f"parent job {ctx.job_id}")
     return status
 
 

@@ -10,6 +10,7 @@ from flask.testing import FlaskClient
 
 from collector.config import Config
 from collector.context import JobSuspended, RunContext, child_job_id
+from collector.errors import ValidationError
 from collector.jobs import Submitter
 from collector.registry import Registry
 from collector.runner import JobFailedError, Runtime, execute
@@ -131,3 +132,39 @@ def test_a_fan_out_run_by_hand_spawns_once_and_sums_after_its_children(
     assert execute(parent, runtime) == {"days": 3, "rows": 6, "from": "2024-05-01", "to": "2024-05-03"}
     queued = [i.decode() for i in fake_redis.lrange("rq:queue:collector", 0, -1)]
     assert queued == [*children, parent], "each child was queued once (executing here dequeues nothing)"
+
+
+def test_wait_children_raises_naming_a_failed_child_or_returns_statuses_when_told(
+    fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry
+) -> None:
+    from collector.errors import ChildJobError, JobCancelledError
+    from collector.waiting import JobLinks
+
+    runtime = Runtime(unit_config, fake_redis, registry, worker_name="w1")
+    parent = submit(fake_redis, unit_config, registry, "demo", {"rows": 1})
+    links = JobLinks(connection=fake_redis, config=unit_config, registry=registry)
+    store = JobStore(fake_redis, unit_config)
+    ctx = RunContext(job_id=parent, platform_id="demo", attempt=1, store=store, interval_s=1, links=links)
+    good = ctx.spawn("demo", {"rows": 2})
+    bad = ctx.spawn("demo", {"rows": 3, "fail_at": 2})
+    with pytest.raises(ValidationError):
+        ctx.spawn("demo", {"rows": "many"})
+    assert store.read(parent, "children")["children"] == [good, bad]
+    assert store.read(good, "parent_id")["parent_id"] == parent
+    with pytest.raises(JobSuspended):
+        ctx.wait_children()
+    execute(good, runtime)
+    with pytest.raises(JobFailedError):
+        execute(bad, runtime)
+    with pytest.raises(ChildJobError, match=f"child job {bad} \\(demo\\) ended failed: FatalError: demo failure"):
+        ctx.wait_children()
+    found = ctx.wait_children(raise_on_failure=False)
+    assert found[good] == {"status": "finished", "platform_id": "demo", "result": {"rows": 2}}
+    assert found[bad]["status"] == "failed" and found[bad]["error"]["type"] == "FatalError"
+    again = RunContext(job_id=parent, platform_id="demo", attempt=2, store=store, interval_s=1, links=links,
+                       children=[good, bad])
+    assert again.spawn("demo", {"rows": 2}) == good, "a second attempt gets the first child back"
+    assert fake_redis.llen("rq:queue:collector") == 3, "parent and two children (the third was refused)"
+    again.cancel()
+    with pytest.raises(JobCancelledError):
+        again.spawn("demo", {})

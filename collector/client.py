@@ -125,10 +125,17 @@ def read_spec(path: str) -> Any:
 def wait(client: Client, job_id: str, *, out: TextIO, quiet: bool = False, poll_s: float = POLL_S) -> dict[str, Any]:
     """Poll the job until it ends, drawing the progress bar on `out` (unless `quiet`); the final view."""
     bar = None if quiet else display.ProgressBar(out)
+    told: set[str] = set()
     try:
         while True:
             view = client.get(job_id)
             ended = view.get("status") in ENDED
+            waiting = view.get("waiting") or {}
+            if waiting.get("kind") == "input" and waiting.get("resume_token") not in told and not quiet:
+                told.add(waiting.get("resume_token"))
+                out.write(f"\njob {job_id} waits for input {waiting.get('name')!r}: {waiting.get('prompt')}\n"
+                          f"  resume: POST /execution/resume?job_id={job_id} with "
+                          f'{{"token": "{waiting.get("resume_token")}", "input": {{...}}}}\n')
             if bar:
                 bar.update(view, last=ended)
             if ended:

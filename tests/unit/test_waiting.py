@@ -168,3 +168,23 @@ def test_wait_children_raises_naming_a_failed_child_or_returns_statuses_when_tol
     again.cancel()
     with pytest.raises(JobCancelledError):
         again.spawn("demo", {})
+
+
+def test_submit_wait_tells_once_how_to_resume_a_job_waiting_for_input() -> None:
+    import io
+
+    from collector.client import wait
+
+    waiting = {"job_id": "j1", "status": "waiting",
+               "waiting": {"kind": "input", "name": "signin", "prompt": "sign in at https://idp", "resume_token": "T"}}
+    views = iter([waiting, waiting, {"job_id": "j1", "status": "finished"}])
+
+    class Fake:
+        def get(self, job_id: str) -> dict:
+            return next(views)
+
+    out = io.StringIO()
+    assert wait(Fake(), "j1", out=out, poll_s=0)["status"] == "finished"  # type: ignore[arg-type]
+    text = out.getvalue()
+    assert text.count("waits for input 'signin': sign in at https://idp") == 1
+    assert '{"token": "T", "input": {...}}' in text

@@ -188,3 +188,27 @@ def test_submit_wait_tells_once_how_to_resume_a_job_waiting_for_input() -> None:
     text = out.getvalue()
     assert text.count("waits for input 'signin': sign in at https://idp") == 1
     assert '{"token": "T", "input": {...}}' in text
+
+
+def test_a_parent_whose_children_outlast_its_wait_fails_and_they_are_cancelled(
+    fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry
+) -> None:
+    from collector.waiting import JobLinks
+
+    parent = submit(fake_redis, unit_config, registry, "demo", {"rows": 1})
+    store = JobStore(fake_redis, unit_config)
+    links = JobLinks(connection=fake_redis, config=unit_config, registry=registry)
+    ctx = RunContext(job_id=parent, platform_id="demo", attempt=1, store=store, interval_s=1, links=links)
+    children = [ctx.spawn("demo", {"rows": 1}), ctx.spawn("demo", {"rows": 1})]
+    with pytest.raises(JobSuspended) as raised:
+        ctx.wait_children(timeout_s=0.01)
+    assert suspend(fake_redis, store, parent, raised.value.wait, {}) == "waiting"
+    assert fake_redis.sismember("collector:waiting:parents", parent)
+    time.sleep(0.05)
+    sweep(fake_redis, unit_config)
+    record = store.view(parent)
+    assert record is not None and record["status"] == "failed" and record["error"]["type"] == "WaitTimeoutError"
+    assert children[0] in record["error"]["message"]
+    assert [store.read(c, "status", "canceled_by") for c in children] == [
+        {"status": "canceled", "canceled_by": f"parent job {parent} (timed out)"}] * 2
+    assert not fake_redis.sismember("collector:waiting:parents", parent)

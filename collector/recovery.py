@@ -20,7 +20,7 @@ from collector.state import ENDED, JobStore, decode, utcnow
 log = logging.getLogger(__name__)
 
 FIELDS = ("status", "platform_id", "pool", "worker", "attempt", "max_attempts", "deaths", "retry",
-          "cancel_requested_at", "canceled_by", "timeout_s")
+          "cancel_requested_at", "canceled_by", "timeout_s", "resumes")
 KINDS = ("died", "timeout", "canceled", "shutdown")
 
 
@@ -40,7 +40,7 @@ def decide(kind: str, record: dict[str, Any], config: Config, cause: str) -> tup
         message = f"{timeout_message(record.get('timeout_s'))} ({cause})"
         return "failed", {"error": {"type": "JobTimeoutError", "message": message}}, 0.0
     deaths = int(record.get("deaths") or 0) + 1
-    attempt = int(record.get("attempt") or 0)
+    attempt = int(record.get("attempt") or 0) - int(record.get("resumes") or 0)  # runs after a wait are no retries
     policy = RetryPolicy.from_record(record.get("retry"), config)
     max_attempts = int(record.get("max_attempts") or policy.max_attempts)
     fields: dict[str, Any] = {"deaths": deaths}

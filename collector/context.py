@@ -277,7 +277,7 @@ class RunContext:
 def child_job_id(parent_id: str, n: int) -> str:
     """The id of the `n`-th sub-job of `parent_id`: the same on every attempt, a valid job id at any depth."""
     child = f"{parent_id}-c{n}"
-    if JOB_ID.match(child):
+    if JOB_ID.fullmatch(child):
         return child
     return "c" + hashlib.sha256(child.encode()).hexdigest()[:40]
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import math
+import re
 import time
 from typing import Any
 
@@ -22,6 +24,7 @@ from collector.errors import BadRequestError
 from collector.state import Keys, decode
 
 # Every status a record can hold (RQ's words plus `waiting`).
+PLATFORM_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")  # a Python module name
 STATUSES = ("queued", "started", "finished", "failed", "stopped", "canceled", "deferred", "scheduled", "waiting")
 # What one listed job shows: enough for a table; GET /execution/get has the rest.
 LIST_FIELDS = ("status", "platform_id", "client_id", "progress", "created_at", "started_at", "ended_at", "error")
@@ -54,7 +57,7 @@ class Cursor:
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
             score, _, job_id = raw.partition(":")
-            if not job_id:
+            if not job_id or not math.isfinite(float(score)):
                 raise ValueError(raw)
             return cls(float(score), job_id)
         except (ValueError, binascii.Error, UnicodeDecodeError):
@@ -66,7 +69,7 @@ class Cursor:
 
 
 def parse_limit(raw: str | None) -> int:
-    if raw is None or raw == "":
+    if raw is None:
         return defaults.LIST_LIMIT
     try:
         limit = int(raw)

@@ -11,6 +11,8 @@ from marshmallow import INCLUDE, RAISE, Schema, fields, validate
 from collector import __version__
 from collector.config import Config
 from collector.limits import INT_MAX, INT_MIN
+from collector.openapi_operations import ERROR, problems, response
+from collector.openapi_operations import operations as more_operations
 from collector.registry import Registry, storage_backends
 from collector.schema import DateSetting, SecretString, StorageSetting, StrictNumber
 from collector.state import JOB_ID
@@ -164,13 +166,6 @@ def _bounded(node: Any, *, max_string_chars: int) -> None:
             _bounded(value, max_string_chars=max_string_chars)
 
 
-def _response(description: str, schema: Any = None, media: str = "application/json") -> dict[str, Any]:
-    answer: dict[str, Any] = {"description": description}
-    if schema is not None:
-        answer["content"] = {media: {"schema": schema}}
-    return answer
-
-
 def build_document(config: Config, registry: Registry, *, secured: bool, dashboard: bool) -> dict[str, Any]:
     """The whole document for an app with `config` and `registry`; `secured` when API tokens are set."""
     plugin = MarshmallowPlugin()
@@ -197,30 +192,24 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
         name = f"RunRequest_{platform_id}"
         spec.components.schema(name, schema=run_request_schema(platform_id, platform.settings.schema_class))
         requests[platform_id] = f"#/components/schemas/{name}"
-    error = {"$ref": "#/components/schemas/Error"}
-    problem = {code: _response(text, error) for code, text in [
-        ("400", "the request is malformed: not JSON, a limit broken, a bad parameter"),
-        ("404", "no such job"), ("413", "the body is too large"),
-        ("422", "field errors, each under its path"), ("503", "Redis is unreachable; nothing was written"),
-    ]}
     paths: dict[str, dict[str, Any]] = {
         "/system/alive": {
             "get": {"summary": "Liveness; touches nothing", "security": [],
-                    "responses": {"200": _response("alive", {"$ref": "#/components/schemas/Alive"})}},
+                    "responses": {"200": response("alive", {"$ref": "#/components/schemas/Alive"})}},
             "post": {"summary": "Diagnostics of Redis, queues, workers and platforms", "responses": {
-                "200": _response("healthy", {"$ref": "#/components/schemas/Diagnostics"}),
-                "503": _response("a service is down", {"$ref": "#/components/schemas/Diagnostics"})}},
+                "200": response("healthy", {"$ref": "#/components/schemas/Diagnostics"}),
+                "503": response("a service is down", {"$ref": "#/components/schemas/Diagnostics"})}},
         },
         "/platforms/get": {"get": {"summary": "Every platform with its settings", "responses": {
-            "200": _response("the platforms", {"$ref": "#/components/schemas/Platforms"})}}},
+            "200": response("the platforms", {"$ref": "#/components/schemas/Platforms"})}}},
         "/execution/run": {"post": {
             "summary": "Queue a job",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "oneOf": [{"$ref": ref} for ref in requests.values()],
                 "discriminator": {"propertyName": "platform_id", "mapping": requests},
             }}}},
-            "responses": {"202": _response("queued", {"$ref": "#/components/schemas/RunAccepted"}),
-                          **{c: problem[c] for c in ("400", "413", "422", "503")}},
+            "responses": {"202": response("queued", {"$ref": "#/components/schemas/RunAccepted"}),
+                          **problems("400", "413", "422", "503")},
         }},
         "/execution/get": {"get": {
             "summary": "Everything known about a job",
@@ -231,22 +220,24 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
                  "description": "present (empty, 1, true, yes) to include the datasets' rows",
                  "schema": {"type": "string"}},
             ],
-            "responses": {"200": _response("the job", {"$ref": "#/components/schemas/JobView"}),
-                          **{c: problem[c] for c in ("400", "404", "503")}},
+            "responses": {"200": response("the job", {"$ref": "#/components/schemas/JobView"}),
+                          **problems("400", "404", "503")},
         }},
+        **more_operations({"oneOf": [{"$ref": ref} for ref in requests.values()],
+                      "discriminator": {"propertyName": "platform_id", "mapping": requests}}),
         "/openapi.json": {"get": {"summary": "This document", "responses": {
-            "200": _response("the OpenAPI document", {"type": "object"})}}},
+            "200": response("the OpenAPI document", {"type": "object"})}}},
         "/docs": {"get": {"summary": "Browsable API docs (served by the app, works offline)", "responses": {
-            "200": _response("an HTML page", {"type": "string"}, "text/html")}}},
+            "200": response("an HTML page", {"type": "string"}, "text/html")}}},
     }
     if dashboard:
         paths["/rq/"] = {"get": {"summary": "rq-dashboard: queues, workers, jobs", "responses": {
-            "200": _response("an HTML page", {"type": "string"}, "text/html")}}}
+            "200": response("an HTML page", {"type": "string"}, "text/html")}}}
     if secured:
         spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
         spec.components.security_scheme("basic", {"type": "http", "scheme": "basic",
                                                   "description": "any user name, the token as password"})
-        unauthorized = _response("no valid token", error)
+        unauthorized = response("no valid token", ERROR)
         for path, operations in paths.items():
             for method, operation in operations.items():
                 if (method, path) != ("get", "/system/alive"):

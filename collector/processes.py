@@ -144,7 +144,7 @@ class Processes:
         return self.advance(process_id)
 
     def ack(self, process_id: str, task_name: str, body: Any) -> dict[str, Any]:
-        if not isinstance(body, dict) or body.get("result") not in VERDICTS:
+        if not isinstance(body, dict) or not isinstance(body.get("result"), str) or body["result"] not in VERDICTS:
             raise ValidationError(
                 'send {"result": "OK" or "FAIL", "by": who, "reason": why}',
                 details={"result": ['must be "OK" or "FAIL"']},

@@ -44,7 +44,7 @@ def check_name(name: str, *, where: Path, registry: Registry | None) -> None:
             f"{name!r} is not a Python identifier; a platform id is a module name: letters, digits and '_', "
             "not starting with a digit, not a keyword (e.g. acme_ads)"
         )
-    if not PLATFORM_ID.match(name):
+    if not PLATFORM_ID.fullmatch(name):
         suggestion = re.sub(r"(?<!^)(?=[A-Z])", "_", name.strip("_")).lower() or "acme_ads"
         raise ScaffoldError(
             f"{name!r}: a platform id is lowercase and does not start with '_' (files starting with '_' are "

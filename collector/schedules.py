@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 import redis
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from collector.errors import NotFoundError, ValidationError
 from collector.jobs import Submitter, merge_secrets, split_secrets, validate_spec
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 SCHEDULE_FIELDS = {"name", "spec", "cron", "interval_s"}
 MIN_INTERVAL_S = 1
+MAX_INTERVAL_S = 366 * 24 * 3600  # a year and a day: longer intervals are better said with cron
 
 
 def next_tick(*, cron: str | None, interval_s: int | None, anchor: float, after: float) -> float:
@@ -43,10 +44,12 @@ def validate_schedule(body: Any, submitter: Submitter) -> dict[str, Any]:
         errors["cron"] = ["give exactly one of cron (e.g. '0 * * * *') or interval_s (seconds)"]
     elif cron is not None and not (isinstance(cron, str) and croniter.is_valid(cron)):
         errors["cron"] = [f"{cron!r} is not a cron expression; use five fields like '*/15 * * * *'"]
+    elif cron is not None and not _ever_due(cron):
+        errors["cron"] = [f"{cron!r} never comes due (a date that does not exist, like 30 February)"]
     elif interval is not None and (
-        isinstance(interval, bool) or not isinstance(interval, int) or interval < MIN_INTERVAL_S
+        isinstance(interval, bool) or not isinstance(interval, int) or not MIN_INTERVAL_S <= interval <= MAX_INTERVAL_S
     ):
-        errors["interval_s"] = [f"give a whole number of seconds, at least {MIN_INTERVAL_S}"]
+        errors["interval_s"] = [f"give a whole number of seconds from {MIN_INTERVAL_S} to {MAX_INTERVAL_S}"]
     name = body.get("name")
     if name is not None and not (isinstance(name, str) and 0 < len(name) <= 200):
         errors["name"] = ["give a name of 1 to 200 characters"]
@@ -63,6 +66,14 @@ def validate_schedule(body: Any, submitter: Submitter) -> dict[str, Any]:
             details=errors,
         )
     return body
+
+
+def _ever_due(cron: str) -> bool:
+    try:
+        next_tick(cron=cron, interval_s=None, anchor=time.time(), after=time.time())
+    except CroniterBadDateError:
+        return False
+    return True
 
 
 class Schedules:

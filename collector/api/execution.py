@@ -125,7 +125,7 @@ def job_id_param() -> str:
     job_id = request.args.get("job_id")
     if not job_id:
         raise BadRequestError("job_id is missing; call with ?job_id=<the id POST /execution/run answered>")
-    if not JOB_ID.match(job_id):
+    if not JOB_ID.fullmatch(job_id):
         raise BadRequestError(
             f"job_id {job_id[:80]!r} is not a job id; ids are 1-64 letters, digits, '-' or '_'",
             details={"job_id": ["not a job id"]},

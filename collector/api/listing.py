@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from flask import Blueprint, request
@@ -12,7 +11,6 @@ from collector.app import services
 from collector.errors import BadRequestError
 
 blueprint = Blueprint("listing", __name__)
-PLATFORM_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 
 
 @blueprint.get("/execution/list")
@@ -21,7 +19,7 @@ def list_jobs() -> dict[str, Any]:
     limit = index.parse_limit(args.get("limit"))
     status = index.parse_status(args.get("status"))
     platform_id = args.get("platform_id") or None
-    if platform_id is not None and not PLATFORM_ID.match(platform_id):
+    if platform_id is not None and not index.PLATFORM_ID.fullmatch(platform_id):
         raise BadRequestError(
             f"platform_id {platform_id[:80]!r} is not a platform id; ids are Python module names (GET /platforms/get)",
             details={"platform_id": ["not a platform id"]},

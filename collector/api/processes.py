@@ -23,7 +23,7 @@ def process_id_param() -> str:
     process_id = request.args.get("process_id")
     if not process_id:
         raise BadRequestError("process_id is missing; call with ?process_id=<the id POST /process/run answered>")
-    if not JOB_ID.match(process_id):
+    if not JOB_ID.fullmatch(process_id):
         raise BadRequestError(f"process_id {process_id[:80]!r} is not a process id")
     return process_id
 

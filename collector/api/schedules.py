@@ -20,7 +20,7 @@ def schedules() -> Schedules:
 
 
 def checked(schedule_id: str) -> str:
-    if not JOB_ID.match(schedule_id):
+    if not JOB_ID.fullmatch(schedule_id):
         raise BadRequestError(f"{schedule_id[:80]!r} is not a schedule id; GET /schedules lists them")
     return schedule_id
 

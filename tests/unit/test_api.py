@@ -101,6 +101,7 @@ def test_get_needs_a_valid_job_id_and_says_404_for_unknown(client: FlaskClient) 
     assert client.get("/execution/get").status_code == 400
     bad = client.get("/execution/get?job_id=../../etc/passwd")
     assert bad.status_code == 400 and "not a job id" in bad.get_json()["message"]
+    assert client.get("/execution/get?job_id=abc123%0A").status_code == 400  # no trailing newline slips through
     missing = client.get("/execution/get?job_id=abc123")
     assert missing.status_code == 404 and missing.get_json()["error"] == "not_found"
 

@@ -69,10 +69,14 @@ def test_writes_trim_entries_older_than_a_record_can_live(
     assert fake_redis.zcard(KEYS.jobs_index()) == 1
 
 
+NAN_CURSOR = "bmFuOmFiYw"  # "nan:abc": a cursor's score must be a finite number
+
+
 def test_bad_parameters_get_a_clear_400(client: FlaskClient, fake_redis: fakeredis.FakeRedis) -> None:
     for query, field in [("limit=0", "limit"), ("limit=abc", "limit"), ("limit=100000", "limit"),
                          ("status=sleeping", "status"), ("cursor=%%%", "cursor"), ("cursor=bm9jb2xvbg", "cursor"),
-                         ("platform_id=../x", "platform_id")]:
+                         (f"cursor={NAN_CURSOR}", "cursor"), ("limit=", "limit"), ("platform_id=../x", "platform_id"),
+                         ("platform_id=demo%0A", "platform_id")]:
         answer = client.get(f"/execution/list?{query}")
         body = answer.get_json()
         assert answer.status_code == 400, query

@@ -93,6 +93,38 @@ def test_answers_match_their_documented_schemas(client: FlaskClient) -> None:
         assert matches(doc, schema, response.get_json()), path
 
 
+def test_the_other_endpoints_answer_as_documented(client: FlaskClient) -> None:
+    doc = document(client)
+    job_id = client.post("/execution/run", json={"platform_id": "demo"}).get_json()["job_id"]
+    process = {"name": "p", "steps": [{"name": "s", "tasks": [{"name": "t", "manual": True}]}]}
+    process_id = client.post("/process/run", json=process).get_json()["process_id"]
+    schedule_id = client.post("/schedules", json={"spec": {"platform_id": "demo"}, "interval_s": 60}).get_json()["id"]
+    for method, path, body, status, media in [
+        ("get", f"/execution/events?job_id={job_id}", None, 200, "application/json"),
+        ("get", "/execution/list?limit=1", None, 200, "application/json"),
+        ("get", "/execution/list?limit=", None, 400, "application/json"),
+        ("get", f"/process/get?process_id={process_id}", None, 200, "application/json"),
+        ("post", f"/process/ack?process_id={process_id}&task=t", {"result": "OK", "by": "ann"}, 200,
+         "application/json"),
+        ("post", f"/process/rerun?process_id={process_id}&task=t", None, 409, "application/json"),
+        ("get", "/schedules", None, 200, "application/json"),
+        ("get", f"/schedules/{schedule_id}", None, 200, "application/json"),
+        ("post", "/schedules", {"spec": {"platform_id": "demo"}, "cron": "0 0 30 2 *"}, 422, "application/json"),
+        ("delete", f"/schedules/{schedule_id}", None, 200, "application/json"),
+        ("get", f"/schedules/{schedule_id}", None, 404, "application/json"),
+        ("post", f"/execution/cancel?job_id={job_id}", None, 200, "application/json"),
+        ("post", f"/execution/cancel?job_id={job_id}", None, 409, "application/json"),
+        ("get", "/metrics", None, 200, "text/plain"),
+    ]:
+        response = client.open(path, method=method.upper(), json=body)
+        assert response.status_code == status, (path, response.get_data(as_text=True))
+        route = re.sub(r"/schedules/[^?]+", "/schedules/{schedule_id}", path.split("?")[0])
+        content = doc["paths"][route][method]["responses"][str(status)]["content"]
+        assert response.mimetype in content, (path, response.mimetype)
+        if media == "application/json":
+            assert matches(doc, content[media]["schema"], response.get_json()), path
+
+
 def test_secret_settings_are_write_only_without_defaults(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.secret_platforms import LEAKY, make_package
 

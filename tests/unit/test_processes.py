@@ -133,6 +133,8 @@ def test_process_api(client) -> None:
     assert client.get(f"/process/get?process_id={pid}").get_json()["status"] == "running"
     ack = client.post(f"/process/ack?process_id={pid}&task=review", json={"result": "MAYBE", "by": "x"})
     assert ack.status_code == 422
+    odd = client.post(f"/process/ack?process_id={pid}&task=review", json={"result": {}, "by": "x"})
+    assert odd.status_code == 422 and "result" in odd.get_json()["details"]
     ok = client.post(f"/process/ack?process_id={pid}&task=review", json={"result": "OK", "by": "ann"})
     assert ok.status_code == 200
     conflict = client.post(f"/process/rerun?process_id={pid}&task=review")

@@ -30,6 +30,8 @@ def demo(rows: int = 1) -> dict:
         ({"spec": demo(), "cron": "* * * * *", "interval_s": 5}, {"cron"}),
         ({"spec": demo(), "cron": "every monday"}, {"cron"}),
         ({"spec": demo(), "interval_s": 0}, {"interval_s"}),
+        ({"spec": demo(), "interval_s": 10**18}, {"interval_s"}),
+        ({"spec": demo(), "cron": "0 0 30 2 *"}, {"cron"}),
         ({"spec": {"platform_id": "demo", "settings": {"rows": "x"}}, "interval_s": 5, "when": 1},
          {"spec.settings.rows", "when"}),
         ({"interval_s": 5}, {"spec"}),

@@ -98,6 +98,10 @@ class JobView(Schema):
     ended_at = fields.String()
     stored_rows = fields.Integer()
     datasets = fields.Dict(required=True)
+    waiting = fields.Dict(allow_none=True, metadata={
+        "description": "while status is waiting: what for (input, with prompt and resume_token, or children)"})
+    parent_id = fields.String(metadata={"description": "the job that spawned this one"})
+    children = fields.List(fields.Dict(), metadata={"description": "sub-jobs: job_id, status, platform_id"})
 
 
 def run_request_schema(platform_id: str, settings: type[Schema]) -> type[Schema]:

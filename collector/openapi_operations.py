@@ -74,6 +74,18 @@ def operations(run_request: dict[str, Any]) -> dict[str, dict[str, Any]]:
                           "202": response("cancel requested; the job stops soon", some_object("job_id", "status")),
                           **problems("400", "404", "409", "413", "503")},
         }},
+        "/execution/resume": {"post": {
+            "summary": "Deliver the input a waiting job asked for (ctx.wait_for) and queue it again",
+            "parameters": [job_id],
+            "requestBody": json_body({"type": "object", "required": ["token"], "additionalProperties": False,
+                                      "properties": {
+                "token": {"type": "string", "minLength": 1, "maxLength": 200,
+                          "description": "waiting.resume_token of GET /execution/get; single use"},
+                "input": {"type": "object", "description": "what the job waits for; sealed, never shown"}}}),
+            "responses": {"202": response("queued again", some_object("job_id", "status", "resumed")),
+                          "403": response("the token is wrong or already used; nothing changed", ERROR),
+                          **problems("400", "404", "409", "413", "422", "503")},
+        }},
         "/execution/events": {"get": {
             "summary": "The job's events: status changes, retries, the platform's log lines (capped)",
             "parameters": [job_id],

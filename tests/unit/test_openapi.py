@@ -101,6 +101,8 @@ def test_the_other_endpoints_answer_as_documented(client: FlaskClient) -> None:
     schedule_id = client.post("/schedules", json={"spec": {"platform_id": "demo"}, "interval_s": 60}).get_json()["id"]
     for method, path, body, status, media in [
         ("get", f"/execution/events?job_id={job_id}", None, 200, "application/json"),
+        ("post", f"/execution/resume?job_id={job_id}", {"token": "t", "input": {}}, 409, "application/json"),
+        ("post", "/execution/resume?job_id=nope", {"token": "t"}, 404, "application/json"),
         ("get", "/execution/list?limit=1", None, 200, "application/json"),
         ("get", "/execution/list?limit=", None, 400, "application/json"),
         ("get", f"/process/get?process_id={process_id}", None, 200, "application/json"),

@@ -9,6 +9,11 @@ a state the worker already has. Heartbeats RQ sends inside its own pipelines, or
 (at the start of a job), are never skipped. A finished job's last heartbeat is saved with its end state
 instead of one round trip before it. And since collector never enqueues a job with RQ dependencies,
 a finished job's end is written without RQ's WATCH of, and look-up in, its dependents set.
+
+Around a job, RQ's two start transactions (the execution record and registry entry, then the worker's and
+the job's state) and the PERSIST of the job key that `Job.perform` sends are one transaction; the `idle`
+state after a finished job is saved in its end transaction; and the suspension check between jobs is a
+plain EXISTS (RQ adds a heartbeat to it in a transaction; the mixin's heartbeat comes at most once a second).
 """
 
 from __future__ import annotations
@@ -16,8 +21,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from rq.job import JobStatus
-from rq.utils import now
+from rq.executions import Execution
+from rq.job import Job, JobStatus, _job_stack
+from rq.results import Result
+from rq.suspension import WORKERS_SUSPENDED, is_suspended
+from rq.utils import now, utcformat
+from rq.worker import WorkerStatus
 
 HEARTBEAT_MIN_GAP_S = 1.0  # far below RQ's worker TTL (420 s): a skipped repeat never lets the key expire
 
@@ -27,6 +36,8 @@ class LeanHeartbeats:
 
     _last_beat_at = 0.0
     _state_written: str | None = None
+    _prepared: Any = None  # the pipeline prepare_execution filled and prepare_job_execution sends
+    _not_suspended = False  # the last job's end transaction found the workers not suspended
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         if pipeline is not None:
@@ -59,7 +70,10 @@ class LeanHeartbeats:
     def handle_job_success(self, job: Any, queue: Any, started_job_registry: Any) -> None:
         """RQ's success bookkeeping in one transaction, without its dependents check (WATCH + SMEMBERS): no
         collector job has dependents (nothing is enqueued with `depends_on`; sub-jobs are tracked on the
-        records). A repeating job still gets RQ's own handling."""
+        records), so neither the EXPIRE of its (absent) dependents and dependencies keys. The job's status is
+        saved with the job (RQ writes it once more on its own), the worker's `idle` state (a round trip of its
+        own in RQ, right after) goes with it, and so does the suspension check before the next dequeue.
+        A repeating job still gets RQ's own handling."""
         if job.repeats_left:
             super().handle_job_success(job, queue, started_job_registry)  # type: ignore[misc]
             return
@@ -69,16 +83,98 @@ class LeanHeartbeats:
             worker.increment_successful_job_count(pipeline=pipeline)
             worker.increment_total_working_time(job.ended_at - job.started_at, pipeline)
             result_ttl = job.get_result_ttl(worker.default_result_ttl)
-            if result_ttl != 0:
+            if result_ttl != 0:  # RQ's Job._handle_success, the status saved with the job
                 execution = worker.execution
-                job._handle_success(
-                    result_ttl,
-                    pipeline=pipeline,
+                job._status = JobStatus.FINISHED
+                job.save(pipeline=pipeline, include_meta=False, include_result=False)
+                Result.create(
+                    job,
+                    Result.Type.SUCCESSFUL,
+                    return_value=job._result,
+                    ttl=result_ttl,
                     worker_name=worker.name,
+                    pipeline=pipeline,
                     execution_id=execution.id if execution else None,
                     execution_started_at=execution.created_at if execution else None,
                     execution_ended_at=job.ended_at,
                 )
-            job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
+                job.finished_job_registry.add(job, result_ttl, pipeline)
+            if result_ttl is not None and result_ttl > 0:
+                pipeline.expire(job.key, result_ttl)
+            else:
+                job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
             worker.cleanup_execution(job, pipeline=pipeline)
+            pipeline.hset(worker.key, "state", WorkerStatus.IDLE.value)
+            pipeline.exists(WORKERS_SUSPENDED)
+            *_, suspended = pipeline.execute()
+        worker._state = self._state_written = WorkerStatus.IDLE
+        self._not_suspended = not suspended
+
+    def prepare_execution(self, job: Any) -> Any:
+        """RQ's execution record and registry entry, queued for `prepare_job_execution` to send with its writes."""
+        worker: Any = self
+        pipeline = worker.connection.pipeline()
+        worker.execution = Execution.create(job, worker.get_heartbeat_ttl(job), pipeline=pipeline,
+                                            worker_name=worker.name)
+        worker._state, self._state_written = WorkerStatus.BUSY, None  # written by prepare_job_execution
+        self._prepared = pipeline
+        return worker.execution
+
+    def prepare_job_execution(self, job: Any, remove_from_intermediate_queue: bool = False) -> None:
+        """RQ's writes before a job runs, in one transaction with the execution record and the PERSIST of the
+        job key that `Job.perform` would send next (`CollectorJob` then skips it). The worker's state, current
+        job, working time and heartbeat are one HSET (four in RQ); the job's heartbeat goes with its start
+        fields (RQ writes `last_heartbeat` twice)."""
+        worker: Any = self
+        pipeline, self._prepared = self._prepared, None
+        if pipeline is None:
+            super().prepare_job_execution(job, remove_from_intermediate_queue)  # type: ignore[misc]
+            return
+        with pipeline:
+            heartbeat_ttl = worker.get_heartbeat_ttl(job)
+            worker.current_job_working_time = 0
+            worker.last_heartbeat = now()
+            pipeline.hset(worker.key, mapping={
+                "state": WorkerStatus.BUSY.value,
+                "current_job": job.id,
+                "current_job_working_time": 0,
+                "last_heartbeat": utcformat(worker.last_heartbeat),
+            })
+            pipeline.expire(worker.key, heartbeat_ttl)
+            job.prepare_for_execution(worker.name, pipeline=pipeline)
+            if remove_from_intermediate_queue:
+                pipeline.lrem(worker.queue_class(job.origin, connection=worker.connection).intermediate_queue_key,
+                              1, job.id)
+            pipeline.persist(job.key)
             pipeline.execute()
+        job.persisted = True
+        worker.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ's check, skipped when the last job's end transaction made it; else one EXISTS while not
+        suspended (RQ sends a heartbeat with it in a transaction; the mixin's comes at most once a second)."""
+        worker: Any = self
+        if self._not_suspended:
+            self._not_suspended = False
+            self.heartbeat()
+            return
+        if not is_suspended(worker.connection):
+            self.heartbeat()
+            return
+        super().check_for_suspension(burst)  # type: ignore[misc]
+
+
+class CollectorJob(Job):
+    """An RQ job that skips the PERSIST of its key in `perform` when the worker sent it with its start writes."""
+
+    persisted = False
+
+    def perform(self) -> Any:
+        if not self.persisted:
+            return super().perform()
+        _job_stack.push(self)
+        try:
+            self._result = self._execute()
+        finally:
+            assert self is _job_stack.pop()
+        return self._result

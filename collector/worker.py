@@ -21,7 +21,7 @@ from rq.worker import SimpleWorker
 
 from collector import defaults
 from collector.config import Config
-from collector.heartbeat import LeanHeartbeats
+from collector.heartbeat import CollectorJob, LeanHeartbeats
 from collector.maintenance import Maintenance
 from collector.reaper import Reaper, beat, retire
 from collector.recovery import recover
@@ -76,9 +76,25 @@ class Slots:
         return self._take(index, ID_BYTES + 8, ID_BYTES).rstrip(b"\0").decode() or None
 
 
+class _WithoutInfo:
+    """RQ's worker logger without its INFO lines, while a job is dequeued and run: RQ's three lines per job
+    (dequeued, `Job OK`, result kept) repeat what collector's own job-event lines say, tagged with the job id
+    and platform. Warnings, errors and debug lines pass."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def info(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger, name)
+
+
 class CollectorWorker(LeanHeartbeats, SimpleWorker):
     """An RQ worker that runs jobs in its own process and tells the supervisor which job it holds."""
 
+    job_class = CollectorJob
     slots: Slots | None = None
     slot_index = 0
     runtime: Runtime | None = None
@@ -86,7 +102,30 @@ class CollectorWorker(LeanHeartbeats, SimpleWorker):
 
     parent_pid = 0
 
+    @contextlib.contextmanager
+    def _log_to(self, logger: Any) -> Any:
+        before, self.log = self.log, logger
+        try:
+            yield
+        finally:
+            self.log = before
+
+    def _quiet(self) -> Any:
+        return self._log_to(_WithoutInfo(logging.getLogger("rq.worker")))
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        with self._quiet():
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def run_maintenance_tasks(self) -> None:
+        with self._log_to(logging.getLogger("rq.worker")):  # its `cleaning registries` line stays
+            super().run_maintenance_tasks()
+
     def execute_job(self, job: Job, queue: Queue) -> None:
+        with self._quiet():
+            self._execute_job(job, queue)
+
+    def _execute_job(self, job: Job, queue: Queue) -> None:
         if self.parent_pid and os.getppid() != self.parent_pid:
             # Orphaned (where PR_SET_PDEATHSIG is not available): the reaper settles our pool's jobs elsewhere,
             # so give this one back untouched and leave.
@@ -110,7 +149,7 @@ class CollectorWorker(LeanHeartbeats, SimpleWorker):
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         outcome = self.runtime.outcome if self.runtime is not None else None
         if outcome is not None and outcome.status in SUSPENDED:
-            self.log.info("Worker %s: job %s is %s; worker free", self.name, job.id, outcome.status)
+            log.info("Worker %s: job %s is %s; worker free", self.name, job.id, outcome.status)
             return  # a wait is no error: no traceback in the log
         super().handle_exception(job, *exc_info)
 

@@ -312,13 +312,14 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
                 store.event(ctx.job_id, "retry_scheduled", pipe, **event)
                 metrics.count(pipe, store.keys, "retried", ctx.platform_id)
             else:
-                summary = store.save_datasets(ctx.job_id, ctx.datasets, pipe)
+                ttl = store.ttl_for(status)
+                summary = store.save_datasets(ctx.job_id, ctx.datasets, pipe, ttl_s=ttl)  # SET ... EX
                 record["ended_at"] = utcnow()
                 if summary:
                     record["datasets"] = summary
                 store.update(ctx.job_id, record, pipe)
                 store.event(ctx.job_id, status, pipe, **event)
-                store.expire(ctx.job_id, store.ttl_for(status), pipe, DATASETS)
+                store.expire(ctx.job_id, ttl, pipe, [name for name in DATASETS if name not in ctx.datasets])
                 metrics.job_ended(pipe, store.keys, job_id=ctx.job_id, platform_id=ctx.platform_id, status=status,
                                   duration_s=time.monotonic() - ctx._started)
             pipe.srem(store.keys.cancels(), ctx.job_id)

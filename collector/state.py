@@ -184,12 +184,13 @@ class JobStore:
         return decode({n: v for n, v in zip(names, values, strict=True) if v is not None})
 
     def save_datasets(
-        self, job_id: str, datasets: Mapping[str, tuple[int, bytes]], pipeline: Pipeline
+        self, job_id: str, datasets: Mapping[str, tuple[int, bytes]], pipeline: Pipeline, ttl_s: int | None = None
     ) -> dict[str, Any]:
-        """Queue the datasets' writes on `pipeline`; returns their `{"rows", "bytes"}` summary."""
+        """Queue the datasets' writes on `pipeline` (expiring in `ttl_s` when given); returns their
+        `{"rows", "bytes"}` summary."""
         summary: dict[str, Any] = {}
         for name, (rows, payload) in datasets.items():
-            pipeline.set(self.keys.dataset(job_id, name), payload)
+            pipeline.set(self.keys.dataset(job_id, name), payload, ex=ttl_s)
             summary[name] = {"rows": rows, "bytes": len(payload)}
         return summary
 

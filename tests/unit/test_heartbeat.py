@@ -81,3 +81,78 @@ def test_a_finished_job_keeps_its_last_heartbeat_without_a_round_trip_of_its_own
     assert job.get_status() == "finished" and job.ended_at is not None
     assert job.last_heartbeat is not None and abs((job.last_heartbeat - job.ended_at).total_seconds()) < 1
     assert JobStore(fake_redis, unit_config).read(job_id, "status") == {"status": "finished"}
+
+
+def test_a_job_costs_six_round_trips_and_leaves_rq_state_as_rq_does(
+    fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from rq.job import Job
+    from rq.registry import FinishedJobRegistry, StartedJobRegistry
+
+    from collector import runner
+    from collector.logs import JobEventsHandler
+
+    monkeypatch.setattr(runner, "_runtime", None)
+    platforms_logger = logging.getLogger("platforms")
+    monkeypatch.setattr(platforms_logger, "handlers", [h for h in platforms_logger.handlers
+                                                       if not isinstance(h, JobEventsHandler)])
+    submitter = Submitter(connection=fake_redis, config=unit_config, registry=registry)
+    install(Runtime(unit_config, fake_redis, registry, worker_name="w3"))
+    sent: list[int] = []
+    original = AbstractConnection.send_packed_command
+
+    def counting(self: AbstractConnection, *args: object, **kwargs: object) -> None:
+        sent.append(1)
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    def drain(jobs: int, name: str) -> tuple[list[str], int]:
+        ids = [submitter.submit({"platform_id": "demo", "settings": {"rows": 2}})["job_id"] for _ in range(jobs)]
+        worker = CollectorWorker(["collector"], connection=fake_redis, name=name, serializer=JSONSerializer)
+        before = len(sent)
+        monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+        with caplog.at_level(logging.INFO):
+            assert worker.work(burst=True, logging_level="INFO")
+        monkeypatch.setattr(AbstractConnection, "send_packed_command", original)
+        return ids, len(sent) - before
+
+    _, one = drain(1, "w3")
+    ids, four = drain(4, "w4")
+    assert (four - one) / 3 == 6  # LMOVE, HGETALL, RQ's start, collector's start and end, RQ's end
+
+    for job_id in ids:
+        job = Job.fetch(job_id, connection=fake_redis, serializer=JSONSerializer)
+        assert job.get_status() == "finished" and job.return_value() == {"rows": 2}
+        assert job.worker_name == "w4" and job.started_at is not None and job.ended_at is not None
+        assert fake_redis.ttl(job.key) > 0
+        assert JobStore(fake_redis, unit_config).read(job_id, "status") == {"status": "finished"}
+        assert all(fake_redis.ttl(k) > 0 for k in fake_redis.keys(f"*{job_id}:dataset:*"))
+        assert len(fake_redis.keys(f"*{job_id}:dataset:*")) == 2
+    assert set(ids) <= set(FinishedJobRegistry("collector", connection=fake_redis).get_job_ids())
+    assert StartedJobRegistry("collector", connection=fake_redis).get_job_ids() == []
+    worker_hash = fake_redis.hgetall("rq:worker:w4")
+    assert b"current_job" not in worker_hash and worker_hash[b"successful_job_count"] == b"4"
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "Job OK" in m or "result is kept" in m]  # RQ's per-job lines
+    started = [r for r in caplog.records if getattr(r, "event", None) == "started"]
+    assert {r.job_id for r in started} >= set(ids)  # type: ignore[attr-defined]
+    assert any("started with PID" in m for m in messages)  # RQ's start-up line stays
+
+
+def test_a_suspended_burst_worker_runs_nothing(
+    fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rq.suspension import suspend
+
+    from collector import runner
+
+    monkeypatch.setattr(runner, "_runtime", None)
+    job_id = Submitter(connection=fake_redis, config=unit_config, registry=registry).submit(
+        {"platform_id": "demo", "settings": {"rows": 1}})["job_id"]
+    install(Runtime(unit_config, fake_redis, registry, worker_name="w5"))
+    suspend(fake_redis)
+    worker = CollectorWorker(["collector"], connection=fake_redis, name="w5", serializer=JSONSerializer)
+    worker.work(burst=True, logging_level="WARNING")
+    assert JobStore(fake_redis, unit_config).read(job_id, "status") == {"status": "queued"}

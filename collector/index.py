@@ -21,7 +21,7 @@ from redis.client import Pipeline
 from collector import defaults
 from collector.config import Config
 from collector.errors import BadRequestError
-from collector.state import Keys, decode
+from collector.state import Keys, decode_fields
 
 # Every status a record can hold (RQ's words plus `waiting`).
 PLATFORM_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")  # a Python module name
@@ -137,7 +137,7 @@ def list_jobs(
         for (job_id, score), values in zip(page, rows, strict=True):
             examined += 1
             last = Cursor(score, job_id)
-            record = decode({n: v for n, v in zip(LIST_FIELDS, values, strict=True) if v is not None})
+            record = decode_fields(LIST_FIELDS, values)
             if not record:
                 expired.append(job_id)
             elif (not status or record.get("status") == status) and (

@@ -15,7 +15,7 @@ from rq.serializers import JSONSerializer
 from collector import metrics
 from collector.config import Config
 from collector.policy import RetryPolicy
-from collector.state import ENDED, JobStore, decode, utcnow
+from collector.state import ENDED, JobStore, decode_fields, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def recover(
                 # WATCH the record: two reapers (or a reaper and a late worker) never both settle one job.
                 pipe.watch(key)
                 values = pipe.hmget(key, list(FIELDS))
-                record = decode({n: v for n, v in zip(FIELDS, values, strict=True) if v is not None})
+                record = decode_fields(FIELDS, values)
                 status = record.get("status")
                 if status is None or status in ENDED or status in ("scheduled", "waiting"):
                     return None

@@ -28,7 +28,7 @@ from collector.masking import forget, mask_text, mask_value, remember
 from collector.policy import RetryPolicy
 from collector.registry import Registry
 from collector.sealing import Sealer
-from collector.state import DATASETS, ENDED, JobStore, connect, decode, utcnow
+from collector.state import DATASETS, ENDED, JobStore, connect, decode_fields, utcnow
 from collector.waiting import input_secrets
 from storage.base import Storage
 
@@ -130,7 +130,7 @@ def execute(job_id: str, runtime: Runtime) -> Any:
 
     # Redis may go away between the dequeue and this write: wait for it rather than lose the dequeued job.
     values, _, attempt, *_ = until_written(start, wait_s=config.redis_wait_s, what=f"job {job_id}: start")
-    got = decode({name: value for name, value in zip(START_FIELDS, values, strict=True) if value is not None})
+    got = decode_fields(START_FIELDS, values)
     if "platform_id" not in got:
         runtime.connection.delete(key, store.keys.events(job_id))  # do not leave the stub the HSET made
         raise JobFailedError(f"job {job_id} has no record (expired or deleted); nothing to run")

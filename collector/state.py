@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from redis import Redis
@@ -136,6 +136,11 @@ class Keys:
         return f"{self.prefix}:metrics"
 
 
+def decode_fields(names: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
+    """An HMGET's answer as a record: the fields that are set, decoded."""
+    return decode({n: v for n, v in zip(names, values, strict=True) if v is not None})
+
+
 class JobStore:
     """Reads and writes job records (`collector:job:<id>`) and the datasets beside them."""
 
@@ -180,8 +185,7 @@ class JobStore:
         key = self.keys.job(job_id)
         if not names:
             return decode(self.connection.hgetall(key))
-        values = self.connection.hmget(key, list(names))
-        return decode({n: v for n, v in zip(names, values, strict=True) if v is not None})
+        return decode_fields(names, self.connection.hmget(key, list(names)))
 
     def save_datasets(
         self, job_id: str, datasets: Mapping[str, tuple[int, bytes]], pipeline: Pipeline, ttl_s: int | None = None

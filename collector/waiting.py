@@ -27,7 +27,7 @@ from collector import metrics
 from collector.config import Config
 from collector.errors import ConfigError, ConflictError, ForbiddenError, NotFoundError
 from collector.sealing import Sealer
-from collector.state import ENDED, JobStore, decode, utcnow
+from collector.state import ENDED, JobStore, decode_fields, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def read_children(connection: redis.Redis, store: JobStore, ids: list[str], *, b
         answers = pipe.execute()
     found: dict[str, dict[str, Any]] = {}
     for child, values in zip(ids, answers, strict=True):
-        record = decode({n: v for n, v in zip(names, values, strict=True) if v is not None})
+        record = decode_fields(names, values)
         if "status" not in record:
             found[child] = {"status": "failed", "platform_id": None,
                             "error": {"type": "NotFoundError", "message": "the child's record expired or was deleted"}}
@@ -208,7 +208,7 @@ def resume(connection: redis.Redis, config: Config, job_id: str, *, token: str, 
             try:
                 pipe.watch(key)
                 values = pipe.hmget(key, names)
-                record = decode({n: v for n, v in zip(names, values, strict=True) if v is not None})
+                record = decode_fields(names, values)
                 status = record.get("status")
                 if status is None:
                     raise NotFoundError(f"no job {job_id!r}: it never existed or its record expired; check the id",
@@ -261,7 +261,7 @@ def resume_parent(connection: redis.Redis, config: Config, parent_id: str) -> bo
             try:
                 pipe.watch(key)
                 values = pipe.hmget(key, names)
-                record = decode({n: v for n, v in zip(names, values, strict=True) if v is not None})
+                record = decode_fields(names, values)
                 wait = record.get("waiting") or {}
                 if record.get("status") != "waiting" or wait.get("kind") != "children":
                     pipe.unwatch()
@@ -294,7 +294,7 @@ def time_out(connection: redis.Redis, config: Config, job_id: str) -> bool:
             try:
                 pipe.watch(key)
                 values = pipe.hmget(key, names)
-                record = decode({n: v for n, v in zip(names, values, strict=True) if v is not None})
+                record = decode_fields(names, values)
                 wait = record.get("waiting") or {}
                 if record.get("status") != "waiting":
                     pipe.multi()

@@ -52,15 +52,9 @@ def validate_definition(body: Any, submitter: Submitter) -> dict[str, Any]:
     task_names: set[str] = set()
     for i, step in enumerate(steps):
         where = f"steps.{i}"
-        if not isinstance(step, dict):
-            _err(errors, where, "a step is an object {name, tasks}")
+        if not _named_object(step, where, STEP_FIELDS, step_names, errors, shape="a step is an object {name, tasks}",
+                             naming="give each step a unique, non-empty name"):
             continue
-        for key in sorted(set(step) - STEP_FIELDS):
-            _err(errors, f"{where}.{key}", "Unknown field.")
-        name = step.get("name")
-        if not isinstance(name, str) or not name or name in step_names:
-            _err(errors, f"{where}.name", "give each step a unique, non-empty name")
-        step_names.add(str(name))
         tasks = step.get("tasks")
         if not isinstance(tasks, list) or not tasks:
             _err(errors, f"{where}.tasks", "give a non-empty list of tasks")
@@ -75,16 +69,26 @@ def validate_definition(body: Any, submitter: Submitter) -> dict[str, Any]:
     return body
 
 
-def _check_task(task: Any, where: str, names: set[str], errors: dict[str, list[str]], submitter: Submitter) -> None:
-    if not isinstance(task, dict):
-        _err(errors, where, "a task is an object: {name, platform_id, settings} or {name, manual: true, prompt}")
-        return
-    for key in sorted(set(task) - TASK_FIELDS):
+def _named_object(item: Any, where: str, allowed: set[str], names: set[str], errors: dict[str, list[str]], *,
+                  shape: str, naming: str) -> bool:
+    """Check a step or a task: an object with known fields and a name not used before. False when not an object."""
+    if not isinstance(item, dict):
+        _err(errors, where, shape)
+        return False
+    for key in sorted(set(item) - allowed):
         _err(errors, f"{where}.{key}", "Unknown field.")
-    name = task.get("name")
+    name = item.get("name")
     if not isinstance(name, str) or not name or name in names:
-        _err(errors, f"{where}.name", "give each task a name unique in the process (acks name it)")
+        _err(errors, f"{where}.name", naming)
     names.add(str(name))
+    return True
+
+
+def _check_task(task: Any, where: str, names: set[str], errors: dict[str, list[str]], submitter: Submitter) -> None:
+    if not _named_object(task, where, TASK_FIELDS, names, errors,
+                         shape="a task is an object: {name, platform_id, settings} or {name, manual: true, prompt}",
+                         naming="give each task a name unique in the process (acks name it)"):
+        return
     if task.get("manual") is True:
         if not isinstance(task.get("prompt", ""), str):
             _err(errors, f"{where}.prompt", "say what the person should check, as a string")

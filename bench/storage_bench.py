@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,24 @@ def through_backend(make: Callable[[], Storage], rows: list[dict[str, Any]]) -> 
     return run
 
 
+@contextmanager
+def sqlite_file() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="collector_bench_") as folder:
+        yield os.path.join(folder, "bench.sqlite")
+
+
+# (name, kind for drop_table, where the table lives, the bare driver's write, the backend for a batch size)
+TARGETS: list[tuple[str, str, Callable[[], Any], Callable[..., None], Callable[[str, int], Storage]]] = [
+    ("MariaDB (PyMySQL)", "mysql", mariadb_database, bare_mariadb,
+     lambda db, b: MySQLStorage(url=f"mysql+pymysql://root@127.0.0.1:3306/{db}", table="t", batch_size=b)),
+    ("PostgreSQL (psycopg 3)", "postgresql", postgres_database, bare_postgres,
+     lambda db, b: PostgreSQLStorage(url=f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}", table="t",
+                                     batch_size=b)),
+    ("SQLite (sqlite3)", "sqlite", sqlite_file, bare_sqlite,
+     lambda path, b: SQLiteStorage(path=path, table="t", batch_size=b)),
+]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=100_000)
@@ -165,46 +184,13 @@ def main() -> None:
     batches = args.batch or [1000, args.rows]
     results: list[tuple[str, int, float, float]] = []
 
-    with mariadb_database() as db:
-        url = f"mysql+pymysql://root@127.0.0.1:3306/{db}"
-        for batch in batches:
-            bare = best_of(
-                args.repeats, lambda b=batch: bare_mariadb(db, values, b), lambda: drop_table("mysql", db)
-            )
-            ours = best_of(
-                args.repeats,
-                through_backend(lambda b=batch: MySQLStorage(url=url, table="t", batch_size=b), rows),
-                lambda: drop_table("mysql", db),
-            )
-            results.append(("MariaDB (PyMySQL)", batch, bare, ours))
-
-    with postgres_database() as db:
-        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
-        for batch in batches:
-            bare = best_of(
-                args.repeats,
-                lambda b=batch: bare_postgres(db, values, b),
-                lambda: drop_table("postgresql", db),
-            )
-            ours = best_of(
-                args.repeats,
-                through_backend(lambda b=batch: PostgreSQLStorage(url=url, table="t", batch_size=b), rows),
-                lambda: drop_table("postgresql", db),
-            )
-            results.append(("PostgreSQL (psycopg 3)", batch, bare, ours))
-
-    with tempfile.TemporaryDirectory(prefix="collector_bench_") as folder:
-        path = os.path.join(folder, "bench.sqlite")
-        for batch in batches:
-            bare = best_of(
-                args.repeats, lambda b=batch: bare_sqlite(path, values, b), lambda: drop_table("sqlite", path)
-            )
-            ours = best_of(
-                args.repeats,
-                through_backend(lambda b=batch: SQLiteStorage(path=path, table="t", batch_size=b), rows),
-                lambda: drop_table("sqlite", path),
-            )
-            results.append(("SQLite (sqlite3)", batch, bare, ours))
+    for name, kind, place, bare_write, backend in TARGETS:
+        with place() as where:
+            for batch in batches:
+                reset = partial(drop_table, kind, where)
+                bare = best_of(args.repeats, partial(bare_write, where, values, batch), reset)
+                ours = best_of(args.repeats, through_backend(partial(backend, where, batch), rows), reset)
+                results.append((name, batch, bare, ours))
 
     print(f"\n{args.rows:,} rows x {len(COLUMNS)} columns, best of {args.repeats}; "
           "each side connects, creates its table and commits every batch\n")

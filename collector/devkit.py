@@ -15,12 +15,12 @@ import fakeredis
 import redis
 
 from collector.config import Config
-from collector.errors import ConfigError, ValidationError
-from collector.jobs import JobSpec, split_secrets, validate_spec
+from collector.errors import ValidationError
+from collector.jobs import JobSpec, new_record, validate_spec
 from collector.registry import Registry
 from collector.runner import JobFailedError, Runtime, execute
 from collector.sealing import new_key
-from collector.state import DATASETS, JobStore, connect, utcnow
+from collector.state import DATASETS, JobStore, connect
 
 ProgressObserver = Callable[[dict[str, Any]], None]
 
@@ -81,25 +81,10 @@ def check_spec(body: Any, registry: Registry) -> JobSpec:
 
 def write_record(runtime: Runtime, spec: JobSpec) -> str:
     """The job record a submission would write (secrets sealed), without queueing it: this process runs it."""
-    masked, secrets = split_secrets(spec)
     job_id = f"local-{uuid.uuid4().hex}"
-    now = utcnow()
-    fields: dict[str, Any] = {
-        "status": "queued",
-        "platform_id": spec.platform.id,
-        "settings": masked,
-        "created_at": now,
-        "enqueued_at": now,
-        "attempt": 0,
-        # One attempt: a local run reports a failure at once instead of scheduling retries.
-        "max_attempts": 1,
-    }
-    if spec.client_id is not None:
-        fields["client_id"] = spec.client_id
-    if secrets:
-        if runtime.sealer is None:
-            raise ConfigError("this runtime has no key to seal the spec's secrets; build it with local_runtime()")
-        fields["secrets"] = runtime.sealer.seal(secrets)
+    fields = new_record(spec, runtime.sealer,
+                        no_key="this runtime has no key to seal the spec's secrets; build it with local_runtime()")
+    fields["max_attempts"] = 1  # one attempt: a local run reports a failure at once instead of scheduling retries
     with runtime.connection.pipeline(transaction=True) as pipe:
         runtime.store.create(job_id, fields, pipe)
         pipe.execute()

@@ -148,30 +148,15 @@ class Submitter:
         """Queue the job `body` describes. `job_id` and `extra` record fields are for collector's own
         submitters (schedules, processes), never taken from a request."""
         spec = validate_spec(body, self.registry)
-        masked, secrets = split_secrets(spec)
         job_id = job_id or uuid.uuid4().hex
-        now = utcnow()
-        fields: dict[str, Any] = {
-            "status": "queued",
-            "platform_id": spec.platform.id,
-            "settings": masked,
-            "created_at": now,
-            "enqueued_at": now,
-            "attempt": 0,
-        }
+        fields = new_record(spec, self.sealer, no_key=(
+            f"platform {spec.platform.id!r} was given secrets but this service has no "
+            "COLLECTOR_SECRET_KEY to seal them with; set it (the same value for API and workers)"
+        ))
         policy = RetryPolicy.resolve(spec.retry, self.config)
         timeout = spec.timeout_s or spec.platform.timeout_s or self.config.job_timeout_s
         fields.update(retry=policy.to_dict(), max_attempts=policy.max_attempts, timeout_s=timeout)
-        if spec.client_id is not None:
-            fields["client_id"] = spec.client_id
         fields.update(extra or {})
-        if secrets:
-            if self.sealer is None:
-                raise ConfigError(
-                    f"platform {spec.platform.id!r} was given secrets but this service has no "
-                    "COLLECTOR_SECRET_KEY to seal them with; set it (the same value for API and workers)"
-                )
-            fields["secrets"] = self.sealer.seal(secrets)
         try:
             with self.connection.pipeline(transaction=True) as pipe:
                 pipe.multi()  # explicit, or RQ would call multi() after our first command
@@ -195,6 +180,28 @@ class Submitter:
         if spec.client_id is not None:
             answer["_id"] = spec.client_id
         return answer
+
+
+def new_record(spec: JobSpec, sealer: Sealer | None, *, no_key: str) -> dict[str, Any]:
+    """The fields a new job record starts with: `queued`, the settings masked, the secrets sealed
+    (`ConfigError(no_key)` when there are secrets and no `sealer`)."""
+    masked, secrets = split_secrets(spec)
+    now = utcnow()
+    fields: dict[str, Any] = {
+        "status": "queued",
+        "platform_id": spec.platform.id,
+        "settings": masked,
+        "created_at": now,
+        "enqueued_at": now,
+        "attempt": 0,
+    }
+    if spec.client_id is not None:
+        fields["client_id"] = spec.client_id
+    if secrets:
+        if sealer is None:
+            raise ConfigError(no_key)
+        fields["secrets"] = sealer.seal(secrets)
+    return fields
 
 
 def redis_down(config: Config, exc: Exception) -> ServiceUnavailableError:

@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import secrets
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -111,8 +112,8 @@ def bare_sqlite(path: str, values: list[tuple[Any, ...]], batch: int) -> None:
     try:
         conn.execute(f"CREATE TABLE t ({DDL['sqlite']})")
         for part in chunks(values, batch):
-            # ISO text is what the backend stores too (and sqlite3's default datetime adapter is deprecated).
-            conn.executemany(insert_sql("?"), [(*v[:-1], v[-1].isoformat(" ")) for v in part])
+            # The text the backend stores (SQLAlchemy's DATETIME format; sqlite3's own adapter is deprecated).
+            conn.executemany(insert_sql("?"), [(*v[:-1], v[-1].isoformat(" ", "microseconds")) for v in part])
             conn.commit()
     finally:
         conn.close()
@@ -133,15 +134,22 @@ def drop_table(kind: str, where: str) -> None:
         conn.close()
 
 
-def best_of(repeats: int, run: Callable[[], None], reset: Callable[[], None]) -> float:
-    best = float("inf")
+def take_turns(
+    repeats: int, bare: Callable[[], None], ours: Callable[[], None], reset: Callable[[], None]
+) -> list[tuple[float, float]]:
+    """(bare, backend) seconds of each of `repeats` turns, the two sides running back to back in each turn,
+    so a slow spell of the machine (this VM's CPU speed and SQLite's fsyncs both swing) falls on both."""
+    turns = []
     for _ in range(repeats):
-        reset()
-        started = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - started)
+        times = []
+        for run in (bare, ours):
+            reset()
+            started = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - started)
+        turns.append((times[0], times[1]))
     reset()
-    return best
+    return turns
 
 
 def through_backend(make: Callable[[], Storage], rows: list[dict[str, Any]]) -> Callable[[], None]:
@@ -176,8 +184,10 @@ TARGETS: list[tuple[str, str, Callable[[], Any], Callable[..., None], Callable[[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--repeats", type=int, default=3, help="best of this many runs (default 3)")
+    parser.add_argument("--repeats", type=int, default=5, help="turns of each side (default 5)")
     parser.add_argument("--batch", type=int, action="append", help="batch sizes (default 1000 and all rows)")
+    parser.add_argument("--only", choices=[kind for _, kind, *_ in TARGETS], action="append",
+                        help="measure only this database (repeatable; default all three)")
     args = parser.parse_args()
     rows = make_rows(args.rows)
     values = [tuple(r[c] for c in COLUMNS) for r in rows]    # the bare driver gets ready-made tuples
@@ -185,21 +195,27 @@ def main() -> None:
     results: list[tuple[str, int, float, float]] = []
 
     for name, kind, place, bare_write, backend in TARGETS:
+        if args.only and kind not in args.only:
+            continue
         with place() as where:
             for batch in batches:
-                reset = partial(drop_table, kind, where)
-                bare = best_of(args.repeats, partial(bare_write, where, values, batch), reset)
-                ours = best_of(args.repeats, through_backend(partial(backend, where, batch), rows), reset)
-                results.append((name, batch, bare, ours))
+                turns = take_turns(
+                    args.repeats, partial(bare_write, where, values, batch),
+                    through_backend(partial(backend, where, batch), rows), partial(drop_table, kind, where),
+                )
+                results.append((name, batch, turns))
 
-    print(f"\n{args.rows:,} rows x {len(COLUMNS)} columns, best of {args.repeats}; "
-          "each side connects, creates its table and commits every batch\n")
+    print(f"\n{args.rows:,} rows x {len(COLUMNS)} columns, {args.repeats} turns of bare then backend; "
+          "each side connects, creates its table and commits every batch. Rows/s are each side's median; "
+          "backend / bare is the median of the turns' ratios (lowest-highest in brackets)\n")
     print("| database | batch | bare executemany rows/s | backend rows/s | backend / bare |")
     print("|---|---:|---:|---:|---:|")
-    for name, batch, bare, ours in results:
-        ratio = bare / ours
-        print(f"| {name} | {batch:,} | {args.rows / bare:,.0f} | {args.rows / ours:,.0f} | {ratio:.2f} |")
-
+    for name, batch, turns in results:
+        bare = statistics.median(b for b, _ in turns)
+        ours = statistics.median(o for _, o in turns)
+        ratios = sorted(b / o for b, o in turns)
+        print(f"| {name} | {batch:,} | {args.rows / bare:,.0f} | {args.rows / ours:,.0f} | "
+              f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f}) |")
 
 if __name__ == "__main__":
     main()

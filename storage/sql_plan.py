@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from storage.base import Row
-from storage.sql_types import Processor
+from storage.sql_types import ColumnProcessor, Processor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +73,7 @@ class Prepared:
 
 
 def tuple_converter(
-    processors: dict[int, Processor], width: int
+    processors: dict[int, Processor], width: int, columns: dict[int, ColumnProcessor] | None = None
 ) -> Callable[[list[tuple[Any, ...]]], list[tuple[Any, ...]]]:
     """The rows' tuples with `processors[i]` applied to column i: `[(v[0], p1(v[1]), v[2]) for v in values]`.
 
@@ -81,28 +81,48 @@ def tuple_converter(
     Python runs only inside the processors: a per-row loop over the processors costs more than the
     processing does. zip takes one value of each column in turn, row by row, so processors see the values
     in the order a per-row loop would and the first value to fail is the one such a loop would fail on.
+
+    A column with a `columns[i]` converter is converted whole first, with no Python call per value; when
+    that converter refuses the column (some value is not the common case), the column goes through
+    `processors[i]` value by value like the others, so failures still surface in row order.
     """
     getters = [itemgetter(i) for i in range(width)]
+    whole = columns or {}
 
     def convert(values: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        columns = [
-            map(getter, values) if (process := processors.get(i)) is None else map(process, map(getter, values))
-            for i, getter in enumerate(getters)
-        ]
-        return list(zip(*columns, strict=True))
+        converted: list[Iterable[Any]] = []
+        for i, getter in enumerate(getters):
+            process = processors.get(i)
+            if process is None:
+                converted.append(map(getter, values))
+                continue
+            if (fast := whole.get(i)) is not None:
+                column = list(map(getter, values))
+                try:
+                    converted.append(fast(column))
+                    continue
+                except (TypeError, ValueError, AttributeError):
+                    converted.append(map(process, column))
+                    continue
+            converted.append(map(process, map(getter, values)))
+        return list(zip(*converted, strict=True))
 
     return convert
 
 
-def make_plan(sql: str, order: tuple[str, ...], *, processors: dict[int, Processor]) -> InsertPlan:
-    """The plan of the compiled INSERT `sql` whose parameters are the columns `order`, converted by index."""
+def make_plan(
+    sql: str, order: tuple[str, ...], *, processors: dict[int, Processor],
+    columns: dict[int, ColumnProcessor] | None = None,
+) -> InsertPlan:
+    """The plan of the compiled INSERT `sql` whose parameters are the columns `order`, converted by index
+    (`columns`: whole-column conversions, see `tuple_converter`)."""
     getter: Callable[[Row], tuple[Any, ...]]
     if len(order) == 1:
         only = order[0]
         getter = lambda row: (row[only],)  # noqa: E731 - itemgetter of one name returns no tuple
     else:
         getter = itemgetter(*order)
-    convert = tuple_converter(processors, len(order)) if processors else None
+    convert = tuple_converter(processors, len(order), columns) if processors else None
     return InsertPlan(sql, order, getter, convert)
 
 

@@ -265,10 +265,10 @@ class SQLTableWriter(Storage):
         order = tuple(compiled.positiontup or ())
         if sorted(order) != sorted(names):
             raise StorageError(f"internal error: unexpected parameters in the insert into {self.describe()}")
-        processors = {
-            i: process for i, name in enumerate(order) if (process := self._types[name].process) is not None
-        }
-        plan = make_plan(compiled.string, order, processors=processors)
+        types = [self._types[name] for name in order]
+        processors = {i: t.process for i, t in enumerate(types) if t.process is not None}
+        columns = {i: t.column for i, t in enumerate(types) if t.column is not None and t.process is not None}
+        plan = make_plan(compiled.string, order, processors=processors, columns=columns)
         self._plans[(table_name, names)] = plan
         return plan
 

@@ -9,6 +9,8 @@ import decimal
 import functools
 import json
 from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,6 +18,9 @@ from sqlalchemy.dialects import mysql as mysql_dialect
 from sqlalchemy.dialects import postgresql as pg_dialect
 
 Processor = Callable[[Any], Any]
+# A whole column's values at once, in C, when they are all the common case; raises for any other value,
+# and then the column goes value by value through its `Processor` instead.
+ColumnProcessor = Callable[[list[Any]], list[Any]]
 
 
 def json_default(value: Any) -> Any:
@@ -103,6 +108,18 @@ def sqlite_datetime(value: Any) -> Any:
     return value
 
 
+_tzinfo = attrgetter("tzinfo")
+_datetime_isoformat = dt.datetime.isoformat
+
+
+def sqlite_datetimes(values: list[Any]) -> list[Any]:
+    """`sqlite_datetime` of a column of naive datetimes without a Python call per value (a tenth of the
+    insert time); any other value (None, an aware datetime, a date, text) raises, for the per-value path."""
+    if any(map(_tzinfo, values)):
+        raise ValueError("aware datetimes are converted to UTC value by value")
+    return list(map(_datetime_isoformat, values, repeat(" "), repeat("microseconds")))
+
+
 def sqlite_date(value: Any) -> Any:
     return value.isoformat() if isinstance(value, dt.date) else value
 
@@ -128,12 +145,14 @@ class ColumnType:
 
     type: sa.types.TypeEngine[Any]
     process: Processor | None
+    column: ColumnProcessor | None = None       # the same conversion for a whole column, where it pays
 
 
 def column_type(kind: str, *, dialect: sa.engine.Dialect, key: bool, values: Sequence[Any]) -> ColumnType:
     """The SQL type for a column of `kind` on `dialect`, plus the per-value conversion it needs."""
     name = dialect.name
     pre: Processor | None = None
+    column: ColumnProcessor | None = None
     sql_type: sa.types.TypeEngine[Any]
     if kind == "bool":
         sql_type = sa.Boolean()
@@ -179,9 +198,10 @@ def column_type(kind: str, *, dialect: sa.engine.Dialect, key: bool, values: Seq
         after = None                    # every driver here binds Python bools natively
     elif name == "sqlite" and kind in ("date", "datetime", "datetime_tz", "time"):
         pre, after = None, {"date": sqlite_date, "time": sqlite_time}.get(kind, sqlite_datetime)
+        column = sqlite_datetimes if kind == "datetime" else None
     else:
         after = sql_type.dialect_impl(dialect).bind_processor(dialect)
-    return ColumnType(sql_type, chain(pre, after))
+    return ColumnType(sql_type, chain(pre, after), column)
 
 
 def quoted(name: str) -> sa.sql.quoted_name:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
 
 from storage.sql_plan import batch_columns, make_plan, tuple_converter
+from storage.sql_types import sqlite_datetime, sqlite_datetimes
 
 
 def test_converter_applies_processors_by_column_and_leaves_the_others() -> None:
@@ -37,6 +39,36 @@ def test_converter_calls_processors_row_by_row() -> None:
     # The error raised is that of the first failing value row by row (column by column would fail on a).
     with pytest.raises(ValueError, match="c cannot take bad"):
         convert([(1, 0, 2), (5, 0, "bad"), ("bad", 0, 6)])
+
+
+def test_whole_column_converter_replaces_the_per_value_processor_when_it_takes_the_column() -> None:
+    calls: list[Any] = []
+
+    def per_value(value: Any) -> Any:
+        calls.append(value)
+        return f"one {value}"
+
+    def whole(column: list[Any]) -> list[Any]:
+        if any(not isinstance(v, int) for v in column):
+            raise TypeError("not all ints")
+        return [f"all {v}" for v in column]
+
+    convert = tuple_converter({1: per_value}, 2, {1: whole})
+    assert convert([(0, 1), (0, 2)]) == [(0, "all 1"), (0, "all 2")]
+    assert calls == []
+    # One refused value sends the whole column value by value, in row order, errors included.
+    assert convert([(0, 1), (0, None)]) == [(0, "one 1"), (0, "one None")]
+    assert calls == [1, None]
+
+
+def test_sqlite_datetimes_match_the_per_value_text_and_refuse_anything_else() -> None:
+    naive = [dt.datetime(2024, 5, 31, 23, 59, 58, 123456), dt.datetime(2024, 1, 1)]
+    assert sqlite_datetimes(naive) == [sqlite_datetime(v) for v in naive]
+    assert sqlite_datetimes(naive) == ["2024-05-31 23:59:58.123456", "2024-01-01 00:00:00.000000"]
+    aware = dt.datetime(2024, 1, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    for odd in (None, aware, dt.date(2024, 1, 1), "2024-01-01", dt.time(12)):
+        with pytest.raises((TypeError, ValueError, AttributeError)):
+            sqlite_datetimes([*naive, odd])
 
 
 def test_batch_columns_make_tuples_only_when_every_row_has_the_same_keys() -> None:

@@ -104,6 +104,22 @@ def test_mixed_values_widen_and_none_first_columns_take_the_first_value_type(db:
     assert [r["n"] for r in read(db)] == [1.0, 2.5, 3.0]
 
 
+def test_a_datetime_column_takes_none_aware_datetimes_and_dates_in_later_batches(db: Path) -> None:
+    first = dt.datetime(2024, 1, 2, 3, 4, 5)
+    later = [
+        None,
+        dt.datetime(2024, 1, 2, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+        dt.date(2024, 1, 3),
+        dt.datetime(2024, 1, 4, 0, 0, 0, 7),
+    ]
+    rows = [{"id": i, "when": when} for i, when in enumerate([first, *later])]
+    write(db, rows, batch_size=2)     # the first batch types the column as naive
+    assert column_types(db)["when"] == "DATETIME"
+    assert [r["when"] for r in read(db)] == [
+        first, None, dt.datetime(2024, 1, 2, 10, 0), dt.datetime(2024, 1, 3), dt.datetime(2024, 1, 4, 0, 0, 0, 7)
+    ]
+
+
 def test_append_adds_rows_and_reports_each_batch(db: Path) -> None:
     storage = SQLiteStorage(path=str(db), table="t", batch_size=2)
     reported: list[int] = []

@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import gc
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from operator import itemgetter
+from operator import itemgetter, methodcaller
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,28 +20,25 @@ from storage.sql_types import ColumnProcessor, Processor
 
 @dataclasses.dataclass(frozen=True)
 class InsertPlan:
-    """A compiled INSERT for one set of columns and how a row becomes its parameter tuple."""
+    """A compiled INSERT for one set of columns and how rows become its parameter tuples."""
 
     sql: str
     names: tuple[str, ...]
-    getter: Callable[[Row], tuple[Any, ...]]
-    convert: Callable[[list[tuple[Any, ...]]], list[tuple[Any, ...]]] | None
+    processors: dict[int, Processor]            # by position in `names`: per-value conversions
+    columns: dict[int, ColumnProcessor]         # whole-column forms of some of them (see `rows_to_tuples`)
 
-    def params(
-        self, rows: Sequence[Row], values: list[tuple[Any, ...]] | None = None
-    ) -> list[tuple[Any, ...]]:
-        """Driver parameters for `rows`; a C-level itemgetter per row, Python only where a type needs it.
+    def params(self, rows: Sequence[Row], *, strict: bool = False) -> list[tuple[Any, ...]]:
+        """Driver parameters for `rows`: C-level getters per column, Python only where a type needs it.
 
-        `values` are the rows' tuples in this plan's column order when the caller already made them.
+        strict: every row has every column, or KeyError (how `_prepare` proves rows share their keys);
+        otherwise a column a row lacks is NULL there.
         """
-        names, getter, convert = self.names, self.getter, self.convert
+        names = self.names
         with gc_paused():
-            if values is None:
-                try:
-                    values = list(map(getter, rows))    # map, not a comprehension: no Python frame per row
-                except KeyError:                        # some row lacks a column: it is NULL there
-                    values = [tuple(row.get(name) for name in names) for row in rows]
-            return values if convert is None else convert(values)
+            if strict and not self.processors and len(names) > 1:
+                return list(map(itemgetter(*names), rows))  # map, not a comprehension: no frame per row
+            getters = [itemgetter(n) if strict else methodcaller("get", n) for n in names]
+            return rows_to_tuples(rows, getters, self.processors, self.columns)
 
 
 @contextlib.contextmanager
@@ -64,83 +61,57 @@ def gc_paused() -> Iterator[None]:
 
 @dataclasses.dataclass(frozen=True)
 class Prepared:
-    """A batch ready to insert: its columns, the DDL that made room for them, its tuples if already made."""
+    """A batch ready to insert: its columns, the DDL that made room for them, its parameters if made."""
 
     names: tuple[str, ...]
     created: bool
     added: list[str]
-    values: list[tuple[Any, ...]] | None
+    params: list[tuple[Any, ...]] | None
 
 
-def tuple_converter(
-    processors: dict[int, Processor], width: int, columns: dict[int, ColumnProcessor] | None = None
-) -> Callable[[list[tuple[Any, ...]]], list[tuple[Any, ...]]]:
-    """The rows' tuples with `processors[i]` applied to column i: `[(v[0], p1(v[1]), v[2]) for v in values]`.
+def rows_to_tuples(
+    rows: Sequence[Row], getters: list[Callable[[Row], Any]], processors: dict[int, Processor],
+    columns: dict[int, ColumnProcessor] | None = None,
+) -> list[tuple[Any, ...]]:
+    """One tuple per row of `getters[i](row)`, passed through `processors[i]` where there is one.
 
-    Columns are iterators (a C-level itemgetter per value, then the processor) zipped back into rows, so
-    Python runs only inside the processors: a per-row loop over the processors costs more than the
-    processing does. zip takes one value of each column in turn, row by row, so processors see the values
-    in the order a per-row loop would and the first value to fail is the one such a loop would fail on.
+    Columns are iterators (a C-level getter per value, then the processor) zipped into rows, so Python runs
+    only inside the processors: a per-row loop over the processors costs more than the processing does.
+    zip takes one value of each column in turn, row by row, so processors see the values in the order a
+    per-row loop would and the first value to fail is the one such a loop would fail on.
 
     A column with a `columns[i]` converter is converted whole first, with no Python call per value; when
     that converter refuses the column (some value is not the common case), the column goes through
     `processors[i]` value by value like the others, so failures still surface in row order.
     """
-    getters = [itemgetter(i) for i in range(width)]
     whole = columns or {}
-
-    def convert(values: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        converted: list[Iterable[Any]] = []
-        for i, getter in enumerate(getters):
-            process = processors.get(i)
-            if process is None:
-                converted.append(map(getter, values))
-                continue
-            if (fast := whole.get(i)) is not None:
-                column = list(map(getter, values))
-                try:
-                    converted.append(fast(column))
-                    continue
-                except (TypeError, ValueError, AttributeError):
-                    converted.append(map(process, column))
-                    continue
-            converted.append(map(process, map(getter, values)))
-        return list(zip(*converted, strict=True))
-
-    return convert
+    converted: list[Iterable[Any]] = []
+    for i, get in enumerate(getters):
+        process = processors.get(i)
+        if process is None:
+            converted.append(map(get, rows))
+        elif (fast := whole.get(i)) is None:
+            converted.append(map(process, map(get, rows)))
+        else:
+            column = list(map(get, rows))
+            try:
+                converted.append(fast(column))
+            except (TypeError, ValueError, AttributeError):
+                converted.append(map(process, column))
+    return list(zip(*converted, strict=True))
 
 
-def make_plan(
-    sql: str, order: tuple[str, ...], *, processors: dict[int, Processor],
-    columns: dict[int, ColumnProcessor] | None = None,
-) -> InsertPlan:
-    """The plan of the compiled INSERT `sql` whose parameters are the columns `order`, converted by index
-    (`columns`: whole-column conversions, see `tuple_converter`)."""
-    getter: Callable[[Row], tuple[Any, ...]]
-    if len(order) == 1:
-        only = order[0]
-        getter = lambda row: (row[only],)  # noqa: E731 - itemgetter of one name returns no tuple
-    else:
-        getter = itemgetter(*order)
-    convert = tuple_converter(processors, len(order), columns) if processors else None
-    return InsertPlan(sql, order, getter, convert)
+def same_width(batch: list[Row]) -> bool:
+    """Every row has as many keys as the first (checked in C). Then rows that also have each of the first
+    row's keys have exactly its keys: `InsertPlan.params(strict=True)` finds out while making the tuples."""
+    width = len(batch[0])
+    return all(map(width.__eq__, map(len, batch)))
 
 
-def batch_columns(batch: list[Row]) -> tuple[list[str], list[tuple[Any, ...]] | None]:
-    """Every column named in the batch, in first-seen order, and the rows as tuples if they share keys.
-
-    Rows that all have as many keys as the first and all of the first's keys have exactly its keys:
-    `len` and an itemgetter check that in C, and the tuples it makes are the insert's parameters.
-    """
+def batch_columns(batch: list[Row]) -> list[str]:
+    """Every column named in the batch, in first-seen order."""
     first = batch[0].keys()
     names = dict.fromkeys(first)
-    width = len(names)
-    if width > 1 and all(map(width.__eq__, map(len, batch))):
-        try:
-            with gc_paused():
-                return list(names), list(map(itemgetter(*names), batch))
-        except KeyError:
-            pass
     last = first
     for row in batch:
         keys = row.keys()
@@ -150,7 +121,7 @@ def batch_columns(batch: list[Row]) -> tuple[list[str], list[tuple[Any, ...]] | 
         for name in keys:
             if name not in names:
                 names[name] = None
-    return list(names), None
+    return list(names)
 
 
 def insert_statement(

@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, SAWarning, SQLAlchemyError
 from collector.errors import StorageError
 from collector.masking import mask_text
 from storage.base import Row, Storage
-from storage.sql_plan import InsertPlan, Prepared, batch_columns, insert_statement, make_plan
+from storage.sql_plan import InsertPlan, Prepared, batch_columns, insert_statement, same_width
 from storage.sql_types import ColumnType, column_type, quoted, value_kind, widen
 
 Mode = Literal["append", "replace", "upsert"]
@@ -170,26 +170,22 @@ class SQLTableWriter(Storage):
     # -- schema
 
     def _prepare(self, conn: Connection, batch: list[Row], state: TableState) -> Prepared:
-        """Type new columns, then create the table or add the columns the batch brings."""
-        assert self._engine is not None
-        names, values = batch_columns(batch)
-        dialect = self._engine.dialect
-        sample = batch[:SAMPLE_ROWS]
-        insert: list[str] = []
-        for name in names:
-            if name not in self._types:
-                seen = [v for row in sample if (v := row.get(name)) is not None]
-                if not seen:
-                    seen = [v for row in batch if (v := row.get(name)) is not None][:1]
-                if not seen:
-                    # Its type comes from its first value; until then it is NULL, which leaving it out is.
-                    self._pending.add(name)
-                    continue
-                kind = widen({value_kind(v) for v in seen})
-                is_key = name in (self.key or ())
-                self._types[name] = column_type(kind, dialect=dialect, key=is_key, values=seen)
-                self._pending.discard(name)
-            insert.append(name)
+        """Type new columns, then create the table or add the columns the batch brings.
+
+        Rows that all have the first row's keys (the common case) get their parameter tuples made here,
+        which is what proves they have no other key; any other batch is scanned for all its columns.
+        """
+        params = None
+        first = list(batch[0])
+        if same_width(batch):
+            insert = self._typed(first, batch)
+            if insert == first:         # a column of None only would be left out of the tuples, unproven
+                try:
+                    params = self._plan(state.name, tuple(insert)).params(batch, strict=True)
+                except KeyError:
+                    pass                # some row has another key in place of one of the first's
+        if params is None:
+            insert = self._typed(batch_columns(batch), batch)
         if self.key:
             missing = [k for k in self.key if k not in insert]
             if missing and (self.mode == "upsert" or not state.exists):
@@ -199,8 +195,29 @@ class SQLTableWriter(Storage):
                     details={"table": self.table},
                 )
         created, added = self._apply_schema(conn, state, insert)
-        # The tuples made while checking keys fit the insert when no column was left out of it.
-        return Prepared(tuple(insert), created, added, values if insert == names else None)
+        return Prepared(tuple(insert), created, added, params)
+
+    def _typed(self, names: list[str], batch: list[Row]) -> list[str]:
+        """`names` that have a type, typing new ones by their values in the batch's first rows; a column
+        with no value yet is pending (its type comes from its first value) and left out."""
+        assert self._engine is not None
+        dialect = self._engine.dialect
+        sample = batch[:SAMPLE_ROWS]
+        typed: list[str] = []
+        for name in names:
+            if name not in self._types:
+                seen = [v for row in sample if (v := row.get(name)) is not None]
+                if not seen:
+                    seen = [v for row in batch if (v := row.get(name)) is not None][:1]
+                if not seen:
+                    self._pending.add(name)
+                    continue
+                kind = widen({value_kind(v) for v in seen})
+                is_key = name in (self.key or ())
+                self._types[name] = column_type(kind, dialect=dialect, key=is_key, values=seen)
+                self._pending.discard(name)
+            typed.append(name)
+        return typed
 
     def _apply_schema(self, conn: Connection, state: TableState, names: list[str]) -> tuple[bool, list[str]]:
         if not state.exists:
@@ -268,7 +285,7 @@ class SQLTableWriter(Storage):
         types = [self._types[name] for name in order]
         processors = {i: t.process for i, t in enumerate(types) if t.process is not None}
         columns = {i: t.column for i, t in enumerate(types) if t.column is not None and t.process is not None}
-        plan = make_plan(compiled.string, order, processors=processors, columns=columns)
+        plan = InsertPlan(compiled.string, order, processors, columns)
         self._plans[(table_name, names)] = plan
         return plan
 
@@ -276,7 +293,5 @@ class SQLTableWriter(Storage):
         if not prepared.names:
             return
         plan = self._plan(table_name, prepared.names)
-        # Tuples made while preparing follow the batch's column order: they fit a plan in that order only
-        # (the compiled INSERT lists the table's columns in that order; `_plan` checks just the same set).
-        values = prepared.values if plan.names == prepared.names else None
-        conn.exec_driver_sql(plan.sql, plan.params(batch, values))  # type: ignore[arg-type]
+        params = prepared.params if prepared.params is not None else plan.params(batch)
+        conn.exec_driver_sql(plan.sql, params)  # type: ignore[arg-type]

@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import datetime as dt
+from operator import itemgetter
 from typing import Any
 
 import pytest
 
-from storage.sql_plan import batch_columns, make_plan, tuple_converter
+from storage.sql_plan import InsertPlan, batch_columns, rows_to_tuples, same_width
 from storage.sql_types import sqlite_datetime, sqlite_datetimes
 
-
-def test_converter_applies_processors_by_column_and_leaves_the_others() -> None:
-    convert = tuple_converter({1: str, 3: abs}, 4)
-    assert convert([(1, 2, 3, -4), (5, 6, 7, -8)]) == [(1, "2", 3, 4), (5, "6", 7, 8)]
-    assert convert([]) == []
+GETTERS = [itemgetter(i) for i in range(4)]
 
 
-def test_converter_of_one_column_makes_one_tuples() -> None:
-    assert tuple_converter({0: str}, 1)([(1,), (2,)]) == [("1",), ("2",)]
+def test_rows_to_tuples_applies_processors_by_column_and_leaves_the_others() -> None:
+    assert rows_to_tuples([(1, 2, 3, -4), (5, 6, 7, -8)], GETTERS, {1: str, 3: abs}) == [
+        (1, "2", 3, 4), (5, "6", 7, 8)
+    ]
+    assert rows_to_tuples([], GETTERS, {1: str}) == []
+    assert rows_to_tuples([{"a": 1}, {"a": 2}], [itemgetter("a")], {0: str}) == [("1",), ("2",)]
 
 
-def test_converter_calls_processors_row_by_row() -> None:
+def test_rows_to_tuples_calls_processors_row_by_row() -> None:
     seen: list[tuple[str, Any]] = []
 
     def note(tag: str) -> Any:
@@ -33,12 +34,12 @@ def test_converter_calls_processors_row_by_row() -> None:
 
         return process
 
-    convert = tuple_converter({0: note("a"), 2: note("c")}, 3)
-    convert([(1, 0, 2), (3, 0, 4)])
+    processors = {0: note("a"), 2: note("c")}
+    rows_to_tuples([(1, 0, 2), (3, 0, 4)], GETTERS[:3], processors)
     assert seen == [("a", 1), ("c", 2), ("a", 3), ("c", 4)]
     # The error raised is that of the first failing value row by row (column by column would fail on a).
     with pytest.raises(ValueError, match="c cannot take bad"):
-        convert([(1, 0, 2), (5, 0, "bad"), ("bad", 0, 6)])
+        rows_to_tuples([(1, 0, 2), (5, 0, "bad"), ("bad", 0, 6)], GETTERS[:3], processors)
 
 
 def test_whole_column_converter_replaces_the_per_value_processor_when_it_takes_the_column() -> None:
@@ -53,10 +54,12 @@ def test_whole_column_converter_replaces_the_per_value_processor_when_it_takes_t
             raise TypeError("not all ints")
         return [f"all {v}" for v in column]
 
-    convert = tuple_converter({1: per_value}, 2, {1: whole})
+    def convert(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return rows_to_tuples(rows, GETTERS[:2], {1: per_value}, {1: whole})
+
     assert convert([(0, 1), (0, 2)]) == [(0, "all 1"), (0, "all 2")]
     assert calls == []
-    # One refused value sends the whole column value by value, in row order, errors included.
+    # One refused value sends the whole column value by value, in row order.
     assert convert([(0, 1), (0, None)]) == [(0, "one 1"), (0, "one None")]
     assert calls == [1, None]
 
@@ -71,15 +74,25 @@ def test_sqlite_datetimes_match_the_per_value_text_and_refuse_anything_else() ->
             sqlite_datetimes([*naive, odd])
 
 
-def test_batch_columns_make_tuples_only_when_every_row_has_the_same_keys() -> None:
-    assert batch_columns([{"a": 1, "b": 2}, {"b": 4, "a": 3}]) == (["a", "b"], [(1, 2), (3, 4)])
-    assert batch_columns([{"a": 1, "b": 2}, {"a": 3, "c": 4}]) == (["a", "b", "c"], None)
-    assert batch_columns([{"a": 1}, {"a": 2, "b": 3}]) == (["a", "b"], None)
+def test_batch_columns_name_every_key_in_first_seen_order() -> None:
+    assert batch_columns([{"a": 1, "b": 2}, {"b": 4, "a": 3}]) == ["a", "b"]
+    assert batch_columns([{"a": 1, "b": 2}, {"a": 3, "c": 4}]) == ["a", "b", "c"]
+    assert batch_columns([{"a": 1}, {"a": 2, "b": 3}, {"a": 4, "b": 5}, {"d": 6}]) == ["a", "b", "d"]
 
 
-def test_plan_params_follow_the_plan_order_and_fill_missing_columns_with_none() -> None:
-    plan = make_plan("INSERT ...", ("b", "a"), processors={1: str})
-    assert plan.params([{"a": 1, "b": 2}, {"b": 3}]) == [(2, "1"), (3, "None")]
-    assert plan.params([{"a": 1, "b": 2}]) == [(2, "1")]
-    only = make_plan("INSERT ...", ("a",), processors={})
-    assert only.params([{"a": 1}, {"a": 2}]) == [(1,), (2,)]
+def test_same_width_compares_key_counts_only() -> None:
+    assert same_width([{"a": 1, "b": 2}, {"b": 4, "a": 3}])
+    assert same_width([{"a": 1, "b": 2}, {"a": 3, "c": 4}])     # the strict params tell these apart
+    assert not same_width([{"a": 1}, {"a": 2, "b": 3}])
+
+
+@pytest.mark.parametrize("processors", [{}, {1: str}], ids=["plain", "converted"])
+def test_plan_params_follow_the_plan_order(processors: dict[int, Any]) -> None:
+    plan = InsertPlan("INSERT ...", ("b", "a"), processors, {})
+    a = str if processors else (lambda v: v)
+    assert plan.params([{"a": 1, "b": 2}, {"b": 3}]) == [(2, a(1)), (3, a(None))]   # missing: NULL
+    assert plan.params([{"a": 1, "b": 2}, {"a": 3, "b": 4}], strict=True) == [(2, a(1)), (4, a(3))]
+    with pytest.raises(KeyError):      # strict: a row without a column is not these rows' shape
+        plan.params([{"a": 1, "b": 2}, {"a": 3, "c": 4}], strict=True)
+    only = InsertPlan("INSERT ...", ("a",), {}, {})
+    assert only.params([{"a": 1}, {"a": 2}], strict=True) == only.params([{"a": 1}, {"a": 2}]) == [(1,), (2,)]

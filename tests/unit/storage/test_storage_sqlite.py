@@ -280,6 +280,16 @@ def test_rows_may_be_any_mapping_with_ragged_keys(db: Path) -> None:
     assert read(db) == [{"id": 1, "a": 1}, {"id": 2, "a": None}, {"id": 3, "a": 3}]
 
 
+def test_rows_with_as_many_keys_but_other_ones_keep_every_value(db: Path) -> None:
+    write(db, [{"id": 1, "a": 1}, {"id": 2, "b": "x"}, {"b": "y", "id": 3}])
+    assert read(db) == [
+        {"id": 1, "a": 1, "b": None}, {"id": 2, "a": None, "b": "x"}, {"id": 3, "a": None, "b": "y"}
+    ]
+    # The first row's other column has no value yet (so it is not in the insert) and is missing later.
+    write(db, [{"id": 4, "c": None}, {"id": 5, "d": 7}], table="u")
+    assert read(db, "u") == [{"id": 4, "c": None, "d": None}, {"id": 5, "c": None, "d": 7}]
+
+
 def test_odd_table_and_column_names_are_quoted(db: Path) -> None:
     write(db, [{"my col": 1, "pct%": 2, "b(1)": 3, "select": 4}], table="odd table; drop")
     assert read(db, "odd table; drop") == [{"my col": 1, "pct%": 2, "b(1)": 3, "select": 4}]

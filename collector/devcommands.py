@@ -64,8 +64,9 @@ def prepared(args: argparse.Namespace, config: Config) -> tuple[Any, dict[str, A
 
 def run(args: argparse.Namespace, config: Config) -> int:
     """`collector run`: the job in this process, with a progress bar, its logs, its datasets and its result."""
-    from collector.console import ProgressBar, console_logging
+    from collector.console import console_logging
     from collector.devkit import run_local, write_datasets
+    from collector.display import ProgressBar
 
     ready = prepared(args, config)
     if isinstance(ready, int):
@@ -75,9 +76,12 @@ def run(args: argparse.Namespace, config: Config) -> int:
     say(f"running {body['platform_id']} in this process"
         + (" (Redis: COLLECTOR_REDIS_URL)" if config.redis_url else " (in-process fake Redis)"))
     started = time.monotonic()
+    def show(progress: dict[str, Any]) -> None:
+        bar.update({"status": "started", "progress": progress})
+
     with console_logging(bar):
-        outcome = run_local(body, runtime, on_progress=bar.update)
-    bar.finish()
+        outcome = run_local(body, runtime, on_progress=show)
+    bar.close()
     elapsed = time.monotonic() - started
     for name, rows in outcome.datasets.items():
         say(f"dataset {name}: {len(rows)} rows")

@@ -1,11 +1,14 @@
-"""Terminal output of the CLI client: the live progress bar, tables and job summaries."""
+"""Terminal output of the CLI: the live progress bar (client and `collector run`), tables, job summaries."""
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 BAR_WIDTH = 24
@@ -74,33 +77,69 @@ def progress_line(view: dict[str, Any], rate: float | None, *, width: int | None
 
 
 class ProgressBar:
-    """Redraws one line in place on a terminal; elsewhere prints a line when something changed, now and then."""
+    """A job's progress on one line, for `collector submit --wait` and `collector run`.
 
-    def __init__(self, stream: TextIO, *, log_every_s: float = 5.0) -> None:
+    On a terminal it redraws the line in place, and `cleared` takes it off while a log line is printed
+    above it. Elsewhere (a pipe, a CI log) it prints the line when it changed, at most every `log_every_s`,
+    and always the last one.
+    """
+
+    def __init__(self, stream: TextIO, *, live: bool | None = None, log_every_s: float = 5.0) -> None:
         self.stream = stream
-        self.tty = stream.isatty()
+        self.live = stream.isatty() if live is None else live
         self.log_every_s = log_every_s
         self.rate = Rate()
-        self._last_line = ""
-        self._last_print = 0.0
+        self.rate.update(0.0)       # the job starts from nothing when the bar does: one update gives a rate
+        self._line = ""             # the line last rendered
+        self._shown = ""            # the line on screen (live)
+        self._printed = ""          # the line last printed (not live)
+        self._last_print = -math.inf
+        self._lock = threading.RLock()      # log lines may come from other threads
 
     def update(self, view: dict[str, Any], *, last: bool = False) -> None:
-        """Show `view`'s progress; `last` (the job ended) always prints, also off a terminal."""
-        done = (view.get("progress") or {}).get("done")
-        rate = self.rate.update(float(done)) if done is not None else None
-        line = progress_line(view, rate)
-        if self.tty:
-            self.stream.write("\r\x1b[K" + line)
-        elif last or (line != self._last_line and time.monotonic() - self._last_print >= self.log_every_s):
-            self.stream.write(line + "\n")
-            self._last_print = time.monotonic()
-        self._last_line = line
-        self.stream.flush()
+        """Show `view`'s progress (a job view: status and progress); `last` (the job ended) always prints."""
+        with self._lock:
+            done = (view.get("progress") or {}).get("done")
+            rate = self.rate.update(float(done)) if done is not None else None
+            self._line = progress_line(view, rate)
+            if self.live:
+                self._draw(self._line)
+            elif last or (self._line != self._printed and time.monotonic() - self._last_print >= self.log_every_s):
+                self._print_plain()
 
     def close(self) -> None:
-        if self.tty and self._last_line:
-            self.stream.write("\n")
+        """Leave the last line on its own: end it on a terminal, print it elsewhere if it was not."""
+        with self._lock:
+            if self.live and self._shown:
+                self.stream.write("\n")
+                self._shown = ""
+            elif not self.live and self._line != self._printed:
+                self._print_plain()
             self.stream.flush()
+
+    @contextmanager
+    def cleared(self) -> Iterator[None]:
+        """Take the bar off its line while something else is printed there, then draw it again below."""
+        with self._lock:
+            if not (self.live and self._shown):
+                yield
+                return
+            self.stream.write("\r\x1b[K")
+            shown, self._shown = self._shown, ""
+            try:
+                yield
+            finally:
+                self._draw(shown)
+
+    def _draw(self, line: str) -> None:
+        self.stream.write("\r" + line + "\x1b[K")     # then erase what a longer line left to the right
+        self.stream.flush()
+        self._shown = line
+
+    def _print_plain(self) -> None:
+        self._printed, self._last_print = self._line, time.monotonic()
+        self.stream.write(self._line + "\n")
+        self.stream.flush()
 
 
 def summary(view: dict[str, Any]) -> str:

@@ -13,8 +13,9 @@ import fakeredis
 import pytest
 
 from collector.config import Config
-from collector.console import ProgressBar, console_logging
+from collector.console import console_logging
 from collector.devkit import check_spec, local_runtime, run_local
+from collector.display import ProgressBar
 from collector.errors import ValidationError
 from collector.jobs import Submitter, validate_spec
 from collector.recorded import RecordedResponses, substitute
@@ -77,31 +78,41 @@ def test_masked_secrets_are_named_until_given() -> None:
     assert missing_secrets(spec) == []
 
 
+def progress(done: int, total: int | None, message: str | None = None) -> dict:
+    return {"status": "started", "progress": {
+        "done": done, "total": total, "percent": 100.0 * done / total if total else None, "message": message,
+    }}
+
+
 def test_the_bar_redraws_in_place_on_a_terminal_and_lets_log_lines_through() -> None:
     stream = io.StringIO()
     bar = ProgressBar(stream, live=True)
     with console_logging(bar):
-        bar.update({"done": 1, "total": 4, "percent": 25.0, "message": "one", "eta_s": 3.0})
+        bar.update(progress(1, 4, "one"))
         logging.getLogger("platforms.demo").warning("half way")
-        bar.update({"done": 4, "total": 4, "percent": 100.0, "message": "four", "eta_s": 0.0})
-    bar.finish()
+        bar.update(progress(4, 4, "four"))
+    bar.close()
     text = stream.getvalue()
-    assert "\r[######..................]  25.0%  1/4" in text and "ETA 3s  one" in text
-    assert "WARNING platforms.demo half way\n\r[######" in text  # the line printed, then the bar drawn again
+    first = text.split("\x1b[K")[0]
+    assert first.startswith("\rstarted  [######..................]  25.0%  1/4 rows  ")
+    assert "/s  ETA " in first and first.endswith("  one")
+    # The bar is erased, the log line printed, then the bar drawn again below it.
+    assert "\r\x1b[KWARNING platforms.demo half way\n\r" in text
     last = text.rsplit("\r", 1)[1]
-    assert last.startswith("[########################] 100.0%  4/4") and last.endswith("four\n")
+    assert last.startswith("started  [########################] 100.0%  4/4 rows") and last.endswith("four\x1b[K\n")
 
 
 def test_without_a_terminal_the_bar_prints_now_and_then_and_always_the_end() -> None:
     stream = io.StringIO()
     bar = ProgressBar(stream, live=False)
     for n in range(1, 101):
-        bar.update({"done": n, "total": 100, "percent": float(n), "message": None, "eta_s": None})
-    bar.finish()
+        bar.update(progress(n, 100))
+    bar.close()
     lines = stream.getvalue().splitlines()
-    assert len(lines) == 2 and "1.0%" in lines[0] and "100.0%  100/100" in lines[1]
-    unknown = ProgressBar(io.StringIO(), live=False).render({"done": 7, "total": None})
-    assert "7 done" in unknown and "elapsed" in unknown
+    assert len(lines) == 2 and "1.0%" in lines[0] and "100.0%  100/100 rows" in lines[1]
+    unknown = io.StringIO()
+    ProgressBar(unknown, live=False).update(progress(7, None), last=True)
+    assert "7 rows" in unknown.getvalue() and "?" not in unknown.getvalue()
 
 
 def test_recorded_responses_answer_the_most_specific_match_and_keep_what_was_missing() -> None:

@@ -34,7 +34,7 @@ def test_bar_redraws_in_place_on_a_terminal() -> None:
         bar.update({"status": "started", "progress": {"done": done, "total": 4, "percent": 25.0 * done}})
     bar.close()
     text = out.getvalue()
-    assert text.count("\r\x1b[K") == 2 and "50.0%" in text and text.endswith("\n")
+    assert text.count("\r") == 2 and text.count("\x1b[K") == 2 and "50.0%" in text and text.endswith("\x1b[K\n")
 
 
 def test_summary_table_and_durations() -> None:

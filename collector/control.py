@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
@@ -13,7 +14,7 @@ from rq.serializers import JSONSerializer
 from collector import metrics
 from collector.config import Config
 from collector.errors import ConflictError, NotFoundError
-from collector.state import ENDED, JobStore, utcnow
+from collector.state import ENDED, JobStore, run_watched, utcnow
 
 WAITING = frozenset({"queued", "scheduled", "deferred", "waiting"})
 
@@ -36,50 +37,49 @@ def _cancel_one(connection: redis.Redis, config: Config, job_id: str, *, by: str
     key = store.keys.job(job_id)
     queue = Queue(config.queue_name, connection=connection, serializer=JSONSerializer)
     who = by or "a client"
-    with connection.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                # WATCH the record: a worker starting the job meanwhile changes it, and we look again.
-                pipe.watch(key)
-                raw = pipe.hmget(key, ["status", "cancel_requested_at", "platform_id"])
-                status, requested, platform_id = (v.decode() if v else None for v in raw)
-                if status is None:
-                    raise NotFoundError(
-                        f"no job {job_id!r}: it never existed or its record expired; check the id",
-                        details={"job_id": job_id},
-                    )
-                if status in ENDED:
-                    ended_at = pipe.hget(key, "ended_at")
-                    raise ConflictError(
-                        f"job {job_id} already ended as {status!r}"
-                        + (f" at {ended_at.decode()}" if ended_at else "")
-                        + "; there is nothing to cancel (submit it again to run it again)",
-                        details={"job_id": job_id, "status": status},
-                    )
-                now = utcnow()
-                if status in WAITING:
-                    job = _fetch(connection, job_id)
-                    pipe.multi()
-                    _cancel_waiting(pipe, store, queue, job_id, job, who=who, now=now)
-                    metrics.count(pipe, store.keys, "canceled", platform_id or "")
-                    pipe.execute()
-                    return {"job_id": job_id, "status": "canceled", "canceled_by": who, "canceled_at": now}
-                if requested:
-                    pipe.unwatch()
-                    return {"job_id": job_id, "status": status, "cancel_requested_at": requested,
-                            "message": "a cancel was already requested; the job stops soon"}
-                pipe.multi()
-                store.update(job_id, {"cancel_requested_at": now, "canceled_by": who, "canceled_at": now}, pipe)
-                store.event(job_id, "cancel_requested", pipe, by=who)
-                pipe.sadd(store.keys.cancels(), job_id)
-                pipe.execute()
-                return {
-                    "job_id": job_id, "status": status, "cancel_requested_at": now, "canceled_by": who,
-                    "message": f"the job was asked to stop; it is killed if still running in "
-                    f"{config.cancel_grace_s:g} s, and ends 'stopped'",
-                }
-            except redis.WatchError:
-                continue
+
+    def attempt(pipe: Pipeline) -> dict[str, Any]:
+        # WATCH the record: a worker starting the job meanwhile changes it, and we look again.
+        pipe.watch(key)
+        raw = pipe.hmget(key, ["status", "cancel_requested_at", "platform_id"])
+        status, requested, platform_id = (v.decode() if v else None for v in raw)
+        if status is None:
+            raise NotFoundError(
+                f"no job {job_id!r}: it never existed or its record expired; check the id",
+                details={"job_id": job_id},
+            )
+        if status in ENDED:
+            ended_at = pipe.hget(key, "ended_at")
+            raise ConflictError(
+                f"job {job_id} already ended as {status!r}"
+                + (f" at {ended_at.decode()}" if ended_at else "")
+                + "; there is nothing to cancel (submit it again to run it again)",
+                details={"job_id": job_id, "status": status},
+            )
+        now = utcnow()
+        if status in WAITING:
+            job = _fetch(connection, job_id)
+            pipe.multi()
+            _cancel_waiting(pipe, store, queue, job_id, job, who=who, now=now)
+            metrics.count(pipe, store.keys, "canceled", platform_id or "")
+            pipe.execute()
+            return {"job_id": job_id, "status": "canceled", "canceled_by": who, "canceled_at": now}
+        if requested:
+            pipe.unwatch()
+            return {"job_id": job_id, "status": status, "cancel_requested_at": requested,
+                    "message": "a cancel was already requested; the job stops soon"}
+        pipe.multi()
+        store.update(job_id, {"cancel_requested_at": now, "canceled_by": who, "canceled_at": now}, pipe)
+        store.event(job_id, "cancel_requested", pipe, by=who)
+        pipe.sadd(store.keys.cancels(), job_id)
+        pipe.execute()
+        return {
+            "job_id": job_id, "status": status, "cancel_requested_at": now, "canceled_by": who,
+            "message": f"the job was asked to stop; it is killed if still running in "
+            f"{config.cancel_grace_s:g} s, and ends 'stopped'",
+        }
+
+    return run_watched(connection, attempt)
 
 
 def _fetch(connection: redis.Redis, job_id: str) -> Job | None:

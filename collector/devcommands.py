@@ -75,10 +75,11 @@ def run(args: argparse.Namespace, config: Config) -> int:
     bar = ProgressBar(sys.stderr)
     say(f"running {body['platform_id']} in this process"
         + (" (Redis: COLLECTOR_REDIS_URL)" if config.redis_url else " (in-process fake Redis)"))
-    started = time.monotonic()
+
     def show(progress: dict[str, Any]) -> None:
         bar.update({"status": "started", "progress": progress})
 
+    started = time.monotonic()
     with console_logging(bar):
         outcome = run_local(body, runtime, on_progress=show)
     bar.close()

@@ -9,11 +9,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import redis
+from redis.client import Pipeline
 
 from collector.errors import NotFoundError, RequestError, ValidationError
 from collector.jobs import Submitter, merge_secrets, split_secrets, validate_spec
-from collector.state import utcnow
+from collector.state import run_watched, utcnow
 
 PROCESS_FIELDS = {"name", "version", "steps"}
 STEP_FIELDS = {"name", "tasks"}
@@ -307,26 +307,25 @@ class Processes:
     def _update(self, process_id: str, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         """Read-modify-write of a process document under WATCH, so concurrent acks and pools never clash."""
         key = self.keys.process(process_id)
-        with self.connection.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        raise NotFoundError(f"no process {process_id!r}; POST /process/run answered its id")
-                    doc = json.loads(raw)
-                    before = copy.deepcopy(doc)
-                    change(doc)
-                    pipe.multi()
-                    if doc != before:
-                        pipe.set(key, json.dumps(doc))
-                    if doc["status"] != "running":
-                        pipe.srem(self.keys.processes_active(), process_id)
-                        pipe.expire(key, self.submitter.config.failed_record_ttl_s)
-                    pipe.execute()
-                    return doc
-                except redis.WatchError:
-                    continue
+
+        def attempt(pipe: Pipeline) -> dict[str, Any]:
+            pipe.watch(key)
+            raw = pipe.get(key)
+            if raw is None:
+                raise NotFoundError(f"no process {process_id!r}; POST /process/run answered its id")
+            doc = json.loads(raw)
+            before = copy.deepcopy(doc)
+            change(doc)
+            pipe.multi()
+            if doc != before:
+                pipe.set(key, json.dumps(doc))
+            if doc["status"] != "running":
+                pipe.srem(self.keys.processes_active(), process_id)
+                pipe.expire(key, self.submitter.config.failed_record_ttl_s)
+            pipe.execute()
+            return doc
+
+        return run_watched(self.connection, attempt)
 
     def _void_older(self, name: str, version: str, new_id: str) -> list[str]:
         voided = []

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
@@ -15,7 +16,7 @@ from rq.serializers import JSONSerializer
 from collector import metrics
 from collector.config import Config
 from collector.policy import RetryPolicy
-from collector.state import ENDED, JobStore, decode_fields, utcnow
+from collector.state import ENDED, JobStore, decode_fields, run_watched, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -70,36 +71,35 @@ def recover(
     store = JobStore(connection, config)
     key = store.keys.job(job_id)
     queue = Queue(config.queue_name, connection=connection, serializer=JSONSerializer)
-    with connection.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                # WATCH the record: two reapers (or a reaper and a late worker) never both settle one job.
-                pipe.watch(key)
-                values = pipe.hmget(key, list(FIELDS))
-                record = decode_fields(FIELDS, values)
-                status = record.get("status")
-                if status is None or status in ENDED or status in ("scheduled", "waiting"):
-                    return None
-                if pool is not None and record.get("pool") != pool:
-                    return None
-                if status == "started" and worker_name and record.get("worker") not in (None, worker_name):
-                    return None  # already retried and running elsewhere: the dead worker's run is history
-                new_status, fields, delay = decide(kind, record, config, cause)
-                try:
-                    job: Job | None = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
-                    executions = [e.composite_key for e in job.get_executions()]  # type: ignore[union-attr]
-                except NoSuchJobError:
-                    job, executions = None, []
-                pipe.multi()
-                _write(pipe, store, queue, job_id, job, executions, new_status, fields, delay,
-                       cause=cause, worker_name=worker_name, kind=kind)
-                if new_status != "queued":  # a requeue after shutdown is no new outcome
-                    counted = "retried" if new_status == "scheduled" else new_status
-                    metrics.count(pipe, store.keys, counted, record.get("platform_id", ""))
-                pipe.execute()
-                return new_status
-            except redis.WatchError:
-                continue
+
+    def attempt(pipe: Pipeline) -> str | None:
+        # WATCH the record: two reapers (or a reaper and a late worker) never both settle one job.
+        pipe.watch(key)
+        values = pipe.hmget(key, list(FIELDS))
+        record = decode_fields(FIELDS, values)
+        status = record.get("status")
+        if status is None or status in ENDED or status in ("scheduled", "waiting"):
+            return None
+        if pool is not None and record.get("pool") != pool:
+            return None
+        if status == "started" and worker_name and record.get("worker") not in (None, worker_name):
+            return None  # already retried and running elsewhere: the dead worker's run is history
+        new_status, fields, delay = decide(kind, record, config, cause)
+        try:
+            job: Job | None = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+            executions = [e.composite_key for e in job.get_executions()]  # type: ignore[union-attr]
+        except NoSuchJobError:
+            job, executions = None, []
+        pipe.multi()
+        _write(pipe, store, queue, job_id, job, executions, new_status, fields, delay,
+               cause=cause, worker_name=worker_name, kind=kind)
+        if new_status != "queued":  # a requeue after shutdown is no new outcome
+            counted = "retried" if new_status == "scheduled" else new_status
+            metrics.count(pipe, store.keys, counted, record.get("platform_id", ""))
+        pipe.execute()
+        return new_status
+
+    return run_watched(connection, attempt)
 
 
 def _write(pipe: Any, store: JobStore, queue: Queue, job_id: str, job: Job | None, executions: list[str],

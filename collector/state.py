@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
-from redis import Redis
+from redis import Redis, WatchError
 from redis.backoff import ExponentialBackoff
 from redis.client import Pipeline
 from redis.retry import Retry
@@ -139,6 +139,23 @@ class Keys:
 def decode_fields(names: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
     """An HMGET's answer as a record: the fields that are set, decoded."""
     return decode({n: v for n, v in zip(names, values, strict=True) if v is not None})
+
+
+T = TypeVar("T")
+
+
+def run_watched(connection: Redis, attempt: Callable[[Pipeline], T]) -> T:
+    """`attempt(pipe)` on a transaction pipeline until it gets through; what it returns.
+
+    An attempt WATCHes keys, reads, then MULTI ... EXEC (or UNWATCHes and returns early, writing nothing).
+    When a watched key changed before its EXEC (`WatchError`), it runs again from the start, reading anew.
+    """
+    with connection.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                return attempt(pipe)
+            except WatchError:
+                continue
 
 
 class JobStore:

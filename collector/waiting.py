@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
@@ -27,7 +28,7 @@ from collector import metrics
 from collector.config import Config
 from collector.errors import ConfigError, ConflictError, ForbiddenError, NotFoundError
 from collector.sealing import Sealer
-from collector.state import ENDED, JobStore, decode_fields, utcnow
+from collector.state import ENDED, JobStore, decode_fields, run_watched, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -145,51 +146,50 @@ def suspend(connection: redis.Redis, store: JobStore, job_id: str, wait: dict[st
     child_keys = [store.keys.job(c) for c in children]
     queue = _queue(connection, store.config)
     timeout = wait.get("timeout_s")
-    with connection.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                # WATCH the children too: one ending between our look and our write makes us look again,
-                # and one ending after our write finds us waiting and queues us.
-                pipe.watch(key, *child_keys)
-                values = pipe.hmget(key, ["cancel_requested_at", "resumes", "timeout_s"])
-                if values[0]:
-                    pipe.unwatch()
-                    return "stopped"
-                resumes = int(values[1] or 0)
-                pending = [c for c, k in zip(children, child_keys, strict=True)
-                           if (s := pipe.hget(k, "status")) is not None and s.decode() not in ENDED]
-                if wait["kind"] == "children" and not pending:
-                    job = _fetch(connection, job_id)
-                    pipe.multi()
-                    _requeue(pipe, store, queue, job_id, job, reason="children ended",
-                             fields={**fields, "resumes": resumes + 1}, timeout_s=values[2])
-                    status = "queued"
-                else:
-                    shown: dict[str, Any] = {"kind": wait["kind"], "since": utcnow()}
-                    if wait["kind"] == "input":
-                        shown.update(name=wait["name"], prompt=wait.get("prompt", ""))
-                    else:
-                        shown["children"] = pending
-                    if timeout:
-                        shown.update(timeout_s=timeout, until=_iso(time.time() + timeout))
-                    record = {"status": "waiting", "waiting": shown, **fields}
-                    if wait["kind"] == "input":
-                        record["wait_nonce"] = secrets.token_urlsafe(18)
-                    pipe.multi()
-                    store.update(job_id, record, pipe)
-                    if timeout:
-                        pipe.zadd(store.keys.wait_deadlines(), {job_id: time.time() + timeout})
-                    if wait["kind"] == "children":
-                        pipe.sadd(store.keys.waiting_parents(), job_id)
-                    pipe.hset(Job.key_for(job_id), "status", JobStatus.DEFERRED.value)
-                    store.event(job_id, "waiting", pipe, wait=wait["kind"],
-                                **{k: v for k, v in shown.items() if k not in ("since", "kind")})
-                    status = "waiting"
-                pipe.srem(store.keys.cancels(), job_id)
-                pipe.execute()
-                return status
-            except redis.WatchError:
-                continue
+
+    def attempt(pipe: Pipeline) -> str:
+        # WATCH the children too: one ending between our look and our write makes us look again,
+        # and one ending after our write finds us waiting and queues us.
+        pipe.watch(key, *child_keys)
+        values = pipe.hmget(key, ["cancel_requested_at", "resumes", "timeout_s"])
+        if values[0]:
+            pipe.unwatch()
+            return "stopped"
+        resumes = int(values[1] or 0)
+        pending = [c for c, k in zip(children, child_keys, strict=True)
+                   if (s := pipe.hget(k, "status")) is not None and s.decode() not in ENDED]
+        if wait["kind"] == "children" and not pending:
+            job = _fetch(connection, job_id)
+            pipe.multi()
+            _requeue(pipe, store, queue, job_id, job, reason="children ended",
+                     fields={**fields, "resumes": resumes + 1}, timeout_s=values[2])
+            status = "queued"
+        else:
+            shown: dict[str, Any] = {"kind": wait["kind"], "since": utcnow()}
+            if wait["kind"] == "input":
+                shown.update(name=wait["name"], prompt=wait.get("prompt", ""))
+            else:
+                shown["children"] = pending
+            if timeout:
+                shown.update(timeout_s=timeout, until=_iso(time.time() + timeout))
+            record = {"status": "waiting", "waiting": shown, **fields}
+            if wait["kind"] == "input":
+                record["wait_nonce"] = secrets.token_urlsafe(18)
+            pipe.multi()
+            store.update(job_id, record, pipe)
+            if timeout:
+                pipe.zadd(store.keys.wait_deadlines(), {job_id: time.time() + timeout})
+            if wait["kind"] == "children":
+                pipe.sadd(store.keys.waiting_parents(), job_id)
+            pipe.hset(Job.key_for(job_id), "status", JobStatus.DEFERRED.value)
+            store.event(job_id, "waiting", pipe, wait=wait["kind"],
+                        **{k: v for k, v in shown.items() if k not in ("since", "kind")})
+            status = "waiting"
+        pipe.srem(store.keys.cancels(), job_id)
+        pipe.execute()
+        return status
+
+    return run_watched(connection, attempt)
 
 
 def resume(connection: redis.Redis, config: Config, job_id: str, *, token: str, given: Any) -> dict[str, Any]:
@@ -203,51 +203,50 @@ def resume(connection: redis.Redis, config: Config, job_id: str, *, token: str, 
     key = store.keys.job(job_id)
     queue = _queue(connection, config)
     names = ["status", "waiting", "wait_nonce", "wait_used", "inputs", "resumes", "timeout_s"]
-    with connection.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                pipe.watch(key)
-                values = pipe.hmget(key, names)
-                record = decode_fields(names, values)
-                status = record.get("status")
-                if status is None:
-                    raise NotFoundError(f"no job {job_id!r}: it never existed or its record expired; check the id",
-                                        details={"job_id": job_id})
-                used = list(record.get("wait_used") or [])
-                if any(_matches(config.secret_key, job_id, nonce, token) for nonce in used):
-                    raise ForbiddenError(
-                        f"this resume token of job {job_id} was already used; a token resumes once. "
-                        "GET /execution/get shows the current one while the job waits",
-                        details={"job_id": job_id, "token": ["already used"]},
-                    )
-                wait = record.get("waiting") or {}
-                if status != "waiting" or wait.get("kind") != "input":
-                    what = "its children" if wait.get("kind") == "children" else None
-                    raise ConflictError(
-                        f"job {job_id} is {status!r}" + (f", waiting for {what} (it resumes by itself)" if what
-                                                         else ", not waiting for input")
-                        + "; only a job waiting for input (status 'waiting') can be resumed",
-                        details={"job_id": job_id, "status": status},
-                    )
-                if not _matches(config.secret_key, job_id, record.get("wait_nonce"), token):
-                    raise ForbiddenError(
-                        f"the token does not resume job {job_id}; use the resume_token GET /execution/get shows "
-                        "under waiting",
-                        details={"job_id": job_id, "token": ["does not match"]},
-                    )
-                inputs = sealer.unseal(record["inputs"]) if record.get("inputs") else {}
-                inputs[wait["name"]] = given
-                job = _fetch(connection, job_id)
-                pipe.multi()
-                _requeue(pipe, store, queue, job_id, job, reason=f"input {wait['name']!r} delivered", fields={
-                    "inputs": sealer.seal(inputs),
-                    "wait_used": [*used, record["wait_nonce"]][-USED_KEPT:],
-                    "resumes": int(record.get("resumes") or 0) + 1,
-                }, timeout_s=record.get("timeout_s"))
-                pipe.execute()
-                return {"job_id": job_id, "status": "queued", "resumed": wait["name"]}
-            except redis.WatchError:
-                continue
+
+    def attempt(pipe: Pipeline) -> dict[str, Any]:
+        pipe.watch(key)
+        values = pipe.hmget(key, names)
+        record = decode_fields(names, values)
+        status = record.get("status")
+        if status is None:
+            raise NotFoundError(f"no job {job_id!r}: it never existed or its record expired; check the id",
+                                details={"job_id": job_id})
+        used = list(record.get("wait_used") or [])
+        if any(_matches(config.secret_key, job_id, nonce, token) for nonce in used):
+            raise ForbiddenError(
+                f"this resume token of job {job_id} was already used; a token resumes once. "
+                "GET /execution/get shows the current one while the job waits",
+                details={"job_id": job_id, "token": ["already used"]},
+            )
+        wait = record.get("waiting") or {}
+        if status != "waiting" or wait.get("kind") != "input":
+            what = "its children" if wait.get("kind") == "children" else None
+            raise ConflictError(
+                f"job {job_id} is {status!r}" + (f", waiting for {what} (it resumes by itself)" if what
+                                                 else ", not waiting for input")
+                + "; only a job waiting for input (status 'waiting') can be resumed",
+                details={"job_id": job_id, "status": status},
+            )
+        if not _matches(config.secret_key, job_id, record.get("wait_nonce"), token):
+            raise ForbiddenError(
+                f"the token does not resume job {job_id}; use the resume_token GET /execution/get shows "
+                "under waiting",
+                details={"job_id": job_id, "token": ["does not match"]},
+            )
+        inputs = sealer.unseal(record["inputs"]) if record.get("inputs") else {}
+        inputs[wait["name"]] = given
+        job = _fetch(connection, job_id)
+        pipe.multi()
+        _requeue(pipe, store, queue, job_id, job, reason=f"input {wait['name']!r} delivered", fields={
+            "inputs": sealer.seal(inputs),
+            "wait_used": [*used, record["wait_nonce"]][-USED_KEPT:],
+            "resumes": int(record.get("resumes") or 0) + 1,
+        }, timeout_s=record.get("timeout_s"))
+        pipe.execute()
+        return {"job_id": job_id, "status": "queued", "resumed": wait["name"]}
+
+    return run_watched(connection, attempt)
 
 
 def resume_parent(connection: redis.Redis, config: Config, parent_id: str) -> bool:
@@ -256,31 +255,30 @@ def resume_parent(connection: redis.Redis, config: Config, parent_id: str) -> bo
     key = store.keys.job(parent_id)
     queue = _queue(connection, config)
     names = ["status", "waiting", "resumes", "timeout_s"]
-    with connection.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                pipe.watch(key)
-                values = pipe.hmget(key, names)
-                record = decode_fields(names, values)
-                wait = record.get("waiting") or {}
-                if record.get("status") != "waiting" or wait.get("kind") != "children":
-                    pipe.unwatch()
-                    if record.get("status") != "waiting":
-                        connection.srem(store.keys.waiting_parents(), parent_id)
-                    return False
-                statuses = read_children(connection, store, list(wait.get("children") or []), brief=True)
-                if any(s["status"] not in ENDED for s in statuses.values()):
-                    pipe.unwatch()
-                    return False
-                job = _fetch(connection, parent_id)
-                pipe.multi()
-                _requeue(pipe, store, queue, parent_id, job, reason="children ended",
-                         fields={"resumes": int(record.get("resumes") or 0) + 1}, timeout_s=record.get("timeout_s"))
-                pipe.execute()
-                log.info("job %s: its children ended; queued again", parent_id)
-                return True
-            except redis.WatchError:
-                continue
+
+    def attempt(pipe: Pipeline) -> bool:
+        pipe.watch(key)
+        values = pipe.hmget(key, names)
+        record = decode_fields(names, values)
+        wait = record.get("waiting") or {}
+        if record.get("status") != "waiting" or wait.get("kind") != "children":
+            pipe.unwatch()
+            if record.get("status") != "waiting":
+                connection.srem(store.keys.waiting_parents(), parent_id)
+            return False
+        statuses = read_children(connection, store, list(wait.get("children") or []), brief=True)
+        if any(s["status"] not in ENDED for s in statuses.values()):
+            pipe.unwatch()
+            return False
+        job = _fetch(connection, parent_id)
+        pipe.multi()
+        _requeue(pipe, store, queue, parent_id, job, reason="children ended",
+                 fields={"resumes": int(record.get("resumes") or 0) + 1}, timeout_s=record.get("timeout_s"))
+        pipe.execute()
+        log.info("job %s: its children ended; queued again", parent_id)
+        return True
+
+    return run_watched(connection, attempt)
 
 
 def time_out(connection: redis.Redis, config: Config, job_id: str) -> bool:
@@ -289,37 +287,40 @@ def time_out(connection: redis.Redis, config: Config, job_id: str) -> bool:
     key = store.keys.job(job_id)
     queue = _queue(connection, config)
     names = ["status", "waiting", "platform_id", "parent_id"]
-    with connection.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                pipe.watch(key)
-                values = pipe.hmget(key, names)
-                record = decode_fields(names, values)
-                wait = record.get("waiting") or {}
-                if record.get("status") != "waiting":
-                    pipe.multi()
-                    pipe.zrem(store.keys.wait_deadlines(), job_id)
-                    pipe.execute()
-                    return False
-                message = _timeout_message(wait)
-                job = _fetch(connection, job_id)
-                pipe.multi()
-                store.update(job_id, {"status": "failed", "ended_at": utcnow(),
-                                      "error": {"type": "WaitTimeoutError", "message": message}}, pipe)
-                pipe.hdel(key, "wait_nonce")
-                pipe.zrem(store.keys.wait_deadlines(), job_id)
-                pipe.srem(store.keys.waiting_parents(), job_id)
-                store.event(job_id, "failed", pipe, error={"type": "WaitTimeoutError", "message": message})
-                store.expire(job_id, store.ttl_for("failed"), pipe)
-                metrics.count(pipe, store.keys, "failed", record.get("platform_id", ""))
-                if job is not None:
-                    job.set_status(JobStatus.FAILED, pipeline=pipe)
-                    queue.failed_job_registry.add(job, ttl=config.failed_record_ttl_s, exc_string=message,
-                                                  pipeline=pipe)
-                pipe.execute()
-                break
-            except redis.WatchError:
-                continue
+
+    def attempt(pipe: Pipeline) -> tuple[dict[str, Any], dict[str, Any], str] | None:
+        """The failed job's record, wait and message; None when it no longer waits."""
+        pipe.watch(key)
+        values = pipe.hmget(key, names)
+        record = decode_fields(names, values)
+        wait = record.get("waiting") or {}
+        if record.get("status") != "waiting":
+            pipe.multi()
+            pipe.zrem(store.keys.wait_deadlines(), job_id)
+            pipe.execute()
+            return None
+        message = _timeout_message(wait)
+        job = _fetch(connection, job_id)
+        pipe.multi()
+        store.update(job_id, {"status": "failed", "ended_at": utcnow(),
+                              "error": {"type": "WaitTimeoutError", "message": message}}, pipe)
+        pipe.hdel(key, "wait_nonce")
+        pipe.zrem(store.keys.wait_deadlines(), job_id)
+        pipe.srem(store.keys.waiting_parents(), job_id)
+        store.event(job_id, "failed", pipe, error={"type": "WaitTimeoutError", "message": message})
+        store.expire(job_id, store.ttl_for("failed"), pipe)
+        metrics.count(pipe, store.keys, "failed", record.get("platform_id", ""))
+        if job is not None:
+            job.set_status(JobStatus.FAILED, pipeline=pipe)
+            queue.failed_job_registry.add(job, ttl=config.failed_record_ttl_s, exc_string=message,
+                                          pipeline=pipe)
+        pipe.execute()
+        return record, wait, message
+
+    failed = run_watched(connection, attempt)
+    if failed is None:
+        return False
+    record, wait, message = failed
     log.info("job %s failed: %s", job_id, message)
     if wait.get("kind") == "children":
         cancel_children(connection, config, list(wait.get("children") or []), by=f"parent job {job_id} (timed out)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import fakeredis
 import pytest
 from flask.testing import FlaskClient
@@ -14,7 +16,7 @@ from collector.policy import RetryPolicy
 from collector.recovery import decide, enqueue_due, recover
 from collector.registry import Registry
 from collector.runner import JobFailedError, Runtime, execute
-from collector.state import JobStore
+from collector.state import JobStore, run_watched
 
 
 def run(client: FlaskClient, body: object) -> tuple[int, dict]:
@@ -198,3 +200,27 @@ def test_a_relayed_cancel_reaches_only_the_job_it_names(
     assert ctx.cancelled is False, "a cancel meant for the job before is ignored"
     relay_cancel(runtime, "j1")
     assert ctx.cancelled is True
+
+
+def test_a_watched_write_runs_again_from_a_fresh_read_when_the_key_changed_meanwhile(
+    fake_redis: fakeredis.FakeRedis,
+) -> None:
+    fake_redis.set("counter", 1)
+    seen: list[int] = []
+
+    def attempt(pipe: Any) -> int:
+        pipe.watch("counter")
+        value = int(pipe.get("counter"))
+        seen.append(value)
+        if len(seen) == 1:
+            fake_redis.set("counter", 10)       # another client writes between our read and our EXEC
+        pipe.multi()
+        pipe.set("counter", value + 1)
+        pipe.execute()
+        return value + 1
+
+    assert run_watched(fake_redis, attempt) == 11
+    assert seen == [1, 10] and fake_redis.get("counter") == b"11"
+    # An attempt that returns early writes nothing and is not run again.
+    assert run_watched(fake_redis, lambda pipe: (pipe.watch("counter"), pipe.unwatch(), "left")[-1]) == "left"
+    assert fake_redis.get("counter") == b"11"

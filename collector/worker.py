@@ -20,13 +20,15 @@ from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
 from collector import defaults
+from collector.checks import CHECK_FUNCTION, run_check
 from collector.config import Config
 from collector.heartbeat import CollectorJob, LeanHeartbeats
+from collector.jobs import RUN_FUNCTION
 from collector.maintenance import Maintenance
 from collector.reaper import Reaper, beat, retire
 from collector.recovery import recover
 from collector.registry import Registry
-from collector.runner import Runtime, install
+from collector.runner import Runtime, install, run_job
 from collector.state import connect
 from collector.supervision import Watchdog, die_with_parent, relay_cancel, wait_for_redis
 
@@ -35,6 +37,9 @@ log = logging.getLogger(__name__)
 ID_BYTES = 64
 SLOT_BYTES = 2 * ID_BYTES + 8   # the running job's id, its hard deadline, the id of a job to cancel
 SUSPENDED = ("waiting", "queued")  # outcomes of a job that waits (or was queued again at once): not failures
+# The function names RQ stores with collector's jobs, and the functions they name. A worker looks a name up
+# here rather than importing it, so a queued job runs whichever module its function lives in now.
+JOB_FUNCTIONS = {RUN_FUNCTION: run_job, CHECK_FUNCTION: run_check}
 
 
 class Slots:
@@ -91,10 +96,18 @@ class _WithoutInfo:
         return getattr(self._logger, name)
 
 
+class PoolJob(CollectorJob):
+    """A job as the pool's workers run it: collector's stored function names resolve through `JOB_FUNCTIONS`."""
+
+    @property
+    def func(self) -> Any:
+        return JOB_FUNCTIONS.get(self.func_name or "") or super().func
+
+
 class CollectorWorker(LeanHeartbeats, SimpleWorker):
     """An RQ worker that runs jobs in its own process and tells the supervisor which job it holds."""
 
-    job_class = CollectorJob
+    job_class = PoolJob
     slots: Slots | None = None
     slot_index = 0
     runtime: Runtime | None = None

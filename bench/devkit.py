@@ -21,9 +21,9 @@ from pathlib import Path
 import redis
 
 from collector.app import create_app
+from collector.cli.embedded import EmbeddedRedis
 from collector.config import Config
-from collector.devkit import local_runtime, run_local
-from collector.embedded import EmbeddedRedis
+from collector.devkit.local import local_runtime, run_local
 from collector.sealing import new_key
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,8 +15,8 @@ from rq.serializers import JSONSerializer
 
 from bench import procs as P
 from collector.config import Config
-from collector.jobs import Submitter
-from collector.registry import Registry
+from collector.spec.registry import Registry
+from collector.submit.submitter import Submitter
 
 FINISHED = "finished|demo"  # the collector metrics hash field counting finished demo jobs
 
@@ -191,8 +191,8 @@ def end_to_end_bare(url: str, count: int, port: int) -> dict[str, Any]:
 
 def progress_cost(url: str, calls: int = 1_000_000, sustain_s: float = 3.0) -> dict[str, float]:
     """1M ctx.progress() calls against a no-op method of the same shape, and the Redis writes they made."""
-    from collector.context import RunContext
-    from collector.state import JobStore
+    from collector.run.context import RunContext
+    from collector.store.records import JobStore
 
     client = redis.Redis.from_url(url)
     client.flushall()

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import roundtrips
-from collector.embedded import EmbeddedRedis
+from collector.cli.embedded import EmbeddedRedis
 
 # (label, file suffix, function name): the stages of one job, outermost first.
 STAGES = [
@@ -27,8 +27,8 @@ STAGES = [
     ("RQ: prepare_execution (execution record)", "rq/executions.py", "prepare_execution"),
     ("RQ: prepare_job_execution (worker + job state)", "rq/worker/base.py", "prepare_job_execution"),
     ("the job function (collector: runner.execute)", "rq/job.py", "_execute"),
-    ("  collector: end-of-job pipeline (runner._end)", "collector/runner.py", "_end"),
-    ("  collector: settings schema built and loaded", "collector/schema.py", "schema"),
+    ("  collector: end-of-job pipeline (runner._end)", "collector/run/runner.py", "_end"),
+    ("  collector: settings schema built and loaded", "collector/spec/schema.py", "schema"),
     ("  the platform's _run", "platforms/demo.py", "_run"),
     ("RQ: handle_job_success (result, registries)", "rq/worker/base.py", "handle_job_success"),
     ("logging at INFO to /dev/null (RQ's lines and collector's)", "logging/__init__.py", "_log"),

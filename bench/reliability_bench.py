@@ -24,10 +24,10 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from collector.cli.embedded import EmbeddedRedis  # noqa: E402
 from collector.config import Config  # noqa: E402
-from collector.embedded import EmbeddedRedis  # noqa: E402
-from collector.jobs import Submitter  # noqa: E402
-from collector.registry import Registry  # noqa: E402
+from collector.spec.registry import Registry  # noqa: E402
+from collector.submit.submitter import Submitter  # noqa: E402
 
 SECRET = "bench-secret-key"
 

@@ -38,10 +38,10 @@ def _commands(client: redis.Redis) -> int:
 
 
 def collector_worker(url: str, jobs: int) -> tuple[int, int]:
-    from collector.registry import Registry
-    from collector.runner import Runtime, install
-    from collector.state import connect
-    from collector.worker import CollectorWorker
+    from collector.pool.supervisor import CollectorWorker
+    from collector.run.runner import Runtime, install
+    from collector.spec.registry import Registry
+    from collector.store.records import connect
 
     client = redis.Redis.from_url(url)
     client.flushall()

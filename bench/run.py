@@ -19,7 +19,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import phases, roundtrips
-from collector.embedded import EmbeddedRedis, free_port
+from collector.cli.embedded import EmbeddedRedis, free_port
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 MARKER = "<!-- analysis: kept when run.py rewrites the runs above -->"

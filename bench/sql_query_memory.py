@@ -31,9 +31,9 @@ def one(rows: int, folder: str) -> None:
     import fakeredis
 
     from collector.config import Config
-    from collector.jobs import Submitter
-    from collector.registry import Registry
-    from collector.runner import Runtime, execute
+    from collector.run.runner import Runtime, execute
+    from collector.spec.registry import Registry
+    from collector.submit.submitter import Submitter
 
     source, target = os.path.join(folder, f"src{rows}.db"), os.path.join(folder, f"dst{rows}.db")
     make_source(source, rows)

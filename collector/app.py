@@ -12,9 +12,9 @@ from werkzeug.exceptions import HTTPException
 
 from collector.config import Config
 from collector.errors import CollectorError
-from collector.jobs import Submitter, redis_down
-from collector.registry import Registry
-from collector.state import JobStore, connect
+from collector.spec.registry import Registry
+from collector.store.records import JobStore, connect
+from collector.submit.submitter import Submitter, redis_down
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def create_app(
             )
         connection = connect(config.redis_url)
     registry = registry or Registry.discover(config.platforms_package)
-    from collector.auth import install_auth, parse_tokens
+    from collector.api.auth import install_auth, parse_tokens
     from collector.masking import install_log_masking
     from collector.sealing import require_secret_key
 
@@ -91,12 +91,12 @@ def create_app(
     app.register_blueprint(listing.blueprint)
     app.register_blueprint(metrics.blueprint)
     if dashboard and config.redis_url:
-        from collector.dashboard import mount_dashboard
+        from collector.api.dashboard import mount_dashboard
 
         mount_dashboard(app, config.redis_url)
     _register_error_handlers(app)
     if reaper and config.reap_interval_s > 0:
-        from collector.reaper import ReaperThread
+        from collector.workflows.reaper import ReaperThread
 
         thread = ReaperThread(connection, config)
         app.extensions["collector_reaper"] = thread

@@ -18,7 +18,7 @@ import redis
 from collector import defaults
 from collector.config import Config
 from collector.errors import ConfigError
-from collector.state import Keys, utcnow
+from collector.store.records import Keys, utcnow
 
 FORMATS = ("text", "json")
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is worth showing.

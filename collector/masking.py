@@ -55,7 +55,7 @@ def mask_value(value: Any, secrets: Iterable[str]) -> Any:
 
 def secrets_in_body(body: Any, registry: Any) -> list[str]:
     """The values a raw job spec gives for secret settings (its platform's and its storage targets')."""
-    from collector.registry import storage_backends
+    from collector.spec.registry import storage_backends
 
     if not isinstance(body, dict) or not isinstance(body.get("platform_id"), str):
         return []

@@ -9,7 +9,7 @@ from collector.types import Secret
 from storage.base import Storage
 
 if TYPE_CHECKING:
-    from collector.context import RunContext
+    from collector.run.context import RunContext
 
 
 class Platform:

@@ -41,7 +41,7 @@ def new_key() -> str:
 
 def platforms_with_secrets(registry: Any) -> list[str]:
     """Ids of the platforms that take a secret: a `Secret` setting, or a storage target whose backend has one."""
-    from collector.registry import storage_backends
+    from collector.spec.registry import storage_backends
 
     backend_secrets = any(spec.settings.secret_names() for spec in storage_backends().values())
     return [

@@ -22,13 +22,13 @@ from typing import Any, ClassVar
 import fakeredis
 import pytest
 
-from collector.checks import check_spec_locally
 from collector.config import Config
-from collector.devkit import LocalOutcome, check_spec, local_runtime, run_local
+from collector.devkit.local import LocalOutcome, check_spec, local_runtime, run_local
+from collector.devkit.recorded import RECORDED_URL, RecordedResponses, substitute
 from collector.errors import ValidationError
-from collector.jobs import JobSpec, split_secrets
-from collector.recorded import RECORDED_URL, RecordedResponses, substitute
-from collector.registry import PlatformSpec, Registry
+from collector.spec.registry import PlatformSpec, Registry
+from collector.submit.checks import check_spec_locally
+from collector.submit.submitter import JobSpec, split_secrets
 
 __all__ = ["RECORDED_URL", "DryRun", "PlatformTests", "RecordedResponses", "redis_contents"]
 

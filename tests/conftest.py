@@ -53,7 +53,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[Any]:
     """A private redis-server on a free port for the whole session (never the machine's shared one)."""
-    from collector.embedded import EmbeddedRedis
+    from collector.cli.embedded import EmbeddedRedis
     from collector.errors import ConfigError
 
     server = EmbeddedRedis()

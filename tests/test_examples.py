@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.jobs import validate_spec
-from collector.registry import Registry
+from collector.spec.registry import Registry
+from collector.submit.submitter import validate_spec
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 REGISTRY = Registry.discover("platforms")

@@ -37,7 +37,7 @@ def document() -> dict[str, Any]:
     """The app's OpenAPI document, built on first use (platforms are fixed for a process's life)."""
     cached = current_app.extensions.get("collector.openapi")
     if cached is None:
-        from collector.openapi import build_document
+        from collector.api.openapi import build_document
 
         svc = services()
         cached = build_document(

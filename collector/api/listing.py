@@ -6,9 +6,9 @@ from typing import Any
 
 from flask import Blueprint, request
 
-from collector import index
 from collector.app import services
 from collector.errors import BadRequestError
+from collector.store import index
 
 blueprint = Blueprint("listing", __name__)
 

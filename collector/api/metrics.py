@@ -6,7 +6,7 @@ from flask import Blueprint, Response, current_app
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from collector.app import services
-from collector.metrics import RedisMetrics
+from collector.store.metrics import RedisMetrics
 
 blueprint = Blueprint("metrics", __name__)
 

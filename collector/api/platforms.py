@@ -23,8 +23,8 @@ def list_platforms() -> dict[str, Any]:
 
 @blueprint.post("/platforms/check")
 def check() -> dict[str, Any]:
-    from collector.checks import request_check
-    from collector.jobs import validate_spec
+    from collector.submit.checks import request_check
+    from collector.submit.submitter import validate_spec
 
     svc = services()
     spec = validate_spec(read_json(), svc.registry)

@@ -9,8 +9,8 @@ from flask import Blueprint, request
 from collector.api.execution import read_json
 from collector.app import services
 from collector.errors import BadRequestError
-from collector.processes import Processes
-from collector.state import JOB_ID
+from collector.store.records import JOB_ID
+from collector.workflows.processes import Processes
 
 blueprint = Blueprint("processes", __name__)
 

@@ -9,8 +9,8 @@ from flask import Blueprint
 from collector.api.execution import read_json
 from collector.app import services
 from collector.errors import BadRequestError
-from collector.schedules import Schedules
-from collector.state import JOB_ID
+from collector.store.records import JOB_ID
+from collector.workflows.schedules import Schedules
 
 blueprint = Blueprint("schedules", __name__)
 

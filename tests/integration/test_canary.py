@@ -18,8 +18,8 @@ from urllib.parse import quote
 import pytest
 import redis
 
+from collector.cli.embedded import free_port
 from collector.config import Config
-from collector.embedded import free_port
 from tests.conftest import ROOT, PoolProcess, ServedApp, wait_for, worker_env
 from tests.secret_platforms import LEAKY, make_package
 

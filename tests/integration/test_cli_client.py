@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
-from collector.client import Client
+from collector.cli.client import Client
 from collector.config import Config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.embedded import free_port, server_binary
+from collector.cli.embedded import free_port, server_binary
 from collector.errors import ConfigError
 from tests.conftest import ROOT, service_missing, wait_for
 

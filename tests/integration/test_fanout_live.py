@@ -11,7 +11,7 @@ import redis
 
 from collector.app import create_app
 from collector.config import Config
-from collector.state import ENDED
+from collector.store.records import ENDED
 from tests.conftest import PoolProcess, ServedApp, wait_for
 from tests.integration.reliability_kit import close, events, submit, view, wait_status
 

@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from collector.app import create_app
+from collector.cli.embedded import EmbeddedRedis
 from collector.config import Config
-from collector.embedded import EmbeddedRedis
 from tests.conftest import PoolProcess, ServedApp, wait_for
 from tests.integration.reliability_kit import close, events, make_package, submit, view, wait_status, with_package
 

@@ -121,7 +121,7 @@ def test_oversized_body_is_413(client: FlaskClient, fake_redis: fakeredis.FakeRe
 
 def test_redis_down_is_503_with_a_clear_message(unit_config, registry) -> None:
     from collector.app import create_app
-    from collector.state import connect
+    from collector.store.records import connect
 
     dead = connect("redis://127.0.0.1:1/0")
     app = create_app(unit_config, connection=dead, registry=registry, dashboard=False)

@@ -8,11 +8,11 @@ import fakeredis
 import pytest
 from flask.testing import FlaskClient
 
-from collector import auth
+from collector.api import auth
 from collector.app import create_app
 from collector.config import Config
 from collector.errors import ConfigError
-from collector.registry import Registry
+from collector.spec.registry import Registry
 
 TOKENS = ("first-token-0123456789abcdef", "second-token-0123456789abcdef")
 PROTECTED = [
@@ -108,7 +108,7 @@ def test_loopback_detection(host: str, loopback: bool) -> None:
 
 
 def test_serve_warns_loudly_on_a_public_address_without_tokens(caplog: pytest.LogCaptureFixture) -> None:
-    from collector.cli import warn_if_open
+    from collector.cli.main import warn_if_open
 
     with caplog.at_level("INFO", logger="collector"):
         assert "only this machine" in warn_if_open(Config(), "127.0.0.1")

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 import storage
-from collector.checks import check_spec_locally
-from collector.jobs import validate_spec
-from collector.registry import Registry, storage_backends
+from collector.spec.registry import Registry, storage_backends
+from collector.submit.checks import check_spec_locally
+from collector.submit.submitter import validate_spec
 from storage.base import Storage
 
 

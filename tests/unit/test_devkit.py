@@ -12,16 +12,16 @@ import urllib.request
 import fakeredis
 import pytest
 
+from collector.cli.console import console_logging
+from collector.cli.display import ProgressBar
 from collector.config import Config
-from collector.console import console_logging
-from collector.devkit import check_spec, local_runtime, run_local
-from collector.display import ProgressBar
+from collector.devkit.local import check_spec, local_runtime, run_local
+from collector.devkit.recorded import RecordedResponses, substitute
+from collector.devkit.specsource import SpecSourceError, apply_sets, fetch_job_spec, missing_secrets, parse_value
 from collector.errors import ValidationError
-from collector.jobs import Submitter, validate_spec
-from collector.recorded import RecordedResponses, substitute
-from collector.registry import Registry
-from collector.runner import JobFailedError, Runtime, execute
-from collector.specsource import SpecSourceError, apply_sets, fetch_job_spec, missing_secrets, parse_value
+from collector.run.runner import JobFailedError, Runtime, execute
+from collector.spec.registry import Registry
+from collector.submit.submitter import Submitter, validate_spec
 
 
 def test_the_failure_hook_gets_the_original_exception_while_the_raised_error_stays_masked(

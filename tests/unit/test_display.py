@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from collector.display import ProgressBar, Rate, duration, progress_line, summary, table
+from collector.cli.display import ProgressBar, Rate, duration, progress_line, summary, table
 
 
 def test_progress_line_shows_percent_rows_rate_eta_and_message() -> None:

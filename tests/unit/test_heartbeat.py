@@ -7,13 +7,13 @@ import pytest
 from redis.connection import AbstractConnection
 from rq.serializers import JSONSerializer
 
-from collector import heartbeat
 from collector.config import Config
-from collector.jobs import Submitter
-from collector.registry import Registry
-from collector.runner import Runtime, install
-from collector.state import JobStore
-from collector.worker import CollectorWorker
+from collector.pool import heartbeat
+from collector.pool.supervisor import CollectorWorker
+from collector.run.runner import Runtime, install
+from collector.spec.registry import Registry
+from collector.store.records import JobStore
+from collector.submit.submitter import Submitter
 
 
 def test_repeated_heartbeats_and_states_cost_no_round_trip(
@@ -64,8 +64,8 @@ def test_a_finished_job_keeps_its_last_heartbeat_without_a_round_trip_of_its_own
 
     from rq.job import Job
 
-    from collector import runner
     from collector.logs import JobEventsHandler
+    from collector.run import runner
 
     monkeypatch.setattr(runner, "_runtime", None)  # restored after the test, as is the logger below
     platforms_logger = logging.getLogger("platforms")
@@ -92,8 +92,8 @@ def test_a_job_costs_six_round_trips_and_leaves_rq_state_as_rq_does(
     from rq.job import Job
     from rq.registry import FinishedJobRegistry, StartedJobRegistry
 
-    from collector import runner
     from collector.logs import JobEventsHandler
+    from collector.run import runner
 
     monkeypatch.setattr(runner, "_runtime", None)
     platforms_logger = logging.getLogger("platforms")
@@ -146,7 +146,7 @@ def test_a_suspended_burst_worker_runs_nothing(
 ) -> None:
     from rq.suspension import suspend
 
-    from collector import runner
+    from collector.run import runner
 
     monkeypatch.setattr(runner, "_runtime", None)
     job_id = Submitter(connection=fake_redis, config=unit_config, registry=registry).submit(

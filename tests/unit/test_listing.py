@@ -6,8 +6,8 @@ import fakeredis
 from flask.testing import FlaskClient
 
 from collector.config import Config
-from collector.index import horizon_s
-from collector.state import Keys
+from collector.store.index import horizon_s
+from collector.store.records import Keys
 
 KEYS = Keys("collector")
 

@@ -11,10 +11,10 @@ import fakeredis
 import pytest
 
 from collector.config import Config
-from collector.context import RunContext
 from collector.errors import ConfigError
 from collector.logs import JobEventsHandler, job_event, keep_platform_logs, setup
-from collector.state import JobStore, Keys
+from collector.run.context import RunContext
+from collector.store.records import JobStore, Keys
 
 KEYS = Keys("collector")
 

@@ -8,9 +8,9 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.config import Config
-from collector.registry import Registry
-from collector.runner import JobFailedError, Runtime, execute
-from collector.state import Keys
+from collector.run.runner import JobFailedError, Runtime, execute
+from collector.spec.registry import Registry
+from collector.store.records import Keys
 
 KEYS = Keys("collector")
 
@@ -50,7 +50,7 @@ def test_job_events_and_durations_are_counted_per_platform(
 
 
 def test_buckets_are_cumulative(client: FlaskClient, fake_redis: fakeredis.FakeRedis) -> None:
-    from collector.metrics import job_ended
+    from collector.store.metrics import job_ended
 
     for seconds in (0.001, 0.3, 0.3, 7200.0):
         with fake_redis.pipeline() as pipe:
@@ -74,7 +74,7 @@ def test_a_job_without_record_counts_no_start(fake_redis: fakeredis.FakeRedis, u
 def test_retries_and_cancels_are_counted(
     client: FlaskClient, fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry
 ) -> None:
-    from collector.recovery import recover
+    from collector.workflows.recovery import recover
 
     queued = client.post("/execution/run", json={"platform_id": "demo", "settings": {}}).get_json()["job_id"]
     assert client.post(f"/execution/cancel?job_id={queued}").status_code == 200

@@ -7,9 +7,9 @@ import pytest
 
 from collector.config import Config
 from collector.errors import NotFoundError, ValidationError
-from collector.jobs import Submitter
-from collector.processes import ConflictError, Processes
-from collector.registry import Registry
+from collector.spec.registry import Registry
+from collector.submit.submitter import Submitter
+from collector.workflows.processes import ConflictError, Processes
 
 
 @pytest.fixture

@@ -9,14 +9,14 @@ import pytest
 from flask.testing import FlaskClient
 
 from collector.config import Config
-from collector.context import RunContext
 from collector.errors import JobCancelledError
-from collector.jobs import Submitter
-from collector.policy import RetryPolicy
-from collector.recovery import decide, enqueue_due, recover
-from collector.registry import Registry
-from collector.runner import JobFailedError, Runtime, execute
-from collector.state import JobStore, run_watched
+from collector.run.context import RunContext
+from collector.run.runner import JobFailedError, Runtime, execute
+from collector.spec.policy import RetryPolicy
+from collector.spec.registry import Registry
+from collector.store.records import JobStore, run_watched
+from collector.submit.submitter import Submitter
+from collector.workflows.recovery import decide, enqueue_due, recover
 
 
 def run(client: FlaskClient, body: object) -> tuple[int, dict]:
@@ -178,7 +178,7 @@ def test_recover_settles_a_job_once(fake_redis: fakeredis.FakeRedis, unit_config
 
 
 def test_slots_hold_the_job_its_deadline_and_a_cancel_per_child() -> None:
-    from collector.worker import Slots
+    from collector.pool.supervisor import Slots
 
     slots = Slots(2)
     slots.set(1, "job-a", 123.5)
@@ -191,7 +191,7 @@ def test_slots_hold_the_job_its_deadline_and_a_cancel_per_child() -> None:
 def test_a_relayed_cancel_reaches_only_the_job_it_names(
     fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry
 ) -> None:
-    from collector.supervision import relay_cancel
+    from collector.pool.supervision import relay_cancel
 
     runtime = Runtime(unit_config, fake_redis, registry)
     ctx = RunContext(job_id="j1", platform_id="demo", attempt=1, store=runtime.store, interval_s=1.0)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.registry import Registry
+from collector.spec.registry import Registry
 
 GOOD = '''
 """A good platform."""

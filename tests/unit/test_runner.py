@@ -6,11 +6,11 @@ import fakeredis
 import pytest
 
 from collector.config import Config
-from collector.context import RunContext
-from collector.jobs import Submitter
-from collector.registry import Registry
-from collector.runner import JobFailedError, Runtime, execute
-from collector.state import JobStore
+from collector.run.context import RunContext
+from collector.run.runner import JobFailedError, Runtime, execute
+from collector.spec.registry import Registry
+from collector.store.records import JobStore
+from collector.submit.submitter import Submitter
 
 
 def submit(fake_redis: fakeredis.FakeRedis, config: Config, registry: Registry, settings: dict) -> str:

@@ -7,9 +7,9 @@ import pytest
 
 from collector.config import Config
 from collector.errors import NotFoundError, ValidationError
-from collector.jobs import Submitter
-from collector.registry import Registry
-from collector.schedules import Schedules, next_tick
+from collector.spec.registry import Registry
+from collector.submit.submitter import Submitter
+from collector.workflows.schedules import Schedules, next_tick
 
 T0 = 1_700_000_000.0  # a fixed "now" so ticks are predictable
 

@@ -8,7 +8,7 @@ from typing import Literal
 import pytest
 from marshmallow import ValidationError
 
-from collector.schema import ContractError, build_settings_schema, flatten_errors
+from collector.spec.schema import ContractError, build_settings_schema, flatten_errors
 from collector.types import Secret
 
 

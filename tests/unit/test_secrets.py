@@ -16,11 +16,11 @@ import storage
 from collector.app import create_app
 from collector.config import Config
 from collector.errors import ConfigError, ValidationError
-from collector.jobs import Submitter
 from collector.masking import forget, install_log_masking, mask_error, mask_text, remember
-from collector.registry import Registry, storage_backends
-from collector.runner import Runtime, execute
+from collector.run.runner import Runtime, execute
 from collector.sealing import Sealer, platforms_with_secrets, require_secret_key
+from collector.spec.registry import Registry, storage_backends
+from collector.submit.submitter import Submitter
 from tests.secret_platforms import LEAKY, VAULTED, VaultStorage, install_vault, make_package
 
 API_KEY, DB_PASSWORD = "api-key-3f9a1c0d2b", "db-pw-77e1c2d9aa"
@@ -218,7 +218,7 @@ def test_a_storage_type_that_is_not_a_string_is_a_422(
 def test_a_failing_backend_leaks_no_secret_into_the_record(
     secret_registry: Registry, fake_redis: fakeredis.FakeRedis, unit_config: Config
 ) -> None:
-    from collector.runner import JobFailedError
+    from collector.run.runner import JobFailedError
 
     body = spec()
     body["settings"]["storage"]["settings"]["table"] = "boom"

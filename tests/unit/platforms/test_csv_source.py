@@ -15,10 +15,10 @@ import pytest
 
 from collector.config import Config
 from collector.errors import FatalError
-from collector.jobs import Submitter
-from collector.registry import Registry
-from collector.runner import Runtime, execute
-from collector.state import JobStore
+from collector.run.runner import Runtime, execute
+from collector.spec.registry import Registry
+from collector.store.records import JobStore
+from collector.submit.submitter import Submitter
 from platforms.csv_source import CsvSource, infer_type
 from tests.unit.platforms.conftest import LocalServer, json_answer
 

@@ -17,10 +17,10 @@ import pytest
 from collector.config import Config
 from collector.errors import FatalError, TransientError, ValidationError
 from collector.http_client import retry_after
-from collector.jobs import Submitter, validate_spec
-from collector.registry import Registry
-from collector.runner import JobFailedError, Runtime, execute
-from collector.state import JobStore
+from collector.run.runner import JobFailedError, Runtime, execute
+from collector.spec.registry import Registry
+from collector.store.records import JobStore
+from collector.submit.submitter import Submitter, validate_spec
 from collector.types import Secret
 from platforms.http_json import HttpJson, dig, flatten, link_header_next
 from tests.unit.platforms.conftest import LocalServer, Seen, json_answer

@@ -18,10 +18,10 @@ import pytest
 
 from collector.config import Config
 from collector.errors import FatalError, TransientError
-from collector.jobs import Submitter
-from collector.registry import Registry
-from collector.runner import Runtime, execute
-from collector.state import JobStore
+from collector.run.runner import Runtime, execute
+from collector.spec.registry import Registry
+from collector.store.records import JobStore
+from collector.submit.submitter import Submitter
 from collector.types import Secret
 from platforms.sql_query import SqlQuery
 from storage.base import Row, Storage

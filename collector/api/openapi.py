@@ -1,0 +1,259 @@
+"""The OpenAPI 3.1 document of the API, built from the marshmallow schemas the API validates with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from marshmallow import INCLUDE, RAISE, Schema, fields, validate
+
+from collector import __version__
+from collector.api.limits import INT_MAX, INT_MIN
+from collector.api.openapi_operations import ERROR, problems, response
+from collector.api.openapi_operations import operations as more_operations
+from collector.config import Config
+from collector.spec.registry import Registry, storage_backends
+from collector.spec.schema import DateSetting, SecretString, StorageSetting, StrictNumber
+from collector.store.records import JOB_ID
+
+OPENAPI_VERSION = "3.1.0"
+
+
+class ErrorAnswer(Schema):
+    class Meta:
+        unknown = RAISE
+
+    error = fields.String(required=True, metadata={"description": "a short code: validation_error, not_found, …"})
+    message = fields.String(required=True, metadata={"description": "what went wrong and how to fix it"})
+    details = fields.Dict(required=True, metadata={"description": "for a 422, each field path with its messages"})
+
+
+class AliveAnswer(Schema):
+    alive = fields.Boolean(required=True)
+    version = fields.String(required=True)
+
+
+class DiagnosticsAnswer(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+    alive = fields.Boolean(required=True)
+    version = fields.String(required=True)
+    healthy = fields.Boolean(required=True)
+    platforms = fields.Dict()
+    redis = fields.Dict()
+    queues = fields.Dict()
+    workers = fields.Dict()
+
+
+class SettingInfo(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+    name = fields.String(required=True)
+    type = fields.String(required=True)
+    required = fields.Boolean(required=True)
+    secret = fields.Boolean(required=True)
+    default = fields.Raw(allow_none=True)
+    choices = fields.List(fields.Raw(allow_none=True))
+    items = fields.String()
+    backends = fields.Dict(keys=fields.String(), values=fields.List(fields.Dict()))
+
+
+class PlatformInfo(Schema):
+    id = fields.String(required=True)
+    description = fields.String(required=True)
+    settings = fields.List(fields.Nested(SettingInfo), required=True)
+
+
+class PlatformsAnswer(Schema):
+    platforms = fields.List(fields.Nested(PlatformInfo), required=True)
+    broken = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+
+
+class RunAccepted(Schema):
+    job_id = fields.String(required=True, validate=validate.Regexp(JOB_ID))
+    status = fields.String(required=True, validate=validate.OneOf(["queued"]))
+    _id = fields.String(metadata={"description": "your reference, when the spec had one"})
+
+
+class JobView(Schema):
+    class Meta:
+        unknown = INCLUDE  # a later version may add fields; clients must ignore the ones they do not know
+
+    job_id = fields.String(required=True)
+    status = fields.String(required=True)
+    platform_id = fields.String()
+    client_id = fields.String()
+    settings = fields.Dict(metadata={"description": "defaults filled in; secrets as \"***\""})
+    progress = fields.Dict(allow_none=True)
+    result = fields.Raw(allow_none=True)
+    error = fields.Dict(allow_none=True)
+    attempt = fields.Integer()
+    worker = fields.String()
+    created_at = fields.String()
+    enqueued_at = fields.String()
+    started_at = fields.String()
+    ended_at = fields.String()
+    stored_rows = fields.Integer()
+    datasets = fields.Dict(required=True)
+    waiting = fields.Dict(allow_none=True, metadata={
+        "description": "while status is waiting: what for (input, with prompt and resume_token, or children)"})
+    parent_id = fields.String(metadata={"description": "the job that spawned this one"})
+    children = fields.List(fields.Dict(), metadata={"description": "sub-jobs: job_id, status, platform_id"})
+
+
+def run_request_schema(platform_id: str, settings: type[Schema]) -> type[Schema]:
+    """The body of `POST /execution/run` for one platform: the envelope `validate_spec` checks, around its settings."""
+    return Schema.from_dict(
+        {
+            "_id": fields.Raw(metadata={"type": ["string", "integer", "null"], "description": "your reference"}),
+            "platform_id": fields.String(required=True, validate=validate.OneOf([platform_id])),
+            "settings": fields.Nested(settings, load_default=dict),
+        },
+        name=f"RunRequest_{platform_id}",
+    )
+
+
+def _custom_fields(plugin: MarshmallowPlugin) -> None:
+    assert plugin.converter is not None
+    plugin.map_to_openapi_type(StrictNumber, "number", None)
+    plugin.map_to_openapi_type(SecretString, "string", "password")
+    plugin.map_to_openapi_type(DateSetting, "string", None)
+    plugin.map_to_openapi_type(StorageSetting, "object", None)
+
+    def setting_extras(self: Any, field: fields.Field, ret: dict[str, Any], **_: Any) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if isinstance(field, SecretString):
+            ret.pop("default", None)  # a secret's default is a secret too
+            extra.update(writeOnly=True, **{"x-secret": True})
+        if isinstance(field, DateSetting):
+            extra["description"] = "an ISO date or datetime, or 'today', 'yesterday', 'N days back', 'N weeks back'"
+        if isinstance(field, StorageSetting):
+            ret.pop("type", None)
+            extra["oneOf"] = storage_variants() + ([{"type": "null"}] if field.allow_none else [])
+            if not extra["oneOf"]:
+                extra = {"not": {}, "description": "no storage backend is installed"}
+        if field.allow_none and "enum" in ret and None not in ret["enum"]:
+            extra["enum"] = [*ret["enum"], None]
+        return extra
+
+    plugin.converter.add_attribute_function(setting_extras)
+
+
+def storage_variants() -> list[dict[str, Any]]:
+    """One schema per storage backend: `{"type": <its type>, "settings": <its settings schema>}`."""
+    return [
+        {"type": "object", "required": ["type"], "additionalProperties": False, "properties": {
+            "type": {"type": "string", "const": kind},
+            "settings": {"$ref": f"#/components/schemas/Storage_{kind}"},
+        }}
+        for kind in sorted(storage_backends())
+    ]
+
+
+def _bounded(node: Any, *, max_string_chars: int) -> None:
+    """Write the body limits into the request schemas: integer range, string length, no unknown fields."""
+    if isinstance(node, dict):
+        types = node.get("type")
+        types = types if isinstance(types, list) else [types]
+        if "integer" in types:
+            node.setdefault("minimum", INT_MIN)
+            node.setdefault("maximum", INT_MAX)
+        if "string" in types:
+            node.setdefault("maxLength", max_string_chars)
+        for value in node.values():
+            _bounded(value, max_string_chars=max_string_chars)
+    elif isinstance(node, list):
+        for value in node:
+            _bounded(value, max_string_chars=max_string_chars)
+
+
+def build_document(config: Config, registry: Registry, *, secured: bool, dashboard: bool) -> dict[str, Any]:
+    """The whole document for an app with `config` and `registry`; `secured` when API tokens are set."""
+    plugin = MarshmallowPlugin()
+    spec = APISpec(
+        title="collector",
+        version=__version__,
+        openapi_version=OPENAPI_VERSION,
+        plugins=[plugin],
+        info={"description": (
+            "A Redis-backed job executor for data collection. Request bodies: JSON objects of at most "
+            f"{config.max_body_bytes} bytes, nested at most {config.max_json_depth} levels, strings of at most "
+            f"{config.max_string_chars} characters, integers within [-2**63, 2**63-1]; no NaN or Infinity."
+        )},
+    )
+    _custom_fields(plugin)
+    for name, schema in [("Error", ErrorAnswer), ("Alive", AliveAnswer), ("Diagnostics", DiagnosticsAnswer),
+                         ("Platforms", PlatformsAnswer), ("RunAccepted", RunAccepted), ("JobView", JobView)]:
+        spec.components.schema(name, schema=schema)
+    for kind, backend in sorted(storage_backends().items()):
+        spec.components.schema(f"Storage_{kind}", schema=backend.settings.schema_class)
+    requests: dict[str, str] = {}
+    for platform_id, platform in sorted(registry.platforms.items()):
+        spec.components.schema(f"Settings_{platform_id}", schema=platform.settings.schema_class)
+        name = f"RunRequest_{platform_id}"
+        spec.components.schema(name, schema=run_request_schema(platform_id, platform.settings.schema_class))
+        requests[platform_id] = f"#/components/schemas/{name}"
+    paths: dict[str, dict[str, Any]] = {
+        "/system/alive": {
+            "get": {"summary": "Liveness; touches nothing", "security": [],
+                    "responses": {"200": response("alive", {"$ref": "#/components/schemas/Alive"})}},
+            "post": {"summary": "Diagnostics of Redis, queues, workers and platforms", "responses": {
+                "200": response("healthy", {"$ref": "#/components/schemas/Diagnostics"}),
+                "503": response("a service is down", {"$ref": "#/components/schemas/Diagnostics"})}},
+        },
+        "/platforms/get": {"get": {"summary": "Every platform with its settings", "responses": {
+            "200": response("the platforms", {"$ref": "#/components/schemas/Platforms"})}}},
+        "/execution/run": {"post": {
+            "summary": "Queue a job",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "oneOf": [{"$ref": ref} for ref in requests.values()],
+                "discriminator": {"propertyName": "platform_id", "mapping": requests},
+            }}}},
+            "responses": {"202": response("queued", {"$ref": "#/components/schemas/RunAccepted"}),
+                          **problems("400", "413", "422", "503")},
+        }},
+        "/execution/get": {"get": {
+            "summary": "Everything known about a job",
+            "parameters": [
+                {"name": "job_id", "in": "query", "required": True,
+                 "schema": {"type": "string", "pattern": JOB_ID.pattern}},
+                {"name": "full", "in": "query", "required": False, "allowEmptyValue": True,
+                 "description": "present (empty, 1, true, yes) to include the datasets' rows",
+                 "schema": {"type": "string"}},
+            ],
+            "responses": {"200": response("the job", {"$ref": "#/components/schemas/JobView"}),
+                          **problems("400", "404", "503")},
+        }},
+        **more_operations({"oneOf": [{"$ref": ref} for ref in requests.values()],
+                      "discriminator": {"propertyName": "platform_id", "mapping": requests}}),
+        "/openapi.json": {"get": {"summary": "This document", "responses": {
+            "200": response("the OpenAPI document", {"type": "object"})}}},
+        "/docs": {"get": {"summary": "Browsable API docs (served by the app, works offline)", "responses": {
+            "200": response("an HTML page", {"type": "string"}, "text/html")}}},
+    }
+    if dashboard:
+        paths["/rq/"] = {"get": {"summary": "rq-dashboard: queues, workers, jobs", "responses": {
+            "200": response("an HTML page", {"type": "string"}, "text/html")}}}
+    if secured:
+        spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+        spec.components.security_scheme("basic", {"type": "http", "scheme": "basic",
+                                                  "description": "any user name, the token as password"})
+        unauthorized = response("no valid token", ERROR)
+        for path, operations in paths.items():
+            for method, operation in operations.items():
+                if (method, path) != ("get", "/system/alive"):
+                    operation["responses"]["401"] = unauthorized
+    for path, operations in paths.items():
+        spec.path(path=path, operations=operations)
+    document = spec.to_dict()
+    if secured:
+        document["security"] = [{"bearer": []}, {"basic": []}]
+    schemas = document["components"]["schemas"]
+    for name, schema in schemas.items():
+        if name.startswith(("Settings_", "RunRequest_", "Storage_")):
+            schema["additionalProperties"] = False  # validation refuses unknown fields
+            _bounded(schema, max_string_chars=config.max_string_chars)
+    return document

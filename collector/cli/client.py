@@ -1,0 +1,225 @@
+"""The HTTP client of a running service and the logic of the CLI's client commands (submit, get, list, ...).
+
+Only the standard library (urllib): the client makes a handful of JSON requests, and one less dependency
+keeps `collector submit` usable from any machine with the package installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any, TextIO
+
+from collector.cli import display
+from collector.config import Config
+from collector.errors import CollectorError
+
+ENDED = frozenset({"finished", "failed", "stopped", "canceled"})
+POLL_S = 0.5  # how often `submit --wait` asks for the job's progress
+
+
+class ServiceError(CollectorError):
+    """The service answered with an error: `status` and its JSON body."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        self.status, self.body = status, body
+        if isinstance(body, dict):
+            text = f"{body.get('error', 'error')}: {body.get('message', '')}"
+        else:
+            text = f"HTTP {status}: {str(body)[:200]}"
+        super().__init__(text, details=body.get("details", {}) if isinstance(body, dict) else {})
+
+
+class Client:
+    """Calls the HTTP API at `url`, sending `token` (COLLECTOR_API_TOKEN) as a Bearer token when set."""
+
+    def __init__(self, url: str, *, token: str | None = None, timeout_s: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout_s = timeout_s
+
+    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> Any:
+        query = urllib.parse.urlencode({k: v for k, v in (params or {}).items() if v is not None and v is not False})
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(f"{self.url}{path}{'?' + query if query else ''}", data=data,
+                                     method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                return _json(resp.read())
+        except urllib.error.HTTPError as exc:
+            raise ServiceError(exc.code, _json(exc.read())) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise CollectorError(
+                f"cannot reach collector at {self.url} ({reason}); start it (`collector up`) or point "
+                "--url / COLLECTOR_URL at it"
+            ) from None
+
+    def submit(self, spec: Any) -> dict[str, Any]:
+        return self.request("POST", "/execution/run", body=spec)
+
+    def get(self, job_id: str, *, full: bool = False) -> dict[str, Any]:
+        return self.request("GET", "/execution/get", params={"job_id": job_id, "full": "1" if full else None})
+
+    def list(self, **params: Any) -> dict[str, Any]:
+        return self.request("GET", "/execution/list", params=params)
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        try:
+            return self.request("POST", "/execution/cancel", params={"job_id": job_id})
+        except ServiceError as exc:
+            # A job the service does not know names it in details; a route it does not have does not.
+            if exc.status in (404, 405) and not (isinstance(exc.body, dict) and exc.body.get("details")):
+                raise CollectorError(
+                    f"the service at {self.url} has no POST /execution/cancel (an older version); upgrade it, "
+                    "or stop the worker running the job"
+                ) from None
+            raise
+
+    def platforms(self) -> dict[str, Any]:
+        return self.request("GET", "/platforms/get")
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
+def client_for(args: argparse.Namespace, config: Config) -> Client:
+    return Client(args.url or config.url, token=config.api_token)
+
+
+def emit(args: argparse.Namespace, data: Any, human: str, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    out.write((json.dumps(data, indent=2) if args.json else human) + "\n")
+
+
+def read_spec(path: str) -> Any:
+    """The job spec in file `path` (`-`: standard input), as JSON."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise CollectorError(
+            f"cannot read the job spec {path!r}: {exc.strerror}; give the path of a JSON file"
+        ) from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise CollectorError(f"{path} is not JSON ({exc}); see examples/ for job specs that work") from None
+
+
+def wait(client: Client, job_id: str, *, out: TextIO, quiet: bool = False, poll_s: float = POLL_S) -> dict[str, Any]:
+    """Poll the job until it ends, drawing the progress bar on `out` (unless `quiet`); the final view."""
+    bar = None if quiet else display.ProgressBar(out)
+    told: set[str] = set()
+    try:
+        while True:
+            view = client.get(job_id)
+            ended = view.get("status") in ENDED
+            waiting = view.get("waiting") or {}
+            if waiting.get("kind") == "input" and waiting.get("resume_token") not in told and not quiet:
+                told.add(waiting.get("resume_token"))
+                out.write(f"\njob {job_id} waits for input {waiting.get('name')!r}: {waiting.get('prompt')}\n"
+                          f"  resume: POST /execution/resume?job_id={job_id} with "
+                          f'{{"token": "{waiting.get("resume_token")}", "input": {{...}}}}\n')
+            if bar:
+                bar.update(view, last=ended)
+            if ended:
+                return view
+            time.sleep(poll_s)
+    finally:
+        if bar:
+            bar.close()
+
+
+def cmd_submit(args: argparse.Namespace, config: Config) -> int:
+    client = client_for(args, config)
+    try:
+        answer = client.submit(read_spec(args.spec))
+    except ServiceError as exc:
+        if exc.status == 422 and isinstance(exc.body, dict):
+            problems = "\n".join(f"  {path}: {'; '.join(map(str, msgs))}" for path, msgs in exc.details.items())
+            raise CollectorError(f"{exc.body.get('message')}\n{problems}") from None
+        raise
+    if not args.wait:
+        emit(args, answer, f"job {answer['job_id']} {answer['status']}")
+        return 0
+    if not args.json:
+        print(f"job {answer['job_id']} {answer['status']}", file=sys.stderr)
+    view = wait(client, answer["job_id"], out=sys.stderr, quiet=args.json)
+    emit(args, view, display.summary(view))
+    return 0 if view.get("status") == "finished" else 1
+
+
+def cmd_get(args: argparse.Namespace, config: Config) -> int:
+    view = client_for(args, config).get(args.job_id, full=args.full)
+    emit(args, view, display.record(view))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, config: Config) -> int:
+    page = client_for(args, config).list(
+        status=args.status, platform_id=args.platform, limit=args.limit, cursor=args.cursor
+    )
+    rows = [
+        (j["job_id"], j.get("status"), j.get("platform_id"), _percent(j.get("progress")), j.get("created_at"),
+         j.get("client_id") or "")
+        for j in page["jobs"]
+    ]
+    human = display.table(rows, ["JOB ID", "STATUS", "PLATFORM", "PROGRESS", "CREATED", "CLIENT ID"])
+    if not rows:
+        human = "no jobs" + (" match" if args.status or args.platform else "")
+    if page.get("next_cursor"):
+        human += f"\nmore: collector list --cursor {page['next_cursor']}"
+    emit(args, page, human)
+    return 0
+
+
+def _percent(progress: dict[str, Any] | None) -> str:
+    if not progress or progress.get("percent") is None:
+        return "" if not progress else display.number(progress.get("done"))
+    return f"{progress['percent']:.0f}%"
+
+
+def cmd_cancel(args: argparse.Namespace, config: Config) -> int:
+    answer = client_for(args, config).cancel(args.job_id)
+    emit(args, answer, f"job {args.job_id}: {answer.get('status', 'cancel requested')}")
+    return 0
+
+
+def cmd_platforms(args: argparse.Namespace, config: Config) -> int:
+    data = client_for(args, config).platforms()
+    blocks = []
+    for platform in data.get("platforms", []):
+        rows = [
+            (s["name"], s.get("type"), "yes" if s.get("required") else "", json.dumps(s.get("default")) if not
+             s.get("required") else "", ", ".join(map(str, s.get("choices") or [])), "yes" if s.get("secret") else "")
+            for s in platform.get("settings", [])
+        ]
+        first_line = (platform.get("description") or "").strip().splitlines()[:1]
+        text = f"{platform['id']}: {''.join(first_line)}"
+        if rows:
+            text += "\n" + _indent(display.table(rows, ["SETTING", "TYPE", "REQUIRED", "DEFAULT", "CHOICES", "SECRET"]))
+        blocks.append(text)
+    for name, reason in (data.get("broken") or {}).items():
+        blocks.append(f"{name}: BROKEN: {reason}")
+    emit(args, data, "\n\n".join(blocks) or "no platforms")
+    return 0
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())

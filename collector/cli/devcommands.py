@@ -1,0 +1,139 @@
+"""The platform author's commands behind `collector run`, `collector check` and `collector new-platform`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from collector.config import Config
+from collector.errors import ValidationError
+
+EXIT_FAILED = 1      # the job (or the check) ran and failed
+EXIT_USAGE = 2       # the spec or the command line is wrong; nothing ran
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def print_validation(exc: ValidationError) -> int:
+    say(f"collector: {exc.message}")
+    for path, messages in exc.details.items():
+        for message in messages if isinstance(messages, list) else [messages]:
+            say(f"  {path}: {message}")
+    return EXIT_USAGE
+
+
+def resolve_body(args: argparse.Namespace, config: Config) -> dict[str, Any]:
+    """The spec the command runs: SPEC.json or `--from-job`, with `--set` overrides applied."""
+    from collector.devkit.specsource import SpecSourceError, apply_sets, fetch_job_spec, read_spec_file
+
+    if bool(args.spec) == bool(args.from_job):
+        raise SpecSourceError("give either SPEC.json or --from-job ID (not both, not neither)")
+    if args.from_job:
+        url = args.url or config.url
+        say(f"fetching the spec of job {args.from_job} from {url} (secrets are not given out)")
+        body = fetch_job_spec(args.from_job, url=url, token=config.api_token)
+    else:
+        body = read_spec_file(args.spec)
+    return apply_sets(body, args.set or [])
+
+
+def prepared(args: argparse.Namespace, config: Config) -> tuple[Any, dict[str, Any]] | int:
+    """A local runtime and a checked spec body, or the exit code when the spec cannot be used."""
+    from collector.devkit.local import check_spec, local_runtime
+    from collector.devkit.specsource import missing_secrets
+
+    body = resolve_body(args, config)
+    runtime = local_runtime(config)
+    try:
+        spec = check_spec(body, runtime.registry)
+    except ValidationError as exc:
+        return print_validation(exc)
+    missing = missing_secrets(spec)
+    if missing:
+        say("collector: these secret settings are masked (\"***\") and must be given again: " + ", ".join(missing))
+        say("  give them with " + " ".join(f"--set {name}=..." for name in missing))
+        return EXIT_USAGE
+    return runtime, body
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    """`collector run`: the job in this process, with a progress bar, its logs, its datasets and its result."""
+    from collector.cli.console import console_logging
+    from collector.cli.display import ProgressBar
+    from collector.devkit.local import run_local, write_datasets
+
+    ready = prepared(args, config)
+    if isinstance(ready, int):
+        return ready
+    runtime, body = ready
+    bar = ProgressBar(sys.stderr)
+    say(f"running {body['platform_id']} in this process"
+        + (" (Redis: COLLECTOR_REDIS_URL)" if config.redis_url else " (in-process fake Redis)"))
+
+    def show(progress: dict[str, Any]) -> None:
+        bar.update({"status": "started", "progress": progress})
+
+    started = time.monotonic()
+    with console_logging(bar):
+        outcome = run_local(body, runtime, on_progress=show)
+    bar.close()
+    elapsed = time.monotonic() - started
+    for name, rows in outcome.datasets.items():
+        say(f"dataset {name}: {len(rows)} rows")
+    if args.out and outcome.datasets:
+        for path in write_datasets(outcome.datasets, Path(args.out)).values():
+            say(f"  wrote {path}")
+    elif outcome.datasets:
+        say("  (give --out DIR to write them as JSON lines)")
+    if outcome.ok:
+        say(f"job {outcome.job_id} finished in {elapsed:.2f} s; result:")
+        print(json.dumps(outcome.result, indent=2, default=str), flush=True)
+        return 0
+    error = outcome.error or {}
+    if error.get("traceback"):
+        say(error["traceback"].rstrip())
+    say(f"job {outcome.job_id} failed after {elapsed:.2f} s: {error.get('type')}: {error.get('message')}")
+    if args.pdb and outcome.exception is not None:
+        import pdb
+
+        say("entering the debugger at the exception (q quits)")
+        pdb.post_mortem(outcome.exception.__traceback__)
+    return EXIT_FAILED
+
+
+def check(args: argparse.Namespace, config: Config) -> int:
+    """`collector check`: the platform's and its storage's connection checks, in this process."""
+    from collector.devkit.local import check_spec
+    from collector.submit.checks import check_spec_locally
+
+    ready = prepared(args, config)
+    if isinstance(ready, int):
+        return ready
+    runtime, body = ready
+    answer = check_spec_locally(check_spec(body, runtime.registry))
+    for entry in answer["checks"]:
+        mark = {True: "ok", False: "FAILED", None: "-"}[entry["ok"]]
+        say(f"  {mark:6} {entry['name']}: {entry['message']}")
+    print(json.dumps(answer, indent=2), flush=True)
+    return 0 if answer["ok"] else EXIT_FAILED
+
+
+def new_platform(args: argparse.Namespace, config: Config) -> int:
+    """`collector new-platform NAME`: the platform file and its test file, from the templates."""
+    from collector.devkit.scaffold import new_platform as scaffold
+
+    written = scaffold(
+        args.name, package=args.package or config.platforms_package,
+        where=Path(args.dir) if args.dir else None, tests=Path(args.tests_dir) if args.tests_dir else None,
+    )
+    for path in written:
+        print(f"wrote {path}")
+    say(f"next: fill in the TODOs in {written[0]}, then `collector run SPEC.json` and run the tests"
+        + (f" ({written[1]})" if len(written) > 1 else ""))
+    return 0

@@ -1,0 +1,291 @@
+"""The `collector` command: `up` (all in one), `serve` (API), `worker` (the pool), and the platform author's kit."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from collector import __version__, defaults
+from collector.config import Config
+from collector.errors import CollectorError
+from collector.masking import install_log_masking
+
+log = logging.getLogger("collector")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = Config.from_env()
+        from collector.logs import setup
+
+        install_log_masking()
+        setup(config)
+        return int(args.handler(args, config) or 0)
+    except CollectorError as exc:
+        print(f"collector: {exc.message}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="collector", description="A Redis-backed job executor for data collection.")
+    parser.add_argument("--version", action="version", version=f"collector {__version__}")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="API, workers and dashboard on an embedded Redis (or COLLECTOR_REDIS_URL)")
+    up.add_argument("--host", default=defaults.HOST)
+    up.add_argument("--port", type=int, default=defaults.PORT)
+    up.add_argument("--workers", "-n", type=int, default=defaults.WORKERS, help="worker processes")
+    up.set_defaults(handler=cmd_up)
+
+    serve = sub.add_parser("serve", help="the HTTP API only (gunicorn: 'collector.app:create_app()')")
+    serve.add_argument("--host", default=defaults.HOST)
+    serve.add_argument("--port", type=int, default=defaults.PORT)
+    serve.set_defaults(handler=cmd_serve)
+
+    worker = sub.add_parser("worker", help="a pool of pre-forked workers")
+    worker.add_argument("-n", "--workers", type=int, default=defaults.WORKERS, help="worker processes")
+    worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    worker.set_defaults(handler=cmd_worker)
+
+    run = sub.add_parser("run", help="run one job in this process, as a worker would (no service needed)")
+    _add_spec_arguments(run)
+    run.add_argument("--out", metavar="DIR", help="write the original/processed datasets to DIR as JSON lines")
+    run.add_argument("--pdb", action="store_true", help="enter the debugger at the exception when the job fails")
+    run.set_defaults(handler=cmd_run)
+
+    check = sub.add_parser("check", help="test a spec's connection and credentials without collecting anything")
+    _add_spec_arguments(check)
+    check.set_defaults(handler=cmd_check)
+
+    new = sub.add_parser("new-platform", help="write platforms/NAME.py (and its tests) from a commented template")
+    new.add_argument("name", metavar="NAME", help="the platform id: a lowercase Python identifier, e.g. acme_ads")
+    new.add_argument("--package", help="the platforms package (default: COLLECTOR_PLATFORMS_PACKAGE)")
+    new.add_argument("--dir", help="the folder to write NAME.py in (default: the package's folder)")
+    new.add_argument("--tests-dir", help="the folder for test_NAME.py (default: tests/platforms beside it)")
+    new.set_defaults(handler=cmd_new_platform)
+    add_client_commands(sub)
+    return parser
+
+
+def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", nargs="?", metavar="SPEC.json",
+                        help='a JSON file {"platform_id": ..., "settings": {...}}; - reads stdin')
+    parser.add_argument("--from-job", metavar="ID", help="take the spec of job ID from a running service instead")
+    parser.add_argument("--url", help="the service --from-job asks (default: COLLECTOR_URL)")
+    parser.add_argument("--set", action="append", metavar="NAME=VALUE",
+                        help="set a setting (JSON or text; dotted for nested: storage.settings.password=...)")
+
+
+def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    from collector.cli import devcommands
+
+    return devcommands.run(args, config)
+
+
+def cmd_check(args: argparse.Namespace, config: Config) -> int:
+    from collector.cli import devcommands
+
+    return devcommands.check(args, config)
+
+
+def cmd_new_platform(args: argparse.Namespace, config: Config) -> int:
+    from collector.cli import devcommands
+
+    return devcommands.new_platform(args, config)
+
+
+def add_client_commands(sub: Any) -> None:
+    """`submit`, `get`, `list`, `cancel`, `platforms`: talk to a running service over HTTP."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help=f"the service (default: COLLECTOR_URL or {defaults.URL})")
+    common.add_argument("--json", action="store_true", help="print the service's JSON answer, for scripts")
+
+    submit = sub.add_parser("submit", parents=[common], help="submit a job spec (JSON file, '-' for stdin)")
+    submit.add_argument("spec", metavar="SPEC.json")
+    submit.add_argument("--wait", action="store_true", help="show progress until the job ends; exit 0 only if finished")
+    submit.set_defaults(handler=cmd_submit)
+
+    get = sub.add_parser("get", parents=[common], help="everything known about a job")
+    get.add_argument("job_id", metavar="ID")
+    get.add_argument("--full", action="store_true", help="include the datasets' rows")
+    get.set_defaults(handler=cmd_get)
+
+    jobs = sub.add_parser("list", parents=[common], help="recent jobs, newest first")
+    jobs.add_argument("--status", help="only jobs in this status (queued, started, finished, failed, ...)")
+    jobs.add_argument("--platform", help="only jobs of this platform id")
+    jobs.add_argument("--limit", type=int, default=defaults.LIST_LIMIT, help="jobs per page")
+    jobs.add_argument("--cursor", help="the page after the one that printed this cursor")
+    jobs.set_defaults(handler=cmd_list)
+
+    cancel = sub.add_parser("cancel", parents=[common], help="cancel a queued or running job")
+    cancel.add_argument("job_id", metavar="ID")
+    cancel.set_defaults(handler=cmd_cancel)
+
+    platforms = sub.add_parser("platforms", parents=[common], help="the platforms the service runs, with settings")
+    platforms.set_defaults(handler=cmd_platforms)
+
+
+def cmd_submit(args: argparse.Namespace, config: Config) -> int:
+    from collector.cli import client
+
+    return client.cmd_submit(args, config)
+
+
+def cmd_get(args: argparse.Namespace, config: Config) -> int:
+    from collector.cli import client
+
+    return client.cmd_get(args, config)
+
+
+def cmd_list(args: argparse.Namespace, config: Config) -> int:
+    from collector.cli import client
+
+    return client.cmd_list(args, config)
+
+
+def cmd_cancel(args: argparse.Namespace, config: Config) -> int:
+    from collector.cli import client
+
+    return client.cmd_cancel(args, config)
+
+
+def cmd_platforms(args: argparse.Namespace, config: Config) -> int:
+    from collector.cli import client
+
+    return client.cmd_platforms(args, config)
+
+
+def cmd_worker(args: argparse.Namespace, config: Config) -> int:
+    from collector.pool.supervisor import Pool
+
+    if not config.redis_url:
+        raise CollectorError("COLLECTOR_REDIS_URL is not set; the pool needs the Redis the API queues jobs in")
+    if args.workers < 1:
+        raise CollectorError(f"-n {args.workers}: a pool needs at least 1 worker")
+    from collector.sealing import require_secret_key
+
+    pool = Pool(config, size=args.workers, burst=args.burst)
+    require_secret_key(config, pool.registry, process="worker pool")
+    return pool.run()
+
+
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    from collector.app import create_app
+
+    app = create_app(config, reaper=True)
+    warn_if_open(config, args.host)
+    serve_until_signal(app, args.host, args.port)
+    return 0
+
+
+def warn_if_open(config: Config, host: str) -> str:
+    """Say at start-up who can call the API; warn loudly when anyone on the network can, unauthenticated."""
+    from collector.api.auth import is_loopback
+
+    if config.api_tokens:
+        note = "API tokens required (COLLECTOR_API_TOKENS): every endpoint but GET /system/alive needs one"
+        log.info(note)
+    elif is_loopback(host):
+        note = f"open: no COLLECTOR_API_TOKENS, but {host} is loopback, so only this machine can reach the API"
+        log.info(note)
+    else:
+        note = (f"OPEN TO THE NETWORK: listening on {host} with no COLLECTOR_API_TOKENS; anyone who reaches this "
+                "address can queue jobs and use the dashboard. Set COLLECTOR_API_TOKENS or bind to 127.0.0.1")
+        log.warning("!" * 20 + " " + note + " " + "!" * 20)
+    return note
+
+
+def serve_until_signal(app: Any, host: str, port: int, on_ready: Any = None) -> None:
+    """Serve `app` with a threaded WSGI server until SIGINT/SIGTERM."""
+    from werkzeug.serving import make_server
+
+    server = make_server(host, port, app, threaded=True)
+    stop = threading.Event()
+
+    def shutdown(*_: object) -> None:
+        if not stop.is_set():
+            stop.set()
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+    previous = {sig: signal.signal(sig, shutdown) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        log.info("API listening on http://%s:%d", host, server.server_port)
+        if on_ready:
+            on_ready(server.server_port)
+        server.serve_forever()
+    finally:
+        server.server_close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def cmd_up(args: argparse.Namespace, config: Config) -> int:
+    """Everything on one machine: private Redis (unless configured), a worker pool and the API."""
+    from collector.app import create_app
+    from collector.cli.embedded import EmbeddedRedis
+    from collector.sealing import new_key
+
+    embedded: EmbeddedRedis | None = None
+    pool: subprocess.Popen[bytes] | None = None
+    env = dict(os.environ)
+    try:
+        if not config.redis_url:
+            embedded = EmbeddedRedis().start()
+            env["COLLECTOR_REDIS_URL"] = embedded.url
+            log.info("embedded Redis on %s (stopped with the service)", embedded.url)
+        if not config.secret_key:
+            env["COLLECTOR_SECRET_KEY"] = new_key()
+            log.info("COLLECTOR_SECRET_KEY not set: made one for this session")
+        config = Config.from_env(env)
+        pool = subprocess.Popen(
+            [sys.executable, "-m", "collector", "worker", "-n", str(args.workers)], env=env
+        )
+        app = create_app(config, reaper=True)
+        access = warn_if_open(config, args.host)
+
+        def ready(port: int) -> None:
+            base = f"http://{args.host}:{port}"
+            print(
+                f"\ncollector {__version__} is up\n"
+                f"  API        {base}/system/alive\n"
+                f"  platforms  {base}/platforms/get\n"
+                f"  dashboard  {base}/rq\n"
+                f"  workers    {args.workers} (pid {pool.pid if pool else '?'})\n"
+                f"  Redis      {config.redis_url if embedded else '(COLLECTOR_REDIS_URL)'}\n"
+                f"  access     {access}\n"
+                f"  API docs   {base}/docs\n"
+                "Press Ctrl-C to stop everything.\n",
+                flush=True,
+            )
+
+        serve_until_signal(app, args.host, args.port, on_ready=ready)
+    finally:
+        if pool is not None:
+            stop_process(pool, config.shutdown_grace_s + 5)
+        if embedded is not None:
+            embedded.stop()
+        log.info("stopped")
+    return 0
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

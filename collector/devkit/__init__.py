@@ -1,0 +1,1 @@
+"""The platform author's kit: local runs, spec sources, the scaffold and recorded responses."""

@@ -1,0 +1,442 @@
+"""The pre-forked worker pool: a supervisor forks N children up front; each runs job after job in-process."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import mmap
+import os
+import select
+import signal
+import socket
+import struct
+import time
+from typing import Any
+
+import redis
+from rq import Queue
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+from rq.worker import SimpleWorker
+
+from collector import defaults
+from collector.config import Config
+from collector.pool.heartbeat import CollectorJob, LeanHeartbeats
+from collector.pool.maintenance import Maintenance
+from collector.pool.supervision import Watchdog, die_with_parent, relay_cancel, wait_for_redis
+from collector.run.runner import Runtime, install, run_job
+from collector.spec.registry import Registry
+from collector.store.records import connect
+from collector.submit.checks import CHECK_FUNCTION, run_check
+from collector.submit.submitter import RUN_FUNCTION
+from collector.workflows.reaper import Reaper, beat, retire
+from collector.workflows.recovery import recover
+
+log = logging.getLogger(__name__)
+
+ID_BYTES = 64
+SLOT_BYTES = 2 * ID_BYTES + 8   # the running job's id, its hard deadline, the id of a job to cancel
+SUSPENDED = ("waiting", "queued")  # outcomes of a job that waits (or was queued again at once): not failures
+# The function names RQ stores with collector's jobs, and the functions they name. A worker looks a name up
+# here rather than importing it, so a queued job runs whichever module its function lives in now.
+JOB_FUNCTIONS = {RUN_FUNCTION: run_job, CHECK_FUNCTION: run_check}
+
+
+class Slots:
+    """Shared memory, one slot per child: the id of the job the child runs, its hard deadline (epoch seconds),
+    and the id of a job the supervisor asks it to cancel.
+
+    The supervisor reads a dead child's slot to learn which job it held, without asking Redis
+    (which may be what killed it) and without the child's help.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._mem = mmap.mmap(-1, count * SLOT_BYTES)
+
+    def _put(self, index: int, offset: int, data: bytes, size: int) -> None:
+        start = index * SLOT_BYTES + offset
+        self._mem[start : start + size] = data[:size].ljust(size, b"\0")
+
+    def _take(self, index: int, offset: int, size: int) -> bytes:
+        start = index * SLOT_BYTES + offset
+        return self._mem[start : start + size]
+
+    def set(self, index: int, job_id: str, deadline: float = 0.0) -> None:
+        self._put(index, ID_BYTES, struct.pack("d", deadline), 8)
+        self._put(index, 0, job_id.encode(), ID_BYTES)
+
+    def get(self, index: int) -> str | None:
+        return self._take(index, 0, ID_BYTES).rstrip(b"\0").decode() or None
+
+    def deadline(self, index: int) -> float:
+        return struct.unpack("d", self._take(index, ID_BYTES, 8))[0]
+
+    def clear(self, index: int) -> None:
+        self._put(index, 0, b"", SLOT_BYTES)
+
+    def ask_cancel(self, index: int, job_id: str) -> None:
+        self._put(index, ID_BYTES + 8, job_id.encode(), ID_BYTES)
+
+    def cancel_asked(self, index: int) -> str | None:
+        return self._take(index, ID_BYTES + 8, ID_BYTES).rstrip(b"\0").decode() or None
+
+
+class _WithoutInfo:
+    """RQ's worker logger without its INFO lines, while a job is dequeued and run: RQ's three lines per job
+    (dequeued, `Job OK`, result kept) repeat what collector's own job-event lines say, tagged with the job id
+    and platform. Warnings, errors and debug lines pass."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def info(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger, name)
+
+
+class PoolJob(CollectorJob):
+    """A job as the pool's workers run it: collector's stored function names resolve through `JOB_FUNCTIONS`."""
+
+    @property
+    def func(self) -> Any:
+        return JOB_FUNCTIONS.get(self.func_name or "") or super().func
+
+
+class CollectorWorker(LeanHeartbeats, SimpleWorker):
+    """An RQ worker that runs jobs in its own process and tells the supervisor which job it holds."""
+
+    job_class = PoolJob
+    slots: Slots | None = None
+    slot_index = 0
+    runtime: Runtime | None = None
+    max_connection_wait_time = 5.0   # reconnect soon after a Redis outage (RQ's default backs off to 60 s)
+
+    parent_pid = 0
+
+    @contextlib.contextmanager
+    def _log_to(self, logger: Any) -> Any:
+        before, self.log = self.log, logger
+        try:
+            yield
+        finally:
+            self.log = before
+
+    def _quiet(self) -> Any:
+        return self._log_to(_WithoutInfo(logging.getLogger("rq.worker")))
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        with self._quiet():
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def run_maintenance_tasks(self) -> None:
+        with self._log_to(logging.getLogger("rq.worker")):  # its `cleaning registries` line stays
+            super().run_maintenance_tasks()
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        with self._quiet():
+            self._execute_job(job, queue)
+
+    def _execute_job(self, job: Job, queue: Queue) -> None:
+        if self.parent_pid and os.getppid() != self.parent_pid:
+            # Orphaned (where PR_SET_PDEATHSIG is not available): the reaper settles our pool's jobs elsewhere,
+            # so give this one back untouched and leave.
+            with self.connection.pipeline() as pipe:
+                pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+                queue.push_job_id(job.id, pipeline=pipe, at_front=True)
+                pipe.execute()
+            os._exit(1)
+        if self.runtime is not None:
+            self.runtime.outcome = None
+        if self.slots is not None:
+            timeout = job.timeout if job.timeout and job.timeout > 0 else None
+            deadline = time.time() + timeout + defaults.TIMEOUT_GRACE_S if timeout else 0.0
+            self.slots.set(self.slot_index, job.id, deadline)
+        try:
+            super().execute_job(job, queue)
+        finally:
+            if self.slots is not None:
+                self.slots.clear(self.slot_index)
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        outcome = self.runtime.outcome if self.runtime is not None else None
+        if outcome is not None and outcome.status in SUSPENDED:
+            log.info("Worker %s: job %s is %s; worker free", self.name, job.id, outcome.status)
+            return  # a wait is no error: no traceback in the log
+        super().handle_exception(job, *exc_info)
+
+    def handle_job_failure(
+        self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = ""
+    ) -> None:
+        """RQ's failure handling, except for jobs the runner scheduled for a retry or found cancelled."""
+        outcome = self.runtime.outcome if self.runtime is not None else None
+        if outcome is not None and outcome.status in SUSPENDED:
+            # Waiting (or queued again already): the runner wrote the record and RQ's status; only the
+            # execution is left to clean up, and this attempt counts as no failure.
+            with self.connection.pipeline() as pipe:
+                self.cleanup_execution(job, pipeline=pipe)
+                pipe.execute()
+            return
+        if outcome is not None and outcome.status in ("scheduled", "canceled"):
+            # The runner already put a retry in the scheduled registry and set RQ's status (with its record,
+            # in one transaction); only the execution is left to clean up.
+            with self.connection.pipeline() as pipe:
+                self.cleanup_execution(job, pipeline=pipe)
+                if outcome.status == "canceled":
+                    job.set_status(JobStatus.CANCELED, pipeline=pipe)
+                    queue.canceled_job_registry.add(job, ttl=job.failure_ttl or 0, pipeline=pipe)
+                self.increment_failed_job_count(pipe)
+                pipe.execute()
+            return
+        if outcome is not None and outcome.status == "stopped":
+            self._stopped_job_id = job.id  # RQ then records the job as stopped, not failed
+        super().handle_job_failure(job, queue, started_job_registry, exc_string)
+
+
+def describe_exit(status: int) -> str:
+    """A dead child's wait status in words: `worker process killed by signal 9 (SIGKILL)`."""
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        name = signal.Signals(number).name if number in signal.Signals._value2member_map_ else "?"
+        text = f"worker process killed by signal {number} ({name})"
+        if number == signal.SIGKILL:
+            text += ": by an operator, a timeout, or the kernel's out-of-memory killer"
+        return text
+    return f"worker process exited with code {os.WEXITSTATUS(status)}"
+
+
+
+
+class Pool:
+    """`collector worker -n N`: forks N children up front, replaces dead ones and settles the jobs they held,
+    relays cancels, enforces hard timeouts, heartbeats, and reaps other pools that died."""
+
+    def __init__(self, config: Config, *, size: int = defaults.WORKERS, burst: bool = False) -> None:
+        if not config.redis_url:
+            raise ValueError("the worker pool needs COLLECTOR_REDIS_URL")
+        self.config = config
+        self.size = size
+        self.burst = burst
+        self.name = f"{socket.gethostname()}.{os.getpid()}"
+        self.registry = Registry.discover(config.platforms_package)
+        self.slots = Slots(size)
+        self.children: dict[int, tuple[int, str, float]] = {}   # pid → (slot index, worker name, born)
+        self._generation = 0
+        self._stopping_since: float | None = None
+        self._connection: redis.Redis | None = None
+        self._maintenance: Maintenance | None = None
+        self._kill_reasons: dict[int, tuple[str, str]] = {}       # pid → (kind, cause) of a kill we ordered
+        self.watchdog = Watchdog(config, self.slots, kill=self._kill, killed=self._kill_reasons.__contains__)
+        self._unsettled: list[tuple[str, str, str, str]] = []     # (job, kind, cause, worker) not yet written
+        self._respawn: dict[int, tuple[float, float]] = {}        # slot index → (when, next backoff)
+        self._next_beat = 0.0
+        self._redis_down = False
+        self._reaper: Reaper | None = None
+
+    @property
+    def maintenance(self) -> Maintenance:
+        if self._maintenance is None:
+            self._maintenance = Maintenance(connection=self.connection, config=self.config, registry=self.registry)
+        return self._maintenance
+
+    @property
+    def connection(self) -> redis.Redis:
+        if self._connection is None:
+            self._connection = connect(self.config.redis_url)  # type: ignore[arg-type]
+        return self._connection
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT (or, with `burst`, until the queue is drained). Returns an exit code."""
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        previous_fd = signal.set_wakeup_fd(wake_w)
+        handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        handlers[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda *_: None)
+        log.info("pool %s: starting %d workers on queue %r", self.name, self.size, self.config.queue_name)
+        self._reaper = Reaper(self.connection, self.config, own_pool=self.name)
+        self._duties()
+        try:
+            for index in range(self.size):
+                self._spawn(index)
+            while self.children or self._respawn:
+                self._reap()
+                self._respawn_due()
+                if self._stopping_since is not None:
+                    self._escalate()
+                self._duties()
+                if self.children or self._respawn:
+                    with contextlib.suppress(InterruptedError):
+                        ready, _, _ = select.select([wake_r], [], [], 0.25)
+                        if ready:
+                            os.read(wake_r, 512)
+        finally:
+            signal.set_wakeup_fd(previous_fd)
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            os.close(wake_r)
+            os.close(wake_w)
+            with contextlib.suppress(redis.RedisError):
+                self._settle_pending()
+                retire(self.connection, self.config, self.name)
+        log.info("pool %s: all workers stopped", self.name)
+        return 0
+
+    def stop(self) -> None:
+        """Ask every child to finish its current job and exit (what SIGTERM does)."""
+        if self._stopping_since is None:
+            self._stopping_since = time.monotonic()
+            self._respawn.clear()
+            log.info("pool %s: stopping; running jobs get %.0f s to finish", self.name, self.config.shutdown_grace_s)
+            self._signal_children(signal.SIGTERM)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stop()
+
+    def _signal_children(self, sig: int) -> None:
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def _kill(self, pid: int, kind: str, cause: str) -> None:
+        self._kill_reasons.setdefault(pid, (kind, cause))
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+    def _escalate(self) -> None:
+        assert self._stopping_since is not None
+        if time.monotonic() - self._stopping_since > self.config.shutdown_grace_s:
+            busy = [pid for pid in self.children if pid not in self._kill_reasons]
+            if busy:
+                log.warning("pool %s: %d workers still busy after the grace period; killing them and requeueing "
+                            "their jobs", self.name, len(busy))
+            cause = (f"the worker pool shut down and the job was still running after COLLECTOR_SHUTDOWN_GRACE_S="
+                     f"{self.config.shutdown_grace_s:g} s; requeued")
+            for pid in busy:
+                self._kill(pid, "shutdown", cause)
+
+    def _duties(self) -> None:
+        """The supervisor's Redis chores; an outage is logged once and never stops the loop."""
+        try:
+            self._settle_pending()
+            now = time.monotonic()
+            if now >= self._next_beat:
+                self._next_beat = now + defaults.POOL_HEARTBEAT_S
+                busy = [j for i in range(self.size) if (j := self.slots.get(i))]
+                beat(self.connection, self.config, self.name, jobs=busy,
+                     workers=[name for _, name, _ in self.children.values()])
+            self.watchdog.check(self.connection, self._busy())
+            if self._reaper is not None and self._stopping_since is None:
+                self._reaper.tick()
+            if self._stopping_since is None:
+                self.maintenance.tick()
+            if self._redis_down:
+                log.warning("pool %s: Redis is reachable again", self.name)
+                self._redis_down = False
+        except redis.RedisError as exc:
+            if not self._redis_down:
+                log.error("pool %s: Redis unreachable (%s); workers wait and reconnect", self.name, exc)
+                self._redis_down = True
+
+    def _busy(self) -> dict[str, tuple[int, int]]:
+        """job id → (slot index, child pid) of every running job."""
+        by_index = {index: pid for pid, (index, _, _) in self.children.items()}
+        return {job_id: (index, by_index[index]) for index in by_index if (job_id := self.slots.get(index))}
+
+    def _spawn(self, index: int) -> None:
+        self._generation += 1
+        name = f"{self.name}.{index}.{self._generation}"
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                code = self._child_main(index, name, parent)
+            except BaseException:
+                log.exception("worker %s crashed", name)
+            finally:
+                os._exit(code)
+        self.children[pid] = (index, name, time.monotonic())
+
+    def _child_main(self, index: int, name: str, parent: int) -> int:
+        die_with_parent(parent)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        self._connection = None
+        connection = connect(self.config.redis_url, blocking=True)  # type: ignore[arg-type]
+        wait_for_redis(connection, parent)
+        runtime = Runtime(self.config, connection, self.registry, worker_name=name, pool_name=self.name)
+        install(runtime)
+        signal.signal(signal.SIGUSR1, lambda *_: relay_cancel(runtime, self.slots.cancel_asked(index)))
+        worker = CollectorWorker(
+            [self.config.queue_name], connection=connection, name=name, serializer=JSONSerializer
+        )
+        worker.slots, worker.slot_index, worker.runtime, worker.parent_pid = self.slots, index, runtime, parent
+        worker.work(burst=self.burst, logging_level=self.config.log_level)
+        return 0
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            if pid not in self.children:
+                continue
+            index, name, born = self.children.pop(pid)
+            clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+            job_id = self.slots.get(index)
+            self.slots.clear(index)
+            kind, cause = self._kill_reasons.pop(pid, ("died", describe_exit(status)))
+            if not clean:
+                log.error("pool %s: worker %s died: %s", self.name, name, cause)
+            if job_id:
+                self._unsettled.append((job_id, kind, cause, name))
+            if job_id or not clean:
+                self._bury(name)
+            if self._stopping_since is None and not (self.burst and clean):
+                # A child that dies at birth (Redis down, a broken import) is respawned ever more slowly.
+                _, backoff = self._respawn.get(index, (0.0, defaults.RESPAWN_BACKOFF_S))
+                quick = time.monotonic() - born < 5.0
+                self._respawn[index] = (time.monotonic() + (backoff if quick else 0.0),
+                                        min(backoff * 2, 10.0) if quick else defaults.RESPAWN_BACKOFF_S)
+
+    def _respawn_due(self) -> None:
+        now = time.monotonic()
+        for index, (when, backoff) in list(self._respawn.items()):
+            if now >= when and self._stopping_since is None:
+                self._spawn(index)
+                self._respawn[index] = (float("inf"), backoff)   # kept for its backoff until the child lives
+        for index, (when, _) in list(self._respawn.items()):
+            alive = [born for _, (i, _, born) in self.children.items() if i == index]
+            if when == float("inf") and alive and now - alive[0] > 5.0:
+                del self._respawn[index]
+            elif self._stopping_since is not None:
+                del self._respawn[index]
+
+    def _settle_pending(self) -> None:
+        """Settle the jobs of dead children (retry, fail, stop or requeue); kept for later while Redis is down."""
+        while self._unsettled:
+            job_id, kind, cause, name = self._unsettled[0]
+            status = recover(self.connection, self.config, job_id, kind=kind, cause=cause, worker_name=name)
+            self._unsettled.pop(0)
+            if status:
+                log.error("pool %s: job %s %s: %s", self.name, job_id, status, cause)
+
+    def _bury(self, name: str) -> None:
+        """Settle the job a dead child held at once, and remove the child's worker registration."""
+        try:
+            self._settle_pending()
+            dead = CollectorWorker.find_by_key(
+                CollectorWorker.redis_worker_namespace_prefix + name,
+                connection=self.connection,
+                serializer=JSONSerializer,
+            )
+            if dead is not None:
+                dead.register_death()
+        except redis.RedisError as exc:
+            log.error("pool %s: could not record the death of %s yet (%s)", self.name, name, exc)

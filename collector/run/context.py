@@ -1,0 +1,307 @@
+"""The run context a platform's `_run` receives: progress, datasets, checkpoints, cancellation and a logger."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import redis
+
+from collector import defaults
+from collector.errors import ChildJobError, JobCancelledError
+from collector.masking import mask_text
+from collector.store.records import DATASETS, ENDED, JOB_ID, JobStore
+
+if TYPE_CHECKING:
+    from collector.workflows.waiting import JobLinks
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+WAIT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_KEEP = object()
+
+
+class JobSuspended(BaseException):
+    """Raised by `ctx.wait_for` and `ctx.wait_children` to end this attempt and free the worker; the job waits.
+
+    A `BaseException`, so a platform's `except Exception` does not swallow it."""
+
+    def __init__(self, wait: dict[str, Any]) -> None:
+        super().__init__(f"waiting for {wait.get('name') or 'children'}")
+        self.wait = wait
+
+
+class MaskingLogger(logging.LoggerAdapter):
+    """A logger that tags lines with the job and masks the job's secret values in every message."""
+
+    def __init__(self, logger: logging.Logger, *, job_id: str, platform_id: str, secrets: Iterable[str]) -> None:
+        super().__init__(logger, {"job_id": job_id, "platform_id": platform_id})
+        self.secrets = [s for s in secrets if s]
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if not self.isEnabledFor(level):
+            return
+        text = str(msg) % args if args else str(msg)
+        kwargs.setdefault("extra", {}).update(self.extra or {})
+        self.logger.log(level, "[%s %s] %s", self.extra["platform_id"], self.extra["job_id"],  # type: ignore[index]
+                        mask_text(text, self.secrets), **kwargs)
+
+
+class RunContext:
+    """Handed to `_run(ctx)`. `progress` is cheap in a tight loop: Redis writes are coalesced."""
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        platform_id: str,
+        attempt: int,
+        store: JobStore,
+        interval_s: float,
+        secrets: Iterable[str] = (),
+        logger: logging.Logger | None = None,
+        state: Any = None,
+        redis_wait_s: float = defaults.REDIS_WAIT_S,
+        inputs: Mapping[str, Any] | None = None,
+        links: JobLinks | None = None,
+        parent_id: str | None = None,
+        children: Iterable[str] = (),
+    ) -> None:
+        self.job_id = job_id
+        self.state = state  # the last checkpoint of an earlier attempt, None on a first run
+        self.platform_id = platform_id
+        self.attempt = attempt
+        self.secrets = [s for s in secrets if s]
+        self.log = MaskingLogger(
+            logger or logging.getLogger(f"platforms.{platform_id}"),
+            job_id=job_id,
+            platform_id=platform_id,
+            secrets=self.secrets,
+        )
+        self.stored_rows = 0
+        self._store = store
+        self._interval = interval_s
+        self._done: float = 0
+        self._total: float | None = None
+        self._message: str | None = None
+        self._started = time.monotonic()
+        self._next_write = self._started + interval_s
+        self._datasets: dict[str, tuple[int, bytes]] = {}
+        self._cancelled = False
+        self._redis_wait_s = redis_wait_s
+        self.inputs: dict[str, Any] = dict(inputs or {})  # what resumes delivered, by the name waited for
+        self.parent_id = parent_id
+        self.children: list[str] = list(children)  # ids of the sub-jobs spawned so far, in spawn order
+        self._links = links
+        self._spawned = 0
+
+    @property
+    def cancelled(self) -> bool:
+        """True once someone cancelled the job: stop soon (`progress` raises `JobCancelledError` from then on)."""
+        return self._cancelled
+
+    def cancel(self) -> None:
+        """Mark the job cancelled (the worker does this when its supervisor relays a cancel)."""
+        self._cancelled = True
+
+    def checkpoint(self, state: Any) -> None:
+        """Store `state` (small, JSON-able) on the record now, atomically; a retry or resume gets it as `ctx.state`."""
+        try:
+            payload = json.dumps(state)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"checkpoint state must be JSON-able ({exc}); keep ids, offsets and dates as text"
+            ) from None
+        if len(payload) > defaults.CHECKPOINT_MAX_BYTES:
+            raise ValueError(
+                f"checkpoint state is {len(payload)} bytes, over {defaults.CHECKPOINT_MAX_BYTES}; keep offsets "
+                "and cursors in it, not data (datasets and storage are for data)"
+            )
+
+        def write() -> None:
+            with self._store.connection.pipeline(transaction=True) as pipe:
+                self._store.update(self.job_id, {"checkpoint": state, "progress": self.progress_state()}, pipe)
+                self._store.event(self.job_id, "checkpoint", pipe, attempt=self.attempt, bytes=len(payload))
+                pipe.execute()
+
+        until_written(write, wait_s=self._redis_wait_s, what=f"job {self.job_id}: checkpoint")
+        self.state = state
+
+    def wait_for(self, name: str, *, prompt: str = "", timeout_s: float | None = None, state: Any = _KEEP) -> Any:
+        """The input a client sent for `name` (`POST /execution/resume`); until one came, the job waits.
+
+        Waiting ends this attempt: the job is recorded `waiting` with `prompt` and a single-use resume token,
+        and its worker is free. A resume queues the job again and `_run` starts over with `ctx.state` (the
+        last checkpoint; give `state=` to checkpoint it here) and `ctx.inputs[name]`, so work done before the
+        wait is skipped by looking at `ctx.state`. No input within `timeout_s` fails the job."""
+        if not isinstance(name, str) or not WAIT_NAME.match(name):
+            raise ValueError(f"wait_for name {name!r} must be 1-64 letters, digits, '.', '-' or '_'")
+        if name in self.inputs:
+            return self.inputs[name]
+        if not isinstance(prompt, str) or len(prompt) > 2000:
+            raise ValueError("wait_for prompt must be a string of at most 2000 characters")
+        timeout = _wait_timeout(timeout_s, defaults.WAIT_TIMEOUT_S)
+        if self._links is None or not self._links.can_take_input:
+            raise ValueError(
+                "ctx.wait_for needs COLLECTOR_SECRET_KEY (resume tokens are derived and inputs sealed with it); "
+                "set it for the API and the workers"
+            )
+        if state is not _KEEP:
+            self.checkpoint(state)
+        raise JobSuspended({"kind": "input", "name": name, "prompt": mask_text(prompt, self.secrets),
+                            "timeout_s": timeout})
+
+    def spawn(self, platform_id: str, settings: Mapping[str, Any] | None = None, *,
+              retry: Mapping[str, Any] | None = None, timeout_s: int | None = None) -> str:
+        """Queue a sub-job (validated like any job spec) and return its id; `wait_children()` collects it.
+
+        Ids are derived from this job's id and a spawn counter, so a resumed or retried job that spawns the
+        same children in the same order gets the same ids back and nothing is queued twice."""
+        if self._cancelled:
+            raise JobCancelledError(f"job {self.job_id} was cancelled; spawning nothing more")
+        if self._links is None:
+            raise ValueError("ctx.spawn needs a worker (a job run through the queue)")
+        if self._spawned >= defaults.SPAWN_MAX_CHILDREN:
+            raise ValueError(f"a job may spawn at most {defaults.SPAWN_MAX_CHILDREN} sub-jobs")
+        child_id = child_job_id(self.job_id, self._spawned)
+        self._spawned += 1
+        body: dict[str, Any] = {"platform_id": platform_id, "settings": dict(settings or {})}
+        if retry is not None:
+            body["retry"] = dict(retry)
+        if timeout_s is not None:
+            body["timeout_s"] = timeout_s
+        self._links.spawn(self.job_id, child_id, body)
+        if child_id not in self.children:
+            self.children.append(child_id)
+            until_written(lambda: self._store.update(self.job_id, {"children": self.children}),
+                          wait_s=self._redis_wait_s, what=f"job {self.job_id}: children")
+        return child_id
+
+    def wait_children(self, *, raise_on_failure: bool = True, timeout_s: float | None = None
+                      ) -> dict[str, dict[str, Any]]:
+        """Once every sub-job ended: child id → `{"status", "platform_id", "result" or "error"}`.
+
+        Until then the job waits (its worker is free) and is queued again when the last child ends; `_run`
+        starts over, and `spawn` hands back the same ids. A child that did not finish raises `ChildJobError`
+        naming it, unless `raise_on_failure=False`: then the statuses are returned for the platform to judge."""
+        if not self.children:
+            return {}
+        if self._links is None:
+            raise ValueError("ctx.wait_children needs a worker (a job run through the queue)")
+        found = self._links.read_children(self.children)
+        pending = [c for c in self.children if found[c]["status"] not in ENDED]
+        if pending:
+            raise JobSuspended({"kind": "children", "children": pending,
+                                "timeout_s": None if timeout_s is None else _wait_timeout(timeout_s, None)})
+        failed = [c for c in self.children if found[c]["status"] != "finished"]
+        if failed and raise_on_failure:
+            first = found[failed[0]]
+            error = first.get("error") or {}
+            more = f" (and {len(failed) - 1} more: {', '.join(failed[1:4])})" if len(failed) > 1 else ""
+            raise ChildJobError(
+                f"child job {failed[0]} ({first.get('platform_id')}) ended {first['status']}: "
+                f"{error.get('type', 'error')}: {error.get('message', 'no details')}{more}"
+            )
+        return found
+
+    def add_secrets(self, values: Iterable[str]) -> None:
+        """Values to mask in this job's log lines and error texts."""
+        self.secrets.extend(v for v in values if v)
+        self.log.secrets = self.secrets
+
+    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
+        """Report `done` units of work out of `total`; written to the record a few times a second at most."""
+        if self._cancelled:
+            raise JobCancelledError(f"job {self.job_id} was cancelled; stopping")
+        self._done = done
+        if total is not None:
+            self._total = total
+        if message is not None:
+            self._message = message
+        if time.monotonic() >= self._next_write:
+            self.flush()
+
+    def count_stored(self, rows: int) -> None:
+        """Told by storage backends of each batch they committed."""
+        self.stored_rows += rows
+        if time.monotonic() >= self._next_write:
+            self.flush()
+
+    def dataset(self, name: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Keep `rows` as the job's `original` or `processed` dataset (written when the job ends)."""
+        if name not in DATASETS:
+            raise ValueError(f"dataset {name!r} is not one of {list(DATASETS)}; name it 'original' or 'processed'")
+        rows = list(rows)
+        self._datasets[name] = (len(rows), json.dumps(rows, default=str).encode())
+
+    def progress_state(self) -> dict[str, Any]:
+        """`{"done", "total", "percent", "message", "eta_s"}`, with the ETA from the rate so far."""
+        done, total = self._done, self._total
+        percent = eta = None
+        if total:
+            percent = round(min(100.0, 100.0 * done / total), 2)
+            elapsed = time.monotonic() - self._started
+            if done and elapsed > 0 and done < total:
+                eta = round((total - done) * elapsed / done, 2)
+            elif done >= total:
+                eta = 0.0
+        return {"done": done, "total": total, "percent": percent, "message": self._message, "eta_s": eta}
+
+    def flush(self) -> None:
+        """Write progress now. A Redis hiccup is logged, not raised: the job goes on and writes later."""
+        self._next_write = time.monotonic() + self._interval
+        fields: dict[str, Any] = {"progress": self.progress_state()}
+        if self.stored_rows:
+            fields["stored_rows"] = self.stored_rows
+        try:
+            self._store.update(self.job_id, fields)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("job %s: progress not written (%s); will try again", self.job_id, exc)
+
+    def final_fields(self) -> dict[str, Any]:
+        """The progress fields written with the job's end state."""
+        return {"progress": self.progress_state(), "stored_rows": self.stored_rows}
+
+    @property
+    def datasets(self) -> dict[str, tuple[int, bytes]]:
+        return self._datasets
+
+
+def child_job_id(parent_id: str, n: int) -> str:
+    """The id of the `n`-th sub-job of `parent_id`: the same on every attempt, a valid job id at any depth."""
+    child = f"{parent_id}-c{n}"
+    if JOB_ID.fullmatch(child):
+        return child
+    return "c" + hashlib.sha256(child.encode()).hexdigest()[:40]
+
+
+def _wait_timeout(timeout_s: float | None, default: float | None) -> float | None:
+    if timeout_s is None:
+        return default
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not 0 < timeout_s:
+        raise ValueError(f"timeout_s={timeout_s!r} must be a positive number of seconds")
+    if timeout_s > defaults.WAIT_MAX_TIMEOUT_S:
+        raise ValueError(f"timeout_s={timeout_s!r} is over the longest wait, {defaults.WAIT_MAX_TIMEOUT_S} s")
+    return float(timeout_s)
+
+
+def until_written(write: Callable[[], T], *, wait_s: float, what: str) -> T:
+    """Run `write`, retrying while Redis is unreachable, for at most `wait_s` seconds (then the error is raised)."""
+    deadline = time.monotonic() + wait_s
+    pause = 0.1
+    while True:
+        try:
+            return write()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("%s not written yet, Redis unreachable (%s); retrying in %.1f s", what, exc, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)

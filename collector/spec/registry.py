@@ -1,0 +1,112 @@
+"""Discovery of platforms (one class per file in `platforms/`) and storage backends, with their schemas."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import inspect
+import logging
+import pkgutil
+from typing import Any
+
+from collector.spec.schema import ContractError, SettingsSchema, build_settings_schema
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class PlatformSpec:
+    """A discovered platform: its id (the file name), class, description and settings."""
+
+    id: str
+    cls: type
+    description: str
+    settings: SettingsSchema
+
+    @property
+    def timeout_s(self) -> int | None:
+        return getattr(self.cls, "TIMEOUT_S", None)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "description": self.description,
+            "settings": [s.describe() for s in self.settings.settings],
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Registry:
+    """Every platform found in a package, and the files that failed to load with the reason."""
+
+    package: str
+    platforms: dict[str, PlatformSpec]
+    broken: dict[str, str]
+
+    @classmethod
+    def discover(cls, package: str = "platforms") -> Registry:
+        """Import every module of `package`; a module that fails is reported by name, never raised."""
+        pkg = importlib.import_module(package)
+        platforms: dict[str, PlatformSpec] = {}
+        broken: dict[str, str] = {}
+        for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+            if info.name.startswith("_"):
+                continue
+            try:
+                platforms[info.name] = load_platform(f"{package}.{info.name}", info.name)
+            except Exception as exc:  # a broken file must never take the service down
+                broken[info.name] = f"{type(exc).__name__}: {exc}"
+                log.error("platform %r is not available: %s", info.name, broken[info.name])
+        return cls(package, platforms, broken)
+
+    def get(self, platform_id: str) -> PlatformSpec | None:
+        return self.platforms.get(platform_id)
+
+
+def load_platform(module_name: str, platform_id: str) -> PlatformSpec:
+    """Import one platform module and check it against the contract; `ContractError` says what is wrong."""
+    module = importlib.import_module(module_name)
+    where = f"platforms/{platform_id}.py"
+    candidates = [
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type) and obj.__module__ == module.__name__ and callable(getattr(obj, "_run", None))
+    ]
+    if len(candidates) != 1:
+        names = ", ".join(c.__name__ for c in candidates) or "none"
+        raise ContractError(f"{where} must define exactly one class with a _run method (found: {names})")
+    platform_cls = candidates[0]
+    from collector.platform import Platform
+
+    if getattr(platform_cls, "_run", None) is Platform._run:
+        raise ContractError(f"{where}: class {platform_cls.__name__} does not define _run(self, ctx)")
+    description = inspect.getdoc(platform_cls) or ""
+    if not description or description == inspect.getdoc(Platform):
+        raise ContractError(f"{where}: class {platform_cls.__name__} has no docstring; say what it collects")
+    settings = build_settings_schema(platform_cls, where=where)
+    return PlatformSpec(platform_id, platform_cls, description, settings)
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendSpec:
+    kind: str
+    cls: type
+    settings: SettingsSchema
+
+    def schema(self) -> Any:
+        return self.settings.schema()
+
+
+@functools.cache
+def storage_backends() -> dict[str, BackendSpec]:
+    """Every storage backend by `type`, with the settings schema built from its `__init__`."""
+    import storage
+
+    found: dict[str, BackendSpec] = {}
+    for kind, cls in sorted(storage.backends().items()):
+        try:
+            found[kind] = BackendSpec(kind, cls, build_settings_schema(cls, where=f"storage type {kind!r}"))
+        except ContractError as exc:
+            log.error("storage backend %r is not available: %s", kind, exc)
+    return found

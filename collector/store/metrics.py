@@ -1,0 +1,147 @@
+"""Job counters and duration histograms kept in one Redis hash, and their Prometheus rendering.
+
+Workers are separate processes on other hosts, so no counter lives in process memory: each event adds to
+the hash `collector:metrics` (state.Keys.metrics) inside a pipeline the caller already executes, so
+counting costs no extra round trip. Fields are `<event>|<platform>` for counters and
+`duration|<platform>|<bucket>` / `duration_sum|<platform>` / `duration_count|<platform>` for the histogram
+(one bucket per observation; `/metrics` makes them cumulative).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from redis import Redis
+from redis.client import Pipeline
+
+from collector.store.records import Keys
+
+log = logging.getLogger("collector.jobs")
+
+# The job events counted per platform; the reliability code counts `retried` and `canceled` with `count()`.
+EVENTS = ("submitted", "started", "finished", "failed", "retried", "canceled")
+# Upper bounds (seconds) of the job duration buckets: from a no-op job to the default one-hour timeout.
+BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, math.inf)
+SEP = "|"  # platform ids are Python module names, so they never hold it
+
+# Adds 1 to `started|<platform>`, reading the platform from the record in the same round trip as the
+# runner's start write (the runner learns the platform only from that round trip's answer).
+_STARTED = """
+local platform = redis.call('HGET', KEYS[1], 'platform_id')
+if platform then redis.call('HINCRBY', KEYS[2], ARGV[1] .. platform, 1) end
+return 0
+"""
+
+
+def count(pipe: Pipeline, keys: Keys, event: str, platform_id: str, amount: int = 1) -> None:
+    """Queue `event` (one of EVENTS) for `platform_id` on `pipe`; a running job stopped on request counts as
+    canceled."""
+    event = "canceled" if event == "stopped" else event
+    pipe.hincrby(keys.metrics(), f"{event}{SEP}{platform_id}", amount)
+
+
+def bucket_for(seconds: float) -> str:
+    """The label of the smallest bucket holding `seconds`."""
+    for bound in BUCKETS:
+        if seconds <= bound:
+            return _label(bound)
+    return "+Inf"
+
+
+def job_submitted(pipe: Pipeline, keys: Keys, *, job_id: str, platform_id: str) -> None:
+    """Hook of Submitter.submit: count the job and log it."""
+    count(pipe, keys, "submitted", platform_id)
+    log.info("job submitted", extra={"job_id": job_id, "platform_id": platform_id, "event": "submitted"})
+
+
+def job_started(pipe: Pipeline, keys: Keys, *, job_id: str) -> None:
+    """Hook of the runner's start pipeline: count `started` for the record's platform."""
+    pipe.eval(_STARTED, 2, keys.job(job_id), keys.metrics(), f"started{SEP}")
+
+
+def job_ended(pipe: Pipeline, keys: Keys, *, job_id: str, platform_id: str, status: str, duration_s: float) -> None:
+    """Hook of the runner's end pipeline: count the end state, observe the duration and log it."""
+    count(pipe, keys, status, platform_id)
+    name = keys.metrics()
+    pipe.hincrby(name, f"duration{SEP}{platform_id}{SEP}{bucket_for(duration_s)}", 1)
+    pipe.hincrbyfloat(name, f"duration_sum{SEP}{platform_id}", round(duration_s, 6))
+    pipe.hincrby(name, f"duration_count{SEP}{platform_id}", 1)
+    log.info("job %s in %.3f s", status, duration_s,
+             extra={"job_id": job_id, "platform_id": platform_id, "event": status, "duration_s": duration_s})
+
+
+def _label(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
+
+
+def read(connection: Redis, keys: Keys) -> dict[str, Any]:
+    """The hash parsed: `{"counters": {event: {platform: n}}, "durations": {platform: {...}}}`."""
+    raw = connection.hgetall(keys.metrics())
+    counters: dict[str, dict[str, float]] = defaultdict(dict)
+    durations: dict[str, dict[str, Any]] = defaultdict(lambda: {"buckets": {}, "sum": 0.0, "count": 0})
+    for key, value in raw.items():
+        field = key.decode() if isinstance(key, bytes) else key
+        number = float(value)
+        kind, _, rest = field.partition(SEP)
+        if kind == "duration":
+            platform, _, bucket = rest.rpartition(SEP)
+            durations[platform]["buckets"][bucket] = number
+        elif kind == "duration_sum":
+            durations[rest]["sum"] = number
+        elif kind == "duration_count":
+            durations[rest]["count"] = number
+        elif kind in EVENTS:
+            counters[kind][rest] = number
+    return {"counters": dict(counters), "durations": dict(durations)}
+
+
+class RedisMetrics(Collector):
+    """A Prometheus collector that reads the shared hash, the queue and the workers on every scrape."""
+
+    def __init__(self, connection: Redis, keys: Keys, *, queue_name: str) -> None:
+        self.connection = connection
+        self.keys = keys
+        self.queue_name = queue_name
+
+    def collect(self) -> Iterator[Metric]:
+        from rq import Queue, Worker
+        from rq.serializers import JSONSerializer
+
+        started = time.perf_counter()
+        self.connection.ping()
+        rtt = time.perf_counter() - started
+        parsed = read(self.connection, self.keys)
+        for event in EVENTS:
+            family = CounterMetricFamily(f"collector_jobs_{event}", f"Jobs {event}, by platform.", labels=["platform"])
+            for platform, value in sorted(parsed["counters"].get(event, {}).items()):
+                family.add_metric([platform], value)
+            yield family
+        histogram = HistogramMetricFamily(
+            "collector_job_duration_seconds", "Time from a job's start to its end, by platform.", labels=["platform"]
+        )
+        for platform, data in sorted(parsed["durations"].items()):
+            running, buckets = 0.0, []
+            for bound in BUCKETS:
+                running += data["buckets"].get(_label(bound), 0.0)
+                buckets.append((_label(bound), running))
+            histogram.add_metric([platform], buckets, data["sum"])
+        yield histogram
+        queue = Queue(self.queue_name, connection=self.connection, serializer=JSONSerializer)
+        depth = GaugeMetricFamily("collector_queue_depth", "Jobs waiting in the queue.", labels=["queue"])
+        depth.add_metric([self.queue_name], queue.count)
+        yield depth
+        running_jobs = GaugeMetricFamily("collector_jobs_running", "Jobs a worker holds now.", labels=["queue"])
+        running_jobs.add_metric([self.queue_name], queue.started_job_registry.count)
+        yield running_jobs
+        workers = GaugeMetricFamily("collector_workers", "Live workers (registered, heartbeat not expired).")
+        workers.add_metric([], Worker.count(connection=self.connection, queue=queue))
+        yield workers
+        yield GaugeMetricFamily("collector_redis_rtt_seconds", "Round-trip time of a Redis PING from the API.",
+                                value=rtt)

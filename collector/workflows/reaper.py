@@ -1,0 +1,129 @@
+"""Pool heartbeats, and the reaper every pool and the API run: dead pools' jobs recovered, due retries requeued."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable
+
+import redis
+from rq import Queue, Worker
+from rq.serializers import JSONSerializer
+
+from collector import defaults
+from collector.config import Config
+from collector.store.records import Keys, utcnow
+from collector.workflows.recovery import enqueue_due, recover
+
+log = logging.getLogger(__name__)
+
+# A pool is declared dead only when its heartbeat is missing on two looks this far apart: a Redis restarted
+# from its AOF may hold already-expired heartbeats of pools that are alive and about to beat again.
+CONFIRM_S = 2 * defaults.POOL_HEARTBEAT_S + 1
+
+
+def beat(connection: redis.Redis, config: Config, pool: str, *, jobs: Iterable[str], workers: Iterable[str]) -> None:
+    """Announce `pool` alive for `pool_heartbeat_ttl_s`, with the jobs it runs (one round trip)."""
+    keys = Keys(config.key_prefix)
+    value = json.dumps({"at": utcnow(), "jobs": sorted(jobs), "workers": sorted(workers)})
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.set(keys.pool(pool), value, ex=config.pool_heartbeat_ttl_s)
+        pipe.hsetnx(keys.pools(), pool, utcnow())
+        pipe.execute()
+
+
+def retire(connection: redis.Redis, config: Config, pool: str) -> None:
+    """A pool that stops cleanly takes its heartbeat with it."""
+    keys = Keys(config.key_prefix)
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.delete(keys.pool(pool))
+        pipe.hdel(keys.pools(), pool)
+        pipe.execute()
+
+
+class Reaper:
+    """Looks for pools whose heartbeat is gone and settles their jobs; requeues retries that are due."""
+
+    def __init__(self, connection: redis.Redis, config: Config, *, own_pool: str | None = None) -> None:
+        self.connection = connection
+        self.config = config
+        self.own_pool = own_pool
+        self.keys = Keys(config.key_prefix)
+        self.suspects: dict[str, float] = {}
+        self._next_reap = 0.0
+        self.canceled_key = Queue(config.queue_name, connection=connection, serializer=JSONSerializer
+                                  ).canceled_job_registry.key
+
+    def tick(self, *, now: float | None = None) -> None:
+        """Requeue due retries (every call), and look for dead pools (every `reap_interval_s`)."""
+        enqueue_due(self.connection, self.config)
+        now = time.monotonic() if now is None else now
+        if now < self._next_reap:
+            return
+        self._next_reap = now + self.config.reap_interval_s
+        for pool in self.dead_pools(now):
+            self.reap(pool)
+        # RQ never prunes its canceled registry; drop entries whose TTL has passed (their jobs expired with it).
+        self.connection.zremrangebyscore(self.canceled_key, 0, time.time())
+
+    def dead_pools(self, now: float) -> list[str]:
+        names = [n.decode() for n in self.connection.hkeys(self.keys.pools()) if n.decode() != self.own_pool]
+        if not names:
+            self.suspects.clear()
+            return []
+        with self.connection.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.exists(self.keys.pool(name))
+            alive = pipe.execute()
+        missing = {name for name, ok in zip(names, alive, strict=True) if not ok}
+        self.suspects = {n: t for n, t in self.suspects.items() if n in missing}
+        for name in missing:
+            self.suspects.setdefault(name, now)
+        return [n for n in missing if now - self.suspects[n] >= CONFIRM_S]
+
+    def reap(self, pool: str) -> None:
+        """Settle every started job of a dead pool, unregister its workers, forget it."""
+        queue = Queue(self.config.queue_name, connection=self.connection, serializer=JSONSerializer)
+        job_ids = queue.started_job_registry.get_job_ids(cleanup=False)
+        cause = (f"worker pool {pool} stopped: no heartbeat for over {self.config.pool_heartbeat_ttl_s} s "
+                 "(killed with SIGKILL, out of memory, or its host went down)")
+        if job_ids:
+            with self.connection.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.hget(self.keys.job(job_id), "pool")
+                owners = pipe.execute()
+            for job_id, owner in zip(job_ids, owners, strict=True):
+                if owner is not None and owner.decode() == pool:
+                    status = recover(self.connection, self.config, job_id, kind="died", cause=cause, pool=pool)
+                    log.error("job %s of dead pool %s: %s", job_id, pool, status or "already settled")
+        for worker in Worker.all(connection=self.connection, serializer=JSONSerializer):
+            if worker.name.startswith(pool + "."):
+                worker.register_death()
+        self.connection.hdel(self.keys.pools(), pool)
+        self.suspects.pop(pool, None)
+        log.error("worker pool %s is gone; its jobs were recovered", pool)
+
+
+class ReaperThread(threading.Thread):
+    """The reaper in the API process: dead pools are noticed even when no other pool is alive."""
+
+    def __init__(self, connection: redis.Redis, config: Config) -> None:
+        super().__init__(name="collector-reaper", daemon=True)
+        self.reaper = Reaper(connection, config)
+        self.interval = max(0.2, min(config.reap_interval_s, defaults.POOL_HEARTBEAT_S))
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(self.interval):
+            try:
+                self.reaper.tick()
+            except redis.RedisError as exc:
+                log.warning("reaper: Redis unreachable (%s); trying again", exc)
+            except Exception:
+                log.exception("reaper: unexpected error; trying again")
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(5)

@@ -1,0 +1,174 @@
+"""Jobs whose worker is gone: retried per policy, failed, stopped or requeued, on the record and in RQ at once."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis
+from redis.client import Pipeline
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from collector.config import Config
+from collector.spec.policy import RetryPolicy
+from collector.store import metrics
+from collector.store.records import ENDED, JobStore, decode_fields, run_watched, utcnow
+
+log = logging.getLogger(__name__)
+
+FIELDS = ("status", "platform_id", "pool", "worker", "attempt", "max_attempts", "deaths", "retry",
+          "cancel_requested_at", "canceled_by", "timeout_s", "resumes")
+KINDS = ("died", "timeout", "canceled", "shutdown")
+
+
+def decide(kind: str, record: dict[str, Any], config: Config, cause: str) -> tuple[str, dict[str, Any], float]:
+    """What becomes of a job whose worker is gone: `(status, fields, retry delay)`. Pure, so it is easy to test."""
+    if record.get("status") == "queued":
+        # Dequeued but never started: nothing ran, so it simply goes back to the queue.
+        return "queued", {}, 0.0
+    if kind == "shutdown":
+        return "queued", {"error": {"type": "WorkerDiedError", "message": cause}}, 0.0
+    if kind == "canceled" or record.get("cancel_requested_at"):
+        message = f"stopped on request of {record.get('canceled_by') or 'a client'}: {cause}"
+        return "stopped", {"error": {"type": "JobCancelledError", "message": message}}, 0.0
+    if kind == "timeout":
+        from collector.run.runner import timeout_message
+
+        message = f"{timeout_message(record.get('timeout_s'))} ({cause})"
+        return "failed", {"error": {"type": "JobTimeoutError", "message": message}}, 0.0
+    deaths = int(record.get("deaths") or 0) + 1
+    attempt = int(record.get("attempt") or 0) - int(record.get("resumes") or 0)  # runs after a wait are no retries
+    policy = RetryPolicy.from_record(record.get("retry"), config)
+    max_attempts = int(record.get("max_attempts") or policy.max_attempts)
+    fields: dict[str, Any] = {"deaths": deaths}
+    if deaths >= config.max_worker_deaths:
+        message = f"{cause}; its worker died {deaths} times, so it is not retried again"
+        return "failed", {**fields, "error": {"type": "WorkerDiedError", "message": message}}, 0.0
+    fields["error"] = {"type": "WorkerDiedError", "message": cause}
+    if attempt < max_attempts:
+        return "scheduled", fields, policy.delay(max(attempt, 1))
+    return "failed", fields, 0.0
+
+
+def recover(
+    connection: redis.Redis,
+    config: Config,
+    job_id: str,
+    *,
+    kind: str,
+    cause: str,
+    worker_name: str = "",
+    pool: str | None = None,
+) -> str | None:
+    """Settle a job whose worker is gone (`kind`: died, timeout, canceled, shutdown). Returns the status it was
+    given, or None when it had already moved on (ended, retried by someone else, or run by another pool)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r} is not one of {KINDS}")
+    store = JobStore(connection, config)
+    key = store.keys.job(job_id)
+    queue = Queue(config.queue_name, connection=connection, serializer=JSONSerializer)
+
+    def attempt(pipe: Pipeline) -> str | None:
+        # WATCH the record: two reapers (or a reaper and a late worker) never both settle one job.
+        pipe.watch(key)
+        values = pipe.hmget(key, list(FIELDS))
+        record = decode_fields(FIELDS, values)
+        status = record.get("status")
+        if status is None or status in ENDED or status in ("scheduled", "waiting"):
+            return None
+        if pool is not None and record.get("pool") != pool:
+            return None
+        if status == "started" and worker_name and record.get("worker") not in (None, worker_name):
+            return None  # already retried and running elsewhere: the dead worker's run is history
+        new_status, fields, delay = decide(kind, record, config, cause)
+        try:
+            job: Job | None = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+            executions = [e.composite_key for e in job.get_executions()]  # type: ignore[union-attr]
+        except NoSuchJobError:
+            job, executions = None, []
+        pipe.multi()
+        _write(pipe, store, queue, job_id, job, executions, new_status, fields, delay,
+               cause=cause, worker_name=worker_name, kind=kind)
+        if new_status != "queued":  # a requeue after shutdown is no new outcome
+            counted = "retried" if new_status == "scheduled" else new_status
+            metrics.count(pipe, store.keys, counted, record.get("platform_id", ""))
+        pipe.execute()
+        return new_status
+
+    return run_watched(connection, attempt)
+
+
+def _write(pipe: Any, store: JobStore, queue: Queue, job_id: str, job: Job | None, executions: list[str],
+           status: str, fields: dict[str, Any], delay: float, *, cause: str, worker_name: str, kind: str) -> None:
+    event: dict[str, Any] = {"cause": cause}
+    if "error" in fields:
+        event["error"] = fields["error"]
+    store.event(job_id, "worker_lost", pipe, cause=cause, worker=worker_name)
+    if executions:
+        pipe.zrem(queue.started_job_registry.key, *executions)
+    pipe.srem(store.keys.cancels(), job_id)
+    if status == "scheduled":
+        retry_at = time.time() + delay
+        store.update(job_id, {"status": "scheduled", "retry_at": _iso(retry_at), **fields}, pipe)
+        store.event(job_id, "retry_scheduled", pipe, delay_s=delay, retry_at=_iso(retry_at), **event)
+        pipe.zadd(queue.scheduled_job_registry.key, {job_id: retry_at})
+        if job is not None:
+            job.set_status(JobStatus.SCHEDULED, pipeline=pipe)
+    elif status == "queued":
+        store.update(job_id, {"status": "queued", "enqueued_at": utcnow(), **fields}, pipe)
+        store.event(job_id, "requeued", pipe, reason=kind if kind == "shutdown" else "never started", **event)
+        if job is not None:
+            pipe.lrem(queue.key, 0, job_id)
+            queue._enqueue_job(job, pipeline=pipe, at_front=True)
+    else:
+        store.update(job_id, {"status": status, "ended_at": utcnow(), **fields}, pipe)
+        store.event(job_id, status, pipe, **event)
+        store.expire(job_id, store.ttl_for(status), pipe)
+        if job is not None:
+            job.set_status(JobStatus.STOPPED if status == "stopped" else JobStatus.FAILED, pipeline=pipe)
+            job._handle_failure(cause, pipe, worker_name=worker_name)
+
+
+def _iso(epoch: float) -> str:
+    import datetime as dt
+
+    moment = dt.datetime.fromtimestamp(epoch, dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def enqueue_due(connection: redis.Redis, config: Config, *, limit: int = 100) -> int:
+    """Move retries whose time has come from RQ's scheduled registry back to the queue. Safe in many processes
+    at once: each move WATCHes the record, so a job is moved once and never after a cancel. Returns the count."""
+    queue = Queue(config.queue_name, connection=connection, serializer=JSONSerializer)
+    registry_key = queue.scheduled_job_registry.key
+    due = connection.zrangebyscore(registry_key, 0, time.time(), start=0, num=limit)
+    store = JobStore(connection, config)
+    moved = 0
+    for raw in due:
+        job_id = raw.decode()
+        key = store.keys.job(job_id)
+        with connection.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(key)
+                status = pipe.hget(key, "status")
+                job = None
+                if status == b"scheduled":
+                    try:
+                        job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+                    except NoSuchJobError:
+                        log.warning("scheduled job %s has no RQ job any more; dropped", job_id)
+                pipe.multi()
+                pipe.zrem(registry_key, job_id)
+                if job is not None:
+                    store.update(job_id, {"status": "queued", "enqueued_at": utcnow()}, pipe)
+                    store.event(job_id, "requeued", pipe, reason="retry due")
+                    queue._enqueue_job(job, pipeline=pipe)
+                pipe.execute()
+                moved += job is not None
+            except redis.WatchError:
+                continue  # moved or cancelled by someone else meanwhile
+    return moved

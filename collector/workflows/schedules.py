@@ -1,0 +1,206 @@
+"""Schedules: a job spec run on a cron expression or an interval, exactly once per tick across all processes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import time
+import uuid
+from typing import Any
+
+import redis
+from croniter import CroniterBadDateError, croniter
+
+from collector.errors import NotFoundError, ValidationError
+from collector.store.records import utcnow
+from collector.submit.submitter import Submitter, merge_secrets, split_secrets, validate_spec
+
+log = logging.getLogger(__name__)
+
+SCHEDULE_FIELDS = {"name", "spec", "cron", "interval_s"}
+MIN_INTERVAL_S = 1
+MAX_INTERVAL_S = 366 * 24 * 3600  # a year and a day: longer intervals are better said with cron
+
+
+def next_tick(*, cron: str | None, interval_s: int | None, anchor: float, after: float) -> float:
+    """The first tick strictly after `after`: cron times, or `anchor + k * interval_s`."""
+    if cron:
+        start = dt.datetime.fromtimestamp(after, dt.UTC)
+        return croniter(cron, start).get_next(dt.datetime).timestamp()
+    assert interval_s
+    steps = math.floor((after - anchor) / interval_s) + 1
+    return anchor + max(steps, 1) * interval_s
+
+
+def validate_schedule(body: Any, submitter: Submitter) -> dict[str, Any]:
+    """Check a schedule body; every problem at once, each under its path (`spec.settings.rows`, `cron`)."""
+    if not isinstance(body, dict):
+        raise ValidationError("a schedule must be a JSON object", details={"_schema": ["send an object"]})
+    errors: dict[str, list[str]] = {k: ["Unknown field."] for k in sorted(set(body) - SCHEDULE_FIELDS)}
+    cron, interval = body.get("cron"), body.get("interval_s")
+    if (cron is None) == (interval is None):
+        errors["cron"] = ["give exactly one of cron (e.g. '0 * * * *') or interval_s (seconds)"]
+    elif cron is not None and not (isinstance(cron, str) and croniter.is_valid(cron)):
+        errors["cron"] = [f"{cron!r} is not a cron expression; use five fields like '*/15 * * * *'"]
+    elif cron is not None and not _ever_due(cron):
+        errors["cron"] = [f"{cron!r} never comes due (a date that does not exist, like 30 February)"]
+    elif interval is not None and (
+        isinstance(interval, bool) or not isinstance(interval, int) or not MIN_INTERVAL_S <= interval <= MAX_INTERVAL_S
+    ):
+        errors["interval_s"] = [f"give a whole number of seconds from {MIN_INTERVAL_S} to {MAX_INTERVAL_S}"]
+    name = body.get("name")
+    if name is not None and not (isinstance(name, str) and 0 < len(name) <= 200):
+        errors["name"] = ["give a name of 1 to 200 characters"]
+    if "spec" not in body:
+        errors["spec"] = ["Missing data for required field: the job spec to run on each tick."]
+    else:
+        try:
+            validate_spec(body["spec"], submitter.registry)
+        except ValidationError as exc:
+            errors.update({f"spec.{path}": messages for path, messages in exc.details.items()})
+    if errors:
+        raise ValidationError(
+            f"the schedule has {len(errors)} error(s); fix the fields named in details and send it again",
+            details=errors,
+        )
+    return body
+
+
+def _ever_due(cron: str) -> bool:
+    try:
+        next_tick(cron=cron, interval_s=None, anchor=time.time(), after=time.time())
+    except CroniterBadDateError:
+        return False
+    return True
+
+
+class Schedules:
+    """Stores schedules and fires their due ticks. Any number of processes may call `fire_due`."""
+
+    def __init__(self, submitter: Submitter) -> None:
+        self.submitter = submitter
+        self.connection = submitter.connection
+        self.keys = submitter.store.keys
+
+    def create(self, body: Any, *, now: float | None = None) -> dict[str, Any]:
+        validate_schedule(body, self.submitter)
+        spec = validate_spec(body["spec"], self.submitter.registry)
+        masked, secrets = split_secrets(spec)
+        stored_spec = {**body["spec"], "settings": masked}
+        schedule_id = uuid.uuid4().hex[:16]
+        now = time.time() if now is None else now
+        due = next_tick(cron=body.get("cron"), interval_s=body.get("interval_s"), anchor=now, after=now)
+        fields = {
+            "id": schedule_id,
+            "name": body.get("name") or spec.platform.id,
+            "spec": json.dumps(stored_spec),
+            "cron": body.get("cron") or "",
+            "interval_s": body.get("interval_s") or "",
+            "anchor": now,
+            "created_at": utcnow(),
+            "runs": 0,
+        }
+        if secrets:
+            if self.submitter.sealer is None:
+                raise ValidationError("the spec has secrets but the service has no COLLECTOR_SECRET_KEY")
+            fields["secrets"] = self.submitter.sealer.seal(secrets)
+        with self.connection.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.schedule(schedule_id), mapping={k: str(v) for k, v in fields.items()})
+            pipe.zadd(self.keys.schedules_due(), {schedule_id: due})
+            pipe.execute()
+        return self.get(schedule_id)
+
+    def get(self, schedule_id: str) -> dict[str, Any]:
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.schedule(schedule_id))
+            pipe.zscore(self.keys.schedules_due(), schedule_id)
+            raw, due = pipe.execute()
+        if not raw:
+            raise NotFoundError(f"no schedule {schedule_id!r}; GET /schedules lists them")
+        return self._view(raw, due)
+
+    def all(self) -> list[dict[str, Any]]:
+        entries = self.connection.zrange(self.keys.schedules_due(), 0, -1, withscores=True)
+        with self.connection.pipeline(transaction=False) as pipe:
+            for schedule_id, _ in entries:
+                pipe.hgetall(self.keys.schedule(schedule_id.decode()))
+            raws = pipe.execute()
+        return [self._view(raw, due) for raw, (_, due) in zip(raws, entries, strict=True) if raw]
+
+    def delete(self, schedule_id: str) -> None:
+        with self.connection.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.schedule(schedule_id))
+            pipe.zrem(self.keys.schedules_due(), schedule_id)
+            deleted, _ = pipe.execute()
+        if not deleted:
+            raise NotFoundError(f"no schedule {schedule_id!r}; GET /schedules lists them")
+
+    def fire_due(self, *, now: float | None = None) -> list[str]:
+        """Submit one job for every due schedule; returns the job ids this call submitted.
+
+        A tick is claimed with SET NX, so each tick runs once however many processes call this. The next
+        due time is the first tick after *now*, so ticks missed while everything was down run once, not
+        once per missed tick.
+        """
+        now = time.time() if now is None else now
+        fired: list[str] = []
+        for raw_id, due in self.connection.zrangebyscore(self.keys.schedules_due(), "-inf", now, withscores=True):
+            schedule_id = raw_id.decode()
+            try:
+                job_id = self._fire(schedule_id, due, now)
+            except (redis.ConnectionError, redis.TimeoutError):
+                raise
+            except Exception as exc:  # a broken schedule must not stop the others
+                log.error("schedule %s: tick at %s not run: %s", schedule_id, due, exc)
+                continue
+            if job_id:
+                fired.append(job_id)
+        return fired
+
+    def _fire(self, schedule_id: str, due: float, now: float) -> str | None:
+        raw = self.connection.hgetall(self.keys.schedule(schedule_id))
+        if not raw:
+            self.connection.zrem(self.keys.schedules_due(), schedule_id)
+            return None
+        record = {k.decode(): v.decode() for k, v in raw.items()}
+        tick = int(due)
+        following = next_tick(
+            cron=record["cron"] or None,
+            interval_s=int(record["interval_s"]) if record["interval_s"] else None,
+            anchor=float(record["anchor"]),
+            after=now,
+        )
+        # GT: concurrent callers compute the same next tick; the due time only ever moves forward.
+        self.connection.zadd(self.keys.schedules_due(), {schedule_id: following}, gt=True)
+        claim_ttl = max(3600, int(following - due) * 2)
+        if not self.connection.set(self.keys.schedule_tick(schedule_id, tick), 1, nx=True, ex=claim_ttl):
+            return None
+        spec = json.loads(record["spec"])
+        if record.get("secrets") and self.submitter.sealer is not None:
+            spec["settings"] = merge_secrets(spec["settings"], self.submitter.sealer.unseal(record["secrets"]))
+        job_id = f"{schedule_id}-{tick}"
+        self.submitter.submit(spec, job_id=job_id, extra={"schedule_id": schedule_id})
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.hset(self.keys.schedule(schedule_id), mapping={"last_job_id": job_id, "last_run_at": utcnow()})
+            pipe.hincrby(self.keys.schedule(schedule_id), "runs", 1)
+            pipe.execute()
+        log.info("schedule %s: tick %s queued job %s", schedule_id, tick, job_id)
+        return job_id
+
+    @staticmethod
+    def _view(raw: dict[bytes, bytes], due: float | None) -> dict[str, Any]:
+        record = {k.decode(): v.decode() for k, v in raw.items()}
+        return {
+            "id": record["id"],
+            "name": record["name"],
+            "spec": json.loads(record["spec"]),
+            "cron": record["cron"] or None,
+            "interval_s": int(record["interval_s"]) if record["interval_s"] else None,
+            "created_at": record["created_at"],
+            "next_run_at": dt.datetime.fromtimestamp(due, dt.UTC).isoformat() if due is not None else None,
+            "runs": int(record.get("runs", 0)),
+            "last_job_id": record.get("last_job_id"),
+            "last_run_at": record.get("last_run_at"),
+        }

@@ -2,11 +2,12 @@
 
     CollectorError                   root: anything collector raises on purpose
     ├── ConfigError                  the service is configured wrong (exits at start-up)
+    ├── ContractError                a platform or storage class breaks the settings contract (reported by name)
     ├── RequestError                 the request is wrong; never retried (4xx)
-    │   ├── BadRequestError          400: not JSON, missing parameter
+    │   ├── BadRequestError          400: not JSON, a limit broken, missing parameter
     │   ├── ForbiddenError           403: a resume token that is wrong or already used
-    │   ├── NotFoundError            404: no such job
-    │   ├── ConflictError            409: the job is in a state that forbids the request
+    │   ├── NotFoundError            404: no such job, process or schedule
+    │   ├── ConflictError            409: the job or process is in a state that forbids the request
     │   └── ValidationError          422: field errors, each with its path
     ├── ServiceUnavailableError      503: Redis (or another service) is down
     │   └── CheckTimeoutError        504: no worker answered a connection check in time
@@ -18,7 +19,13 @@
     ├── WorkerDiedError              the worker process running a job died
     ├── JobTimeoutError              a job ran longer than its timeout
     ├── WaitTimeoutError             a waiting job got no input (or its children did not end) in time
-    └── JobCancelledError            a job was cancelled while it ran (raised by ctx.progress)
+    ├── JobCancelledError            a job was cancelled while it ran (raised by ctx.progress)
+    ├── JobFailedError               what a worker raises to RQ for a job that did not finish (text masked)
+    ├── ServiceError                 the CLI client: the service answered with an error
+    ├── SpecSourceError              `collector run`/`check`: no usable job spec (file, --from-job, --set)
+    └── ScaffoldError                `collector new-platform` cannot write the files
+
+    JobSuspended (a BaseException, no error): ends a job's attempt while it waits; see its docstring.
 """
 
 from __future__ import annotations
@@ -45,6 +52,12 @@ class ConfigError(CollectorError):
     """The service is configured wrong."""
 
     code = "config_error"
+
+
+class ContractError(CollectorError):
+    """A platform or backend class does not follow the settings contract; the message says how."""
+
+    code = "contract_error"
 
 
 class RequestError(CollectorError):
@@ -145,3 +158,43 @@ class JobCancelledError(CollectorError):
     """The job was cancelled while it ran; `ctx.progress` raises it so the platform stops."""
 
     code = "cancelled"
+
+
+class JobFailedError(CollectorError):
+    """Raised to RQ when a job failed; its text is already masked (RQ stores it)."""
+
+    code = "job_failed"
+
+
+class ServiceError(CollectorError):
+    """The service answered with an error: `status` and its JSON body."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        self.status, self.body = status, body
+        if isinstance(body, dict):
+            text = f"{body.get('error', 'error')}: {body.get('message', '')}"
+        else:
+            text = f"HTTP {status}: {str(body)[:200]}"
+        super().__init__(text, details=body.get("details", {}) if isinstance(body, dict) else {})
+
+
+class SpecSourceError(CollectorError):
+    """A local command could not get a usable job spec; the message says what to give instead."""
+
+    code = "spec_source_error"
+
+
+class ScaffoldError(CollectorError):
+    """`new-platform` cannot write the files; the message says what to change."""
+
+    code = "scaffold_error"
+
+
+class JobSuspended(BaseException):
+    """Raised by `ctx.wait_for` and `ctx.wait_children` to end this attempt and free the worker; the job waits.
+
+    A `BaseException`, so a platform's `except Exception` does not swallow it."""
+
+    def __init__(self, wait: dict[str, Any]) -> None:
+        super().__init__(f"waiting for {wait.get('name') or 'children'}")
+        self.wait = wait

@@ -11,36 +11,37 @@ from collector.errors import BadRequestError
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1   # what every consumer (Redis, SQL BIGINT, JSON parsers) can hold
 
 
-class _Rejected(ValueError):
-    """Raised from inside the JSON parser's hooks; carries a message for the client."""
+def _refused(reason: str) -> BadRequestError:
+    """What the JSON parser's hooks raise: the parser lets it through to the caller as it is."""
+    return BadRequestError(f"the body was refused: {reason}")
 
 
 def _parse_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:  # Python refuses to parse absurdly long digit strings
-        raise _Rejected(f"the integer {text[:20]}… is too long; integers must lie in [-2**63, 2**63-1]") from None
+        raise _refused(f"the integer {text[:20]}… is too long; integers must lie in [-2**63, 2**63-1]") from None
     if not INT_MIN <= value <= INT_MAX:
-        raise _Rejected(f"the integer {text[:30]} is out of range; integers must lie in [-2**63, 2**63-1]")
+        raise _refused(f"the integer {text[:30]} is out of range; integers must lie in [-2**63, 2**63-1]")
     return value
 
 
 def _parse_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise _Rejected(f"the number {text[:30]} overflows a 64-bit float; send a finite number")
+        raise _refused(f"the number {text[:30]} overflows a 64-bit float; send a finite number")
     return value
 
 
 def _reject_constant(name: str) -> None:
-    raise _Rejected(f"{name} is not valid JSON; send a finite number or null")
+    raise _refused(f"{name} is not valid JSON; send a finite number or null")
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise _Rejected(f"the key {key[:80]!r} appears twice in one object; send each key once")
+            raise _refused(f"the key {key[:80]!r} appears twice in one object; send each key once")
         result[key] = value
     return result
 
@@ -59,8 +60,6 @@ def parse_body(raw: bytes, *, max_depth: int, max_string_chars: int) -> Any:
             parse_constant=_reject_constant,
             object_pairs_hook=_no_duplicates,
         )
-    except _Rejected as exc:
-        raise BadRequestError(f"the body was refused: {exc}") from None
     except RecursionError:
         raise BadRequestError(f"the body is nested too deeply; at most {max_depth} levels are accepted") from None
     except ValueError as exc:

@@ -18,22 +18,10 @@ from typing import Any, TextIO
 
 from collector.cli import display
 from collector.config import Config
-from collector.errors import CollectorError
+from collector.errors import CollectorError, ServiceError
 
 ENDED = frozenset({"finished", "failed", "stopped", "canceled"})
 POLL_S = 0.5  # how often `submit --wait` asks for the job's progress
-
-
-class ServiceError(CollectorError):
-    """The service answered with an error: `status` and its JSON body."""
-
-    def __init__(self, status: int, body: Any) -> None:
-        self.status, self.body = status, body
-        if isinstance(body, dict):
-            text = f"{body.get('error', 'error')}: {body.get('message', '')}"
-        else:
-            text = f"HTTP {status}: {str(body)[:200]}"
-        super().__init__(text, details=body.get("details", {}) if isinstance(body, dict) else {})
 
 
 class Client:

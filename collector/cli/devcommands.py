@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.config import Config
-from collector.errors import ValidationError
+from collector.errors import SpecSourceError, ValidationError
 
 EXIT_FAILED = 1      # the job (or the check) ran and failed
 EXIT_USAGE = 2       # the spec or the command line is wrong; nothing ran
@@ -30,7 +30,7 @@ def print_validation(exc: ValidationError) -> int:
 
 def resolve_body(args: argparse.Namespace, config: Config) -> dict[str, Any]:
     """The spec the command runs: SPEC.json or `--from-job`, with `--set` overrides applied."""
-    from collector.devkit.specsource import SpecSourceError, apply_sets, fetch_job_spec, read_spec_file
+    from collector.devkit.specsource import apply_sets, fetch_job_spec, read_spec_file
 
     if bool(args.spec) == bool(args.from_job):
         raise SpecSourceError("give either SPEC.json or --from-job ID (not both, not neither)")

@@ -15,8 +15,8 @@ import fakeredis
 import redis
 
 from collector.config import Config
-from collector.errors import ValidationError
-from collector.run.runner import JobFailedError, Runtime, execute
+from collector.errors import JobFailedError, ValidationError
+from collector.run.runner import Runtime, execute
 from collector.sealing import new_key
 from collector.spec.registry import Registry
 from collector.store.records import DATASETS, JobStore, connect

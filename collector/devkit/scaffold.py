@@ -9,16 +9,10 @@ import string
 from importlib import resources
 from pathlib import Path
 
-from collector.errors import CollectorError
+from collector.errors import ScaffoldError
 from collector.spec.registry import Registry
 
 PLATFORM_ID = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-class ScaffoldError(CollectorError):
-    """`new-platform` cannot write the files; the message says what to change."""
-
-    code = "scaffold_error"
 
 
 def class_name(platform_id: str) -> str:

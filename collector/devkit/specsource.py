@@ -12,17 +12,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from collector.errors import CollectorError
+from collector.errors import SpecSourceError
 from collector.masking import MASK
 from collector.submit.submitter import JobSpec, secret_paths
 
 FETCH_TIMEOUT_S = 10
-
-
-class SpecSourceError(CollectorError):
-    """A local command could not get a usable job spec; the message says what to give instead."""
-
-    code = "spec_source_error"
 
 
 def read_spec_file(path: str) -> dict[str, Any]:

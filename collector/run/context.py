@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import redis
 
 from collector import defaults
-from collector.errors import ChildJobError, JobCancelledError
+from collector.errors import ChildJobError, JobCancelledError, JobSuspended
 from collector.masking import mask_text
 from collector.store.records import DATASETS, ENDED, JOB_ID, JobStore
 
@@ -26,16 +26,6 @@ log = logging.getLogger(__name__)
 
 WAIT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _KEEP = object()
-
-
-class JobSuspended(BaseException):
-    """Raised by `ctx.wait_for` and `ctx.wait_children` to end this attempt and free the worker; the job waits.
-
-    A `BaseException`, so a platform's `except Exception` does not swallow it."""
-
-    def __init__(self, wait: dict[str, Any]) -> None:
-        super().__init__(f"waiting for {wait.get('name') or 'children'}")
-        self.wait = wait
 
 
 class MaskingLogger(logging.LoggerAdapter):

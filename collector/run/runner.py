@@ -21,9 +21,9 @@ from rq.timeouts import JobTimeoutException
 
 from collector import logs
 from collector.config import Config
-from collector.errors import CollectorError, JobCancelledError, TransientError
+from collector.errors import CollectorError, JobCancelledError, JobFailedError, JobSuspended, TransientError
 from collector.masking import forget, mask_text, mask_value, remember
-from collector.run.context import JobSuspended, RunContext, until_written
+from collector.run.context import RunContext, until_written
 from collector.sealing import Sealer
 from collector.spec.policy import RetryPolicy
 from collector.spec.registry import Registry
@@ -34,12 +34,6 @@ from collector.workflows.waiting import input_secrets
 from storage.base import Storage
 
 log = logging.getLogger(__name__)
-
-
-class JobFailedError(CollectorError):
-    """Raised to RQ when a job failed; its text is already masked (RQ stores it)."""
-
-    code = "job_failed"
 
 
 @dataclasses.dataclass

@@ -10,7 +10,8 @@ import logging
 import pkgutil
 from typing import Any
 
-from collector.spec.schema import ContractError, SettingsSchema, build_settings_schema
+from collector.errors import ContractError
+from collector.spec.schema import SettingsSchema, build_settings_schema
 
 log = logging.getLogger(__name__)
 

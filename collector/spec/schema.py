@@ -14,13 +14,10 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 from marshmallow import ValidationError as MarshmallowError
 
+from collector.errors import ContractError
 from collector.masking import MASK
 from collector.types import Secret, parse_date, parse_datetime
 from storage.base import Storage
-
-
-class ContractError(Exception):
-    """A platform or backend class does not follow the settings contract; the message says how."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,4 +256,4 @@ def flatten_errors(messages: Any, prefix: str = "") -> dict[str, list[str]]:
     return {prefix or "_schema": [str(messages)]}
 
 
-__all__ = ["ContractError", "Setting", "SettingsSchema", "build_settings_schema", "flatten_errors"]
+__all__ = ["Setting", "SettingsSchema", "build_settings_schema", "flatten_errors"]

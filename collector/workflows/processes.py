@@ -11,7 +11,7 @@ from typing import Any
 
 from redis.client import Pipeline
 
-from collector.errors import NotFoundError, RequestError, ValidationError
+from collector.errors import ConflictError, NotFoundError, ValidationError
 from collector.store.records import run_watched, utcnow
 from collector.submit.submitter import Submitter, merge_secrets, split_secrets, validate_spec
 
@@ -20,13 +20,6 @@ STEP_FIELDS = {"name", "tasks"}
 TASK_FIELDS = {"name", "platform_id", "settings", "manual", "prompt"}
 VERDICTS = {"OK", "FAIL"}
 JOB_ENDED = {"finished": "ok", "failed": "fail", "stopped": "fail", "canceled": "fail"}
-
-
-class ConflictError(RequestError):
-    """The process is not in a state that allows this action."""
-
-    status = 409
-    code = "conflict"
 
 
 def _err(errors: dict[str, list[str]], path: str, message: str) -> None:

@@ -17,9 +17,9 @@ from collector.cli.display import ProgressBar
 from collector.config import Config
 from collector.devkit.local import check_spec, local_runtime, run_local
 from collector.devkit.recorded import RecordedResponses, substitute
-from collector.devkit.specsource import SpecSourceError, apply_sets, fetch_job_spec, missing_secrets, parse_value
-from collector.errors import ValidationError
-from collector.run.runner import JobFailedError, Runtime, execute
+from collector.devkit.specsource import apply_sets, fetch_job_spec, missing_secrets, parse_value
+from collector.errors import JobFailedError, SpecSourceError, ValidationError
+from collector.run.runner import Runtime, execute
 from collector.spec.registry import Registry
 from collector.submit.submitter import Submitter, validate_spec
 

@@ -8,7 +8,8 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.config import Config
-from collector.run.runner import JobFailedError, Runtime, execute
+from collector.errors import JobFailedError
+from collector.run.runner import Runtime, execute
 from collector.spec.registry import Registry
 from collector.store.records import Keys
 

@@ -6,10 +6,10 @@ import fakeredis
 import pytest
 
 from collector.config import Config
-from collector.errors import NotFoundError, ValidationError
+from collector.errors import ConflictError, NotFoundError, ValidationError
 from collector.spec.registry import Registry
 from collector.submit.submitter import Submitter
-from collector.workflows.processes import ConflictError, Processes
+from collector.workflows.processes import Processes
 
 
 @pytest.fixture

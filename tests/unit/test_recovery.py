@@ -9,9 +9,9 @@ import pytest
 from flask.testing import FlaskClient
 
 from collector.config import Config
-from collector.errors import JobCancelledError
+from collector.errors import JobCancelledError, JobFailedError
 from collector.run.context import RunContext
-from collector.run.runner import JobFailedError, Runtime, execute
+from collector.run.runner import Runtime, execute
 from collector.spec.policy import RetryPolicy
 from collector.spec.registry import Registry
 from collector.store.records import JobStore, run_watched

@@ -8,7 +8,8 @@ from typing import Literal
 import pytest
 from marshmallow import ValidationError
 
-from collector.spec.schema import ContractError, build_settings_schema, flatten_errors
+from collector.errors import ContractError
+from collector.spec.schema import build_settings_schema, flatten_errors
 from collector.types import Secret
 
 

@@ -218,7 +218,7 @@ def test_a_storage_type_that_is_not_a_string_is_a_422(
 def test_a_failing_backend_leaks_no_secret_into_the_record(
     secret_registry: Registry, fake_redis: fakeredis.FakeRedis, unit_config: Config
 ) -> None:
-    from collector.run.runner import JobFailedError
+    from collector.errors import JobFailedError
 
     body = spec()
     body["settings"]["storage"]["settings"]["table"] = "boom"

@@ -9,9 +9,9 @@ import pytest
 from flask.testing import FlaskClient
 
 from collector.config import Config
-from collector.errors import ValidationError
-from collector.run.context import JobSuspended, RunContext, child_job_id
-from collector.run.runner import JobFailedError, Runtime, execute
+from collector.errors import JobFailedError, JobSuspended, ValidationError
+from collector.run.context import RunContext, child_job_id
+from collector.run.runner import Runtime, execute
 from collector.sealing import Sealer
 from collector.spec.registry import Registry
 from collector.store.records import JobStore

@@ -15,9 +15,9 @@ import fakeredis
 import pytest
 
 from collector.config import Config
-from collector.errors import FatalError, TransientError, ValidationError
+from collector.errors import FatalError, JobFailedError, TransientError, ValidationError
 from collector.http_client import retry_after
-from collector.run.runner import JobFailedError, Runtime, execute
+from collector.run.runner import Runtime, execute
 from collector.spec.registry import Registry
 from collector.store.records import JobStore
 from collector.submit.submitter import Submitter, validate_spec

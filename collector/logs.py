@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import sys
@@ -18,7 +17,8 @@ import redis
 from collector import defaults
 from collector.config import Config
 from collector.errors import ConfigError
-from collector.store.records import Keys, utcnow
+from collector.store.records import Keys
+from collector.types import iso
 
 FORMATS = ("text", "json")
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is worth showing.
@@ -37,8 +37,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
+            "ts": iso(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -116,10 +115,10 @@ class JobEventsHandler(logging.Handler):
         if self._written > self.per_job + 1:
             return
         if self._written == self.per_job + 1:
-            fields = {"type": "log", "level": "WARNING", "at": utcnow(),
+            fields = {"type": "log", "level": "WARNING", "at": iso(),
                       "message": f"more than {self.per_job} log lines: later ones are in the worker's log only"}
         else:
-            fields = {"type": "log", "level": record.levelname, "at": utcnow(), "message": record.getMessage()}
+            fields = {"type": "log", "level": record.levelname, "at": iso(), "message": record.getMessage()}
         try:
             add_event(self.connection, self.keys, job_id, fields)
         except redis.RedisError:

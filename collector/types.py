@@ -1,9 +1,10 @@
-"""Setting types platforms and storage backends annotate their `__init__` with, beyond Python's own."""
+"""Setting types platforms and storage backends annotate their `__init__` with, and the one form of timestamps."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 
 RELATIVE_DATE = re.compile(r"^\s*(\d+)\s+(day|days|week|weeks)\s+(back|ago)\s*$", re.IGNORECASE)
 RELATIVE_WORDS = {"today": 0, "yesterday": 1, "tomorrow": -1}
@@ -70,3 +71,10 @@ def parse_datetime(value: object, *, now: dt.datetime | None = None) -> dt.datet
             "('yesterday', '3 days back')"
         ) from None
     return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+
+
+def iso(epoch: float | None = None) -> str:
+    """ISO 8601 UTC with milliseconds (`2024-05-31T12:00:00.000Z`) of `epoch` (unix seconds), or of now: the one
+    form every timestamp collector writes or shows takes."""
+    moment = dt.datetime.fromtimestamp(time.time() if epoch is None else epoch, dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import logging
 import signal
 import time
@@ -28,8 +27,9 @@ from collector.sealing import Sealer
 from collector.spec.policy import RetryPolicy
 from collector.spec.registry import Registry
 from collector.store import metrics
-from collector.store.records import DATASETS, ENDED, JobStore, connect, decode_fields, utcnow
+from collector.store.records import DATASETS, ENDED, JobStore, connect, decode_fields
 from collector.submit.submitter import merge_secrets
+from collector.types import iso
 from collector.workflows.waiting import input_secrets
 from storage.base import Storage
 
@@ -116,7 +116,7 @@ def execute(job_id: str, runtime: Runtime) -> Any:
     def start() -> list[Any]:
         with runtime.connection.pipeline(transaction=True) as pipe:
             pipe.hmget(key, list(START_FIELDS))
-            pipe.hset(key, mapping={"status": "started", "started_at": utcnow(), "worker": runtime.worker_name,
+            pipe.hset(key, mapping={"status": "started", "started_at": iso(), "worker": runtime.worker_name,
                                     "pool": runtime.pool_name})
             pipe.hincrby(key, "attempt", 1)
             store.event(job_id, "started", pipe, worker=runtime.worker_name)
@@ -270,7 +270,7 @@ def _classify(exc: BaseException, ctx: RunContext, got: dict[str, Any], runtime:
     tries = ctx.attempt - int(got.get("resumes") or 0)  # attempts after a wait are no retries
     if isinstance(exc, TransientError) and tries < max_attempts:
         delay = policy.delay(ctx.attempt)
-        return Outcome("scheduled", delay), {"error": error, "retry_at": at_offset(delay)}
+        return Outcome("scheduled", delay), {"error": error, "retry_at": iso(time.time() + delay)}
     return Outcome("failed"), {"error": error}
 
 
@@ -309,7 +309,7 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
             else:
                 ttl = store.ttl_for(status)
                 summary = store.save_datasets(ctx.job_id, ctx.datasets, pipe, ttl_s=ttl)  # SET ... EX
-                record["ended_at"] = utcnow()
+                record["ended_at"] = iso()
                 if summary:
                     record["datasets"] = summary
                 store.update(ctx.job_id, record, pipe)
@@ -328,9 +328,3 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
             resume_parent(runtime.connection, runtime.config, ctx.parent_id)
         except redis.RedisError as exc:
             log.warning("job %s: parent %s not resumed yet (%s)", ctx.job_id, ctx.parent_id, exc)
-
-
-def at_offset(seconds: float) -> str:
-    """The ISO 8601 UTC time `seconds` from now."""
-    moment = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -15,6 +14,7 @@ from redis.retry import Retry
 
 from collector import defaults
 from collector.config import Config
+from collector.types import iso
 
 # Fields stored as JSON; the others are plain strings.
 JSON_FIELDS = frozenset({
@@ -44,11 +44,6 @@ def connect(url: str, *, blocking: bool = False) -> Redis:
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
         health_check_interval=30,
     )
-
-
-def utcnow() -> str:
-    """Now as ISO 8601 UTC, the form every timestamp on a record takes."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def encode(fields: Mapping[str, Any]) -> dict[str, str]:
@@ -174,7 +169,7 @@ class JobStore:
 
     def event(self, job_id: str, kind: str, pipeline: Pipeline | None = None, **data: Any) -> None:
         """Append an event to the job's capped stream (`XADD ... MAXLEN ~`), on `pipeline` when given."""
-        fields = {"type": kind, "at": utcnow()}
+        fields = {"type": kind, "at": iso()}
         if data:
             fields["data"] = json.dumps(data, default=str)
         (pipeline or self.connection).xadd(

@@ -21,7 +21,8 @@ from collector.spec.policy import RetryPolicy, check_retry, check_timeout
 from collector.spec.registry import PlatformSpec, Registry, storage_backends
 from collector.spec.schema import flatten_errors
 from collector.store import index, metrics
-from collector.store.records import JobStore, utcnow
+from collector.store.records import JobStore
+from collector.types import iso
 
 SPEC_FIELDS = {"_id", "platform_id", "settings", "retry", "timeout_s"}
 RUN_FUNCTION = "collector.runner.run_job"
@@ -186,7 +187,7 @@ def new_record(spec: JobSpec, sealer: Sealer | None, *, no_key: str) -> dict[str
     """The fields a new job record starts with: `queued`, the settings masked, the secrets sealed
     (`ConfigError(no_key)` when there are secrets and no `sealer`)."""
     masked, secrets = split_secrets(spec)
-    now = utcnow()
+    now = iso()
     fields: dict[str, Any] = {
         "status": "queued",
         "platform_id": spec.platform.id,

@@ -14,7 +14,8 @@ from rq.serializers import JSONSerializer
 from collector.config import Config
 from collector.errors import ConflictError, NotFoundError
 from collector.store import metrics
-from collector.store.records import ENDED, JobStore, run_watched, utcnow
+from collector.store.records import ENDED, JobStore, run_watched
+from collector.types import iso
 
 WAITING = frozenset({"queued", "scheduled", "deferred", "waiting"})
 
@@ -56,7 +57,7 @@ def _cancel_one(connection: redis.Redis, config: Config, job_id: str, *, by: str
                 + "; there is nothing to cancel (submit it again to run it again)",
                 details={"job_id": job_id, "status": status},
             )
-        now = utcnow()
+        now = iso()
         if status in WAITING:
             job = _fetch(connection, job_id)
             pipe.multi()

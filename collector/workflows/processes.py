@@ -12,8 +12,9 @@ from typing import Any
 from redis.client import Pipeline
 
 from collector.errors import ConflictError, NotFoundError, ValidationError
-from collector.store.records import run_watched, utcnow
+from collector.store.records import run_watched
 from collector.submit.submitter import Submitter, merge_secrets, split_secrets, validate_spec
+from collector.types import iso
 
 PROCESS_FIELDS = {"name", "version", "steps"}
 STEP_FIELDS = {"name", "tasks"}
@@ -121,7 +122,7 @@ class Processes:
         for i, step in enumerate(body["steps"]):
             tasks = [self._new_task(task, key=f"s{i}t{j}") for j, task in enumerate(step["tasks"])]
             steps.append({"name": step["name"], "status": "pending", "finalized_at": None, "tasks": tasks})
-        now = utcnow()
+        now = iso()
         doc = {
             "id": process_id, "name": body["name"], "version": version, "status": "running", "current_step": 0,
             "steps": steps, "created_at": now, "ended_at": None, "replaced_by": None,
@@ -169,8 +170,8 @@ class Processes:
                 )
             else:
                 task["given_up"] = True
-            task.update(acked_by=by, reason=reason, acked_at=utcnow())
-            doc["history"].append({"at": utcnow(), "event": "ack", "step": step["name"], "task": task_name,
+            task.update(acked_by=by, reason=reason, acked_at=iso())
+            doc["history"].append({"at": iso(), "event": "ack", "step": step["name"], "task": task_name,
                                    "result": body["result"], "by": by, "reason": reason})
 
         self._update(process_id, change)
@@ -182,7 +183,7 @@ class Processes:
             if task["status"] != "fail":
                 raise ConflictError(f"task {task_name!r} is {task['status']}; only a failed task can be re-run")
             task.update(status="pending", attempt=task["attempt"] + 1, result=None, error=None, given_up=False)
-            doc["history"].append({"at": utcnow(), "event": "rerun", "step": step["name"], "task": task_name,
+            doc["history"].append({"at": iso(), "event": "rerun", "step": step["name"], "task": task_name,
                                    "by": by})
 
         self._update(process_id, change)
@@ -204,7 +205,7 @@ class Processes:
                 step = doc["steps"][doc["current_step"]]
                 if step["status"] == "pending":
                     step["status"] = "running"
-                    doc["history"].append({"at": utcnow(), "event": "step_started", "step": step["name"]})
+                    doc["history"].append({"at": iso(), "event": "step_started", "step": step["name"]})
                 self._collect(step)
                 for task in step["tasks"]:
                     if task["status"] == "pending":
@@ -248,7 +249,7 @@ class Processes:
     def _finalize(self, doc: dict[str, Any], step: dict[str, Any]) -> bool:
         """Freeze a step that passed (True: go on) or that was given up (process failed)."""
         statuses = [t["status"] for t in step["tasks"]]
-        now = utcnow()
+        now = iso()
         if all(s == "ok" for s in statuses):
             step.update(status="passed", finalized_at=now)
             doc["history"].append({"at": now, "event": "step_passed", "step": step["name"]})
@@ -266,7 +267,7 @@ class Processes:
         return False
 
     def _end(self, doc: dict[str, Any], status: str) -> None:
-        doc.update(status=status, ended_at=utcnow())
+        doc.update(status=status, ended_at=iso())
         doc["history"].append({"at": doc["ended_at"], "event": f"process_{status}"})
 
     # -- storage ---------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ from rq.serializers import JSONSerializer
 
 from collector import defaults
 from collector.config import Config
-from collector.store.records import Keys, utcnow
+from collector.store.records import Keys
+from collector.types import iso
 from collector.workflows.recovery import enqueue_due, recover
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,10 @@ CONFIRM_S = 2 * defaults.POOL_HEARTBEAT_S + 1
 def beat(connection: redis.Redis, config: Config, pool: str, *, jobs: Iterable[str], workers: Iterable[str]) -> None:
     """Announce `pool` alive for `pool_heartbeat_ttl_s`, with the jobs it runs (one round trip)."""
     keys = Keys(config.key_prefix)
-    value = json.dumps({"at": utcnow(), "jobs": sorted(jobs), "workers": sorted(workers)})
+    value = json.dumps({"at": iso(), "jobs": sorted(jobs), "workers": sorted(workers)})
     with connection.pipeline(transaction=False) as pipe:
         pipe.set(keys.pool(pool), value, ex=config.pool_heartbeat_ttl_s)
-        pipe.hsetnx(keys.pools(), pool, utcnow())
+        pipe.hsetnx(keys.pools(), pool, iso())
         pipe.execute()
 
 

@@ -16,7 +16,8 @@ from rq.serializers import JSONSerializer
 from collector.config import Config
 from collector.spec.policy import RetryPolicy
 from collector.store import metrics
-from collector.store.records import ENDED, JobStore, decode_fields, run_watched, utcnow
+from collector.store.records import ENDED, JobStore, decode_fields, run_watched
+from collector.types import iso
 
 log = logging.getLogger(__name__)
 
@@ -113,31 +114,24 @@ def _write(pipe: Any, store: JobStore, queue: Queue, job_id: str, job: Job | Non
     pipe.srem(store.keys.cancels(), job_id)
     if status == "scheduled":
         retry_at = time.time() + delay
-        store.update(job_id, {"status": "scheduled", "retry_at": _iso(retry_at), **fields}, pipe)
-        store.event(job_id, "retry_scheduled", pipe, delay_s=delay, retry_at=_iso(retry_at), **event)
+        store.update(job_id, {"status": "scheduled", "retry_at": iso(retry_at), **fields}, pipe)
+        store.event(job_id, "retry_scheduled", pipe, delay_s=delay, retry_at=iso(retry_at), **event)
         pipe.zadd(queue.scheduled_job_registry.key, {job_id: retry_at})
         if job is not None:
             job.set_status(JobStatus.SCHEDULED, pipeline=pipe)
     elif status == "queued":
-        store.update(job_id, {"status": "queued", "enqueued_at": utcnow(), **fields}, pipe)
+        store.update(job_id, {"status": "queued", "enqueued_at": iso(), **fields}, pipe)
         store.event(job_id, "requeued", pipe, reason=kind if kind == "shutdown" else "never started", **event)
         if job is not None:
             pipe.lrem(queue.key, 0, job_id)
             queue._enqueue_job(job, pipeline=pipe, at_front=True)
     else:
-        store.update(job_id, {"status": status, "ended_at": utcnow(), **fields}, pipe)
+        store.update(job_id, {"status": status, "ended_at": iso(), **fields}, pipe)
         store.event(job_id, status, pipe, **event)
         store.expire(job_id, store.ttl_for(status), pipe)
         if job is not None:
             job.set_status(JobStatus.STOPPED if status == "stopped" else JobStatus.FAILED, pipeline=pipe)
             job._handle_failure(cause, pipe, worker_name=worker_name)
-
-
-def _iso(epoch: float) -> str:
-    import datetime as dt
-
-    moment = dt.datetime.fromtimestamp(epoch, dt.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def enqueue_due(connection: redis.Redis, config: Config, *, limit: int = 100) -> int:
@@ -164,7 +158,7 @@ def enqueue_due(connection: redis.Redis, config: Config, *, limit: int = 100) ->
                 pipe.multi()
                 pipe.zrem(registry_key, job_id)
                 if job is not None:
-                    store.update(job_id, {"status": "queued", "enqueued_at": utcnow()}, pipe)
+                    store.update(job_id, {"status": "queued", "enqueued_at": iso()}, pipe)
                     store.event(job_id, "requeued", pipe, reason="retry due")
                     queue._enqueue_job(job, pipeline=pipe)
                 pipe.execute()

@@ -14,8 +14,8 @@ import redis
 from croniter import CroniterBadDateError, croniter
 
 from collector.errors import NotFoundError, ValidationError
-from collector.store.records import utcnow
 from collector.submit.submitter import Submitter, merge_secrets, split_secrets, validate_spec
+from collector.types import iso
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class Schedules:
             "cron": body.get("cron") or "",
             "interval_s": body.get("interval_s") or "",
             "anchor": now,
-            "created_at": utcnow(),
+            "created_at": iso(),
             "runs": 0,
         }
         if secrets:
@@ -183,7 +183,7 @@ class Schedules:
         job_id = f"{schedule_id}-{tick}"
         self.submitter.submit(spec, job_id=job_id, extra={"schedule_id": schedule_id})
         with self.connection.pipeline(transaction=False) as pipe:
-            pipe.hset(self.keys.schedule(schedule_id), mapping={"last_job_id": job_id, "last_run_at": utcnow()})
+            pipe.hset(self.keys.schedule(schedule_id), mapping={"last_job_id": job_id, "last_run_at": iso()})
             pipe.hincrby(self.keys.schedule(schedule_id), "runs", 1)
             pipe.execute()
         log.info("schedule %s: tick %s queued job %s", schedule_id, tick, job_id)
@@ -199,7 +199,7 @@ class Schedules:
             "cron": record["cron"] or None,
             "interval_s": int(record["interval_s"]) if record["interval_s"] else None,
             "created_at": record["created_at"],
-            "next_run_at": dt.datetime.fromtimestamp(due, dt.UTC).isoformat() if due is not None else None,
+            "next_run_at": iso(due) if due is not None else None,
             "runs": int(record.get("runs", 0)),
             "last_job_id": record.get("last_job_id"),
             "last_run_at": record.get("last_run_at"),

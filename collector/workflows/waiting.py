@@ -28,7 +28,8 @@ from collector.config import Config
 from collector.errors import ConfigError, ConflictError, ForbiddenError, NotFoundError
 from collector.sealing import Sealer
 from collector.store import metrics
-from collector.store.records import ENDED, JobStore, decode_fields, run_watched, utcnow
+from collector.store.records import ENDED, JobStore, decode_fields, run_watched
+from collector.types import iso
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def _fetch(connection: redis.Redis, job_id: str) -> Job | None:
 def _requeue(pipe: Any, store: JobStore, queue: Queue, job_id: str, job: Job | None, *, reason: str,
              fields: dict[str, Any], timeout_s: Any = None) -> None:
     """Queue a waiting job again (on `pipe`, inside MULTI): it starts over from its checkpoint."""
-    store.update(job_id, {"status": "queued", "enqueued_at": utcnow(), **fields}, pipe)
+    store.update(job_id, {"status": "queued", "enqueued_at": iso(), **fields}, pipe)
     pipe.hdel(store.keys.job(job_id), "waiting", "wait_nonce")
     pipe.zrem(store.keys.wait_deadlines(), job_id)
     pipe.srem(store.keys.waiting_parents(), job_id)
@@ -165,13 +166,13 @@ def suspend(connection: redis.Redis, store: JobStore, job_id: str, wait: dict[st
                      fields={**fields, "resumes": resumes + 1}, timeout_s=values[2])
             status = "queued"
         else:
-            shown: dict[str, Any] = {"kind": wait["kind"], "since": utcnow()}
+            shown: dict[str, Any] = {"kind": wait["kind"], "since": iso()}
             if wait["kind"] == "input":
                 shown.update(name=wait["name"], prompt=wait.get("prompt", ""))
             else:
                 shown["children"] = pending
             if timeout:
-                shown.update(timeout_s=timeout, until=_iso(time.time() + timeout))
+                shown.update(timeout_s=timeout, until=iso(time.time() + timeout))
             record = {"status": "waiting", "waiting": shown, **fields}
             if wait["kind"] == "input":
                 record["wait_nonce"] = secrets.token_urlsafe(18)
@@ -302,7 +303,7 @@ def time_out(connection: redis.Redis, config: Config, job_id: str) -> bool:
         message = _timeout_message(wait)
         job = _fetch(connection, job_id)
         pipe.multi()
-        store.update(job_id, {"status": "failed", "ended_at": utcnow(),
+        store.update(job_id, {"status": "failed", "ended_at": iso(),
                               "error": {"type": "WaitTimeoutError", "message": message}}, pipe)
         pipe.hdel(key, "wait_nonce")
         pipe.zrem(store.keys.wait_deadlines(), job_id)
@@ -384,10 +385,3 @@ def describe(connection: redis.Redis, config: Config, view: dict[str, Any]) -> d
         found = read_children(connection, store, [str(c) for c in children], brief=True)
         view["children"] = [{"job_id": c, **found[c]} for c in found]
     return view
-
-
-def _iso(epoch: float) -> str:
-    import datetime as dt
-
-    moment = dt.datetime.fromtimestamp(epoch, dt.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

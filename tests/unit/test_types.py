@@ -9,7 +9,7 @@ import pytest
 from collector.errors import ConfigError
 from collector.masking import mask_text, mask_url
 from collector.sealing import Sealer
-from collector.types import Secret, parse_date, parse_datetime
+from collector.types import Secret, iso, parse_date, parse_datetime
 
 TODAY = dt.date(2024, 3, 10)
 
@@ -60,3 +60,10 @@ def test_sealing_round_trips_and_needs_the_same_key() -> None:
     assert Sealer("key-one").unseal(token) == {"password": "hunter2"}
     with pytest.raises(ConfigError, match="same key"):
         Sealer("key-two").unseal(token)
+
+
+def test_every_timestamp_has_one_form() -> None:
+    assert iso(0) == "1970-01-01T00:00:00.000Z"
+    assert iso(1700000000.1234) == "2023-11-14T22:13:20.123Z"
+    now = iso()
+    assert len(now) == 24 and now.endswith("Z") and dt.datetime.fromisoformat(now).tzinfo == dt.UTC

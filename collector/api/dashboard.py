@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import rq_dashboard
 import rq_dashboard.web
 from flask import Flask
-from rq.serializers import JSONSerializer
-from rq.worker import Worker
+
+from collector.store.rq import JSONSerializer, JSONWorker
 
 PREFIX = "/rq"
-
-
-class JSONWorker(Worker):
-    """`Worker.all` with the JSON serializer: the dashboard's worker view fetches current jobs through it."""
-
-    @classmethod
-    def all(cls, *args: Any, **kwargs: Any) -> list[Worker]:  # type: ignore[override]
-        kwargs.setdefault("serializer", JSONSerializer)
-        return Worker.all(*args, **kwargs)
 
 
 def mount_dashboard(app: Flask, redis_url: str) -> None:

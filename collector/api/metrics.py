@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from collector.app import services
 from collector.store.metrics import RedisMetrics
+from collector.store.rq import RQ
 
 blueprint = Blueprint("metrics", __name__)
 
@@ -17,6 +18,6 @@ def metrics() -> Response:
     if registry is None:  # one registry per app: the collector reads Redis afresh on every scrape
         svc = services()
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(RedisMetrics(svc.connection, svc.store.keys, queue_name=svc.config.queue_name))
+        registry.register(RedisMetrics(svc.connection, svc.store.keys, rq=RQ(svc.connection, svc.config)))
         current_app.extensions["collector.metrics"] = registry
     return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

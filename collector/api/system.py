@@ -7,12 +7,11 @@ from typing import Any
 
 import redis
 from flask import Blueprint
-from rq import Queue, Worker
-from rq.serializers import JSONSerializer
 
 from collector import __version__
 from collector.app import services
 from collector.masking import mask_url
+from collector.store.rq import RQ
 
 blueprint = Blueprint("system", __name__)
 
@@ -30,28 +29,10 @@ def diagnostics() -> tuple[dict[str, Any], int]:
     try:
         body["redis"] = _redis(svc.connection)
         body["redis"]["url"] = mask_url(svc.config.redis_url or "")
-        queue = Queue(svc.config.queue_name, connection=svc.connection, serializer=JSONSerializer)
-        body["queues"] = {
-            queue.name: {
-                "queued": queue.count,
-                "started": queue.started_job_registry.count,
-                "failed": queue.failed_job_registry.count,
-                "finished": queue.finished_job_registry.count,
-            }
-        }
-        workers = Worker.all(queue=queue, serializer=JSONSerializer)
-        body["workers"] = {
-            "count": len(workers),
-            "list": [
-                {
-                    "name": w.name,
-                    "state": str(w.get_state()),
-                    "last_heartbeat": w.last_heartbeat.isoformat() if w.last_heartbeat else None,
-                    "current_job": w.get_current_job_id(),
-                }
-                for w in workers
-            ],
-        }
+        rq = RQ(svc.connection, svc.config)
+        body["queues"] = {rq.queue.name: rq.counts("queued", "started", "failed", "finished")}
+        workers = rq.workers()
+        body["workers"] = {"count": len(workers), "list": workers}
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         body["healthy"] = False
         body["redis"] = {

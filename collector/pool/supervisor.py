@@ -27,8 +27,8 @@ from collector.pool.supervision import Watchdog, die_with_parent, relay_cancel, 
 from collector.run.runner import Runtime, install, run_job
 from collector.spec.registry import Registry
 from collector.store.records import connect
-from collector.submit.checks import CHECK_FUNCTION, run_check
-from collector.submit.submitter import RUN_FUNCTION
+from collector.store.rq import CHECK_FUNCTION, RUN_FUNCTION
+from collector.submit.checks import run_check
 from collector.workflows.reaper import Reaper, beat, retire
 from collector.workflows.recovery import recover
 

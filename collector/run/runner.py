@@ -12,11 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from rq import get_current_job
-from rq.job import Job, JobStatus
-from rq.registry import ScheduledJobRegistry
-from rq.serializers import JSONSerializer
-from rq.timeouts import JobTimeoutException
 
 from collector import logs
 from collector.config import Config
@@ -28,6 +23,7 @@ from collector.spec.policy import RetryPolicy
 from collector.spec.registry import Registry
 from collector.store import metrics
 from collector.store.records import DATASETS, ENDED, JobStore, connect, decode_fields
+from collector.store.rq import RQ, current_job_id, timed_out
 from collector.submit.submitter import merge_secrets
 from collector.types import iso
 from collector.workflows.waiting import input_secrets
@@ -62,9 +58,7 @@ class Runtime:
     def __post_init__(self) -> None:
         self.store = JobStore(self.connection, self.config)
         self.sealer = Sealer(self.config.secret_key) if self.config.secret_key else None
-        self.scheduled_key = ScheduledJobRegistry(
-            self.config.queue_name, connection=self.connection, serializer=JSONSerializer
-        ).key
+        self.rq = RQ(self.connection, self.config)
         self.outcome: Outcome | None = None
         self.current: RunContext | None = None  # the context of the job running now, for cancel signals
         from collector.workflows.waiting import JobLinks
@@ -96,10 +90,7 @@ def current_runtime() -> Runtime:
 
 def run_job() -> Any:
     """The function RQ calls. It takes no arguments, so nothing about the job shows in RQ's call string."""
-    job = get_current_job()
-    if job is None:
-        raise CollectorError("run_job must be called by an RQ worker")
-    return execute(job.id, current_runtime())
+    return execute(current_job_id("run_job"), current_runtime())
 
 
 START_FIELDS = ("platform_id", "settings", "secrets", "status", "checkpoint", "retry", "max_attempts",
@@ -262,7 +253,7 @@ def _classify(exc: BaseException, ctx: RunContext, got: dict[str, Any], runtime:
             by = runtime.store.read(ctx.job_id, "canceled_by").get("canceled_by", by)
         error.update(type="JobCancelledError", message=f"stopped on request of {by or 'a client'}")
         return Outcome("stopped"), {"error": error}
-    if isinstance(exc, JobTimeoutException):
+    if timed_out(exc):
         error.update(type="JobTimeoutError", message=timeout_message(got.get("timeout_s")))
         return Outcome("failed"), {"error": error}
     policy = RetryPolicy.from_record(got.get("retry"), runtime.config)
@@ -299,9 +290,7 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
             if "error" in fields:
                 event["error"] = {k: fields["error"][k] for k in ("type", "message")}
             if status == "scheduled":
-                pipe.zadd(runtime.scheduled_key, {ctx.job_id: time.time() + outcome.delay_s})
-                # RQ's status changes here too: a mover that requeues the job at once must not be overwritten.
-                pipe.hset(Job.key_for(ctx.job_id), "status", JobStatus.SCHEDULED.value)
+                runtime.rq.schedule(pipe, ctx.job_id, time.time() + outcome.delay_s)
                 event.update(delay_s=outcome.delay_s, retry_at=fields["retry_at"])
                 store.update(ctx.job_id, record, pipe)
                 store.event(ctx.job_id, "retry_scheduled", pipe, **event)

@@ -22,6 +22,7 @@ from redis import Redis
 from redis.client import Pipeline
 
 from collector.store.records import Keys
+from collector.store.rq import RQ
 
 log = logging.getLogger("collector.jobs")
 
@@ -105,15 +106,13 @@ def read(connection: Redis, keys: Keys) -> dict[str, Any]:
 class RedisMetrics(Collector):
     """A Prometheus collector that reads the shared hash, the queue and the workers on every scrape."""
 
-    def __init__(self, connection: Redis, keys: Keys, *, queue_name: str) -> None:
+    def __init__(self, connection: Redis, keys: Keys, *, rq: RQ) -> None:
         self.connection = connection
         self.keys = keys
-        self.queue_name = queue_name
+        self.rq = rq
+        self.queue_name = rq.queue.name
 
     def collect(self) -> Iterator[Metric]:
-        from rq import Queue, Worker
-        from rq.serializers import JSONSerializer
-
         started = time.perf_counter()
         self.connection.ping()
         rtt = time.perf_counter() - started
@@ -133,15 +132,15 @@ class RedisMetrics(Collector):
                 buckets.append((_label(bound), running))
             histogram.add_metric([platform], buckets, data["sum"])
         yield histogram
-        queue = Queue(self.queue_name, connection=self.connection, serializer=JSONSerializer)
+        counts = self.rq.counts("queued", "started")
         depth = GaugeMetricFamily("collector_queue_depth", "Jobs waiting in the queue.", labels=["queue"])
-        depth.add_metric([self.queue_name], queue.count)
+        depth.add_metric([self.queue_name], counts["queued"])
         yield depth
         running_jobs = GaugeMetricFamily("collector_jobs_running", "Jobs a worker holds now.", labels=["queue"])
-        running_jobs.add_metric([self.queue_name], queue.started_job_registry.count)
+        running_jobs.add_metric([self.queue_name], counts["started"])
         yield running_jobs
         workers = GaugeMetricFamily("collector_workers", "Live workers (registered, heartbeat not expired).")
-        workers.add_metric([], Worker.count(connection=self.connection, queue=queue))
+        workers.add_metric([], self.rq.worker_count())
         yield workers
         yield GaugeMetricFamily("collector_redis_rtt_seconds", "Round-trip time of a Redis PING from the API.",
                                 value=rtt)

@@ -10,21 +10,19 @@ import uuid
 from typing import Any
 
 import redis
-from rq import Queue, get_current_job
-from rq.serializers import JSONSerializer
 
 from collector.config import Config
-from collector.errors import CheckTimeoutError, CollectorError, ConfigError
+from collector.errors import CheckTimeoutError, ConfigError
 from collector.masking import mask_text
 from collector.sealing import Sealer
 from collector.spec.registry import PlatformSpec, Registry
 from collector.store.records import Keys, encode
+from collector.store.rq import RQ, current_job_id
 from collector.submit.submitter import JobSpec, merge_secrets, split_secrets
 from storage.base import Storage
 
 log = logging.getLogger(__name__)
 
-CHECK_FUNCTION = "collector.checks.run_check"
 WAIT_SLICE_S = 1.0   # each BLPOP waits at most this long: below any client read timeout
 
 
@@ -98,16 +96,12 @@ def request_check(
             )
         fields["secrets"] = Sealer(config.secret_key).seal(secrets)
     linger_s = int(timeout_s) + 5
-    queue = Queue(config.queue_name, connection=connection, serializer=JSONSerializer)
     with connection.pipeline(transaction=True) as pipe:
         pipe.multi()
         pipe.hset(keys.check(check_id), mapping=encode(fields))
         pipe.expire(keys.check(check_id), linger_s)
-        # At the front: a check is short and someone waits for it. `ttl`: never run once nobody waits.
-        queue.enqueue_call(
-            CHECK_FUNCTION, job_id=check_id, timeout=linger_s, ttl=linger_s, result_ttl=linger_s,
-            failure_ttl=linger_s, description=f"{spec.platform.id} connection check", at_front=True, pipeline=pipe,
-        )
+        RQ(connection, config).enqueue_check(pipe, check_id, linger_s=linger_s,
+                                             description=f"{spec.platform.id} connection check")
         pipe.execute()
     deadline = time.monotonic() + timeout_s
     while (left := deadline - time.monotonic()) > 0:
@@ -127,23 +121,21 @@ def run_check() -> dict[str, Any]:
     """What a worker runs for `POST /platforms/check` (no arguments, like a job: the id names the record)."""
     from collector.run.runner import current_runtime
 
-    job = get_current_job()
-    if job is None:
-        raise CollectorError("run_check must be called by an RQ worker")
+    check_id = current_job_id("run_check")
     runtime = current_runtime()
     keys = Keys(runtime.config.key_prefix)
     platform_id, settings_json, sealed = runtime.connection.hmget(
-        keys.check(job.id), ["platform_id", "settings", "secrets"]
+        keys.check(check_id), ["platform_id", "settings", "secrets"]
     )
     if platform_id is None:
         return {"ok": False, "message": "the check request expired before a worker took it", "checks": []}
     answer = _answer(runtime, platform_id.decode(), json.loads(settings_json), sealed)
     with runtime.connection.pipeline(transaction=True) as pipe:
-        pipe.rpush(keys.check_answer(job.id), json.dumps(answer, default=str))
-        pipe.expire(keys.check_answer(job.id), runtime.config.check_timeout_s + 5)
-        pipe.delete(keys.check(job.id))
+        pipe.rpush(keys.check_answer(check_id), json.dumps(answer, default=str))
+        pipe.expire(keys.check_answer(check_id), runtime.config.check_timeout_s + 5)
+        pipe.delete(keys.check(check_id))
         pipe.execute()
-    log.info("check %s (%s): %s", job.id, platform_id.decode(), "ok" if answer["ok"] else "failed")
+    log.info("check %s (%s): %s", check_id, platform_id.decode(), "ok" if answer["ok"] else "failed")
     return {"ok": answer["ok"]}
 
 

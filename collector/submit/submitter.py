@@ -10,8 +10,6 @@ from typing import Any
 
 import redis
 from marshmallow import ValidationError as MarshmallowError
-from rq import Queue
-from rq.serializers import JSONSerializer
 
 from collector.config import Config
 from collector.errors import ConfigError, ServiceUnavailableError, ValidationError
@@ -22,10 +20,10 @@ from collector.spec.registry import PlatformSpec, Registry, storage_backends
 from collector.spec.schema import flatten_errors
 from collector.store import index, metrics
 from collector.store.records import JobStore
+from collector.store.rq import RQ
 from collector.types import iso
 
 SPEC_FIELDS = {"_id", "platform_id", "settings", "retry", "timeout_s"}
-RUN_FUNCTION = "collector.runner.run_job"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +138,7 @@ class Submitter:
         self.config = config
         self.registry = registry
         self.store = JobStore(connection, config)
-        self.queue = Queue(config.queue_name, connection=connection, serializer=JSONSerializer)
+        self.rq = RQ(connection, config)
         self.sealer = Sealer(config.secret_key) if config.secret_key else None
 
     def submit(
@@ -165,15 +163,7 @@ class Submitter:
                 self.store.event(job_id, "queued", pipe, platform_id=spec.platform.id)
                 index.add(pipe, self.store.keys, self.config, job_id)
                 metrics.job_submitted(pipe, self.store.keys, job_id=job_id, platform_id=spec.platform.id)
-                self.queue.enqueue_call(
-                    RUN_FUNCTION,
-                    job_id=job_id,
-                    timeout=timeout,
-                    description=f"{spec.platform.id} job",
-                    result_ttl=self.config.record_ttl_s,
-                    failure_ttl=self.config.failed_record_ttl_s,
-                    pipeline=pipe,
-                )
+                self.rq.enqueue(pipe, job_id, timeout=timeout, description=f"{spec.platform.id} job")
                 pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise redis_down(self.config, exc) from None

@@ -6,15 +6,12 @@ from typing import Any
 
 import redis
 from redis.client import Pipeline
-from rq import Queue
-from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
-from rq.serializers import JSONSerializer
 
 from collector.config import Config
 from collector.errors import ConflictError, NotFoundError
 from collector.store import metrics
 from collector.store.records import ENDED, JobStore, run_watched
+from collector.store.rq import RQ, Job
 from collector.types import iso
 
 WAITING = frozenset({"queued", "scheduled", "deferred", "waiting"})
@@ -36,7 +33,7 @@ def cancel(connection: redis.Redis, config: Config, job_id: str, *, by: str | No
 def _cancel_one(connection: redis.Redis, config: Config, job_id: str, *, by: str | None) -> dict[str, Any]:
     store = JobStore(connection, config)
     key = store.keys.job(job_id)
-    queue = Queue(config.queue_name, connection=connection, serializer=JSONSerializer)
+    rq = RQ(connection, config)
     who = by or "a client"
 
     def attempt(pipe: Pipeline) -> dict[str, Any]:
@@ -59,9 +56,9 @@ def _cancel_one(connection: redis.Redis, config: Config, job_id: str, *, by: str
             )
         now = iso()
         if status in WAITING:
-            job = _fetch(connection, job_id)
+            job = rq.fetch(job_id)
             pipe.multi()
-            _cancel_waiting(pipe, store, queue, job_id, job, who=who, now=now)
+            _cancel_waiting(pipe, store, rq, job_id, job, who=who, now=now)
             metrics.count(pipe, store.keys, "canceled", platform_id or "")
             pipe.execute()
             return {"job_id": job_id, "status": "canceled", "canceled_by": who, "canceled_at": now}
@@ -83,14 +80,7 @@ def _cancel_one(connection: redis.Redis, config: Config, job_id: str, *, by: str
     return run_watched(connection, attempt)
 
 
-def _fetch(connection: redis.Redis, job_id: str) -> Job | None:
-    try:
-        return Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
-    except NoSuchJobError:
-        return None
-
-
-def _cancel_waiting(pipe: Any, store: JobStore, queue: Queue, job_id: str, job: Job | None, *,
+def _cancel_waiting(pipe: Any, store: JobStore, rq: RQ, job_id: str, job: Job | None, *,
                     who: str, now: str) -> None:
     store.update(job_id, {"status": "canceled", "canceled_by": who, "canceled_at": now, "ended_at": now}, pipe)
     store.event(job_id, "canceled", pipe, by=who)
@@ -99,9 +89,4 @@ def _cancel_waiting(pipe: Any, store: JobStore, queue: Queue, job_id: str, job: 
     pipe.hdel(store.keys.job(job_id), "wait_nonce")
     pipe.zrem(store.keys.wait_deadlines(), job_id)
     pipe.srem(store.keys.waiting_parents(), job_id)
-    pipe.lrem(queue.key, 0, job_id)
-    pipe.zrem(queue.scheduled_job_registry.key, job_id)
-    if job is not None:
-        job.set_status(JobStatus.CANCELED, pipeline=pipe)
-        queue.canceled_job_registry.add(job, ttl=ttl, pipeline=pipe)
-        pipe.expire(job.key, ttl)
+    rq.cancel(pipe, job_id, job, ttl=ttl)

@@ -9,12 +9,11 @@ import time
 from collections.abc import Iterable
 
 import redis
-from rq import Queue, Worker
-from rq.serializers import JSONSerializer
 
 from collector import defaults
 from collector.config import Config
 from collector.store.records import Keys
+from collector.store.rq import RQ
 from collector.types import iso
 from collector.workflows.recovery import enqueue_due, recover
 
@@ -54,8 +53,7 @@ class Reaper:
         self.keys = Keys(config.key_prefix)
         self.suspects: dict[str, float] = {}
         self._next_reap = 0.0
-        self.canceled_key = Queue(config.queue_name, connection=connection, serializer=JSONSerializer
-                                  ).canceled_job_registry.key
+        self.rq = RQ(connection, config)
 
     def tick(self, *, now: float | None = None) -> None:
         """Requeue due retries (every call), and look for dead pools (every `reap_interval_s`)."""
@@ -66,8 +64,7 @@ class Reaper:
         self._next_reap = now + self.config.reap_interval_s
         for pool in self.dead_pools(now):
             self.reap(pool)
-        # RQ never prunes its canceled registry; drop entries whose TTL has passed (their jobs expired with it).
-        self.connection.zremrangebyscore(self.canceled_key, 0, time.time())
+        self.rq.prune_canceled()
 
     def dead_pools(self, now: float) -> list[str]:
         names = [n.decode() for n in self.connection.hkeys(self.keys.pools()) if n.decode() != self.own_pool]
@@ -86,8 +83,7 @@ class Reaper:
 
     def reap(self, pool: str) -> None:
         """Settle every started job of a dead pool, unregister its workers, forget it."""
-        queue = Queue(self.config.queue_name, connection=self.connection, serializer=JSONSerializer)
-        job_ids = queue.started_job_registry.get_job_ids(cleanup=False)
+        job_ids = self.rq.started_job_ids()
         cause = (f"worker pool {pool} stopped: no heartbeat for over {self.config.pool_heartbeat_ttl_s} s "
                  "(killed with SIGKILL, out of memory, or its host went down)")
         if job_ids:
@@ -99,9 +95,7 @@ class Reaper:
                 if owner is not None and owner.decode() == pool:
                     status = recover(self.connection, self.config, job_id, kind="died", cause=cause, pool=pool)
                     log.error("job %s of dead pool %s: %s", job_id, pool, status or "already settled")
-        for worker in Worker.all(connection=self.connection, serializer=JSONSerializer):
-            if worker.name.startswith(pool + "."):
-                worker.register_death()
+        self.rq.bury_workers(pool)
         self.connection.hdel(self.keys.pools(), pool)
         self.suspects.pop(pool, None)
         log.error("worker pool %s is gone; its jobs were recovered", pool)

@@ -8,15 +8,12 @@ from typing import Any
 
 import redis
 from redis.client import Pipeline
-from rq import Queue
-from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
-from rq.serializers import JSONSerializer
 
 from collector.config import Config
 from collector.spec.policy import RetryPolicy
 from collector.store import metrics
 from collector.store.records import ENDED, JobStore, decode_fields, run_watched
+from collector.store.rq import RQ, Job
 from collector.types import iso
 
 log = logging.getLogger(__name__)
@@ -71,7 +68,7 @@ def recover(
         raise ValueError(f"kind {kind!r} is not one of {KINDS}")
     store = JobStore(connection, config)
     key = store.keys.job(job_id)
-    queue = Queue(config.queue_name, connection=connection, serializer=JSONSerializer)
+    rq = RQ(connection, config)
 
     def attempt(pipe: Pipeline) -> str | None:
         # WATCH the record: two reapers (or a reaper and a late worker) never both settle one job.
@@ -86,13 +83,10 @@ def recover(
         if status == "started" and worker_name and record.get("worker") not in (None, worker_name):
             return None  # already retried and running elsewhere: the dead worker's run is history
         new_status, fields, delay = decide(kind, record, config, cause)
-        try:
-            job: Job | None = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
-            executions = [e.composite_key for e in job.get_executions()]  # type: ignore[union-attr]
-        except NoSuchJobError:
-            job, executions = None, []
+        job = rq.fetch(job_id)
+        executions = rq.executions(job)
         pipe.multi()
-        _write(pipe, store, queue, job_id, job, executions, new_status, fields, delay,
+        _write(pipe, store, rq, job_id, job, executions, new_status, fields, delay,
                cause=cause, worker_name=worker_name, kind=kind)
         if new_status != "queued":  # a requeue after shutdown is no new outcome
             counted = "retried" if new_status == "scheduled" else new_status
@@ -103,47 +97,39 @@ def recover(
     return run_watched(connection, attempt)
 
 
-def _write(pipe: Any, store: JobStore, queue: Queue, job_id: str, job: Job | None, executions: list[str],
+def _write(pipe: Any, store: JobStore, rq: RQ, job_id: str, job: Job | None, executions: list[str],
            status: str, fields: dict[str, Any], delay: float, *, cause: str, worker_name: str, kind: str) -> None:
     event: dict[str, Any] = {"cause": cause}
     if "error" in fields:
         event["error"] = fields["error"]
     store.event(job_id, "worker_lost", pipe, cause=cause, worker=worker_name)
-    if executions:
-        pipe.zrem(queue.started_job_registry.key, *executions)
+    rq.forget_executions(pipe, executions)
     pipe.srem(store.keys.cancels(), job_id)
     if status == "scheduled":
         retry_at = time.time() + delay
         store.update(job_id, {"status": "scheduled", "retry_at": iso(retry_at), **fields}, pipe)
         store.event(job_id, "retry_scheduled", pipe, delay_s=delay, retry_at=iso(retry_at), **event)
-        pipe.zadd(queue.scheduled_job_registry.key, {job_id: retry_at})
-        if job is not None:
-            job.set_status(JobStatus.SCHEDULED, pipeline=pipe)
+        rq.schedule(pipe, job_id, retry_at, exists=job is not None)
     elif status == "queued":
         store.update(job_id, {"status": "queued", "enqueued_at": iso(), **fields}, pipe)
         store.event(job_id, "requeued", pipe, reason=kind if kind == "shutdown" else "never started", **event)
         if job is not None:
-            pipe.lrem(queue.key, 0, job_id)
-            queue._enqueue_job(job, pipeline=pipe, at_front=True)
+            rq.requeue(pipe, job, at_front=True)
     else:
         store.update(job_id, {"status": status, "ended_at": iso(), **fields}, pipe)
         store.event(job_id, status, pipe, **event)
         store.expire(job_id, store.ttl_for(status), pipe)
         if job is not None:
-            job.set_status(JobStatus.STOPPED if status == "stopped" else JobStatus.FAILED, pipeline=pipe)
-            job._handle_failure(cause, pipe, worker_name=worker_name)
+            rq.fail(pipe, job, cause, stopped=status == "stopped", worker_name=worker_name)
 
 
 def enqueue_due(connection: redis.Redis, config: Config, *, limit: int = 100) -> int:
     """Move retries whose time has come from RQ's scheduled registry back to the queue. Safe in many processes
     at once: each move WATCHes the record, so a job is moved once and never after a cancel. Returns the count."""
-    queue = Queue(config.queue_name, connection=connection, serializer=JSONSerializer)
-    registry_key = queue.scheduled_job_registry.key
-    due = connection.zrangebyscore(registry_key, 0, time.time(), start=0, num=limit)
+    rq = RQ(connection, config)
     store = JobStore(connection, config)
     moved = 0
-    for raw in due:
-        job_id = raw.decode()
+    for job_id in rq.due(limit=limit):
         key = store.keys.job(job_id)
         with connection.pipeline(transaction=True) as pipe:
             try:
@@ -151,16 +137,15 @@ def enqueue_due(connection: redis.Redis, config: Config, *, limit: int = 100) ->
                 status = pipe.hget(key, "status")
                 job = None
                 if status == b"scheduled":
-                    try:
-                        job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
-                    except NoSuchJobError:
+                    job = rq.fetch(job_id)
+                    if job is None:
                         log.warning("scheduled job %s has no RQ job any more; dropped", job_id)
                 pipe.multi()
-                pipe.zrem(registry_key, job_id)
+                rq.unschedule(pipe, job_id)
                 if job is not None:
                     store.update(job_id, {"status": "queued", "enqueued_at": iso()}, pipe)
                     store.event(job_id, "requeued", pipe, reason="retry due")
-                    queue._enqueue_job(job, pipeline=pipe)
+                    rq.requeue(pipe, job)
                 pipe.execute()
                 moved += job is not None
             except redis.WatchError:

@@ -19,16 +19,13 @@ from typing import Any
 
 import redis
 from redis.client import Pipeline
-from rq import Queue
-from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
-from rq.serializers import JSONSerializer
 
 from collector.config import Config
 from collector.errors import ConfigError, ConflictError, ForbiddenError, NotFoundError
 from collector.sealing import Sealer
 from collector.store import metrics
 from collector.store.records import ENDED, JobStore, decode_fields, run_watched
+from collector.store.rq import RQ, Job
 from collector.types import iso
 
 log = logging.getLogger(__name__)
@@ -109,18 +106,7 @@ def read_children(connection: redis.Redis, store: JobStore, ids: list[str], *, b
     return found
 
 
-def _queue(connection: redis.Redis, config: Config) -> Queue:
-    return Queue(config.queue_name, connection=connection, serializer=JSONSerializer)
-
-
-def _fetch(connection: redis.Redis, job_id: str) -> Job | None:
-    try:
-        return Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
-    except NoSuchJobError:
-        return None
-
-
-def _requeue(pipe: Any, store: JobStore, queue: Queue, job_id: str, job: Job | None, *, reason: str,
+def _requeue(pipe: Any, store: JobStore, rq: RQ, job_id: str, job: Job | None, *, reason: str,
              fields: dict[str, Any], timeout_s: Any = None) -> None:
     """Queue a waiting job again (on `pipe`, inside MULTI): it starts over from its checkpoint."""
     store.update(job_id, {"status": "queued", "enqueued_at": iso(), **fields}, pipe)
@@ -129,13 +115,9 @@ def _requeue(pipe: Any, store: JobStore, queue: Queue, job_id: str, job: Job | N
     pipe.srem(store.keys.waiting_parents(), job_id)
     store.event(job_id, "resumed", pipe, reason=reason)
     if job is not None:
-        queue._enqueue_job(job, pipeline=pipe)
+        rq.requeue(pipe, job)
     else:  # RQ's job hash is gone (flushed): make a new one with the same id
-        from collector.submit.submitter import RUN_FUNCTION
-
-        queue.enqueue_call(RUN_FUNCTION, job_id=job_id, timeout=timeout_s or store.config.job_timeout_s,
-                           result_ttl=store.config.record_ttl_s, failure_ttl=store.config.failed_record_ttl_s,
-                           pipeline=pipe)
+        rq.enqueue(pipe, job_id, timeout=timeout_s or store.config.job_timeout_s)
 
 
 def suspend(connection: redis.Redis, store: JobStore, job_id: str, wait: dict[str, Any],
@@ -145,7 +127,7 @@ def suspend(connection: redis.Redis, store: JobStore, job_id: str, wait: dict[st
     key = store.keys.job(job_id)
     children = list(wait.get("children") or [])
     child_keys = [store.keys.job(c) for c in children]
-    queue = _queue(connection, store.config)
+    rq = RQ(connection, store.config)
     timeout = wait.get("timeout_s")
 
     def attempt(pipe: Pipeline) -> str:
@@ -160,9 +142,9 @@ def suspend(connection: redis.Redis, store: JobStore, job_id: str, wait: dict[st
         pending = [c for c, k in zip(children, child_keys, strict=True)
                    if (s := pipe.hget(k, "status")) is not None and s.decode() not in ENDED]
         if wait["kind"] == "children" and not pending:
-            job = _fetch(connection, job_id)
+            job = rq.fetch(job_id)
             pipe.multi()
-            _requeue(pipe, store, queue, job_id, job, reason="children ended",
+            _requeue(pipe, store, rq, job_id, job, reason="children ended",
                      fields={**fields, "resumes": resumes + 1}, timeout_s=values[2])
             status = "queued"
         else:
@@ -182,7 +164,7 @@ def suspend(connection: redis.Redis, store: JobStore, job_id: str, wait: dict[st
                 pipe.zadd(store.keys.wait_deadlines(), {job_id: time.time() + timeout})
             if wait["kind"] == "children":
                 pipe.sadd(store.keys.waiting_parents(), job_id)
-            pipe.hset(Job.key_for(job_id), "status", JobStatus.DEFERRED.value)
+            rq.defer(pipe, job_id)
             store.event(job_id, "waiting", pipe, wait=wait["kind"],
                         **{k: v for k, v in shown.items() if k not in ("since", "kind")})
             status = "waiting"
@@ -202,7 +184,7 @@ def resume(connection: redis.Redis, config: Config, job_id: str, *, token: str, 
     sealer = Sealer(config.secret_key)
     store = JobStore(connection, config)
     key = store.keys.job(job_id)
-    queue = _queue(connection, config)
+    rq = RQ(connection, config)
     names = ["status", "waiting", "wait_nonce", "wait_used", "inputs", "resumes", "timeout_s"]
 
     def attempt(pipe: Pipeline) -> dict[str, Any]:
@@ -237,9 +219,9 @@ def resume(connection: redis.Redis, config: Config, job_id: str, *, token: str, 
             )
         inputs = sealer.unseal(record["inputs"]) if record.get("inputs") else {}
         inputs[wait["name"]] = given
-        job = _fetch(connection, job_id)
+        job = rq.fetch(job_id)
         pipe.multi()
-        _requeue(pipe, store, queue, job_id, job, reason=f"input {wait['name']!r} delivered", fields={
+        _requeue(pipe, store, rq, job_id, job, reason=f"input {wait['name']!r} delivered", fields={
             "inputs": sealer.seal(inputs),
             "wait_used": [*used, record["wait_nonce"]][-USED_KEPT:],
             "resumes": int(record.get("resumes") or 0) + 1,
@@ -254,7 +236,7 @@ def resume_parent(connection: redis.Redis, config: Config, parent_id: str) -> bo
     """Queue `parent_id` again if it waits for children and all of them ended; True when it did."""
     store = JobStore(connection, config)
     key = store.keys.job(parent_id)
-    queue = _queue(connection, config)
+    rq = RQ(connection, config)
     names = ["status", "waiting", "resumes", "timeout_s"]
 
     def attempt(pipe: Pipeline) -> bool:
@@ -271,9 +253,9 @@ def resume_parent(connection: redis.Redis, config: Config, parent_id: str) -> bo
         if any(s["status"] not in ENDED for s in statuses.values()):
             pipe.unwatch()
             return False
-        job = _fetch(connection, parent_id)
+        job = rq.fetch(parent_id)
         pipe.multi()
-        _requeue(pipe, store, queue, parent_id, job, reason="children ended",
+        _requeue(pipe, store, rq, parent_id, job, reason="children ended",
                  fields={"resumes": int(record.get("resumes") or 0) + 1}, timeout_s=record.get("timeout_s"))
         pipe.execute()
         log.info("job %s: its children ended; queued again", parent_id)
@@ -286,7 +268,7 @@ def time_out(connection: redis.Redis, config: Config, job_id: str) -> bool:
     """Fail a job whose wait ran past its deadline (and cancel the children it still waited for)."""
     store = JobStore(connection, config)
     key = store.keys.job(job_id)
-    queue = _queue(connection, config)
+    rq = RQ(connection, config)
     names = ["status", "waiting", "platform_id", "parent_id"]
 
     def attempt(pipe: Pipeline) -> tuple[dict[str, Any], dict[str, Any], str] | None:
@@ -301,7 +283,7 @@ def time_out(connection: redis.Redis, config: Config, job_id: str) -> bool:
             pipe.execute()
             return None
         message = _timeout_message(wait)
-        job = _fetch(connection, job_id)
+        job = rq.fetch(job_id)
         pipe.multi()
         store.update(job_id, {"status": "failed", "ended_at": iso(),
                               "error": {"type": "WaitTimeoutError", "message": message}}, pipe)
@@ -312,9 +294,7 @@ def time_out(connection: redis.Redis, config: Config, job_id: str) -> bool:
         store.expire(job_id, store.ttl_for("failed"), pipe)
         metrics.count(pipe, store.keys, "failed", record.get("platform_id", ""))
         if job is not None:
-            job.set_status(JobStatus.FAILED, pipeline=pipe)
-            queue.failed_job_registry.add(job, ttl=config.failed_record_ttl_s, exc_string=message,
-                                          pipeline=pipe)
+            rq.fail(pipe, job, message)
         pipe.execute()
         return record, wait, message
 

@@ -156,3 +156,36 @@ def test_a_suspended_burst_worker_runs_nothing(
     worker = CollectorWorker(["collector"], connection=fake_redis, name="w5", serializer=JSONSerializer)
     worker.work(burst=True, logging_level="WARNING")
     assert JobStore(fake_redis, unit_config).read(job_id, "status") == {"status": "queued"}
+
+
+def test_jobs_run_under_the_function_names_rq_stores_though_no_module_bears_them(
+    fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+    import logging
+
+    from rq.job import Job
+
+    from collector.logs import JobEventsHandler
+    from collector.run import runner
+    from collector.store.rq import CHECK_FUNCTION, RQ
+
+    monkeypatch.setattr(runner, "_runtime", None)
+    platforms_logger = logging.getLogger("platforms")
+    monkeypatch.setattr(platforms_logger, "handlers", [h for h in platforms_logger.handlers
+                                                       if not isinstance(h, JobEventsHandler)])
+    # Jobs queued before the modules moved name these, and so do the jobs queued now.
+    assert importlib.util.find_spec("collector.runner") is None and importlib.util.find_spec("collector.checks") is None
+    job_id = Submitter(connection=fake_redis, config=unit_config, registry=registry).submit(
+        {"platform_id": "demo", "settings": {"rows": 1}})["job_id"]
+    with fake_redis.pipeline() as pipe:
+        RQ(fake_redis, unit_config).enqueue_check(pipe, "check-gone", linger_s=30, description="a check")
+        pipe.execute()
+    assert Job.fetch(job_id, connection=fake_redis, serializer=JSONSerializer).func_name == "collector.runner.run_job"
+    assert CHECK_FUNCTION == "collector.checks.run_check"
+    install(Runtime(unit_config, fake_redis, registry, worker_name="w6"))
+    worker = CollectorWorker(["collector"], connection=fake_redis, name="w6", serializer=JSONSerializer)
+    assert worker.work(burst=True, logging_level="WARNING")
+    assert JobStore(fake_redis, unit_config).read(job_id, "status") == {"status": "finished"}
+    check = Job.fetch("check-gone", connection=fake_redis, serializer=JSONSerializer)
+    assert check.get_status() == "finished" and check.return_value()["message"].startswith("the check request expired")

@@ -19,13 +19,13 @@ from collector.errors import CollectorError, JobCancelledError, JobFailedError, 
 from collector.masking import forget, mask_text, mask_value, remember
 from collector.run.context import RunContext, until_written
 from collector.sealing import Sealer
-from collector.spec.policy import RetryPolicy
 from collector.spec.registry import Registry
 from collector.store import metrics
-from collector.store.records import DATASETS, ENDED, JobStore, connect, decode_fields
+from collector.store.records import ENDED, JobStore, connect, decode_fields
 from collector.store.rq import RQ, current_job_id, timed_out
 from collector.submit.submitter import merge_secrets
 from collector.types import iso
+from collector.workflows.ends import Ends, retry_delay, timeout_message
 from collector.workflows.waiting import input_secrets
 from storage.base import Storage
 
@@ -256,18 +256,11 @@ def _classify(exc: BaseException, ctx: RunContext, got: dict[str, Any], runtime:
     if timed_out(exc):
         error.update(type="JobTimeoutError", message=timeout_message(got.get("timeout_s")))
         return Outcome("failed"), {"error": error}
-    policy = RetryPolicy.from_record(got.get("retry"), runtime.config)
-    max_attempts = int(got.get("max_attempts") or policy.max_attempts)
-    tries = ctx.attempt - int(got.get("resumes") or 0)  # attempts after a wait are no retries
-    if isinstance(exc, TransientError) and tries < max_attempts:
-        delay = policy.delay(ctx.attempt)
-        return Outcome("scheduled", delay), {"error": error, "retry_at": iso(time.time() + delay)}
+    if isinstance(exc, TransientError):
+        delay = retry_delay({**got, "attempt": ctx.attempt}, runtime.config)
+        if delay is not None:
+            return Outcome("scheduled", delay), {"error": error}
     return Outcome("failed"), {"error": error}
-
-
-def timeout_message(timeout_s: Any) -> str:
-    return (f"the job ran longer than its timeout of {timeout_s} s and was stopped; give the spec a larger "
-            "timeout_s (or the platform a larger TIMEOUT_S) if it needs longer")
 
 
 def _restore(runtime: Runtime, job_id: str, status: str) -> None:
@@ -280,33 +273,15 @@ def _restore(runtime: Runtime, job_id: str, status: str) -> None:
 
 def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, Any]) -> None:
     """Write a job's end (or retry) state, datasets, event and expiry in one round trip; waits out a Redis outage."""
-    store, status = runtime.store, outcome.status
+    status = outcome.status
     runtime.outcome = outcome
 
     def write() -> None:
         with runtime.connection.pipeline(transaction=True) as pipe:
-            record = {"status": status, **ctx.final_fields(), **fields}
-            event: dict[str, Any] = {"attempt": ctx.attempt}
-            if "error" in fields:
-                event["error"] = {k: fields["error"][k] for k in ("type", "message")}
-            if status == "scheduled":
-                runtime.rq.schedule(pipe, ctx.job_id, time.time() + outcome.delay_s)
-                event.update(delay_s=outcome.delay_s, retry_at=fields["retry_at"])
-                store.update(ctx.job_id, record, pipe)
-                store.event(ctx.job_id, "retry_scheduled", pipe, **event)
-                metrics.count(pipe, store.keys, "retried", ctx.platform_id)
-            else:
-                ttl = store.ttl_for(status)
-                summary = store.save_datasets(ctx.job_id, ctx.datasets, pipe, ttl_s=ttl)  # SET ... EX
-                record["ended_at"] = iso()
-                if summary:
-                    record["datasets"] = summary
-                store.update(ctx.job_id, record, pipe)
-                store.event(ctx.job_id, status, pipe, **event)
-                store.expire(ctx.job_id, ttl, pipe, [name for name in DATASETS if name not in ctx.datasets])
-                metrics.job_ended(pipe, store.keys, job_id=ctx.job_id, platform_id=ctx.platform_id, status=status,
-                                  duration_s=time.monotonic() - ctx._started)
-            pipe.srem(store.keys.cancels(), ctx.job_id)
+            Ends(runtime.store, runtime.rq).attempt_ended(
+                pipe, ctx.job_id, platform_id=ctx.platform_id, attempt=ctx.attempt, status=status,
+                fields={**ctx.final_fields(), **fields}, datasets=ctx.datasets,
+                duration_s=time.monotonic() - ctx._started, delay_s=outcome.delay_s)
             pipe.execute()
 
     until_written(write, wait_s=runtime.config.redis_wait_s, what=f"job {ctx.job_id}: final state")

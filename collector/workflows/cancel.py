@@ -9,10 +9,10 @@ from redis.client import Pipeline
 
 from collector.config import Config
 from collector.errors import ConflictError, NotFoundError
-from collector.store import metrics
 from collector.store.records import ENDED, JobStore, run_watched
-from collector.store.rq import RQ, Job
+from collector.store.rq import RQ
 from collector.types import iso
+from collector.workflows.ends import Ends
 
 WAITING = frozenset({"queued", "scheduled", "deferred", "waiting"})
 
@@ -58,8 +58,7 @@ def _cancel_one(connection: redis.Redis, config: Config, job_id: str, *, by: str
         if status in WAITING:
             job = rq.fetch(job_id)
             pipe.multi()
-            _cancel_waiting(pipe, store, rq, job_id, job, who=who, now=now)
-            metrics.count(pipe, store.keys, "canceled", platform_id or "")
+            Ends(store, rq).canceled(pipe, job_id, job, who=who, now=now, platform_id=platform_id or "")
             pipe.execute()
             return {"job_id": job_id, "status": "canceled", "canceled_by": who, "canceled_at": now}
         if requested:
@@ -78,15 +77,3 @@ def _cancel_one(connection: redis.Redis, config: Config, job_id: str, *, by: str
         }
 
     return run_watched(connection, attempt)
-
-
-def _cancel_waiting(pipe: Any, store: JobStore, rq: RQ, job_id: str, job: Job | None, *,
-                    who: str, now: str) -> None:
-    store.update(job_id, {"status": "canceled", "canceled_by": who, "canceled_at": now, "ended_at": now}, pipe)
-    store.event(job_id, "canceled", pipe, by=who)
-    ttl = store.ttl_for("canceled")
-    store.expire(job_id, ttl, pipe)
-    pipe.hdel(store.keys.job(job_id), "wait_nonce")
-    pipe.zrem(store.keys.wait_deadlines(), job_id)
-    pipe.srem(store.keys.waiting_parents(), job_id)
-    rq.cancel(pipe, job_id, job, ttl=ttl)

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import redis
 from redis.client import Pipeline
 
 from collector.config import Config
-from collector.spec.policy import RetryPolicy
-from collector.store import metrics
 from collector.store.records import ENDED, JobStore, decode_fields, run_watched
-from collector.store.rq import RQ, Job
-from collector.types import iso
+from collector.store.rq import RQ
+from collector.workflows.ends import Ends, retry_delay, timeout_message
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +31,17 @@ def decide(kind: str, record: dict[str, Any], config: Config, cause: str) -> tup
         message = f"stopped on request of {record.get('canceled_by') or 'a client'}: {cause}"
         return "stopped", {"error": {"type": "JobCancelledError", "message": message}}, 0.0
     if kind == "timeout":
-        from collector.run.runner import timeout_message
-
         message = f"{timeout_message(record.get('timeout_s'))} ({cause})"
         return "failed", {"error": {"type": "JobTimeoutError", "message": message}}, 0.0
     deaths = int(record.get("deaths") or 0) + 1
-    attempt = int(record.get("attempt") or 0) - int(record.get("resumes") or 0)  # runs after a wait are no retries
-    policy = RetryPolicy.from_record(record.get("retry"), config)
-    max_attempts = int(record.get("max_attempts") or policy.max_attempts)
     fields: dict[str, Any] = {"deaths": deaths}
     if deaths >= config.max_worker_deaths:
         message = f"{cause}; its worker died {deaths} times, so it is not retried again"
         return "failed", {**fields, "error": {"type": "WorkerDiedError", "message": message}}, 0.0
     fields["error"] = {"type": "WorkerDiedError", "message": cause}
-    if attempt < max_attempts:
-        return "scheduled", fields, policy.delay(max(attempt, 1))
+    delay = retry_delay(record, config)
+    if delay is not None:
+        return "scheduled", fields, delay
     return "failed", fields, 0.0
 
 
@@ -86,41 +79,13 @@ def recover(
         job = rq.fetch(job_id)
         executions = rq.executions(job)
         pipe.multi()
-        _write(pipe, store, rq, job_id, job, executions, new_status, fields, delay,
-               cause=cause, worker_name=worker_name, kind=kind)
-        if new_status != "queued":  # a requeue after shutdown is no new outcome
-            counted = "retried" if new_status == "scheduled" else new_status
-            metrics.count(pipe, store.keys, counted, record.get("platform_id", ""))
+        Ends(store, rq).worker_lost(pipe, job_id, job, status=new_status, fields=fields, delay_s=delay, cause=cause,
+                                    kind=kind, worker_name=worker_name, platform_id=record.get("platform_id", ""),
+                                    executions=executions)
         pipe.execute()
         return new_status
 
     return run_watched(connection, attempt)
-
-
-def _write(pipe: Any, store: JobStore, rq: RQ, job_id: str, job: Job | None, executions: list[str],
-           status: str, fields: dict[str, Any], delay: float, *, cause: str, worker_name: str, kind: str) -> None:
-    event: dict[str, Any] = {"cause": cause}
-    if "error" in fields:
-        event["error"] = fields["error"]
-    store.event(job_id, "worker_lost", pipe, cause=cause, worker=worker_name)
-    rq.forget_executions(pipe, executions)
-    pipe.srem(store.keys.cancels(), job_id)
-    if status == "scheduled":
-        retry_at = time.time() + delay
-        store.update(job_id, {"status": "scheduled", "retry_at": iso(retry_at), **fields}, pipe)
-        store.event(job_id, "retry_scheduled", pipe, delay_s=delay, retry_at=iso(retry_at), **event)
-        rq.schedule(pipe, job_id, retry_at, exists=job is not None)
-    elif status == "queued":
-        store.update(job_id, {"status": "queued", "enqueued_at": iso(), **fields}, pipe)
-        store.event(job_id, "requeued", pipe, reason=kind if kind == "shutdown" else "never started", **event)
-        if job is not None:
-            rq.requeue(pipe, job, at_front=True)
-    else:
-        store.update(job_id, {"status": status, "ended_at": iso(), **fields}, pipe)
-        store.event(job_id, status, pipe, **event)
-        store.expire(job_id, store.ttl_for(status), pipe)
-        if job is not None:
-            rq.fail(pipe, job, cause, stopped=status == "stopped", worker_name=worker_name)
 
 
 def enqueue_due(connection: redis.Redis, config: Config, *, limit: int = 100) -> int:
@@ -141,11 +106,7 @@ def enqueue_due(connection: redis.Redis, config: Config, *, limit: int = 100) ->
                     if job is None:
                         log.warning("scheduled job %s has no RQ job any more; dropped", job_id)
                 pipe.multi()
-                rq.unschedule(pipe, job_id)
-                if job is not None:
-                    store.update(job_id, {"status": "queued", "enqueued_at": iso()}, pipe)
-                    store.event(job_id, "requeued", pipe, reason="retry due")
-                    rq.requeue(pipe, job)
+                Ends(store, rq).retry_due(pipe, job_id, job)
                 pipe.execute()
                 moved += job is not None
             except redis.WatchError:

@@ -23,10 +23,10 @@ from redis.client import Pipeline
 from collector.config import Config
 from collector.errors import ConfigError, ConflictError, ForbiddenError, NotFoundError
 from collector.sealing import Sealer
-from collector.store import metrics
 from collector.store.records import ENDED, JobStore, decode_fields, run_watched
-from collector.store.rq import RQ, Job
+from collector.store.rq import RQ
 from collector.types import iso
+from collector.workflows.ends import Ends
 
 log = logging.getLogger(__name__)
 
@@ -106,20 +106,6 @@ def read_children(connection: redis.Redis, store: JobStore, ids: list[str], *, b
     return found
 
 
-def _requeue(pipe: Any, store: JobStore, rq: RQ, job_id: str, job: Job | None, *, reason: str,
-             fields: dict[str, Any], timeout_s: Any = None) -> None:
-    """Queue a waiting job again (on `pipe`, inside MULTI): it starts over from its checkpoint."""
-    store.update(job_id, {"status": "queued", "enqueued_at": iso(), **fields}, pipe)
-    pipe.hdel(store.keys.job(job_id), "waiting", "wait_nonce")
-    pipe.zrem(store.keys.wait_deadlines(), job_id)
-    pipe.srem(store.keys.waiting_parents(), job_id)
-    store.event(job_id, "resumed", pipe, reason=reason)
-    if job is not None:
-        rq.requeue(pipe, job)
-    else:  # RQ's job hash is gone (flushed): make a new one with the same id
-        rq.enqueue(pipe, job_id, timeout=timeout_s or store.config.job_timeout_s)
-
-
 def suspend(connection: redis.Redis, store: JobStore, job_id: str, wait: dict[str, Any],
             fields: dict[str, Any]) -> str:
     """Record that a running job now waits (`wait` from `JobSuspended`). Returns `waiting`; `queued` when its
@@ -144,7 +130,7 @@ def suspend(connection: redis.Redis, store: JobStore, job_id: str, wait: dict[st
         if wait["kind"] == "children" and not pending:
             job = rq.fetch(job_id)
             pipe.multi()
-            _requeue(pipe, store, rq, job_id, job, reason="children ended",
+            Ends(store, rq).resumed(pipe, job_id, job, reason="children ended",
                      fields={**fields, "resumes": resumes + 1}, timeout_s=values[2])
             status = "queued"
         else:
@@ -221,7 +207,7 @@ def resume(connection: redis.Redis, config: Config, job_id: str, *, token: str, 
         inputs[wait["name"]] = given
         job = rq.fetch(job_id)
         pipe.multi()
-        _requeue(pipe, store, rq, job_id, job, reason=f"input {wait['name']!r} delivered", fields={
+        Ends(store, rq).resumed(pipe, job_id, job, reason=f"input {wait['name']!r} delivered", fields={
             "inputs": sealer.seal(inputs),
             "wait_used": [*used, record["wait_nonce"]][-USED_KEPT:],
             "resumes": int(record.get("resumes") or 0) + 1,
@@ -255,7 +241,7 @@ def resume_parent(connection: redis.Redis, config: Config, parent_id: str) -> bo
             return False
         job = rq.fetch(parent_id)
         pipe.multi()
-        _requeue(pipe, store, rq, parent_id, job, reason="children ended",
+        Ends(store, rq).resumed(pipe, parent_id, job, reason="children ended",
                  fields={"resumes": int(record.get("resumes") or 0) + 1}, timeout_s=record.get("timeout_s"))
         pipe.execute()
         log.info("job %s: its children ended; queued again", parent_id)
@@ -285,16 +271,7 @@ def time_out(connection: redis.Redis, config: Config, job_id: str) -> bool:
         message = _timeout_message(wait)
         job = rq.fetch(job_id)
         pipe.multi()
-        store.update(job_id, {"status": "failed", "ended_at": iso(),
-                              "error": {"type": "WaitTimeoutError", "message": message}}, pipe)
-        pipe.hdel(key, "wait_nonce")
-        pipe.zrem(store.keys.wait_deadlines(), job_id)
-        pipe.srem(store.keys.waiting_parents(), job_id)
-        store.event(job_id, "failed", pipe, error={"type": "WaitTimeoutError", "message": message})
-        store.expire(job_id, store.ttl_for("failed"), pipe)
-        metrics.count(pipe, store.keys, "failed", record.get("platform_id", ""))
-        if job is not None:
-            rq.fail(pipe, job, message)
+        Ends(store, rq).wait_timed_out(pipe, job_id, job, message=message, platform_id=record.get("platform_id", ""))
         pipe.execute()
         return record, wait, message
 

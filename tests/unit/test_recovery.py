@@ -224,3 +224,33 @@ def test_a_watched_write_runs_again_from_a_fresh_read_when_the_key_changed_meanw
     # An attempt that returns early writes nothing and is not run again.
     assert run_watched(fake_redis, lambda pipe: (pipe.watch("counter"), pipe.unwatch(), "left")[-1]) == "left"
     assert fake_redis.get("counter") == b"11"
+
+
+def test_one_retry_decision_for_a_transient_error_and_a_dead_worker(
+    fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry
+) -> None:
+    """Runs after a wait (resumes) are no retries: a job that waited once, then failed for now on its second run,
+    gets the first retry's delay, whether its platform raised TransientError or its worker died."""
+    from unittest import mock
+
+    from collector.errors import TransientError
+    from collector.workflows.ends import retry_delay
+
+    policy = {"max": 2, "backoff": 4, "cap": 60, "jitter": 0}
+    record = {"status": "started", "attempt": 2, "resumes": 1, "retry": policy, "max_attempts": 3}
+    assert retry_delay(record, unit_config) == 4.0
+    assert retry_delay({**record, "attempt": 4}, unit_config) is None
+    assert decide("died", record, unit_config, "killed")[::2] == ("scheduled", 4.0)
+
+    spec = {"platform_id": "demo", "settings": {"rows": 1}, "retry": policy}
+    job_id = submit(fake_redis, unit_config, registry, spec)
+    store = JobStore(fake_redis, unit_config)
+    store.update(job_id, {"attempt": 1, "resumes": 1})  # it ran once, then waited and was resumed
+    demo = registry.get("demo")
+    assert demo is not None
+    runtime = Runtime(unit_config, fake_redis, registry)
+    with mock.patch.object(demo.cls, "_run", side_effect=TransientError("503")), pytest.raises(JobFailedError):
+        execute(job_id, runtime)
+    assert runtime.outcome is not None and (runtime.outcome.status, runtime.outcome.delay_s) == ("scheduled", 4.0)
+    scheduled = [e for e in store.events(job_id) if e["type"] == "retry_scheduled"]
+    assert scheduled[0]["delay_s"] == 4.0 and scheduled[0]["attempt"] == 2

@@ -1,0 +1,157 @@
+"""Every end of a job, written in one place: finished, failed, stopped, retried, requeued, canceled, timed out.
+
+Each method writes one transition on the caller's pipeline, inside its MULTI (the caller WATCHes and reads
+first): the record, its event, its expiry, the metrics and RQ's side, together or not at all. `retry_delay`
+is the one retry decision, for a transient error and for a dead worker alike.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from collector.config import Config
+from collector.spec.policy import RetryPolicy
+from collector.store import metrics
+from collector.store.records import DATASETS, JobStore
+from collector.store.rq import RQ, Job
+from collector.types import iso
+
+
+def retry_delay(record: Mapping[str, Any], config: Config) -> float | None:
+    """Seconds until the next try of a job whose attempt failed for now (a transient error, a dead worker), or
+    None when its tries are spent. `record` has the job's `attempt`, `resumes`, `retry` and `max_attempts`;
+    runs after a wait (resumes) are no retries."""
+    policy = RetryPolicy.from_record(record.get("retry"), config)
+    max_attempts = int(record.get("max_attempts") or policy.max_attempts)
+    tries = int(record.get("attempt") or 0) - int(record.get("resumes") or 0)
+    if tries >= max_attempts:
+        return None
+    return policy.delay(max(tries, 1))
+
+
+def timeout_message(timeout_s: Any) -> str:
+    return (f"the job ran longer than its timeout of {timeout_s} s and was stopped; give the spec a larger "
+            "timeout_s (or the platform a larger TIMEOUT_S) if it needs longer")
+
+
+class Ends:
+    """Writes the transitions of jobs through `store` (records, events) and `rq` (RQ's side)."""
+
+    def __init__(self, store: JobStore, rq: RQ) -> None:
+        self.store = store
+        self.rq = rq
+
+    def attempt_ended(self, pipe: Any, job_id: str, *, platform_id: str, attempt: int, status: str,
+                      fields: dict[str, Any], datasets: Mapping[str, tuple[int, bytes]], duration_s: float,
+                      delay_s: float = 0.0) -> None:
+        """What a worker writes when an attempt ends: `finished`, `failed` or `stopped` with the datasets it kept,
+        or `scheduled` for another try in `delay_s`. RQ's side is the worker's own to write."""
+        event: dict[str, Any] = {"attempt": attempt}
+        if "error" in fields:
+            event["error"] = {k: fields["error"][k] for k in ("type", "message")}
+        if status == "scheduled":
+            self._retry(pipe, job_id, delay_s=delay_s, fields=fields, event=event, platform_id=platform_id)
+        else:
+            self._ended(pipe, job_id, status, fields, event, platform_id=platform_id, datasets=datasets,
+                        duration_s=duration_s)
+        pipe.srem(self.store.keys.cancels(), job_id)
+
+    def worker_lost(self, pipe: Any, job_id: str, job: Job | None, *, status: str, fields: dict[str, Any],
+                    delay_s: float, cause: str, kind: str, worker_name: str, platform_id: str,
+                    executions: list[str]) -> None:
+        """A job whose worker is gone, as `recovery.decide` settled it: retried, requeued, failed or stopped."""
+        event: dict[str, Any] = {"cause": cause}
+        if "error" in fields:
+            event["error"] = fields["error"]
+        self.store.event(job_id, "worker_lost", pipe, cause=cause, worker=worker_name)
+        self.rq.forget_executions(pipe, executions)
+        pipe.srem(self.store.keys.cancels(), job_id)
+        if status == "scheduled":
+            self._retry(pipe, job_id, delay_s=delay_s, fields=fields, event=event, platform_id=platform_id,
+                        exists=job is not None)
+        elif status == "queued":  # never started, or its pool shut down: no new outcome, back to the front
+            reason = kind if kind == "shutdown" else "never started"
+            self._requeue(pipe, job_id, job, fields=fields, kind="requeued", event={"reason": reason, **event},
+                          at_front=True)
+        else:
+            self._ended(pipe, job_id, status, fields, event, platform_id=platform_id)
+            if job is not None:
+                self.rq.fail(pipe, job, cause, stopped=status == "stopped", worker_name=worker_name)
+
+    def resumed(self, pipe: Any, job_id: str, job: Job | None, *, reason: str, fields: dict[str, Any],
+                timeout_s: Any = None) -> None:
+        """A waiting job queued again (its input came, its children ended): it starts over from its checkpoint.
+        When RQ's job hash is gone (flushed), a new one is made with the same id."""
+        self._leave_wait(pipe, job_id, "waiting", "wait_nonce")
+        self._requeue(pipe, job_id, job, fields=fields, kind="resumed", event={"reason": reason},
+                      recreate_timeout_s=timeout_s or self.store.config.job_timeout_s)
+
+    def retry_due(self, pipe: Any, job_id: str, job: Job | None) -> None:
+        """A retry whose time has come leaves the scheduled registry for the queue (when RQ still has the job)."""
+        self.rq.unschedule(pipe, job_id)
+        if job is not None:
+            self._requeue(pipe, job_id, job, fields={}, kind="requeued", event={"reason": "retry due"})
+
+    def wait_timed_out(self, pipe: Any, job_id: str, job: Job | None, *, message: str, platform_id: str) -> None:
+        """A job that waited past its deadline (for input, or for its children) fails."""
+        error = {"type": "WaitTimeoutError", "message": message}
+        self._ended(pipe, job_id, "failed", {"error": error}, {"error": error}, platform_id=platform_id)
+        self._leave_wait(pipe, job_id, "wait_nonce")
+        if job is not None:
+            self.rq.fail(pipe, job, message)
+
+    def canceled(self, pipe: Any, job_id: str, job: Job | None, *, who: str, now: str, platform_id: str) -> None:
+        """A job canceled before it ran (queued, scheduled, deferred or waiting): it never runs."""
+        fields = {"canceled_by": who, "canceled_at": now, "ended_at": now}
+        self._ended(pipe, job_id, "canceled", fields, {"by": who}, platform_id=platform_id)
+        self._leave_wait(pipe, job_id, "wait_nonce")
+        self.rq.cancel(pipe, job_id, job, ttl=self.store.ttl_for("canceled"))
+
+    # -- the pieces ----------------------------------------------------------------------------------------------
+    def _ended(self, pipe: Any, job_id: str, status: str, fields: dict[str, Any], event: dict[str, Any], *,
+               platform_id: str, datasets: Mapping[str, tuple[int, bytes]] | None = None,
+               duration_s: float | None = None) -> None:
+        """The record ends as `status` and expires with everything beside it; the end is counted."""
+        store = self.store
+        ttl = store.ttl_for(status)
+        record = {"status": status, "ended_at": iso(), **fields}
+        if datasets is not None:
+            summary = store.save_datasets(job_id, datasets, pipe, ttl_s=ttl)  # SET ... EX
+            if summary:
+                record["datasets"] = summary
+        store.update(job_id, record, pipe)
+        store.event(job_id, status, pipe, **event)
+        store.expire(job_id, ttl, pipe, DATASETS if datasets is None else [n for n in DATASETS if n not in datasets])
+        if duration_s is None:
+            metrics.count(pipe, store.keys, status, platform_id)
+        else:
+            metrics.job_ended(pipe, store.keys, job_id=job_id, platform_id=platform_id, status=status,
+                              duration_s=duration_s)
+
+    def _retry(self, pipe: Any, job_id: str, *, delay_s: float, fields: dict[str, Any], event: dict[str, Any],
+               platform_id: str, exists: bool = True) -> None:
+        """The job is `scheduled`: RQ's scheduled registry holds it until its retry is due."""
+        at = time.time() + delay_s
+        retry_at = iso(at)
+        self.store.update(job_id, {"status": "scheduled", **fields, "retry_at": retry_at}, pipe)
+        self.store.event(job_id, "retry_scheduled", pipe, **event, delay_s=delay_s, retry_at=retry_at)
+        self.rq.schedule(pipe, job_id, at, exists=exists)
+        metrics.count(pipe, self.store.keys, "retried", platform_id)
+
+    def _requeue(self, pipe: Any, job_id: str, job: Job | None, *, fields: dict[str, Any], kind: str,
+                 event: dict[str, Any], at_front: bool = False, recreate_timeout_s: int | None = None) -> None:
+        self.store.update(job_id, {"status": "queued", "enqueued_at": iso(), **fields}, pipe)
+        self.store.event(job_id, kind, pipe, **event)
+        if job is not None:
+            self.rq.requeue(pipe, job, at_front=at_front)
+        elif recreate_timeout_s is not None:
+            self.rq.enqueue(pipe, job_id, timeout=recreate_timeout_s)
+
+    def _leave_wait(self, pipe: Any, job_id: str, *fields: str) -> None:
+        """The job waits no more: its wait's fields, deadline and place among the waiting parents go."""
+        keys = self.store.keys
+        pipe.hdel(keys.job(job_id), *fields)
+        pipe.zrem(keys.wait_deadlines(), job_id)
+        pipe.srem(keys.waiting_parents(), job_id)

@@ -2,38 +2,28 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
 import redis
-from flask import Flask, current_app
+from flask import Flask
 from werkzeug.exceptions import HTTPException
 
+from collector.api import docs, execution, listing, metrics, platforms, processes, schedules, system
+from collector.api.auth import install_auth, parse_tokens
+from collector.api.dashboard import mount_dashboard
+from collector.api.services import Services, services
 from collector.config import Config
 from collector.errors import CollectorError
+from collector.logs import setup
+from collector.masking import install_log_masking
+from collector.sealing import require_secret_key
 from collector.spec.registry import Registry
-from collector.store.records import JobStore, connect
-from collector.submit.submitter import Submitter, redis_down
+from collector.store.records import connect
+from collector.submit.submitter import redis_down
+from collector.workflows.reaper import ReaperThread
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class Services:
-    """The shared clients a request uses, kept in `app.extensions["collector"]`."""
-
-    config: Config
-    connection: redis.Redis
-    registry: Registry
-
-    def __post_init__(self) -> None:
-        self.store = JobStore(self.connection, self.config)
-        self.submitter = Submitter(connection=self.connection, config=self.config, registry=self.registry)
-
-
-def services() -> Services:
-    return current_app.extensions["collector"]
 
 
 def create_app(
@@ -53,8 +43,6 @@ def create_app(
         reaper = config is None
     config = config or Config.from_env()
     if not logging.getLogger().handlers:  # under gunicorn nothing has set logging up: do as the CLI does
-        from collector.logs import setup
-
         setup(config)
     if connection is None:
         if not config.redis_url:
@@ -63,10 +51,6 @@ def create_app(
             )
         connection = connect(config.redis_url)
     registry = registry or Registry.discover(config.platforms_package)
-    from collector.api.auth import install_auth, parse_tokens
-    from collector.masking import install_log_masking
-    from collector.sealing import require_secret_key
-
     install_log_masking()  # gunicorn runs create_app() without the CLI, which installs it too
 
     require_secret_key(config, registry, process="API")
@@ -78,26 +62,18 @@ def create_app(
     app.extensions["collector"] = Services(config, connection, registry)
     install_auth(app, tokens)
 
-    from collector.api import docs, execution, platforms, processes, schedules, system
-
     app.register_blueprint(system.blueprint)
     app.register_blueprint(platforms.blueprint)
     app.register_blueprint(execution.blueprint)
     app.register_blueprint(schedules.blueprint)
     app.register_blueprint(processes.blueprint)
     app.register_blueprint(docs.blueprint)
-    from collector.api import listing, metrics
-
     app.register_blueprint(listing.blueprint)
     app.register_blueprint(metrics.blueprint)
     if dashboard and config.redis_url:
-        from collector.api.dashboard import mount_dashboard
-
         mount_dashboard(app, config.redis_url)
     _register_error_handlers(app)
     if reaper and config.reap_interval_s > 0:
-        from collector.workflows.reaper import ReaperThread
-
         thread = ReaperThread(connection, config)
         app.extensions["collector_reaper"] = thread
         thread.start()

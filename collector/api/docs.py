@@ -8,7 +8,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, send_from_directory
 
-from collector.app import services
+from collector.api.openapi import build_document
+from collector.api.services import services
 
 blueprint = Blueprint("docs", __name__)
 ASSETS = str(importlib.resources.files("flask_swagger_ui") / "dist")
@@ -37,8 +38,6 @@ def document() -> dict[str, Any]:
     """The app's OpenAPI document, built on first use (platforms are fixed for a process's life)."""
     cached = current_app.extensions.get("collector.openapi")
     if cached is None:
-        from collector.api.openapi import build_document
-
         svc = services()
         cached = build_document(
             svc.config,

@@ -9,10 +9,13 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from collector.api.limits import parse_body
-from collector.app import services
+from collector.api.services import services
 from collector.errors import BadRequestError, CollectorError, NotFoundError, ValidationError
 from collector.masking import forget, mask_error, remember, secrets_in_body
 from collector.store.records import JOB_ID
+from collector.workflows.cancel import cancel as cancel_job
+from collector.workflows.waiting import describe, input_secrets
+from collector.workflows.waiting import resume as resume_job
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("execution", __name__)
@@ -48,16 +51,11 @@ def get() -> dict[str, Any]:
             f"no job {job_id!r}: it never existed or its record expired; check the id POST /execution/run gave",
             details={"job_id": job_id},
         )
-    from collector.workflows.waiting import describe
-
     return describe(svc.connection, svc.config, view)
 
 
 @blueprint.post("/execution/resume")
 def resume() -> tuple[dict[str, Any], int]:
-    from collector.workflows.waiting import input_secrets
-    from collector.workflows.waiting import resume as resume_job
-
     job_id = job_id_param()
     body = read_json()
     if not isinstance(body, dict):
@@ -92,8 +90,6 @@ def resume() -> tuple[dict[str, Any], int]:
 
 @blueprint.post("/execution/cancel")
 def cancel() -> tuple[dict[str, Any], int]:
-    from collector.workflows.cancel import cancel as cancel_job
-
     job_id = job_id_param()
     by = request.args.get("canceled_by") or request.args.get("by")
     if by is None and request.content_length:

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, request
 
-from collector.app import services
+from collector.api.services import services
 from collector.errors import BadRequestError
 from collector.store import index
 

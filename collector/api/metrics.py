@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from collector.app import services
+from collector.api.services import services
 from collector.store.metrics import RedisMetrics
 from collector.store.rq import RQ
 

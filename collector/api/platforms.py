@@ -7,7 +7,9 @@ from typing import Any
 from flask import Blueprint
 
 from collector.api.execution import read_json
-from collector.app import services
+from collector.api.services import services
+from collector.submit.checks import request_check
+from collector.submit.submitter import validate_spec
 
 blueprint = Blueprint("platforms", __name__)
 
@@ -23,9 +25,6 @@ def list_platforms() -> dict[str, Any]:
 
 @blueprint.post("/platforms/check")
 def check() -> dict[str, Any]:
-    from collector.submit.checks import request_check
-    from collector.submit.submitter import validate_spec
-
     svc = services()
     spec = validate_spec(read_json(), svc.registry)
     return request_check(spec, connection=svc.connection, config=svc.config)

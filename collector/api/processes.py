@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, request
 
 from collector.api.execution import read_json
-from collector.app import services
+from collector.api.services import services
 from collector.errors import BadRequestError
 from collector.store.records import JOB_ID
 from collector.workflows.processes import Processes

@@ -9,7 +9,7 @@ import redis
 from flask import Blueprint
 
 from collector import __version__
-from collector.app import services
+from collector.api.services import services
 from collector.masking import mask_url
 from collector.store.rq import RQ
 

@@ -17,10 +17,9 @@ from collector.config import Config
 from collector.errors import CollectorError
 from collector.logs import setup
 from collector.masking import install_log_masking
-from collector.sealing import require_secret_key
 from collector.spec.registry import Registry
-from collector.store.records import connect
-from collector.submit.submitter import redis_down
+from collector.spec.secrets import require_secret_key
+from collector.store.records import connect, redis_down
 from collector.workflows.reaper import ReaperThread
 
 log = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 from collector import defaults
 from collector.errors import ConfigError
+from collector.masking import mask_url
 
 PREFIX = "COLLECTOR_"
 
@@ -65,8 +66,6 @@ class Config:
         shown["api_token"] = "***" if self.api_token else None
         shown["api_tokens"] = "***" if self.api_tokens else None
         if self.redis_url:
-            from collector.masking import mask_url
-
             shown["redis_url"] = mask_url(self.redis_url)
         return shown
 

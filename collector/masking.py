@@ -53,31 +53,6 @@ def mask_value(value: Any, secrets: Iterable[str]) -> Any:
     return value
 
 
-def secrets_in_body(body: Any, registry: Any) -> list[str]:
-    """The values a raw job spec gives for secret settings (its platform's and its storage targets')."""
-    from collector.spec.registry import storage_backends
-
-    if not isinstance(body, dict) or not isinstance(body.get("platform_id"), str):
-        return []
-    platform = registry.get(body["platform_id"])
-    settings = body.get("settings")
-    if platform is None or not isinstance(settings, dict):
-        return []
-    found: list[str] = []
-    backends = storage_backends()
-    for setting in platform.settings.settings:
-        value = settings.get(setting.name)
-        if setting.secret and isinstance(value, str):
-            found.append(value)
-        elif setting.type == "storage" and isinstance(value, dict) and isinstance(value.get("type"), str) \
-                and value["type"] in backends:
-            inner = value.get("settings")
-            if isinstance(inner, dict):
-                found += [inner[n] for n in backends[value["type"]].settings.secret_names()
-                          if isinstance(inner.get(n), str)]
-    return found
-
-
 def mask_error(exc: E, secrets: Iterable[str]) -> E:
     """`exc` (a `CollectorError`) with its message and details masked in place."""
     secrets = list(secrets)

@@ -37,28 +37,3 @@ class Sealer:
 def new_key() -> str:
     """A fresh random key, for a session that has none configured."""
     return Fernet.generate_key().decode()
-
-
-def platforms_with_secrets(registry: Any) -> list[str]:
-    """Ids of the platforms that take a secret: a `Secret` setting, or a storage target whose backend has one."""
-    from collector.spec.registry import storage_backends
-
-    backend_secrets = any(spec.settings.secret_names() for spec in storage_backends().values())
-    return [
-        platform.id
-        for platform in registry.platforms.values()
-        if any(s.secret or (s.type == "storage" and backend_secrets) for s in platform.settings.settings)
-    ]
-
-
-def require_secret_key(config: Any, registry: Any, *, process: str) -> None:
-    """Refuse to start `process` without `COLLECTOR_SECRET_KEY` when some platform could be given secrets."""
-    if config.secret_key:
-        return
-    needing = platforms_with_secrets(registry)
-    if needing:
-        raise ConfigError(
-            f"COLLECTOR_SECRET_KEY is not set, and platform(s) {', '.join(needing)} take secret settings that "
-            f"the {process} must seal or unseal; set COLLECTOR_SECRET_KEY to a long random string (the same for "
-            "every API and worker process), e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
-        )

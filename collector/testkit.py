@@ -26,9 +26,10 @@ from collector.config import Config
 from collector.devkit.local import LocalOutcome, check_spec, local_runtime, run_local
 from collector.devkit.recorded import RECORDED_URL, RecordedResponses, substitute
 from collector.errors import ValidationError
+from collector.spec.job import JobSpec
 from collector.spec.registry import PlatformSpec, Registry
+from collector.spec.secrets import split_secrets
 from collector.submit.checks import check_spec_locally
-from collector.submit.submitter import JobSpec, split_secrets
 
 __all__ = ["RECORDED_URL", "DryRun", "PlatformTests", "RecordedResponses", "redis_contents"]
 

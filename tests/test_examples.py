@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from collector.spec.job import validate_spec
 from collector.spec.registry import Registry
-from collector.submit.submitter import validate_spec
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 REGISTRY = Registry.discover("platforms")

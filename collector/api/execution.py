@@ -11,7 +11,8 @@ from flask import Blueprint, jsonify, request
 from collector.api.limits import parse_body
 from collector.api.services import services
 from collector.errors import BadRequestError, CollectorError, NotFoundError, ValidationError
-from collector.masking import forget, mask_error, remember, secrets_in_body
+from collector.masking import forget, mask_error, remember
+from collector.spec.secrets import secrets_in_body
 from collector.store.records import JOB_ID
 from collector.workflows.cancel import cancel as cancel_job
 from collector.workflows.waiting import describe, input_secrets

@@ -8,8 +8,8 @@ from flask import Blueprint
 
 from collector.api.execution import read_json
 from collector.api.services import services
+from collector.spec.job import validate_spec
 from collector.submit.checks import request_check
-from collector.submit.submitter import validate_spec
 
 blueprint = Blueprint("platforms", __name__)
 

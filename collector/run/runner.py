@@ -20,10 +20,10 @@ from collector.masking import forget, mask_text, mask_value, remember
 from collector.run.context import RunContext, until_written
 from collector.sealing import Sealer
 from collector.spec.registry import Registry
+from collector.spec.secrets import merge_secrets
 from collector.store import metrics
 from collector.store.records import ENDED, JobStore, connect, decode_fields
 from collector.store.rq import RQ, current_job_id, timed_out
-from collector.submit.submitter import merge_secrets
 from collector.types import iso
 from collector.workflows.ends import Ends, retry_delay, timeout_message
 from collector.workflows.waiting import input_secrets

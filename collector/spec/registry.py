@@ -1,9 +1,8 @@
-"""Discovery of platforms (one class per file in `platforms/`) and storage backends, with their schemas."""
+"""Discovery of platforms (one class per file in `platforms/`), each checked against the contract, with its schema."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib
 import inspect
 import logging
@@ -11,6 +10,7 @@ import pkgutil
 from typing import Any
 
 from collector.errors import ContractError
+from collector.platform import Platform
 from collector.spec.schema import SettingsSchema, build_settings_schema
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,6 @@ def load_platform(module_name: str, platform_id: str) -> PlatformSpec:
         names = ", ".join(c.__name__ for c in candidates) or "none"
         raise ContractError(f"{where} must define exactly one class with a _run method (found: {names})")
     platform_cls = candidates[0]
-    from collector.platform import Platform
-
     if getattr(platform_cls, "_run", None) is Platform._run:
         raise ContractError(f"{where}: class {platform_cls.__name__} does not define _run(self, ctx)")
     description = inspect.getdoc(platform_cls) or ""
@@ -89,25 +87,3 @@ def load_platform(module_name: str, platform_id: str) -> PlatformSpec:
     return PlatformSpec(platform_id, platform_cls, description, settings)
 
 
-@dataclasses.dataclass(frozen=True)
-class BackendSpec:
-    kind: str
-    cls: type
-    settings: SettingsSchema
-
-    def schema(self) -> Any:
-        return self.settings.schema()
-
-
-@functools.cache
-def storage_backends() -> dict[str, BackendSpec]:
-    """Every storage backend by `type`, with the settings schema built from its `__init__`."""
-    import storage
-
-    found: dict[str, BackendSpec] = {}
-    for kind, cls in sorted(storage.backends().items()):
-        try:
-            found[kind] = BackendSpec(kind, cls, build_settings_schema(cls, where=f"storage type {kind!r}"))
-        except ContractError as exc:
-            log.error("storage backend %r is not available: %s", kind, exc)
-    return found

@@ -1,4 +1,5 @@
-"""Marshmallow schemas built from the annotated `__init__` parameters of platforms and storage backends."""
+"""Marshmallow schemas built from the annotated `__init__` parameters of platforms and storage backends, and
+the discovery of the storage backends (a storage setting's schema is built from theirs)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import dataclasses
 import datetime as dt
 import functools
 import inspect
+import logging
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -14,10 +16,13 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 from marshmallow import ValidationError as MarshmallowError
 
+import storage
 from collector.errors import ContractError
 from collector.masking import MASK
 from collector.types import Secret, parse_date, parse_datetime
 from storage.base import Storage
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +83,6 @@ class StorageSetting(fields.Field):
     """A storage spec `{"type": ..., "settings": {...}}`, loaded into a backend instance (not connected)."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> Any:
-        from collector.spec.registry import storage_backends
-
         if not isinstance(value, dict):
             raise MarshmallowError('give a storage spec: {"type": "sqlite", "settings": {...}}')
         available = storage_backends()
@@ -233,9 +236,31 @@ def build_settings_schema(cls: type, *, where: str) -> SettingsSchema:
 
 
 def _describe_backends() -> dict[str, list[dict[str, Any]]]:
-    from collector.spec.registry import storage_backends
-
     return {kind: [s.describe() for s in spec.settings.settings] for kind, spec in storage_backends().items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendSpec:
+    """A discovered storage backend: the `type` specs name it by, its class and its settings."""
+
+    kind: str
+    cls: type
+    settings: SettingsSchema
+
+    def schema(self) -> Any:
+        return self.settings.schema()
+
+
+@functools.cache
+def storage_backends() -> dict[str, BackendSpec]:
+    """Every storage backend by `type`, with the settings schema built from its `__init__`."""
+    found: dict[str, BackendSpec] = {}
+    for kind, cls in sorted(storage.backends().items()):
+        try:
+            found[kind] = BackendSpec(kind, cls, build_settings_schema(cls, where=f"storage type {kind!r}"))
+        except ContractError as exc:
+            log.error("storage backend %r is not available: %s", kind, exc)
+    return found
 
 
 def flatten_errors(messages: Any, prefix: str = "") -> dict[str, list[str]]:

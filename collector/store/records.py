@@ -14,6 +14,8 @@ from redis.retry import Retry
 
 from collector import defaults
 from collector.config import Config
+from collector.errors import ServiceUnavailableError
+from collector.masking import mask_url
 from collector.types import iso
 
 # Fields stored as JSON; the others are plain strings.
@@ -243,3 +245,14 @@ class JobStore:
         record["job_id"] = job_id
         ordered = {name: record.pop(name) for name in VIEW_ORDER if name in record}
         return {**ordered, **dict(sorted(record.items()))}
+
+
+
+def redis_down(config: Config, exc: Exception) -> ServiceUnavailableError:
+    """The 503 for a Redis that cannot be reached: says where (password masked) and that nothing was written."""
+    where = mask_url(config.redis_url or "the configured Redis")
+    return ServiceUnavailableError(
+        f"Redis at {where} is unreachable ({type(exc).__name__}); nothing was written. "
+        "Check that Redis runs and COLLECTOR_REDIS_URL points to it, then retry.",
+        details={"service": "redis"},
+    )

@@ -15,10 +15,11 @@ from collector.config import Config
 from collector.errors import CheckTimeoutError, ConfigError
 from collector.masking import mask_text
 from collector.sealing import Sealer
+from collector.spec.job import JobSpec
 from collector.spec.registry import PlatformSpec, Registry
+from collector.spec.secrets import merge_secrets, split_secrets
 from collector.store.records import Keys, encode
 from collector.store.rq import RQ, current_job_id
-from collector.submit.submitter import JobSpec, merge_secrets, split_secrets
 from storage.base import Storage
 
 log = logging.getLogger(__name__)

@@ -2,132 +2,23 @@
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
 import redis
-from marshmallow import ValidationError as MarshmallowError
 
 from collector.config import Config
-from collector.errors import ConfigError, ServiceUnavailableError, ValidationError
-from collector.masking import MASK, mask_url
+from collector.errors import ConfigError
 from collector.sealing import Sealer
-from collector.spec.policy import RetryPolicy, check_retry, check_timeout
-from collector.spec.registry import PlatformSpec, Registry, storage_backends
-from collector.spec.schema import flatten_errors
+from collector.spec.job import JobSpec, validate_spec
+from collector.spec.policy import RetryPolicy
+from collector.spec.registry import Registry
+from collector.spec.secrets import split_secrets
 from collector.store import index, metrics
-from collector.store.records import JobStore
+from collector.store.records import JobStore, redis_down
 from collector.store.rq import RQ
 from collector.types import iso
-
-SPEC_FIELDS = {"_id", "platform_id", "settings", "retry", "timeout_s"}
-
-
-@dataclasses.dataclass(frozen=True)
-class JobSpec:
-    """A validated job spec: the platform, the settings as given (defaults filled) and the client's id."""
-
-    platform: PlatformSpec
-    settings: dict[str, Any]
-    client_id: str | None
-    retry: dict[str, Any] | None = None
-    timeout_s: int | None = None
-
-
-def validate_spec(body: Any, registry: Registry) -> JobSpec:
-    """Check a job spec; `ValidationError` lists every problem at once, each under its field path."""
-    if not isinstance(body, dict):
-        raise ValidationError(
-            f"the job spec must be a JSON object, not {type(body).__name__}",
-            details={"_schema": ['send {"platform_id": ..., "settings": {...}}']},
-        )
-    errors: dict[str, list[str]] = {}
-    for key in sorted(set(body) - SPEC_FIELDS):
-        errors[key] = [f"Unknown field; a job spec has only {sorted(SPEC_FIELDS)}."]
-    client_id = body.get("_id")
-    if client_id is not None and (not isinstance(client_id, str | int) or isinstance(client_id, bool)):
-        errors["_id"] = ["give your reference as a string"]
-    platform_id = body.get("platform_id")
-    platform = registry.get(platform_id) if isinstance(platform_id, str) else None
-    if platform_id is None:
-        errors["platform_id"] = [f"Missing data for required field; one of {sorted(registry.platforms)}."]
-    elif platform is None:
-        errors["platform_id"] = [f"{platform_id!r} is not a platform; use one of {sorted(registry.platforms)}."]
-    settings = body.get("settings", {})
-    if not isinstance(settings, dict):
-        errors["settings"] = ["give the settings as a JSON object"]
-    elif platform is not None:
-        try:
-            loaded = platform.settings.schema().load(settings)
-        except MarshmallowError as exc:
-            errors.update(flatten_errors(exc.messages, "settings"))
-        else:
-            # Rules that span settings live in `__init__` (which does no I/O): check them before queueing.
-            try:
-                platform.cls(**loaded)
-            except (ValueError, TypeError) as exc:
-                errors["settings"] = [f"{exc}"]
-    if body.get("retry") is not None:
-        errors.update(check_retry(body["retry"]))
-    if body.get("timeout_s") is not None:
-        errors.update(check_timeout(body["timeout_s"]))
-    if errors or platform is None:
-        raise ValidationError(
-            f"the job spec has {len(errors)} error(s); fix the fields named in details and send it again",
-            details=errors,
-        )
-    return JobSpec(
-        platform,
-        {**platform.settings.defaults, **settings},
-        None if client_id is None else str(client_id),
-        retry=body.get("retry"),
-        timeout_s=body.get("timeout_s"),
-    )
-
-
-def secret_paths(spec: JobSpec) -> list[tuple[str, ...]]:
-    """Where secrets sit in a spec's settings: secret settings and the secret settings of storage specs."""
-    paths: list[tuple[str, ...]] = []
-    backends = storage_backends()
-    for setting in spec.platform.settings.settings:
-        value = spec.settings.get(setting.name)
-        if value is None:
-            continue
-        if setting.secret:
-            paths.append((setting.name,))
-        elif setting.type == "storage" and isinstance(value, dict) and value.get("type") in backends:
-            for sub in backends[value["type"]].settings.secret_names():
-                if value.get("settings", {}).get(sub) is not None:
-                    paths.append((setting.name, "settings", sub))
-    return paths
-
-
-def split_secrets(spec: JobSpec) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The settings with secrets masked, and the secrets by dotted path (to be sealed)."""
-    masked = copy.deepcopy(spec.settings)
-    secrets: dict[str, Any] = {}
-    for path in secret_paths(spec):
-        parent = masked
-        for part in path[:-1]:
-            parent = parent[part]
-        secrets[".".join(path)] = parent[path[-1]]
-        parent[path[-1]] = MASK
-    return masked, secrets
-
-
-def merge_secrets(masked: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
-    """The inverse of `split_secrets`: the settings with their secret values back in place."""
-    settings = copy.deepcopy(masked)
-    for dotted, value in secrets.items():
-        parent = settings
-        *parents, last = dotted.split(".")
-        for part in parents:
-            parent = parent[part]
-        parent[last] = value
-    return settings
 
 
 class Submitter:
@@ -193,12 +84,3 @@ def new_record(spec: JobSpec, sealer: Sealer | None, *, no_key: str) -> dict[str
             raise ConfigError(no_key)
         fields["secrets"] = sealer.seal(secrets)
     return fields
-
-
-def redis_down(config: Config, exc: Exception) -> ServiceUnavailableError:
-    where = mask_url(config.redis_url or "the configured Redis")
-    return ServiceUnavailableError(
-        f"Redis at {where} is unreachable ({type(exc).__name__}); nothing was written. "
-        "Check that Redis runs and COLLECTOR_REDIS_URL points to it, then retry.",
-        details={"service": "redis"},
-    )

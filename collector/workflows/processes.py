@@ -12,8 +12,10 @@ from typing import Any
 from redis.client import Pipeline
 
 from collector.errors import ConflictError, NotFoundError, ValidationError
+from collector.spec.job import validate_spec
+from collector.spec.secrets import merge_secrets, split_secrets
 from collector.store.records import run_watched
-from collector.submit.submitter import Submitter, merge_secrets, split_secrets, validate_spec
+from collector.submit.submitter import Submitter
 from collector.types import iso
 
 PROCESS_FIELDS = {"name", "version", "steps"}

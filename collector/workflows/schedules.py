@@ -14,7 +14,9 @@ import redis
 from croniter import CroniterBadDateError, croniter
 
 from collector.errors import NotFoundError, ValidationError
-from collector.submit.submitter import Submitter, merge_secrets, split_secrets, validate_spec
+from collector.spec.job import validate_spec
+from collector.spec.secrets import merge_secrets, split_secrets
+from collector.submit.submitter import Submitter
 from collector.types import iso
 
 log = logging.getLogger(__name__)

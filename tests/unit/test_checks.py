@@ -7,9 +7,10 @@ from collections.abc import Iterator
 import pytest
 
 import storage
-from collector.spec.registry import Registry, storage_backends
+from collector.spec.job import validate_spec
+from collector.spec.registry import Registry
+from collector.spec.schema import storage_backends
 from collector.submit.checks import check_spec_locally
-from collector.submit.submitter import validate_spec
 from storage.base import Storage
 
 

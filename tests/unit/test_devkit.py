@@ -20,8 +20,9 @@ from collector.devkit.recorded import RecordedResponses, substitute
 from collector.devkit.specsource import apply_sets, fetch_job_spec, missing_secrets, parse_value
 from collector.errors import JobFailedError, SpecSourceError, ValidationError
 from collector.run.runner import Runtime, execute
+from collector.spec.job import validate_spec
 from collector.spec.registry import Registry
-from collector.submit.submitter import Submitter, validate_spec
+from collector.submit.submitter import Submitter
 
 
 def test_the_failure_hook_gets_the_original_exception_while_the_raised_error_stays_masked(

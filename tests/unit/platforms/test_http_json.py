@@ -18,9 +18,10 @@ from collector.config import Config
 from collector.errors import FatalError, JobFailedError, TransientError, ValidationError
 from collector.http_client import retry_after
 from collector.run.runner import Runtime, execute
+from collector.spec.job import validate_spec
 from collector.spec.registry import Registry
 from collector.store.records import JobStore
-from collector.submit.submitter import Submitter, validate_spec
+from collector.submit.submitter import Submitter
 from collector.types import Secret
 from platforms.http_json import HttpJson, dig, flatten, link_header_next
 from tests.unit.platforms.conftest import LocalServer, Seen, json_answer

@@ -1,0 +1,77 @@
+"""A job spec checked against its platform: every problem at once, each under its field path."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from marshmallow import ValidationError as MarshmallowError
+
+from collector.errors import ValidationError
+from collector.spec.policy import check_retry, check_timeout
+from collector.spec.registry import PlatformSpec, Registry
+from collector.spec.schema import flatten_errors
+
+SPEC_FIELDS = {"_id", "platform_id", "settings", "retry", "timeout_s"}
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSpec:
+    """A validated job spec: the platform, the settings as given (defaults filled) and the client's id."""
+
+    platform: PlatformSpec
+    settings: dict[str, Any]
+    client_id: str | None
+    retry: dict[str, Any] | None = None
+    timeout_s: int | None = None
+
+
+def validate_spec(body: Any, registry: Registry) -> JobSpec:
+    """Check a job spec; `ValidationError` lists every problem at once, each under its field path."""
+    if not isinstance(body, dict):
+        raise ValidationError(
+            f"the job spec must be a JSON object, not {type(body).__name__}",
+            details={"_schema": ['send {"platform_id": ..., "settings": {...}}']},
+        )
+    errors: dict[str, list[str]] = {}
+    for key in sorted(set(body) - SPEC_FIELDS):
+        errors[key] = [f"Unknown field; a job spec has only {sorted(SPEC_FIELDS)}."]
+    client_id = body.get("_id")
+    if client_id is not None and (not isinstance(client_id, str | int) or isinstance(client_id, bool)):
+        errors["_id"] = ["give your reference as a string"]
+    platform_id = body.get("platform_id")
+    platform = registry.get(platform_id) if isinstance(platform_id, str) else None
+    if platform_id is None:
+        errors["platform_id"] = [f"Missing data for required field; one of {sorted(registry.platforms)}."]
+    elif platform is None:
+        errors["platform_id"] = [f"{platform_id!r} is not a platform; use one of {sorted(registry.platforms)}."]
+    settings = body.get("settings", {})
+    if not isinstance(settings, dict):
+        errors["settings"] = ["give the settings as a JSON object"]
+    elif platform is not None:
+        try:
+            loaded = platform.settings.schema().load(settings)
+        except MarshmallowError as exc:
+            errors.update(flatten_errors(exc.messages, "settings"))
+        else:
+            # Rules that span settings live in `__init__` (which does no I/O): check them before queueing.
+            try:
+                platform.cls(**loaded)
+            except (ValueError, TypeError) as exc:
+                errors["settings"] = [f"{exc}"]
+    if body.get("retry") is not None:
+        errors.update(check_retry(body["retry"]))
+    if body.get("timeout_s") is not None:
+        errors.update(check_timeout(body["timeout_s"]))
+    if errors or platform is None:
+        raise ValidationError(
+            f"the job spec has {len(errors)} error(s); fix the fields named in details and send it again",
+            details=errors,
+        )
+    return JobSpec(
+        platform,
+        {**platform.settings.defaults, **settings},
+        None if client_id is None else str(client_id),
+        retry=body.get("retry"),
+        timeout_s=body.get("timeout_s"),
+    )

@@ -13,6 +13,9 @@ from collector import defaults
 from collector.config import Config
 from collector.spec.registry import Registry
 from collector.submit.submitter import Submitter
+from collector.workflows.processes import Processes
+from collector.workflows.schedules import Schedules
+from collector.workflows.waiting import sweep
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +25,6 @@ class Maintenance:
 
     def __init__(self, *, connection: redis.Redis, config: Config, registry: Registry,
                  interval_s: float = defaults.MAINTENANCE_INTERVAL_S) -> None:
-        from collector.workflows.processes import Processes
-        from collector.workflows.schedules import Schedules
-        from collector.workflows.waiting import sweep
-
         self.submitter = Submitter(connection=connection, config=config, registry=registry)
         self.interval_s = interval_s
         self._next = 0.0

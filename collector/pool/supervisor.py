@@ -24,11 +24,11 @@ from collector.config import Config
 from collector.pool.heartbeat import CollectorJob, LeanHeartbeats
 from collector.pool.maintenance import Maintenance
 from collector.pool.supervision import Watchdog, die_with_parent, relay_cancel, wait_for_redis
+from collector.run.checks import run_check
 from collector.run.runner import Runtime, install, run_job
 from collector.spec.registry import Registry
 from collector.store.records import connect
 from collector.store.rq import CHECK_FUNCTION, RUN_FUNCTION
-from collector.submit.checks import run_check
 from collector.workflows.reaper import Reaper, beat, retire
 from collector.workflows.recovery import recover
 

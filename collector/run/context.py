@@ -18,7 +18,7 @@ from collector.masking import mask_text
 from collector.store.records import DATASETS, ENDED, JOB_ID, JobStore
 
 if TYPE_CHECKING:
-    from collector.workflows.waiting import JobLinks
+    from collector.workflows.children import JobLinks
 
 T = TypeVar("T")
 

@@ -25,8 +25,10 @@ from collector.store import metrics
 from collector.store.records import ENDED, JobStore, connect, decode_fields
 from collector.store.rq import RQ, current_job_id, timed_out
 from collector.types import iso
+from collector.workflows.cancel import cancel_children
+from collector.workflows.children import JobLinks, resume_parent
 from collector.workflows.ends import Ends, retry_delay, timeout_message
-from collector.workflows.waiting import input_secrets
+from collector.workflows.waiting import input_secrets, suspend
 from storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -61,8 +63,6 @@ class Runtime:
         self.rq = RQ(self.connection, self.config)
         self.outcome: Outcome | None = None
         self.current: RunContext | None = None  # the context of the job running now, for cancel signals
-        from collector.workflows.waiting import JobLinks
-
         self.links = JobLinks(connection=self.connection, config=self.config, registry=self.registry)
 
 
@@ -211,8 +211,6 @@ def _fail(runtime: Runtime, ctx: RunContext, exc: BaseException, got: dict[str, 
 
 def _suspend(runtime: Runtime, ctx: RunContext, wait: dict[str, Any]) -> str:
     """A job that waits (for input or children): record it and free the worker. `stopped` when cancelled."""
-    from collector.workflows.waiting import suspend
-
     status = "stopped" if ctx.cancelled else until_written(
         lambda: suspend(runtime.connection, runtime.store, ctx.job_id, wait, ctx.final_fields()),
         wait_s=runtime.config.redis_wait_s, what=f"job {ctx.job_id}: waiting")
@@ -220,8 +218,6 @@ def _suspend(runtime: Runtime, ctx: RunContext, wait: dict[str, Any]) -> str:
         runtime.outcome = Outcome(status)
         logs.job_event(log, status, job_id=ctx.job_id, platform_id=ctx.platform_id, attempt=ctx.attempt)
     elif ctx.children:  # cancelled while it spawned: children queued after the cancel went out stop too
-        from collector.workflows.waiting import cancel_children
-
         with contextlib.suppress(redis.RedisError):
             cancel_children(runtime.connection, runtime.config, ctx.children, by=f"parent job {ctx.job_id}")
     return status
@@ -286,8 +282,6 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
 
     until_written(write, wait_s=runtime.config.redis_wait_s, what=f"job {ctx.job_id}: final state")
     if ctx.parent_id and status in ENDED:
-        from collector.workflows.waiting import resume_parent
-
         try:  # the parent may wait for this, its last child; the maintenance sweep is the backstop
             resume_parent(runtime.connection, runtime.config, ctx.parent_id)
         except redis.RedisError as exc:

@@ -1,10 +1,10 @@
 """Connection checks: a platform's optional `_check()` and its storage targets' `_check()`, run without
-collecting anything — in this process (`collector check`) or in a worker (`POST /platforms/check`)."""
+collecting anything — in this process (`collector check`), or asked of a worker (`POST /platforms/check`,
+which `run.checks.run_check` answers)."""
 
 from __future__ import annotations
 
 import json
-import logging
 import time
 import uuid
 from typing import Any
@@ -16,13 +16,11 @@ from collector.errors import CheckTimeoutError, ConfigError
 from collector.masking import mask_text
 from collector.sealing import Sealer
 from collector.spec.job import JobSpec
-from collector.spec.registry import PlatformSpec, Registry
-from collector.spec.secrets import merge_secrets, split_secrets
+from collector.spec.registry import PlatformSpec
+from collector.spec.secrets import split_secrets
 from collector.store.records import Keys, encode
-from collector.store.rq import RQ, current_job_id
+from collector.store.rq import RQ
 from storage.base import Storage
-
-log = logging.getLogger(__name__)
 
 WAIT_SLICE_S = 1.0   # each BLPOP waits at most this long: below any client read timeout
 
@@ -116,42 +114,3 @@ def request_check(
         "COLLECTOR_CHECK_TIMEOUT_S)",
         details={"timeout_s": timeout_s},
     )
-
-
-def run_check() -> dict[str, Any]:
-    """What a worker runs for `POST /platforms/check` (no arguments, like a job: the id names the record)."""
-    from collector.run.runner import current_runtime
-
-    check_id = current_job_id("run_check")
-    runtime = current_runtime()
-    keys = Keys(runtime.config.key_prefix)
-    platform_id, settings_json, sealed = runtime.connection.hmget(
-        keys.check(check_id), ["platform_id", "settings", "secrets"]
-    )
-    if platform_id is None:
-        return {"ok": False, "message": "the check request expired before a worker took it", "checks": []}
-    answer = _answer(runtime, platform_id.decode(), json.loads(settings_json), sealed)
-    with runtime.connection.pipeline(transaction=True) as pipe:
-        pipe.rpush(keys.check_answer(check_id), json.dumps(answer, default=str))
-        pipe.expire(keys.check_answer(check_id), runtime.config.check_timeout_s + 5)
-        pipe.delete(keys.check(check_id))
-        pipe.execute()
-    log.info("check %s (%s): %s", check_id, platform_id.decode(), "ok" if answer["ok"] else "failed")
-    return {"ok": answer["ok"]}
-
-
-def _answer(runtime: Any, platform_id: str, masked: dict[str, Any], sealed: bytes | None) -> dict[str, Any]:
-    registry: Registry = runtime.registry
-    platform = registry.get(platform_id)
-    if platform is None:
-        return {"ok": False, "message": f"platform {platform_id!r} is not installed on this worker", "checks": []}
-    secrets: dict[str, Any] = {}
-    if sealed:
-        if runtime.sealer is None:
-            return {"ok": False, "message": "the worker has no COLLECTOR_SECRET_KEY to open the secrets", "checks": []}
-        try:
-            secrets = runtime.sealer.unseal(sealed.decode())
-        except ConfigError as exc:
-            return {"ok": False, "message": exc.message, "checks": []}
-    settings = merge_secrets(masked, secrets)
-    return check_settings(platform, settings, [str(v) for v in secrets.values()])

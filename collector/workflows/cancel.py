@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -21,8 +22,6 @@ def cancel(connection: redis.Redis, config: Config, job_id: str, *, by: str | No
     """Cancel a job. A waiting job ends `canceled` at once; a running one gets `cancel_requested_at` and ends
     `stopped` when it stops (or is killed `cancel_grace_s` later). Ended jobs raise `ConflictError`.
     The job's sub-jobs (and theirs) are cancelled with it."""
-    from collector.workflows.waiting import cancel_children
-
     answer = _cancel_one(connection, config, job_id, by=by)
     children = JobStore(connection, config).read(job_id, "children").get("children") or []
     if children:
@@ -77,3 +76,15 @@ def _cancel_one(connection: redis.Redis, config: Config, job_id: str, *, by: str
         }
 
     return run_watched(connection, attempt)
+
+
+def cancel_children(connection: redis.Redis, config: Config, children: Iterable[str], *, by: str) -> list[str]:
+    """Cancel every child that has not ended; returns the ids a cancel reached."""
+    reached = []
+    for child in children:
+        try:
+            cancel(connection, config, child, by=by)
+            reached.append(child)
+        except (ConflictError, NotFoundError):
+            continue  # already ended or expired: nothing to cancel
+    return reached

@@ -14,7 +14,6 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -26,6 +25,8 @@ from collector.sealing import Sealer
 from collector.store.records import ENDED, JobStore, decode_fields, run_watched
 from collector.store.rq import RQ
 from collector.types import iso
+from collector.workflows.cancel import cancel_children
+from collector.workflows.children import read_children, resume_parent
 from collector.workflows.ends import Ends
 
 log = logging.getLogger(__name__)
@@ -55,55 +56,6 @@ def input_secrets(inputs: Any) -> list[str]:
         text = str(inputs)
         return [text] if len(text) >= 4 else []
     return []
-
-
-class JobLinks:
-    """What a running job's context uses to queue sub-jobs and read their state (the runner builds it)."""
-
-    def __init__(self, *, connection: redis.Redis, config: Config, registry: Any) -> None:
-        self.connection, self.config, self.registry = connection, config, registry
-        self.store = JobStore(connection, config)
-        self.can_take_input = bool(config.secret_key)
-        self._submitter: Any = None
-
-    def spawn(self, parent_id: str, child_id: str, body: dict[str, Any]) -> bool:
-        """Queue `body` as `child_id` unless an earlier attempt did; True when queued now."""
-        if self.store.exists(child_id):
-            return False
-        if self._submitter is None:
-            from collector.submit.submitter import Submitter
-
-            self._submitter = Submitter(connection=self.connection, config=self.config, registry=self.registry)
-        self._submitter.submit(body, job_id=child_id, extra={"parent_id": parent_id})
-        return True
-
-    def read_children(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        return read_children(self.connection, self.store, list(ids))
-
-
-def read_children(connection: redis.Redis, store: JobStore, ids: list[str], *, brief: bool = False
-                  ) -> dict[str, dict[str, Any]]:
-    """Child id → `{"status", "platform_id", "result" or "error"}` (`brief`: status and platform only)."""
-    names = ["status", "platform_id"] if brief else ["status", "platform_id", "result", "error"]
-    with connection.pipeline(transaction=False) as pipe:
-        for child in ids:
-            pipe.hmget(store.keys.job(child), names)
-        answers = pipe.execute()
-    found: dict[str, dict[str, Any]] = {}
-    for child, values in zip(ids, answers, strict=True):
-        record = decode_fields(names, values)
-        if "status" not in record:
-            found[child] = {"status": "failed", "platform_id": None,
-                            "error": {"type": "NotFoundError", "message": "the child's record expired or was deleted"}}
-            continue
-        entry = {"status": record["status"], "platform_id": record.get("platform_id")}
-        if not brief:
-            if record["status"] == "finished":
-                entry["result"] = record.get("result")
-            elif record["status"] in ENDED:
-                entry["error"] = {k: v for k, v in (record.get("error") or {}).items() if k in ("type", "message")}
-        found[child] = entry
-    return found
 
 
 def suspend(connection: redis.Redis, store: JobStore, job_id: str, wait: dict[str, Any],
@@ -218,38 +170,6 @@ def resume(connection: redis.Redis, config: Config, job_id: str, *, token: str, 
     return run_watched(connection, attempt)
 
 
-def resume_parent(connection: redis.Redis, config: Config, parent_id: str) -> bool:
-    """Queue `parent_id` again if it waits for children and all of them ended; True when it did."""
-    store = JobStore(connection, config)
-    key = store.keys.job(parent_id)
-    rq = RQ(connection, config)
-    names = ["status", "waiting", "resumes", "timeout_s"]
-
-    def attempt(pipe: Pipeline) -> bool:
-        pipe.watch(key)
-        values = pipe.hmget(key, names)
-        record = decode_fields(names, values)
-        wait = record.get("waiting") or {}
-        if record.get("status") != "waiting" or wait.get("kind") != "children":
-            pipe.unwatch()
-            if record.get("status") != "waiting":
-                connection.srem(store.keys.waiting_parents(), parent_id)
-            return False
-        statuses = read_children(connection, store, list(wait.get("children") or []), brief=True)
-        if any(s["status"] not in ENDED for s in statuses.values()):
-            pipe.unwatch()
-            return False
-        job = rq.fetch(parent_id)
-        pipe.multi()
-        Ends(store, rq).resumed(pipe, parent_id, job, reason="children ended",
-                 fields={"resumes": int(record.get("resumes") or 0) + 1}, timeout_s=record.get("timeout_s"))
-        pipe.execute()
-        log.info("job %s: its children ended; queued again", parent_id)
-        return True
-
-    return run_watched(connection, attempt)
-
-
 def time_out(connection: redis.Redis, config: Config, job_id: str) -> bool:
     """Fail a job whose wait ran past its deadline (and cancel the children it still waited for)."""
     store = JobStore(connection, config)
@@ -298,20 +218,6 @@ def _timeout_message(wait: dict[str, Any]) -> str:
     return (f"no input for {wait.get('name')!r} arrived within timeout_s={timeout} s"
             + (f" (prompt: {prompt[:200]!r})" if prompt else "")
             + "; resume sooner with POST /execution/resume, or give ctx.wait_for a longer timeout_s")
-
-
-def cancel_children(connection: redis.Redis, config: Config, children: Iterable[str], *, by: str) -> list[str]:
-    """Cancel every child that has not ended; returns the ids a cancel reached."""
-    from collector.workflows.cancel import cancel
-
-    reached = []
-    for child in children:
-        try:
-            cancel(connection, config, child, by=by)
-            reached.append(child)
-        except (ConflictError, NotFoundError):
-            continue  # already ended or expired: nothing to cancel
-    return reached
 
 
 def sweep(connection: redis.Redis, config: Config) -> None:

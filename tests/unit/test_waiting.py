@@ -94,7 +94,7 @@ def test_a_wait_past_its_deadline_is_failed_by_the_sweep(
 
 def test_wait_for_returns_a_delivered_input_and_suspends_otherwise(unit_config: Config,
                                                                    fake_redis: fakeredis.FakeRedis) -> None:
-    from collector.workflows.waiting import JobLinks
+    from collector.workflows.children import JobLinks
 
     links = JobLinks(connection=fake_redis, config=unit_config, registry=None)
     store = JobStore(fake_redis, unit_config)
@@ -138,7 +138,7 @@ def test_wait_children_raises_naming_a_failed_child_or_returns_statuses_when_tol
     fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry
 ) -> None:
     from collector.errors import ChildJobError, JobCancelledError
-    from collector.workflows.waiting import JobLinks
+    from collector.workflows.children import JobLinks
 
     runtime = Runtime(unit_config, fake_redis, registry, worker_name="w1")
     parent = submit(fake_redis, unit_config, registry, "demo", {"rows": 1})
@@ -193,7 +193,7 @@ def test_submit_wait_tells_once_how_to_resume_a_job_waiting_for_input() -> None:
 def test_a_parent_whose_children_outlast_its_wait_fails_and_they_are_cancelled(
     fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry
 ) -> None:
-    from collector.workflows.waiting import JobLinks
+    from collector.workflows.children import JobLinks
 
     parent = submit(fake_redis, unit_config, registry, "demo", {"rows": 1})
     store = JobStore(fake_redis, unit_config)

@@ -21,7 +21,7 @@ from collector.run.context import RunContext, until_written
 from collector.sealing import Sealer
 from collector.spec.registry import Registry
 from collector.spec.secrets import merge_secrets
-from collector.store import metrics
+from collector.store import events, metrics
 from collector.store.records import ENDED, JobStore, connect, decode_fields
 from collector.store.rq import RQ, current_job_id, timed_out
 from collector.types import iso
@@ -73,7 +73,7 @@ def install(runtime: Runtime) -> None:
     """Make `runtime` the one `run_job` uses in this process."""
     global _runtime
     _runtime = runtime
-    logs.keep_platform_logs(runtime.connection, runtime.store.keys)  # ctx.log lines onto the job's events
+    events.keep_platform_logs(runtime.connection, runtime.store.keys)  # ctx.log lines onto the job's events
 
 
 def current_runtime() -> Runtime:

@@ -64,8 +64,8 @@ def test_a_finished_job_keeps_its_last_heartbeat_without_a_round_trip_of_its_own
 
     from rq.job import Job
 
-    from collector.logs import JobEventsHandler
     from collector.run import runner
+    from collector.store.events import JobEventsHandler
 
     monkeypatch.setattr(runner, "_runtime", None)  # restored after the test, as is the logger below
     platforms_logger = logging.getLogger("platforms")
@@ -92,8 +92,8 @@ def test_a_job_costs_six_round_trips_and_leaves_rq_state_as_rq_does(
     from rq.job import Job
     from rq.registry import FinishedJobRegistry, StartedJobRegistry
 
-    from collector.logs import JobEventsHandler
     from collector.run import runner
+    from collector.store.events import JobEventsHandler
 
     monkeypatch.setattr(runner, "_runtime", None)
     platforms_logger = logging.getLogger("platforms")
@@ -166,8 +166,8 @@ def test_jobs_run_under_the_function_names_rq_stores_though_no_module_bears_them
 
     from rq.job import Job
 
-    from collector.logs import JobEventsHandler
     from collector.run import runner
+    from collector.store.events import JobEventsHandler
     from collector.store.rq import CHECK_FUNCTION, RQ
 
     monkeypatch.setattr(runner, "_runtime", None)

@@ -12,8 +12,9 @@ import pytest
 
 from collector.config import Config
 from collector.errors import ConfigError
-from collector.logs import JobEventsHandler, job_event, keep_platform_logs, setup
+from collector.logs import job_event, setup
 from collector.run.context import RunContext
+from collector.store.events import JobEventsHandler, keep_platform_logs
 from collector.store.records import JobStore, Keys
 
 KEYS = Keys("collector")

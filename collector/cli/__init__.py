@@ -1,5 +1,1 @@
-"""The `collector` command, its HTTP client, progress display and embedded Redis; nothing imports it."""
-
-from collector.cli.main import main
-
-__all__ = ["main"]
+"""The `collector` command (cli.main), its HTTP client, progress display and embedded Redis; nothing imports it."""

@@ -38,7 +38,7 @@ def _commands(client: redis.Redis) -> int:
 
 
 def collector_worker(url: str, jobs: int) -> tuple[int, int]:
-    from collector.pool.supervisor import CollectorWorker
+    from collector.pool.children import CollectorWorker
     from collector.run.runner import Runtime, install
     from collector.spec.registry import Registry
     from collector.store.records import connect

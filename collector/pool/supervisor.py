@@ -1,198 +1,32 @@
-"""The pre-forked worker pool: a supervisor forks N children up front; each runs job after job in-process."""
+"""The pre-forked worker pool: a supervisor forks N children up front (each runs job after job in-process),
+replaces dead ones, settles the jobs they held, and does the pool's chores."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import mmap
 import os
 import select
 import signal
 import socket
-import struct
 import time
 from typing import Any
 
 import redis
-from rq import Queue
-from rq.job import Job, JobStatus
-from rq.serializers import JSONSerializer
-from rq.worker import SimpleWorker
 
 from collector import defaults
 from collector.config import Config
-from collector.pool.heartbeat import CollectorJob, LeanHeartbeats
+from collector.pool.children import CollectorWorker, Slots
 from collector.pool.maintenance import Maintenance
 from collector.pool.supervision import Watchdog, die_with_parent, relay_cancel, wait_for_redis
-from collector.run.checks import run_check
-from collector.run.runner import Runtime, install, run_job
+from collector.run.runner import Runtime, install
 from collector.spec.registry import Registry
 from collector.store.records import connect
-from collector.store.rq import CHECK_FUNCTION, RUN_FUNCTION
+from collector.store.rq import JSONSerializer
 from collector.workflows.reaper import Reaper, beat, retire
 from collector.workflows.recovery import recover
 
 log = logging.getLogger(__name__)
-
-ID_BYTES = 64
-SLOT_BYTES = 2 * ID_BYTES + 8   # the running job's id, its hard deadline, the id of a job to cancel
-SUSPENDED = ("waiting", "queued")  # outcomes of a job that waits (or was queued again at once): not failures
-# The function names RQ stores with collector's jobs, and the functions they name. A worker looks a name up
-# here rather than importing it, so a queued job runs whichever module its function lives in now.
-JOB_FUNCTIONS = {RUN_FUNCTION: run_job, CHECK_FUNCTION: run_check}
-
-
-class Slots:
-    """Shared memory, one slot per child: the id of the job the child runs, its hard deadline (epoch seconds),
-    and the id of a job the supervisor asks it to cancel.
-
-    The supervisor reads a dead child's slot to learn which job it held, without asking Redis
-    (which may be what killed it) and without the child's help.
-    """
-
-    def __init__(self, count: int) -> None:
-        self._mem = mmap.mmap(-1, count * SLOT_BYTES)
-
-    def _put(self, index: int, offset: int, data: bytes, size: int) -> None:
-        start = index * SLOT_BYTES + offset
-        self._mem[start : start + size] = data[:size].ljust(size, b"\0")
-
-    def _take(self, index: int, offset: int, size: int) -> bytes:
-        start = index * SLOT_BYTES + offset
-        return self._mem[start : start + size]
-
-    def set(self, index: int, job_id: str, deadline: float = 0.0) -> None:
-        self._put(index, ID_BYTES, struct.pack("d", deadline), 8)
-        self._put(index, 0, job_id.encode(), ID_BYTES)
-
-    def get(self, index: int) -> str | None:
-        return self._take(index, 0, ID_BYTES).rstrip(b"\0").decode() or None
-
-    def deadline(self, index: int) -> float:
-        return struct.unpack("d", self._take(index, ID_BYTES, 8))[0]
-
-    def clear(self, index: int) -> None:
-        self._put(index, 0, b"", SLOT_BYTES)
-
-    def ask_cancel(self, index: int, job_id: str) -> None:
-        self._put(index, ID_BYTES + 8, job_id.encode(), ID_BYTES)
-
-    def cancel_asked(self, index: int) -> str | None:
-        return self._take(index, ID_BYTES + 8, ID_BYTES).rstrip(b"\0").decode() or None
-
-
-class _WithoutInfo:
-    """RQ's worker logger without its INFO lines, while a job is dequeued and run: RQ's three lines per job
-    (dequeued, `Job OK`, result kept) repeat what collector's own job-event lines say, tagged with the job id
-    and platform. Warnings, errors and debug lines pass."""
-
-    def __init__(self, logger: logging.Logger) -> None:
-        self._logger = logger
-
-    def info(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._logger, name)
-
-
-class PoolJob(CollectorJob):
-    """A job as the pool's workers run it: collector's stored function names resolve through `JOB_FUNCTIONS`."""
-
-    @property
-    def func(self) -> Any:
-        return JOB_FUNCTIONS.get(self.func_name or "") or super().func
-
-
-class CollectorWorker(LeanHeartbeats, SimpleWorker):
-    """An RQ worker that runs jobs in its own process and tells the supervisor which job it holds."""
-
-    job_class = PoolJob
-    slots: Slots | None = None
-    slot_index = 0
-    runtime: Runtime | None = None
-    max_connection_wait_time = 5.0   # reconnect soon after a Redis outage (RQ's default backs off to 60 s)
-
-    parent_pid = 0
-
-    @contextlib.contextmanager
-    def _log_to(self, logger: Any) -> Any:
-        before, self.log = self.log, logger
-        try:
-            yield
-        finally:
-            self.log = before
-
-    def _quiet(self) -> Any:
-        return self._log_to(_WithoutInfo(logging.getLogger("rq.worker")))
-
-    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
-        with self._quiet():
-            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-
-    def run_maintenance_tasks(self) -> None:
-        with self._log_to(logging.getLogger("rq.worker")):  # its `cleaning registries` line stays
-            super().run_maintenance_tasks()
-
-    def execute_job(self, job: Job, queue: Queue) -> None:
-        with self._quiet():
-            self._execute_job(job, queue)
-
-    def _execute_job(self, job: Job, queue: Queue) -> None:
-        if self.parent_pid and os.getppid() != self.parent_pid:
-            # Orphaned (where PR_SET_PDEATHSIG is not available): the reaper settles our pool's jobs elsewhere,
-            # so give this one back untouched and leave.
-            with self.connection.pipeline() as pipe:
-                pipe.lrem(queue.intermediate_queue_key, 1, job.id)
-                queue.push_job_id(job.id, pipeline=pipe, at_front=True)
-                pipe.execute()
-            os._exit(1)
-        if self.runtime is not None:
-            self.runtime.outcome = None
-        if self.slots is not None:
-            timeout = job.timeout if job.timeout and job.timeout > 0 else None
-            deadline = time.time() + timeout + defaults.TIMEOUT_GRACE_S if timeout else 0.0
-            self.slots.set(self.slot_index, job.id, deadline)
-        try:
-            super().execute_job(job, queue)
-        finally:
-            if self.slots is not None:
-                self.slots.clear(self.slot_index)
-
-    def handle_exception(self, job: Job, *exc_info: Any) -> None:
-        outcome = self.runtime.outcome if self.runtime is not None else None
-        if outcome is not None and outcome.status in SUSPENDED:
-            log.info("Worker %s: job %s is %s; worker free", self.name, job.id, outcome.status)
-            return  # a wait is no error: no traceback in the log
-        super().handle_exception(job, *exc_info)
-
-    def handle_job_failure(
-        self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = ""
-    ) -> None:
-        """RQ's failure handling, except for jobs the runner scheduled for a retry or found cancelled."""
-        outcome = self.runtime.outcome if self.runtime is not None else None
-        if outcome is not None and outcome.status in SUSPENDED:
-            # Waiting (or queued again already): the runner wrote the record and RQ's status; only the
-            # execution is left to clean up, and this attempt counts as no failure.
-            with self.connection.pipeline() as pipe:
-                self.cleanup_execution(job, pipeline=pipe)
-                pipe.execute()
-            return
-        if outcome is not None and outcome.status in ("scheduled", "canceled"):
-            # The runner already put a retry in the scheduled registry and set RQ's status (with its record,
-            # in one transaction); only the execution is left to clean up.
-            with self.connection.pipeline() as pipe:
-                self.cleanup_execution(job, pipeline=pipe)
-                if outcome.status == "canceled":
-                    job.set_status(JobStatus.CANCELED, pipeline=pipe)
-                    queue.canceled_job_registry.add(job, ttl=job.failure_ttl or 0, pipeline=pipe)
-                self.increment_failed_job_count(pipe)
-                pipe.execute()
-            return
-        if outcome is not None and outcome.status == "stopped":
-            self._stopped_job_id = job.id  # RQ then records the job as stopped, not failed
-        super().handle_job_failure(job, queue, started_job_registry, exc_string)
-
 
 def describe_exit(status: int) -> str:
     """A dead child's wait status in words: `worker process killed by signal 9 (SIGKILL)`."""

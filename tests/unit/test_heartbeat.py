@@ -9,7 +9,7 @@ from rq.serializers import JSONSerializer
 
 from collector.config import Config
 from collector.pool import heartbeat
-from collector.pool.supervisor import CollectorWorker
+from collector.pool.children import CollectorWorker
 from collector.run.runner import Runtime, install
 from collector.spec.registry import Registry
 from collector.store.records import JobStore

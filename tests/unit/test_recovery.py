@@ -178,7 +178,7 @@ def test_recover_settles_a_job_once(fake_redis: fakeredis.FakeRedis, unit_config
 
 
 def test_slots_hold_the_job_its_deadline_and_a_cancel_per_child() -> None:
-    from collector.pool.supervisor import Slots
+    from collector.pool.children import Slots
 
     slots = Slots(2)
     slots.set(1, "job-a", 123.5)

@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## API, 2 workers and the dashboard on an embedded Redis: http://127.0.0.1:8000
 	$(BIN)/collector up $(ARGS)
 
-lint: $(STAMP)  ## ruff, the compose file against the compose spec, the Dockerfile (no Docker engine needed)
+lint: $(STAMP)  ## ruff, the layers (lint-imports), the compose file against the compose spec, the Dockerfile
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(BIN)/hadolint Dockerfile
 

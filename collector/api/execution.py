@@ -3,139 +3,40 @@ resume one that waits for input."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
 
-from collector.api.limits import parse_body
+from collector.api.requests import canceled_by, flag, job_id_param, read_json
 from collector.api.services import services
-from collector.errors import BadRequestError, CollectorError, NotFoundError, ValidationError
-from collector.masking import forget, mask_error, remember
-from collector.spec.secrets import secrets_in_body
-from collector.store.records import JOB_ID
-from collector.workflows.cancel import cancel as cancel_job
-from collector.workflows.waiting import describe, input_secrets
-from collector.workflows.waiting import resume as resume_job
 
-log = logging.getLogger(__name__)
 blueprint = Blueprint("execution", __name__)
-TRUE_WORDS = {"", "1", "true", "yes"}
 
 
 @blueprint.post("/execution/run")
 def run() -> tuple[dict[str, Any], int]:
-    body = read_json()
-    secrets = remember(secrets_in_body(body, services().registry))  # masked in every log line meanwhile
-    try:
-        answer = services().submitter.submit(body)
-    except CollectorError as exc:  # a validation message may quote a value given for a secret setting
-        raise mask_error(exc, secrets) from None
-    except Exception as exc:  # logged here, while the secrets are still masked, not by the app's handler
-        log.exception("submitting a job failed unexpectedly")
-        raise CollectorError(
-            f"the service failed unexpectedly ({type(exc).__name__}); the logs have the details"
-        ) from None
-    finally:
-        forget(secrets)
-    return answer, 202
+    return services().submit(read_json()), 202
 
 
 @blueprint.get("/execution/get")
 def get() -> dict[str, Any]:
-    job_id = job_id_param()
-    full = "full" in request.args and request.args["full"].lower() in TRUE_WORDS
-    svc = services()
-    view = svc.store.view(job_id, full=full)
-    if view is None:
-        raise NotFoundError(
-            f"no job {job_id!r}: it never existed or its record expired; check the id POST /execution/run gave",
-            details={"job_id": job_id},
-        )
-    return describe(svc.connection, svc.config, view)
+    return services().view(job_id_param(), full=flag("full"))
 
 
 @blueprint.post("/execution/resume")
 def resume() -> tuple[dict[str, Any], int]:
     job_id = job_id_param()
-    body = read_json()
-    if not isinstance(body, dict):
-        raise ValidationError(
-            'the body must be a JSON object: {"token": "<waiting.resume_token of GET /execution/get>", '
-            '"input": {...}}', details={"_schema": ["send a JSON object"]},
-        )
-    errors: dict[str, list[str]] = {}
-    for key in sorted(set(body) - {"token", "input"}):
-        errors[key] = ['Unknown field; a resume has only "token" and "input".']
-    token = body.get("token")
-    if not isinstance(token, str) or not token:
-        errors["token"] = ["give the resume token (waiting.resume_token of GET /execution/get) as a string"]
-    elif len(token) > 200:
-        errors["token"] = [f"a resume token has 43 characters, not {len(token)}"]
-    given = body.get("input", {})
-    if not isinstance(given, dict):
-        errors["input"] = ["give the input as a JSON object, e.g. {\"code\": \"...\"}"]
-    if errors:
-        raise ValidationError(
-            f"the resume has {len(errors)} error(s); fix the fields named in details and send it again",
-            details=errors,
-        )
-    svc = services()
-    secrets = remember(input_secrets(given))  # inputs may be secret: masked in every log line meanwhile
-    try:
-        answer = resume_job(svc.connection, svc.config, job_id, token=token, given=given)
-    finally:
-        forget(secrets)
-    return answer, 202
+    return services().resume(job_id, read_json()), 202
 
 
 @blueprint.post("/execution/cancel")
 def cancel() -> tuple[dict[str, Any], int]:
     job_id = job_id_param()
-    by = request.args.get("canceled_by") or request.args.get("by")
-    if by is None and request.content_length:
-        body = read_json()
-        if not isinstance(body, dict) or not isinstance(body.get("canceled_by", ""), str):
-            raise BadRequestError('the body must be a JSON object like {"canceled_by": "alice"} (or leave it out)')
-        by = body.get("canceled_by")
-    if by is not None and len(by) > 200:
-        raise BadRequestError(f"canceled_by is {len(by)} characters; give at most 200 (a name or an email)")
-    svc = services()
-    answer = cancel_job(svc.connection, svc.config, job_id, by=by)
+    answer = services().cancel(job_id, by=canceled_by())
     return answer, 200 if answer["status"] == "canceled" else 202
 
 
 @blueprint.get("/execution/events")
-def events() -> Any:
-    svc = services()
-    job_id = job_id_param()
-    found = svc.store.events(job_id)
-    if not found and not svc.store.exists(job_id):
-        raise NotFoundError(
-            f"no job {job_id!r}: it never existed or its record expired; check the id POST /execution/run gave",
-            details={"job_id": job_id},
-        )
-    return jsonify(found)
-
-
-def job_id_param() -> str:
-    job_id = request.args.get("job_id")
-    if not job_id:
-        raise BadRequestError("job_id is missing; call with ?job_id=<the id POST /execution/run answered>")
-    if not JOB_ID.fullmatch(job_id):
-        raise BadRequestError(
-            f"job_id {job_id[:80]!r} is not a job id; ids are 1-64 letters, digits, '-' or '_'",
-            details={"job_id": ["not a job id"]},
-        )
-    return job_id
-
-
-def read_json() -> Any:
-    """The request body as JSON; a clear 400 when it is not JSON or breaks a limit (depth, numbers, strings)."""
-    if request.mimetype != "application/json":
-        raise BadRequestError(
-            f"the body must be JSON sent with Content-Type: application/json (got {request.mimetype or 'none'!r})"
-        )
-    config = services().config
-    raw = request.get_data(cache=False)
-    return parse_body(raw, max_depth=config.max_json_depth, max_string_chars=config.max_string_chars)
+def events() -> ResponseReturnValue:
+    return jsonify(services().events(job_id_param()))

@@ -6,10 +6,8 @@ from typing import Any
 
 from flask import Blueprint
 
-from collector.api.execution import read_json
+from collector.api.requests import read_json
 from collector.api.services import services
-from collector.spec.job import validate_spec
-from collector.submit.checks import request_check
 
 blueprint = Blueprint("platforms", __name__)
 
@@ -25,6 +23,4 @@ def list_platforms() -> dict[str, Any]:
 
 @blueprint.post("/platforms/check")
 def check() -> dict[str, Any]:
-    svc = services()
-    spec = validate_spec(read_json(), svc.registry)
-    return request_check(spec, connection=svc.connection, config=svc.config)
+    return services().check(read_json())

@@ -4,54 +4,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint
 
-from collector.api.execution import read_json
+from collector.api.requests import process_id_param, read_json, rerun_by, task_param
 from collector.api.services import services
-from collector.errors import BadRequestError
-from collector.store.records import JOB_ID
-from collector.workflows.processes import Processes
 
 blueprint = Blueprint("processes", __name__)
 
 
-def processes() -> Processes:
-    return Processes(services().submitter)
-
-
-def process_id_param() -> str:
-    process_id = request.args.get("process_id")
-    if not process_id:
-        raise BadRequestError("process_id is missing; call with ?process_id=<the id POST /process/run answered>")
-    if not JOB_ID.fullmatch(process_id):
-        raise BadRequestError(f"process_id {process_id[:80]!r} is not a process id")
-    return process_id
-
-
-def task_param() -> str:
-    task = request.args.get("task")
-    if not task or len(task) > 200:
-        raise BadRequestError("task is missing; call with &task=<the task's name in the process definition>")
-    return task
-
-
 @blueprint.post("/process/run")
 def run() -> tuple[dict[str, Any], int]:
-    return processes().run(read_json()), 201
+    return services().processes.run(read_json()), 201
 
 
 @blueprint.get("/process/get")
 def get() -> dict[str, Any]:
-    return processes().get(process_id_param())
+    return services().processes.get(process_id_param())
 
 
 @blueprint.post("/process/ack")
 def ack() -> dict[str, Any]:
-    return processes().ack(process_id_param(), task_param(), read_json())
+    return services().processes.ack(process_id_param(), task_param(), read_json())
 
 
 @blueprint.post("/process/rerun")
 def rerun() -> dict[str, Any]:
-    body = read_json() if request.content_length else {}
-    by = body.get("by") if isinstance(body, dict) else None
-    return processes().rerun(process_id_param(), task_param(), by=by if isinstance(by, str) else None)
+    return services().processes.rerun(process_id_param(), task_param(), by=rerun_by())

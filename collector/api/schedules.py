@@ -6,41 +6,28 @@ from typing import Any
 
 from flask import Blueprint
 
-from collector.api.execution import read_json
+from collector.api.requests import checked_schedule_id, read_json
 from collector.api.services import services
-from collector.errors import BadRequestError
-from collector.store.records import JOB_ID
-from collector.workflows.schedules import Schedules
 
 blueprint = Blueprint("schedules", __name__)
 
 
-def schedules() -> Schedules:
-    return Schedules(services().submitter)
-
-
-def checked(schedule_id: str) -> str:
-    if not JOB_ID.fullmatch(schedule_id):
-        raise BadRequestError(f"{schedule_id[:80]!r} is not a schedule id; GET /schedules lists them")
-    return schedule_id
-
-
 @blueprint.post("/schedules")
 def create() -> tuple[dict[str, Any], int]:
-    return schedules().create(read_json()), 201
+    return services().schedules.create(read_json()), 201
 
 
 @blueprint.get("/schedules")
 def list_all() -> dict[str, Any]:
-    return {"schedules": schedules().all()}
+    return {"schedules": services().schedules.all()}
 
 
 @blueprint.get("/schedules/<schedule_id>")
 def get(schedule_id: str) -> dict[str, Any]:
-    return schedules().get(checked(schedule_id))
+    return services().schedules.get(checked_schedule_id(schedule_id))
 
 
 @blueprint.delete("/schedules/<schedule_id>")
 def delete(schedule_id: str) -> dict[str, Any]:
-    schedules().delete(checked(schedule_id))
+    services().schedules.delete(checked_schedule_id(schedule_id))
     return {"deleted": schedule_id}

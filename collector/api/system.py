@@ -9,7 +9,7 @@ import redis
 from flask import Blueprint
 
 from collector import __version__
-from collector.api.services import services
+from collector.api.services import Services, services
 from collector.masking import mask_url
 from collector.store.rq import RQ
 
@@ -23,7 +23,12 @@ def alive() -> dict[str, Any]:
 
 @blueprint.post("/system/alive")
 def diagnostics() -> tuple[dict[str, Any], int]:
-    svc = services()
+    body = diagnose(services())
+    return body, 200 if body["healthy"] else 503
+
+
+def diagnose(svc: Services) -> dict[str, Any]:
+    """Redis (ping, version, memory, eviction policy), the queue's registries, the workers and the platforms."""
     body: dict[str, Any] = {"alive": True, "version": __version__, "healthy": True}
     body["platforms"] = {"count": len(svc.registry.platforms), "broken": svc.registry.broken}
     try:
@@ -40,7 +45,7 @@ def diagnostics() -> tuple[dict[str, Any], int]:
             "url": mask_url(svc.config.redis_url or ""),
             "error": f"{type(exc).__name__}: unreachable; check that Redis runs and COLLECTOR_REDIS_URL",
         }
-    return body, 200 if body["healthy"] else 503
+    return body
 
 
 def _redis(connection: redis.Redis) -> dict[str, Any]:

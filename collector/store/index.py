@@ -68,33 +68,6 @@ class Cursor:
             ) from None
 
 
-def parse_limit(raw: str | None) -> int:
-    if raw is None:
-        return defaults.LIST_LIMIT
-    try:
-        limit = int(raw)
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= defaults.LIST_MAX_LIMIT:
-        raise BadRequestError(
-            f"limit {raw[:20]!r} is not a whole number from 1 to {defaults.LIST_MAX_LIMIT}; "
-            f"leave it out for {defaults.LIST_LIMIT}",
-            details={"limit": [f"a whole number from 1 to {defaults.LIST_MAX_LIMIT}"]},
-        )
-    return limit
-
-
-def parse_status(raw: str | None) -> str | None:
-    if raw is None or raw == "":
-        return None
-    if raw not in STATUSES:
-        raise BadRequestError(
-            f"status {raw[:40]!r} is not a job status; use one of {list(STATUSES)}",
-            details={"status": [f"one of {list(STATUSES)}"]},
-        )
-    return raw
-
-
 def list_jobs(
     connection: Redis,
     keys: Keys,

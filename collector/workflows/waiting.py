@@ -20,7 +20,7 @@ import redis
 from redis.client import Pipeline
 
 from collector.config import Config
-from collector.errors import ConfigError, ConflictError, ForbiddenError, NotFoundError
+from collector.errors import ConfigError, ConflictError, ForbiddenError, NotFoundError, ValidationError
 from collector.sealing import Sealer
 from collector.store.records import ENDED, JobStore, decode_fields, run_watched
 from collector.store.rq import RQ
@@ -111,6 +111,32 @@ def suspend(connection: redis.Redis, store: JobStore, job_id: str, wait: dict[st
         return status
 
     return run_watched(connection, attempt)
+
+
+def parse_resume(body: Any) -> tuple[str, dict[str, Any]]:
+    """The token and input of a `POST /execution/resume` body; `ValidationError` lists every problem at once."""
+    if not isinstance(body, dict):
+        raise ValidationError(
+            'the body must be a JSON object: {"token": "<waiting.resume_token of GET /execution/get>", '
+            '"input": {...}}', details={"_schema": ["send a JSON object"]},
+        )
+    errors: dict[str, list[str]] = {}
+    for key in sorted(set(body) - {"token", "input"}):
+        errors[key] = ['Unknown field; a resume has only "token" and "input".']
+    token = body.get("token")
+    if not isinstance(token, str) or not token:
+        errors["token"] = ["give the resume token (waiting.resume_token of GET /execution/get) as a string"]
+    elif len(token) > 200:
+        errors["token"] = [f"a resume token has 43 characters, not {len(token)}"]
+    given = body.get("input", {})
+    if not isinstance(given, dict):
+        errors["input"] = ["give the input as a JSON object, e.g. {\"code\": \"...\"}"]
+    if errors:
+        raise ValidationError(
+            f"the resume has {len(errors)} error(s); fix the fields named in details and send it again",
+            details=errors,
+        )
+    return token, given
 
 
 def resume(connection: redis.Redis, config: Config, job_id: str, *, token: str, given: Any) -> dict[str, Any]:

@@ -1,0 +1,131 @@
+"""Reading a request: its JSON body within the body limits, and its query parameters, each refused with a clear 400."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+
+from collector import defaults
+from collector.api.limits import parse_body
+from collector.api.services import services
+from collector.errors import BadRequestError
+from collector.store.index import PLATFORM_ID, STATUSES, Cursor
+from collector.store.records import JOB_ID
+
+TRUE_WORDS = {"", "1", "true", "yes"}
+
+
+def read_json() -> Any:
+    """The request body as JSON; a clear 400 when it is not JSON or breaks a limit (depth, numbers, strings)."""
+    if request.mimetype != "application/json":
+        raise BadRequestError(
+            f"the body must be JSON sent with Content-Type: application/json (got {request.mimetype or 'none'!r})"
+        )
+    config = services().config
+    raw = request.get_data(cache=False)
+    return parse_body(raw, max_depth=config.max_json_depth, max_string_chars=config.max_string_chars)
+
+
+def job_id_param() -> str:
+    job_id = request.args.get("job_id")
+    if not job_id:
+        raise BadRequestError("job_id is missing; call with ?job_id=<the id POST /execution/run answered>")
+    if not JOB_ID.fullmatch(job_id):
+        raise BadRequestError(
+            f"job_id {job_id[:80]!r} is not a job id; ids are 1-64 letters, digits, '-' or '_'",
+            details={"job_id": ["not a job id"]},
+        )
+    return job_id
+
+
+def flag(name: str) -> bool:
+    """Whether the query has `name` set: present and empty, `1`, `true` or `yes`."""
+    return name in request.args and request.args[name].lower() in TRUE_WORDS
+
+
+def canceled_by() -> str | None:
+    """Who cancels: `?canceled_by=` (or `?by=`), or the body `{"canceled_by": ...}`; none is fine."""
+    by = request.args.get("canceled_by") or request.args.get("by")
+    if by is None and request.content_length:
+        body = read_json()
+        if not isinstance(body, dict) or not isinstance(body.get("canceled_by", ""), str):
+            raise BadRequestError('the body must be a JSON object like {"canceled_by": "alice"} (or leave it out)')
+        by = body.get("canceled_by")
+    if by is not None and len(by) > 200:
+        raise BadRequestError(f"canceled_by is {len(by)} characters; give at most 200 (a name or an email)")
+    return by
+
+
+def list_query() -> dict[str, Any]:
+    """`GET /execution/list`'s parameters: `limit`, `cursor`, `status` and `platform_id`, each checked."""
+    args = request.args
+    platform_id = args.get("platform_id") or None
+    if platform_id is not None and not PLATFORM_ID.fullmatch(platform_id):
+        raise BadRequestError(
+            f"platform_id {platform_id[:80]!r} is not a platform id; ids are Python module names (GET /platforms/get)",
+            details={"platform_id": ["not a platform id"]},
+        )
+    return {
+        "limit": parse_limit(args.get("limit")),
+        "cursor": Cursor.decode(args["cursor"]) if args.get("cursor") else None,
+        "status": parse_status(args.get("status")),
+        "platform_id": platform_id,
+    }
+
+
+def parse_limit(raw: str | None) -> int:
+    if raw is None:
+        return defaults.LIST_LIMIT
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= defaults.LIST_MAX_LIMIT:
+        raise BadRequestError(
+            f"limit {raw[:20]!r} is not a whole number from 1 to {defaults.LIST_MAX_LIMIT}; "
+            f"leave it out for {defaults.LIST_LIMIT}",
+            details={"limit": [f"a whole number from 1 to {defaults.LIST_MAX_LIMIT}"]},
+        )
+    return limit
+
+
+def parse_status(raw: str | None) -> str | None:
+    if raw is None or raw == "":
+        return None
+    if raw not in STATUSES:
+        raise BadRequestError(
+            f"status {raw[:40]!r} is not a job status; use one of {list(STATUSES)}",
+            details={"status": [f"one of {list(STATUSES)}"]},
+        )
+    return raw
+
+
+def process_id_param() -> str:
+    process_id = request.args.get("process_id")
+    if not process_id:
+        raise BadRequestError("process_id is missing; call with ?process_id=<the id POST /process/run answered>")
+    if not JOB_ID.fullmatch(process_id):
+        raise BadRequestError(f"process_id {process_id[:80]!r} is not a process id")
+    return process_id
+
+
+def task_param() -> str:
+    task = request.args.get("task")
+    if not task or len(task) > 200:
+        raise BadRequestError("task is missing; call with &task=<the task's name in the process definition>")
+    return task
+
+
+def rerun_by() -> str | None:
+    """Who re-runs a task: the optional body `{"by": ...}`."""
+    body = read_json() if request.content_length else {}
+    by = body.get("by") if isinstance(body, dict) else None
+    return by if isinstance(by, str) else None
+
+
+def checked_schedule_id(value: str) -> str:
+    """A schedule id from the path, checked."""
+    if not JOB_ID.fullmatch(value):
+        raise BadRequestError(f"{value[:80]!r} is not a schedule id; GET /schedules lists them")
+    return value

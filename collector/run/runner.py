@@ -9,7 +9,7 @@ import signal
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import redis
 
@@ -99,9 +99,33 @@ START_FIELDS = ("platform_id", "settings", "secrets", "status", "checkpoint", "r
 
 def execute(job_id: str, runtime: Runtime) -> Any:
     """Run one job to its end and record the outcome; re-raises a masked error when it did not finish."""
+    runtime.outcome = Outcome("failed")
+    got, attempt = _start(runtime, job_id)
+    ctx = _context(runtime, job_id, got, attempt)
+    storages: list[Storage] = []
+    try:
+        platform = _build(runtime, ctx, got, storages)
+        result = mask_value(platform._run(ctx), ctx.secrets)  # RQ stores the result too
+    except JobSuspended as suspended:
+        _wait(runtime, ctx, suspended, got)
+    except BaseException as exc:
+        _fail(runtime, ctx, exc, got)
+    finally:
+        _release(runtime, ctx, storages)
+    signal.alarm(0)
+    if ctx.cancelled:  # the platform noticed `ctx.cancelled` and returned early
+        _end(runtime, ctx, Outcome("stopped"), {"result": result})
+        raise JobFailedError(f"job {job_id} stopped on request")
+    _end(runtime, ctx, Outcome("finished"), {"result": result})
+    return result
+
+
+def _start(runtime: Runtime, job_id: str) -> tuple[dict[str, Any], int]:
+    """Mark the job started and read what it needs: its record's START_FIELDS and its attempt number. Raises,
+    running nothing, when the job has no record or ended before it started (a cancel came first)."""
     store, config = runtime.store, runtime.config
     key = store.keys.job(job_id)
-    runtime.outcome = Outcome("failed")
+
     # One round trip: read what the job needs and mark it started, atomically (MULTI), so a cancel
     # that committed first is seen here and one that comes later sees `started`.
     def start() -> list[Any]:
@@ -126,17 +150,21 @@ def execute(job_id: str, runtime: Runtime) -> Any:
                       what=f"job {job_id}: status")
         runtime.outcome = Outcome("canceled")
         raise JobFailedError(f"job {job_id} was {got['status']} before it started; not run")
+    return got, int(attempt)
+
+
+def _context(runtime: Runtime, job_id: str, got: dict[str, Any], attempt: int) -> RunContext:
+    """The run context of this attempt, cancelled already when a cancel was asked for before it started."""
     platform_id = got["platform_id"]
-    attempt = int(attempt)
     logs.job_event(log, "started", job_id=job_id, platform_id=platform_id, attempt=attempt)
     ctx = RunContext(
         job_id=job_id,
         platform_id=platform_id,
         attempt=attempt,
-        store=store,
-        interval_s=config.progress_interval_s,
+        store=runtime.store,
+        interval_s=runtime.config.progress_interval_s,
         state=got.get("checkpoint"),
-        redis_wait_s=config.redis_wait_s,
+        redis_wait_s=runtime.config.redis_wait_s,
         links=runtime.links,
         parent_id=got.get("parent_id"),
         children=got.get("children") or (),
@@ -144,60 +172,68 @@ def execute(job_id: str, runtime: Runtime) -> Any:
     if got.get("cancel_requested_at"):
         ctx.cancel()
     runtime.current = ctx
-    storages: list[Storage] = []
-    try:
-        sealed = got.get("secrets")
-        secrets: dict[str, Any] = {}
-        if sealed:
-            if runtime.sealer is None:
-                raise CollectorError("this job has sealed secrets but the worker has no COLLECTOR_SECRET_KEY")
-            secrets = runtime.sealer.unseal(sealed)
-            ctx.add_secrets(remember(str(v) for v in secrets.values()))
-        if got.get("inputs"):  # what resumes delivered: may be secret, so masked like secrets
-            if runtime.sealer is None:
-                raise CollectorError("this job has sealed inputs but the worker has no COLLECTOR_SECRET_KEY")
-            ctx.inputs = runtime.sealer.unseal(got["inputs"])
-            ctx.add_secrets(remember(input_secrets(ctx.inputs)))
-        spec = runtime.registry.get(platform_id)
-        if spec is None:
-            raise CollectorError(f"platform {platform_id!r} is not installed on worker {runtime.worker_name!r}")
-        settings = merge_secrets(got["settings"], secrets)
-        kwargs = _schema(spec.settings).load(settings)
-        for value in kwargs.values():
-            if isinstance(value, Storage):
-                value.bind(ctx.count_stored)
-                storages.append(value)
-        result = mask_value(spec.cls(**kwargs)._run(ctx), ctx.secrets)  # RQ stores the result too
-    except JobSuspended as suspended:
-        signal.alarm(0)
-        try:
-            status = _suspend(runtime, ctx, suspended.wait)
-        except Exception as exc:  # the wait could not be recorded: the job must not stay `started`
-            _fail(runtime, ctx, exc, got)
-        if status != "stopped":
-            raise JobFailedError(f"job {job_id} is {status}: {suspended}; its worker is free") from None
-        ctx.cancel()  # a cancel came while it ran: it ends stopped, below
-        _fail(runtime, ctx, JobCancelledError("cancelled"), got)
-    except BaseException as exc:
-        _fail(runtime, ctx, exc, got)
-    finally:
-        runtime.current = None
-        forget(ctx.secrets)
-        for target in storages:
-            try:
-                target.close()
-            except Exception as exc:
-                reason = mask_text(str(exc), ctx.secrets)
-                log.warning("job %s: closing %s failed: %s", job_id, target.describe(), reason)
+    return ctx
+
+
+def _build(runtime: Runtime, ctx: RunContext, got: dict[str, Any], storages: list[Storage]) -> Any:
+    """The platform, built from the record's settings with its secrets unsealed; its storage targets are bound
+    to the context (rows stored count as progress) and added to `storages`, to be closed however the job ends."""
+    secrets = _unseal(runtime, ctx, got)
+    spec = runtime.registry.get(ctx.platform_id)
+    if spec is None:
+        raise CollectorError(f"platform {ctx.platform_id!r} is not installed on worker {runtime.worker_name!r}")
+    kwargs = _schema(spec.settings).load(merge_secrets(got["settings"], secrets))
+    for value in kwargs.values():
+        if isinstance(value, Storage):
+            value.bind(ctx.count_stored)
+            storages.append(value)
+    return spec.cls(**kwargs)
+
+
+def _unseal(runtime: Runtime, ctx: RunContext, got: dict[str, Any]) -> dict[str, Any]:
+    """The job's secrets, and the inputs resumes delivered (`ctx.inputs`), unsealed; both masked from now on in
+    every log line of this process."""
+    secrets: dict[str, Any] = {}
+    if got.get("secrets"):
+        if runtime.sealer is None:
+            raise CollectorError("this job has sealed secrets but the worker has no COLLECTOR_SECRET_KEY")
+        secrets = runtime.sealer.unseal(got["secrets"])
+        ctx.add_secrets(remember(str(v) for v in secrets.values()))
+    if got.get("inputs"):  # what resumes delivered: may be secret, so masked like secrets
+        if runtime.sealer is None:
+            raise CollectorError("this job has sealed inputs but the worker has no COLLECTOR_SECRET_KEY")
+        ctx.inputs = runtime.sealer.unseal(got["inputs"])
+        ctx.add_secrets(remember(input_secrets(ctx.inputs)))
+    return secrets
+
+
+def _wait(runtime: Runtime, ctx: RunContext, suspended: JobSuspended, got: dict[str, Any]) -> NoReturn:
+    """The platform waits (for input or its children): record it and free the worker, or end it stopped when a
+    cancel came while it ran."""
     signal.alarm(0)
-    if ctx.cancelled:  # the platform noticed `ctx.cancelled` and returned early
-        _end(runtime, ctx, Outcome("stopped"), {"result": result})
-        raise JobFailedError(f"job {job_id} stopped on request")
-    _end(runtime, ctx, Outcome("finished"), {"result": result})
-    return result
+    try:
+        status = _suspend(runtime, ctx, suspended.wait)
+    except Exception as exc:  # the wait could not be recorded: the job must not stay `started`
+        _fail(runtime, ctx, exc, got)
+    if status != "stopped":
+        raise JobFailedError(f"job {ctx.job_id} is {status}: {suspended}; its worker is free") from None
+    ctx.cancel()
+    _fail(runtime, ctx, JobCancelledError("cancelled"), got)
 
 
-def _fail(runtime: Runtime, ctx: RunContext, exc: BaseException, got: dict[str, Any]) -> None:
+def _release(runtime: Runtime, ctx: RunContext, storages: list[Storage]) -> None:
+    """However the job ended: no current job, its secrets no longer masked, its storage targets closed."""
+    runtime.current = None
+    forget(ctx.secrets)
+    for target in storages:
+        try:
+            target.close()
+        except Exception as exc:
+            reason = mask_text(str(exc), ctx.secrets)
+            log.warning("job %s: closing %s failed: %s", ctx.job_id, target.describe(), reason)
+
+
+def _fail(runtime: Runtime, ctx: RunContext, exc: BaseException, got: dict[str, Any]) -> NoReturn:
     """Record how a job that raised ended (or when it is retried) and raise the masked error to RQ."""
     signal.alarm(0)  # the final write must not be cut short by the timeout alarm
     outcome, fields = _classify(exc, ctx, got, runtime)

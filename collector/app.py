@@ -9,7 +9,7 @@ import redis
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
-from collector.api import docs, execution, listing, metrics, platforms, processes, schedules, system
+from collector.api import docs, execution, metrics, platforms, processes, schedules, system
 from collector.api.auth import install_auth, parse_tokens
 from collector.api.dashboard import mount_dashboard
 from collector.api.services import Services, services
@@ -67,7 +67,6 @@ def create_app(
     app.register_blueprint(schedules.blueprint)
     app.register_blueprint(processes.blueprint)
     app.register_blueprint(docs.blueprint)
-    app.register_blueprint(listing.blueprint)
     app.register_blueprint(metrics.blueprint)
     if dashboard and config.redis_url:
         mount_dashboard(app, config.redis_url)

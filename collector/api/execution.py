@@ -1,5 +1,5 @@
-"""`/execution/run`, `get`, `cancel`, `resume` and `events`: submit a job, read what is known about it, cancel it,
-resume one that waits for input."""
+"""`/execution/run`, `get`, `cancel`, `resume`, `events` and `list`: submit a job, read what is known about it,
+cancel it, resume one that waits for input, list recent jobs (newest first, paginated, from the job index)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
-from collector.api.requests import canceled_by, flag, job_id_param, read_json
+from collector.api.requests import canceled_by, flag, job_id_param, list_query, read_json
 from collector.api.services import services
 
 blueprint = Blueprint("execution", __name__)
@@ -40,3 +40,8 @@ def cancel() -> tuple[dict[str, Any], int]:
 @blueprint.get("/execution/events")
 def events() -> ResponseReturnValue:
     return jsonify(services().events(job_id_param()))
+
+
+@blueprint.get("/execution/list")
+def list_jobs() -> dict[str, Any]:
+    return services().list_jobs(**list_query())

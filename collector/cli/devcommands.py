@@ -64,8 +64,7 @@ def prepared(args: argparse.Namespace, config: Config) -> tuple[Any, dict[str, A
 
 def run(args: argparse.Namespace, config: Config) -> int:
     """`collector run`: the job in this process, with a progress bar, its logs, its datasets and its result."""
-    from collector.cli.console import console_logging
-    from collector.cli.display import ProgressBar
+    from collector.cli.display import ProgressBar, console_logging
     from collector.devkit.local import run_local, write_datasets
 
     ready = prepared(args, config)

@@ -1,8 +1,10 @@
-"""Terminal output of the CLI: the live progress bar (client and `collector run`), tables, job summaries."""
+"""Terminal output of the CLI: the live progress bar (client and `collector run`) with log lines printed above
+it, tables, job summaries."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import threading
@@ -183,3 +185,28 @@ def record(view: dict[str, Any]) -> str:
         shown = value if isinstance(value, str) else json.dumps(value, default=str)
         out.append(f"{key.ljust(width)}  {shown}")
     return "\n".join(out)
+
+
+class BarAwareHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Prints log lines above the progress bar instead of through it."""
+
+    def __init__(self, bar: ProgressBar) -> None:
+        super().__init__(bar.stream)
+        self.bar = bar
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self.bar.cleared():
+            super().emit(record)
+
+
+@contextmanager
+def console_logging(bar: ProgressBar) -> Iterator[None]:
+    """Route every log line through the bar for the length of a local run; the old handlers come back after."""
+    root = logging.getLogger()
+    previous = root.handlers[:]
+    root.handlers = [BarAwareHandler(bar)]
+    try:
+        yield
+    finally:
+        root.handlers = previous

@@ -12,8 +12,7 @@ import urllib.request
 import fakeredis
 import pytest
 
-from collector.cli.console import console_logging
-from collector.cli.display import ProgressBar
+from collector.cli.display import ProgressBar, console_logging
 from collector.config import Config
 from collector.devkit.local import check_spec, local_runtime, run_local
 from collector.devkit.recorded import RecordedResponses, substitute

@@ -15,7 +15,7 @@ from rq.serializers import JSONSerializer
 
 from bench import procs as P
 from collector.config import Config
-from collector.spec.registry import Registry
+from collector.specs.registry import Registry
 from collector.submit.submitter import Submitter
 
 FINISHED = "finished|demo"  # the collector metrics hash field counting finished demo jobs

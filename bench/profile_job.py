@@ -28,7 +28,7 @@ STAGES = [
     ("RQ: prepare_job_execution (worker + job state)", "rq/worker/base.py", "prepare_job_execution"),
     ("the job function (collector: runner.execute)", "rq/job.py", "_execute"),
     ("  collector: end-of-job pipeline (runner._end)", "collector/run/runner.py", "_end"),
-    ("  collector: settings schema built and loaded", "collector/spec/schema.py", "schema"),
+    ("  collector: settings schema built and loaded", "collector/specs/schema.py", "schema"),
     ("  the platform's _run", "platforms/demo.py", "_run"),
     ("RQ: handle_job_success (result, registries)", "rq/worker/base.py", "handle_job_success"),
     ("logging at INFO to /dev/null (RQ's lines and collector's)", "logging/__init__.py", "_log"),

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from collector.cli.embedded import EmbeddedRedis  # noqa: E402
 from collector.config import Config  # noqa: E402
-from collector.spec.registry import Registry  # noqa: E402
+from collector.specs.registry import Registry  # noqa: E402
 from collector.submit.submitter import Submitter  # noqa: E402
 
 SECRET = "bench-secret-key"

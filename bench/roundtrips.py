@@ -40,7 +40,7 @@ def _commands(client: redis.Redis) -> int:
 def collector_worker(url: str, jobs: int) -> tuple[int, int]:
     from collector.pool.children import CollectorWorker
     from collector.run.runner import Runtime, install
-    from collector.spec.registry import Registry
+    from collector.specs.registry import Registry
     from collector.store.records import connect
 
     client = redis.Redis.from_url(url)

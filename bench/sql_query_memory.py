@@ -32,7 +32,7 @@ def one(rows: int, folder: str) -> None:
 
     from collector.config import Config
     from collector.run.runner import Runtime, execute
-    from collector.spec.registry import Registry
+    from collector.specs.registry import Registry
     from collector.submit.submitter import Submitter
 
     source, target = os.path.join(folder, f"src{rows}.db"), os.path.join(folder, f"dst{rows}.db")

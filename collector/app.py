@@ -17,8 +17,8 @@ from collector.config import Config
 from collector.errors import CollectorError
 from collector.logs import setup
 from collector.masking import install_log_masking
-from collector.spec.registry import Registry
-from collector.spec.secrets import require_secret_key
+from collector.specs.registry import Registry
+from collector.specs.secrets import require_secret_key
 from collector.store.records import connect, redis_down
 from collector.workflows.reaper import ReaperThread
 

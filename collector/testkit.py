@@ -26,9 +26,9 @@ from collector.config import Config
 from collector.devkit.local import LocalOutcome, check_spec, local_runtime, run_local
 from collector.devkit.recorded import RECORDED_URL, RecordedResponses, substitute
 from collector.errors import ValidationError
-from collector.spec.job import JobSpec
-from collector.spec.registry import PlatformSpec, Registry
-from collector.spec.secrets import split_secrets
+from collector.specs.job import JobSpec
+from collector.specs.registry import PlatformSpec, Registry
+from collector.specs.secrets import split_secrets
 from collector.submit.checks import check_spec_locally
 
 __all__ = ["RECORDED_URL", "DryRun", "PlatformTests", "RecordedResponses", "redis_contents"]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import storage
-from collector.spec.schema import storage_backends
+from collector.specs.schema import storage_backends
 from collector.types import Secret
 
 LEAKY = '''

@@ -8,7 +8,7 @@ import pkgutil
 import pytest
 
 import platforms
-from collector.spec.registry import Registry, load_platform
+from collector.specs.registry import Registry, load_platform
 
 PLATFORM_IDS = sorted(m.name for m in pkgutil.iter_modules(platforms.__path__) if not m.name.startswith("_"))
 

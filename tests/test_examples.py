@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.spec.job import validate_spec
-from collector.spec.registry import Registry
+from collector.specs.job import validate_spec
+from collector.specs.registry import Registry
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 REGISTRY = Registry.discover("platforms")

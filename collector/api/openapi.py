@@ -13,8 +13,8 @@ from collector.api.limits import INT_MAX, INT_MIN
 from collector.api.openapi_operations import ERROR, problems, response
 from collector.api.openapi_operations import operations as more_operations
 from collector.config import Config
-from collector.spec.registry import Registry
-from collector.spec.schema import DateSetting, SecretString, StorageSetting, StrictNumber, storage_backends
+from collector.specs.registry import Registry
+from collector.specs.schema import DateSetting, SecretString, StorageSetting, StrictNumber, storage_backends
 from collector.store.records import JOB_ID
 
 OPENAPI_VERSION = "3.1.0"

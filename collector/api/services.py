@@ -13,9 +13,9 @@ from flask import current_app
 from collector.config import Config
 from collector.errors import CollectorError, NotFoundError
 from collector.masking import forget, mask_error, remember
-from collector.spec.job import validate_spec
-from collector.spec.registry import Registry
-from collector.spec.secrets import secrets_in_body
+from collector.specs.job import validate_spec
+from collector.specs.registry import Registry
+from collector.specs.secrets import secrets_in_body
 from collector.store import index
 from collector.store.records import JobStore
 from collector.submit.checks import request_check

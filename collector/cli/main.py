@@ -171,7 +171,7 @@ def cmd_worker(args: argparse.Namespace, config: Config) -> int:
         raise CollectorError("COLLECTOR_REDIS_URL is not set; the pool needs the Redis the API queues jobs in")
     if args.workers < 1:
         raise CollectorError(f"-n {args.workers}: a pool needs at least 1 worker")
-    from collector.spec.secrets import require_secret_key
+    from collector.specs.secrets import require_secret_key
 
     pool = Pool(config, size=args.workers, burst=args.burst)
     require_secret_key(config, pool.registry, process="worker pool")

@@ -18,8 +18,8 @@ from collector.config import Config
 from collector.errors import JobFailedError, ValidationError
 from collector.run.runner import Runtime, execute
 from collector.sealing import new_key
-from collector.spec.job import JobSpec, validate_spec
-from collector.spec.registry import Registry
+from collector.specs.job import JobSpec, validate_spec
+from collector.specs.registry import Registry
 from collector.store.records import DATASETS, JobStore, connect
 from collector.submit.submitter import new_record
 

@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 from collector.errors import ScaffoldError
-from collector.spec.registry import Registry
+from collector.specs.registry import Registry
 
 PLATFORM_ID = re.compile(r"^[a-z][a-z0-9_]*$")
 

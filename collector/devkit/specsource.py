@@ -14,8 +14,8 @@ from typing import Any
 
 from collector.errors import SpecSourceError
 from collector.masking import MASK
-from collector.spec.job import JobSpec
-from collector.spec.secrets import secret_paths
+from collector.specs.job import JobSpec
+from collector.specs.secrets import secret_paths
 
 FETCH_TIMEOUT_S = 10
 

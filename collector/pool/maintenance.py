@@ -11,7 +11,7 @@ import redis
 
 from collector import defaults
 from collector.config import Config
-from collector.spec.registry import Registry
+from collector.specs.registry import Registry
 from collector.submit.submitter import Submitter
 from collector.workflows.processes import Processes
 from collector.workflows.schedules import Schedules

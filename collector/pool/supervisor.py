@@ -20,7 +20,7 @@ from collector.pool.children import CollectorWorker, Slots
 from collector.pool.maintenance import Maintenance
 from collector.pool.supervision import Watchdog, die_with_parent, relay_cancel, wait_for_redis
 from collector.run.runner import Runtime, install
-from collector.spec.registry import Registry
+from collector.specs.registry import Registry
 from collector.store.records import connect
 from collector.store.rq import JSONSerializer
 from collector.workflows.reaper import Reaper, beat, retire

@@ -8,7 +8,7 @@ from typing import Any
 
 from collector.errors import ConfigError
 from collector.run.runner import Runtime, current_runtime
-from collector.spec.secrets import merge_secrets
+from collector.specs.secrets import merge_secrets
 from collector.store.records import Keys
 from collector.store.rq import current_job_id
 from collector.submit.checks import check_settings

@@ -19,8 +19,8 @@ from collector.errors import CollectorError, JobCancelledError, JobFailedError, 
 from collector.masking import forget, mask_text, mask_value, remember
 from collector.run.context import RunContext, until_written
 from collector.sealing import Sealer
-from collector.spec.registry import Registry
-from collector.spec.secrets import merge_secrets
+from collector.specs.registry import Registry
+from collector.specs.secrets import merge_secrets
 from collector.store import events, metrics
 from collector.store.records import ENDED, JobStore, connect, decode_fields
 from collector.store.rq import RQ, current_job_id, timed_out

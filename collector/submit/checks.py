@@ -15,9 +15,9 @@ from collector.config import Config
 from collector.errors import CheckTimeoutError, ConfigError
 from collector.masking import mask_text
 from collector.sealing import Sealer
-from collector.spec.job import JobSpec
-from collector.spec.registry import PlatformSpec
-from collector.spec.secrets import split_secrets
+from collector.specs.job import JobSpec
+from collector.specs.registry import PlatformSpec
+from collector.specs.secrets import split_secrets
 from collector.store.records import Keys, encode
 from collector.store.rq import RQ
 from storage.base import Storage

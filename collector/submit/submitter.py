@@ -11,10 +11,10 @@ import redis
 from collector.config import Config
 from collector.errors import ConfigError
 from collector.sealing import Sealer
-from collector.spec.job import JobSpec, validate_spec
-from collector.spec.policy import RetryPolicy
-from collector.spec.registry import Registry
-from collector.spec.secrets import split_secrets
+from collector.specs.job import JobSpec, validate_spec
+from collector.specs.policy import RetryPolicy
+from collector.specs.registry import Registry
+from collector.specs.secrets import split_secrets
 from collector.store import index, metrics
 from collector.store.records import JobStore, redis_down
 from collector.store.rq import RQ

@@ -10,7 +10,7 @@ import redis
 from redis.client import Pipeline
 
 from collector.config import Config
-from collector.spec.registry import Registry
+from collector.specs.registry import Registry
 from collector.store.records import ENDED, JobStore, decode_fields, run_watched
 from collector.store.rq import RQ
 from collector.submit.submitter import Submitter

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from collector.config import Config
-from collector.spec.policy import RetryPolicy
+from collector.specs.policy import RetryPolicy
 from collector.store import metrics
 from collector.store.records import DATASETS, JobStore
 from collector.store.rq import RQ, Job

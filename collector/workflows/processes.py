@@ -12,8 +12,8 @@ from typing import Any
 from redis.client import Pipeline
 
 from collector.errors import ConflictError, NotFoundError, ValidationError
-from collector.spec.job import validate_spec
-from collector.spec.secrets import merge_secrets, split_secrets
+from collector.specs.job import validate_spec
+from collector.specs.secrets import merge_secrets, split_secrets
 from collector.store.records import run_watched
 from collector.submit.submitter import Submitter
 from collector.types import iso

@@ -14,8 +14,8 @@ import redis
 from croniter import CroniterBadDateError, croniter
 
 from collector.errors import NotFoundError, ValidationError
-from collector.spec.job import validate_spec
-from collector.spec.secrets import merge_secrets, split_secrets
+from collector.specs.job import validate_spec
+from collector.specs.secrets import merge_secrets, split_secrets
 from collector.submit.submitter import Submitter
 from collector.types import iso
 

@@ -22,8 +22,8 @@ def test_ranges_that_are_backwards_or_too_long_are_refused_before_queueing() -> 
     import pytest
 
     from collector.errors import ValidationError
-    from collector.spec.job import validate_spec
-    from collector.spec.registry import Registry
+    from collector.specs.job import validate_spec
+    from collector.specs.registry import Registry
 
     registry = Registry.discover("platforms")
     for settings, words in (({"start_date": "2024-05-02", "end_date": "2024-05-01"}, "swap them"),

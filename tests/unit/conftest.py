@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 
 from collector.app import create_app
 from collector.config import Config
-from collector.spec.registry import Registry
+from collector.specs.registry import Registry
 
 SECRET_KEY = "unit-test-key"
 

@@ -12,7 +12,7 @@ from collector.api import auth
 from collector.app import create_app
 from collector.config import Config
 from collector.errors import ConfigError
-from collector.spec.registry import Registry
+from collector.specs.registry import Registry
 
 TOKENS = ("first-token-0123456789abcdef", "second-token-0123456789abcdef")
 PROTECTED = [

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 import storage
-from collector.spec.job import validate_spec
-from collector.spec.registry import Registry
-from collector.spec.schema import storage_backends
+from collector.specs.job import validate_spec
+from collector.specs.registry import Registry
+from collector.specs.schema import storage_backends
 from collector.submit.checks import check_spec_locally
 from storage.base import Storage
 

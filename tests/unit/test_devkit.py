@@ -19,8 +19,8 @@ from collector.devkit.recorded import RecordedResponses, substitute
 from collector.devkit.specsource import apply_sets, fetch_job_spec, missing_secrets, parse_value
 from collector.errors import JobFailedError, SpecSourceError, ValidationError
 from collector.run.runner import Runtime, execute
-from collector.spec.job import validate_spec
-from collector.spec.registry import Registry
+from collector.specs.job import validate_spec
+from collector.specs.registry import Registry
 from collector.submit.submitter import Submitter
 
 

@@ -11,7 +11,7 @@ from collector.config import Config
 from collector.pool import heartbeat
 from collector.pool.children import CollectorWorker
 from collector.run.runner import Runtime, install
-from collector.spec.registry import Registry
+from collector.specs.registry import Registry
 from collector.store.records import JobStore
 from collector.submit.submitter import Submitter
 

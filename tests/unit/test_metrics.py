@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from collector.config import Config
 from collector.errors import JobFailedError
 from collector.run.runner import Runtime, execute
-from collector.spec.registry import Registry
+from collector.specs.registry import Registry
 from collector.store.records import Keys
 
 KEYS = Keys("collector")

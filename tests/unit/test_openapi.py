@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 
 from collector.app import create_app
 from collector.config import Config
-from collector.spec.registry import Registry
+from collector.specs.registry import Registry
 
 # Routes that are not the API's own: static files of the docs page and of the dashboard.
 UNDOCUMENTED = re.compile(r"^/(docs/assets/|rq/)")

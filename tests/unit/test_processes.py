@@ -7,7 +7,7 @@ import pytest
 
 from collector.config import Config
 from collector.errors import ConflictError, NotFoundError, ValidationError
-from collector.spec.registry import Registry
+from collector.specs.registry import Registry
 from collector.submit.submitter import Submitter
 from collector.workflows.processes import Processes
 

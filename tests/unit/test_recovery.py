@@ -12,8 +12,8 @@ from collector.config import Config
 from collector.errors import JobCancelledError, JobFailedError
 from collector.run.context import RunContext
 from collector.run.runner import Runtime, execute
-from collector.spec.policy import RetryPolicy
-from collector.spec.registry import Registry
+from collector.specs.policy import RetryPolicy
+from collector.specs.registry import Registry
 from collector.store.records import JobStore, run_watched
 from collector.submit.submitter import Submitter
 from collector.workflows.recovery import decide, enqueue_due, recover

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.spec.registry import Registry
+from collector.specs.registry import Registry
 
 GOOD = '''
 """A good platform."""

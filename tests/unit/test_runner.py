@@ -9,7 +9,7 @@ from collector.config import Config
 from collector.errors import JobFailedError
 from collector.run.context import RunContext
 from collector.run.runner import Runtime, execute
-from collector.spec.registry import Registry
+from collector.specs.registry import Registry
 from collector.store.records import JobStore
 from collector.submit.submitter import Submitter
 

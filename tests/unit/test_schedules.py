@@ -7,7 +7,7 @@ import pytest
 
 from collector.config import Config
 from collector.errors import NotFoundError, ValidationError
-from collector.spec.registry import Registry
+from collector.specs.registry import Registry
 from collector.submit.submitter import Submitter
 from collector.workflows.schedules import Schedules, next_tick
 

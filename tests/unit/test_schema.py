@@ -9,7 +9,7 @@ import pytest
 from marshmallow import ValidationError
 
 from collector.errors import ContractError
-from collector.spec.schema import build_settings_schema, flatten_errors
+from collector.specs.schema import build_settings_schema, flatten_errors
 from collector.types import Secret
 
 

@@ -19,9 +19,9 @@ from collector.errors import ConfigError, ValidationError
 from collector.masking import forget, install_log_masking, mask_error, mask_text, remember
 from collector.run.runner import Runtime, execute
 from collector.sealing import Sealer
-from collector.spec.registry import Registry
-from collector.spec.schema import storage_backends
-from collector.spec.secrets import platforms_with_secrets, require_secret_key
+from collector.specs.registry import Registry
+from collector.specs.schema import storage_backends
+from collector.specs.secrets import platforms_with_secrets, require_secret_key
 from collector.submit.submitter import Submitter
 from tests.secret_platforms import LEAKY, VAULTED, VaultStorage, install_vault, make_package
 

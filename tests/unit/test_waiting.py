@@ -13,7 +13,7 @@ from collector.errors import JobFailedError, JobSuspended, ValidationError
 from collector.run.context import RunContext, child_job_id
 from collector.run.runner import Runtime, execute
 from collector.sealing import Sealer
-from collector.spec.registry import Registry
+from collector.specs.registry import Registry
 from collector.store.records import JobStore
 from collector.submit.submitter import Submitter
 from collector.workflows.waiting import input_secrets, resume_token, suspend, sweep

@@ -18,8 +18,8 @@ from collector.config import Config
 from collector.errors import FatalError, JobFailedError, TransientError, ValidationError
 from collector.http_client import retry_after
 from collector.run.runner import Runtime, execute
-from collector.spec.job import validate_spec
-from collector.spec.registry import Registry
+from collector.specs.job import validate_spec
+from collector.specs.registry import Registry
 from collector.store.records import JobStore
 from collector.submit.submitter import Submitter
 from collector.types import Secret

@@ -19,7 +19,7 @@ import pytest
 from collector.config import Config
 from collector.errors import FatalError, TransientError
 from collector.run.runner import Runtime, execute
-from collector.spec.registry import Registry
+from collector.specs.registry import Registry
 from collector.store.records import JobStore
 from collector.submit.submitter import Submitter
 from collector.types import Secret

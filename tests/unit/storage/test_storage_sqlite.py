@@ -311,7 +311,7 @@ def test_backends_are_registered_by_type() -> None:
 
 
 def test_settings_schema_marks_passwords_secret() -> None:
-    schema = pytest.importorskip("collector.spec.schema")
+    schema = pytest.importorskip("collector.specs.schema")
     for cls in (MySQLStorage, PostgreSQLStorage, SQLiteStorage):
         built = schema.build_settings_schema(cls, where=cls.TYPE)
         assert {s.name for s in built.settings if s.required} == (

@@ -8,9 +8,9 @@ from typing import Any
 from marshmallow import ValidationError as MarshmallowError
 
 from collector.errors import ValidationError
-from collector.spec.policy import check_retry, check_timeout
-from collector.spec.registry import PlatformSpec, Registry
-from collector.spec.schema import flatten_errors
+from collector.specs.policy import check_retry, check_timeout
+from collector.specs.registry import PlatformSpec, Registry
+from collector.specs.schema import flatten_errors
 
 SPEC_FIELDS = {"_id", "platform_id", "settings", "retry", "timeout_s"}
 

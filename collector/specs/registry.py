@@ -11,7 +11,7 @@ from typing import Any
 
 from collector.errors import ContractError
 from collector.platform import Platform
-from collector.spec.schema import SettingsSchema, build_settings_schema
+from collector.specs.schema import SettingsSchema, build_settings_schema
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from typing import Any
 from collector.config import Config
 from collector.errors import ConfigError
 from collector.masking import MASK
-from collector.spec.job import JobSpec
-from collector.spec.registry import Registry
-from collector.spec.schema import storage_backends
+from collector.specs.job import JobSpec
+from collector.specs.registry import Registry
+from collector.specs.schema import storage_backends
 
 
 def secret_paths(spec: JobSpec) -> list[tuple[str, ...]]:

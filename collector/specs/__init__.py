@@ -1,0 +1,1 @@
+"""The specs of platforms, storage backends and jobs: discovery, settings schemas, retry policies, secrets."""

@@ -1,7 +1,7 @@
 """Job counters and duration histograms kept in one Redis hash, and their Prometheus rendering.
 
 Workers are separate processes on other hosts, so no counter lives in process memory: each event adds to
-the hash `collector:metrics` (state.Keys.metrics) inside a pipeline the caller already executes, so
+the hash `collector:metrics` (records.Keys.metrics) inside a pipeline the caller already executes, so
 counting costs no extra round trip. Fields are `<event>|<platform>` for counters and
 `duration|<platform>|<bucket>` / `duration_sum|<platform>` / `duration_count|<platform>` for the histogram
 (one bucket per observation; `/metrics` makes them cumulative).

@@ -110,7 +110,7 @@ class RQ:
             pipe.lrem(self.queue.key, 0, job.id)
         self.queue._enqueue_job(job, pipeline=pipe, at_front=at_front)
 
-    def schedule(self, pipe: Any, job_id: str, at: float, *, exists: bool = True) -> None:
+    def schedule(self, pipe: Any, job_id: str, *, at: float, exists: bool = True) -> None:
         """RQ's side of a retry: the job waits in the scheduled registry until `at` (unix seconds); its status
         changes too, so a mover that requeues it at once is not overwritten. `exists`: RQ's job hash is there."""
         pipe.zadd(self.scheduled_key, {job_id: at})
@@ -128,13 +128,13 @@ class RQ:
         if executions:
             pipe.zrem(self.queue.started_job_registry.key, *executions)
 
-    def fail(self, pipe: Any, job: Job, message: str, *, stopped: bool = False, worker_name: str = "") -> None:
+    def fail(self, pipe: Any, job: Job, *, message: str, stopped: bool = False, worker_name: str = "") -> None:
         """RQ's side of a job that ended without a worker to say so: `failed` (or `stopped`), in the failed
         registry with `message`, for as long as a failed record is kept."""
         job.set_status(JobStatus.STOPPED if stopped else JobStatus.FAILED, pipeline=pipe)
         job._handle_failure(message, pipe, worker_name=worker_name)
 
-    def cancel(self, pipe: Any, job_id: str, job: Job | None, *, ttl: int) -> None:
+    def cancel(self, pipe: Any, job_id: str, *, job: Job | None, ttl: int) -> None:
         """RQ's side of a job canceled before it ran: out of the queue and the scheduled registry, `canceled`."""
         pipe.lrem(self.queue.key, 0, job_id)
         pipe.zrem(self.scheduled_key, job_id)

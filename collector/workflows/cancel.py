@@ -57,7 +57,7 @@ def _cancel_one(connection: redis.Redis, config: Config, job_id: str, *, by: str
         if status in WAITING:
             job = rq.fetch(job_id)
             pipe.multi()
-            Ends(store, rq).canceled(pipe, job_id, job, who=who, now=now, platform_id=platform_id or "")
+            Ends(store, rq).canceled(pipe, job_id, job=job, who=who, now=now, platform_id=platform_id or "")
             pipe.execute()
             return {"job_id": job_id, "status": "canceled", "canceled_by": who, "canceled_at": now}
         if requested:

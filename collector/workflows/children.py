@@ -89,7 +89,7 @@ def resume_parent(connection: redis.Redis, config: Config, parent_id: str) -> bo
             return False
         job = rq.fetch(parent_id)
         pipe.multi()
-        Ends(store, rq).resumed(pipe, parent_id, job, reason="children ended",
+        Ends(store, rq).resumed(pipe, parent_id, job=job, reason="children ended",
                  fields={"resumes": int(record.get("resumes") or 0) + 1}, timeout_s=record.get("timeout_s"))
         pipe.execute()
         log.info("job %s: its children ended; queued again", parent_id)

@@ -54,11 +54,11 @@ class Ends:
         if status == "scheduled":
             self._retry(pipe, job_id, delay_s=delay_s, fields=fields, event=event, platform_id=platform_id)
         else:
-            self._ended(pipe, job_id, status, fields, event, platform_id=platform_id, datasets=datasets,
-                        duration_s=duration_s)
+            self._ended(pipe, job_id, status=status, fields=fields, event=event, platform_id=platform_id,
+                        datasets=datasets, duration_s=duration_s)
         pipe.srem(self.store.keys.cancels(), job_id)
 
-    def worker_lost(self, pipe: Any, job_id: str, job: Job | None, *, status: str, fields: dict[str, Any],
+    def worker_lost(self, pipe: Any, job_id: str, *, job: Job | None, status: str, fields: dict[str, Any],
                     delay_s: float, cause: str, kind: str, worker_name: str, platform_id: str,
                     executions: list[str]) -> None:
         """A job whose worker is gone, as `recovery.decide` settled it: retried, requeued, failed or stopped."""
@@ -73,44 +73,45 @@ class Ends:
                         exists=job is not None)
         elif status == "queued":  # never started, or its pool shut down: no new outcome, back to the front
             reason = kind if kind == "shutdown" else "never started"
-            self._requeue(pipe, job_id, job, fields=fields, kind="requeued", event={"reason": reason, **event},
+            self._requeue(pipe, job_id, job=job, fields=fields, kind="requeued", event={"reason": reason, **event},
                           at_front=True)
         else:
-            self._ended(pipe, job_id, status, fields, event, platform_id=platform_id)
+            self._ended(pipe, job_id, status=status, fields=fields, event=event, platform_id=platform_id)
             if job is not None:
-                self.rq.fail(pipe, job, cause, stopped=status == "stopped", worker_name=worker_name)
+                self.rq.fail(pipe, job, message=cause, stopped=status == "stopped", worker_name=worker_name)
 
-    def resumed(self, pipe: Any, job_id: str, job: Job | None, *, reason: str, fields: dict[str, Any],
+    def resumed(self, pipe: Any, job_id: str, *, job: Job | None, reason: str, fields: dict[str, Any],
                 timeout_s: Any = None) -> None:
         """A waiting job queued again (its input came, its children ended): it starts over from its checkpoint.
         When RQ's job hash is gone (flushed), a new one is made with the same id."""
         self._leave_wait(pipe, job_id, "waiting", "wait_nonce")
-        self._requeue(pipe, job_id, job, fields=fields, kind="resumed", event={"reason": reason},
+        self._requeue(pipe, job_id, job=job, fields=fields, kind="resumed", event={"reason": reason},
                       recreate_timeout_s=timeout_s or self.store.config.job_timeout_s)
 
-    def retry_due(self, pipe: Any, job_id: str, job: Job | None) -> None:
+    def retry_due(self, pipe: Any, job_id: str, *, job: Job | None) -> None:
         """A retry whose time has come leaves the scheduled registry for the queue (when RQ still has the job)."""
         self.rq.unschedule(pipe, job_id)
         if job is not None:
-            self._requeue(pipe, job_id, job, fields={}, kind="requeued", event={"reason": "retry due"})
+            self._requeue(pipe, job_id, job=job, fields={}, kind="requeued", event={"reason": "retry due"})
 
-    def wait_timed_out(self, pipe: Any, job_id: str, job: Job | None, *, message: str, platform_id: str) -> None:
+    def wait_timed_out(self, pipe: Any, job_id: str, *, job: Job | None, message: str, platform_id: str) -> None:
         """A job that waited past its deadline (for input, or for its children) fails."""
         error = {"type": "WaitTimeoutError", "message": message}
-        self._ended(pipe, job_id, "failed", {"error": error}, {"error": error}, platform_id=platform_id)
+        self._ended(pipe, job_id, status="failed", fields={"error": error}, event={"error": error},
+                    platform_id=platform_id)
         self._leave_wait(pipe, job_id, "wait_nonce")
         if job is not None:
-            self.rq.fail(pipe, job, message)
+            self.rq.fail(pipe, job, message=message)
 
-    def canceled(self, pipe: Any, job_id: str, job: Job | None, *, who: str, now: str, platform_id: str) -> None:
+    def canceled(self, pipe: Any, job_id: str, *, job: Job | None, who: str, now: str, platform_id: str) -> None:
         """A job canceled before it ran (queued, scheduled, deferred or waiting): it never runs."""
         fields = {"canceled_by": who, "canceled_at": now, "ended_at": now}
-        self._ended(pipe, job_id, "canceled", fields, {"by": who}, platform_id=platform_id)
+        self._ended(pipe, job_id, status="canceled", fields=fields, event={"by": who}, platform_id=platform_id)
         self._leave_wait(pipe, job_id, "wait_nonce")
-        self.rq.cancel(pipe, job_id, job, ttl=self.store.ttl_for("canceled"))
+        self.rq.cancel(pipe, job_id, job=job, ttl=self.store.ttl_for("canceled"))
 
     # -- the pieces ----------------------------------------------------------------------------------------------
-    def _ended(self, pipe: Any, job_id: str, status: str, fields: dict[str, Any], event: dict[str, Any], *,
+    def _ended(self, pipe: Any, job_id: str, *, status: str, fields: dict[str, Any], event: dict[str, Any],
                platform_id: str, datasets: Mapping[str, tuple[int, bytes]] | None = None,
                duration_s: float | None = None) -> None:
         """The record ends as `status` and expires with everything beside it; the end is counted."""
@@ -137,10 +138,10 @@ class Ends:
         retry_at = iso(at)
         self.store.update(job_id, {"status": "scheduled", **fields, "retry_at": retry_at}, pipe)
         self.store.event(job_id, "retry_scheduled", pipe, **event, delay_s=delay_s, retry_at=retry_at)
-        self.rq.schedule(pipe, job_id, at, exists=exists)
+        self.rq.schedule(pipe, job_id, at=at, exists=exists)
         metrics.count(pipe, self.store.keys, "retried", platform_id)
 
-    def _requeue(self, pipe: Any, job_id: str, job: Job | None, *, fields: dict[str, Any], kind: str,
+    def _requeue(self, pipe: Any, job_id: str, *, job: Job | None, fields: dict[str, Any], kind: str,
                  event: dict[str, Any], at_front: bool = False, recreate_timeout_s: int | None = None) -> None:
         self.store.update(job_id, {"status": "queued", "enqueued_at": iso(), **fields}, pipe)
         self.store.event(job_id, kind, pipe, **event)

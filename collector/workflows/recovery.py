@@ -79,7 +79,7 @@ def recover(
         job = rq.fetch(job_id)
         executions = rq.executions(job)
         pipe.multi()
-        Ends(store, rq).worker_lost(pipe, job_id, job, status=new_status, fields=fields, delay_s=delay, cause=cause,
+        Ends(store, rq).worker_lost(pipe, job_id, job=job, status=new_status, fields=fields, delay_s=delay, cause=cause,
                                     kind=kind, worker_name=worker_name, platform_id=record.get("platform_id", ""),
                                     executions=executions)
         pipe.execute()
@@ -106,7 +106,7 @@ def enqueue_due(connection: redis.Redis, config: Config, *, limit: int = 100) ->
                     if job is None:
                         log.warning("scheduled job %s has no RQ job any more; dropped", job_id)
                 pipe.multi()
-                Ends(store, rq).retry_due(pipe, job_id, job)
+                Ends(store, rq).retry_due(pipe, job_id, job=job)
                 pipe.execute()
                 moved += job is not None
             except redis.WatchError:

@@ -82,7 +82,7 @@ def suspend(connection: redis.Redis, store: JobStore, job_id: str, wait: dict[st
         if wait["kind"] == "children" and not pending:
             job = rq.fetch(job_id)
             pipe.multi()
-            Ends(store, rq).resumed(pipe, job_id, job, reason="children ended",
+            Ends(store, rq).resumed(pipe, job_id, job=job, reason="children ended",
                      fields={**fields, "resumes": resumes + 1}, timeout_s=values[2])
             status = "queued"
         else:
@@ -185,7 +185,7 @@ def resume(connection: redis.Redis, config: Config, job_id: str, *, token: str, 
         inputs[wait["name"]] = given
         job = rq.fetch(job_id)
         pipe.multi()
-        Ends(store, rq).resumed(pipe, job_id, job, reason=f"input {wait['name']!r} delivered", fields={
+        Ends(store, rq).resumed(pipe, job_id, job=job, reason=f"input {wait['name']!r} delivered", fields={
             "inputs": sealer.seal(inputs),
             "wait_used": [*used, record["wait_nonce"]][-USED_KEPT:],
             "resumes": int(record.get("resumes") or 0) + 1,
@@ -217,7 +217,8 @@ def time_out(connection: redis.Redis, config: Config, job_id: str) -> bool:
         message = _timeout_message(wait)
         job = rq.fetch(job_id)
         pipe.multi()
-        Ends(store, rq).wait_timed_out(pipe, job_id, job, message=message, platform_id=record.get("platform_id", ""))
+        Ends(store, rq).wait_timed_out(pipe, job_id, job=job, message=message,
+                                        platform_id=record.get("platform_id", ""))
         pipe.execute()
         return record, wait, message
 

@@ -64,10 +64,12 @@ def create_app(
         connection = connect(config.redis_url)
     registry = registry or Registry.discover(config.platforms_package)
     from collector.auth import install_auth, parse_tokens
+    from collector.jobguard import refuse_pickle
     from collector.masking import install_log_masking
     from collector.sealing import require_secret_key
 
     install_log_masking()  # gunicorn runs create_app() without the CLI, which installs it too
+    refuse_pickle()  # RQ's pickle fallback, wherever a serializer is forgotten, fails instead of unpickling
 
     require_secret_key(config, registry, process="API")
     tokens = parse_tokens(config.api_tokens)

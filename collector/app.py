@@ -1,4 +1,4 @@
-"""The Flask application factory: `create_app()` is what `serve`, `up` and gunicorn run."""
+"""The Flask application factory: `create_app()` is the app `serve` and `up` serve (any WSGI server can run it)."""
 
 from __future__ import annotations
 

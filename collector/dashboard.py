@@ -44,7 +44,7 @@ class DashboardSerializer:
 class DashboardJob(Job):
     """A job read with `DashboardSerializer`, whatever serializer the caller names."""
 
-    def __init__(self, id: str | None = None, connection: Any = None, serializer: Any = None) -> None:  # noqa: A002
+    def __init__(self, id: str | None = None, connection: Any = None, serializer: Any = None) -> None:
         super().__init__(id, connection=connection, serializer=DashboardSerializer)
 
     def get_call_string(self) -> str | None:

@@ -35,7 +35,7 @@ def test_every_requirement_is_pinned() -> None:
 def test_the_image_runs_serve_worker_or_up() -> None:
     entrypoint = (ROOT / "docker" / "entrypoint.sh").read_text()
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert 'exec gunicorn' in entrypoint and '"collector.app:create_app()"' in entrypoint
+    assert 'exec collector serve --host 0.0.0.0 --port "${PORT:-8000}"' in entrypoint
     assert 'exec collector up --host 0.0.0.0' in entrypoint and 'exec collector "$@"' in entrypoint
     assert "HEALTHCHECK" in dockerfile and "/system/alive" in dockerfile and "\nUSER 10001" in dockerfile
 

@@ -30,6 +30,7 @@ from waitress.task import ErrorTask, ThreadedTaskDispatcher
 
 from collector import defaults
 from collector.config import Config
+from collector.errors import ConfigError
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("collector.access")
@@ -143,8 +144,19 @@ def _allow_descriptors(needed: int) -> None:
                     "connections past it are refused: raise `ulimit -n` or lower the limit", target, needed)
 
 
+def check_settings(config: Config) -> None:
+    """`ConfigError` naming every HTTP setting that cannot work (a server with no thread answers nothing)."""
+    wrong = [f"COLLECTOR_{name.upper()}={getattr(config, name)!r}"
+             for name in ("http_threads", "http_connection_limit", "http_header_timeout_s", "http_body_timeout_s",
+                          "http_idle_timeout_s", "max_body_bytes")
+             if not getattr(config, name) > 0]
+    if wrong:
+        raise ConfigError(f"{', '.join(wrong)}: must be more than 0; set a positive number or unset it")
+
+
 def build_server(app: Any, *, host: str, port: int, config: Config) -> MultiSocketServer:
     """The server for `app` on host:port, listening but not yet serving (port 0 picks a free one)."""
+    check_settings(config)
     adj = Adjustments(
         host=host, port=port, threads=config.http_threads, connection_limit=config.http_connection_limit,
         channel_timeout=max(1, round(config.http_idle_timeout_s)), cleanup_interval=1,

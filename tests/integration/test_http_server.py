@@ -194,3 +194,15 @@ def test_a_signal_stops_the_server_promptly_with_connections_open(config: Config
     assert served.process.returncode == 0, served.output()
     assert took < 10, f"the server took {took:.1f} s to stop"
     assert "API stopping" in served.output()
+
+
+def test_headers_over_the_limit_and_requests_that_are_not_http_get_json_errors(served_process: Served) -> None:
+    status, body = served_process.request("GET", "/system/alive", headers={"X-Big": "x" * 70_000})
+    assert status == 431 and body["error"] == "request_header_fields_too_large", body
+    with socket.create_connection(("127.0.0.1", served_process.port), timeout=5) as sock:
+        sock.sendall(b"GET /system/alive HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(65536):  # the server closes the connection after an error
+            received += chunk
+        answer = received.decode()
+    assert answer.startswith("HTTP/1.1 400") and '"error": "bad_request"' in answer and "valid HTTP" in answer

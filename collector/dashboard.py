@@ -86,7 +86,7 @@ def requeue_job(job_id: str, connection: Any, serializer: Any = None) -> Job:
     return DashboardJob.fetch(job_id, connection=connection).requeue()
 
 
-# Every RQ name rq_dashboard.web calls, and what it is rebound to. tests/unit/test_dashboard.py checks that the
+# Every RQ name rq_dashboard.web calls, and what it is rebound to. tests/unit/test_dashboard_json.py checks that the
 # module holds no other RQ class or function that reads jobs, so an upgrade that adds one is noticed.
 REBOUND: dict[str, Any] = {
     "Job": DashboardJob,

@@ -153,15 +153,18 @@ def test_a_worker_refuses_any_function_but_collectors_own_without_importing_it(
             on_success=Callback("os.abort"),
         ),
     }
+    plant(redis_client, "pickled", tmp_path)  # a payload written with pickle, queued
+    redis_client.rpush(queue.key, "pickled")
     pool = start_pool(1)
     registry = queue.failed_job_registry
-    wait_for(lambda: set(registry.get_job_ids()) >= set(jobs), what="the forged jobs to be failed")
-    for job_id in jobs:
+    wait_for(lambda: set(registry.get_job_ids()) >= {*jobs, "pickled"}, what="the forged jobs to be failed")
+    for job_id in [*jobs, "pickled"]:
         job = Job.fetch(job_id, connection=redis_client, serializer=JSONSerializer)
         assert job.get_status() == "failed"
         text = job.latest_result().exc_string
-        assert "collector runs only its own job functions" in text, text
-    assert not marker.exists()
+        assert "collector runs only its own job functions" in text or "DeserializationError" in text, text
+    assert not marker.exists() and not list(tmp_path.glob("pickled-*"))
+    assert "refused job pickled: its payload is not JSON" in pool.output()
     output = pool.output()
     assert "refused job os-system" in output and "'os.system'" in output
     assert "No module named" not in output  # refused before any import was tried

@@ -1,4 +1,4 @@
-# One image for every role: `serve` (gunicorn API), `worker` (pre-forked pool) or `up` (all in one).
+# One image for every role: `serve` (the API), `worker` (pre-forked pool) or `up` (all in one).
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

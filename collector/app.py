@@ -1,4 +1,4 @@
-"""The Flask application factory: `create_app()` is what `serve`, `up` and gunicorn run."""
+"""The Flask application factory: `create_app()` is the app `serve` and `up` serve (any WSGI server can run it)."""
 
 from __future__ import annotations
 
@@ -64,10 +64,12 @@ def create_app(
         connection = connect(config.redis_url)
     registry = registry or Registry.discover(config.platforms_package)
     from collector.auth import install_auth, parse_tokens
+    from collector.jobguard import refuse_pickle
     from collector.masking import install_log_masking
     from collector.sealing import require_secret_key
 
     install_log_masking()  # gunicorn runs create_app() without the CLI, which installs it too
+    refuse_pickle()  # RQ's pickle fallback, wherever a serializer is forgotten, fails instead of unpickling
 
     require_secret_key(config, registry, process="API")
     tokens = parse_tokens(config.api_tokens)

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", "-n", type=int, default=defaults.WORKERS, help="worker processes")
     up.set_defaults(handler=cmd_up)
 
-    serve = sub.add_parser("serve", help="the HTTP API only (gunicorn: 'collector.app:create_app()')")
+    serve = sub.add_parser("serve", help="the HTTP API only (waitress, with timeouts against slow clients)")
     serve.add_argument("--host", default=defaults.HOST)
     serve.add_argument("--port", type=int, default=defaults.PORT)
     serve.set_defaults(handler=cmd_serve)
@@ -180,10 +179,11 @@ def cmd_worker(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     from collector.app import create_app
+    from collector.server import serve_until_signal
 
     app = create_app(config, reaper=True)
     warn_if_open(config, args.host)
-    serve_until_signal(app, args.host, args.port)
+    serve_until_signal(app, host=args.host, port=args.port, config=config)
     return 0
 
 
@@ -204,35 +204,12 @@ def warn_if_open(config: Config, host: str) -> str:
     return note
 
 
-def serve_until_signal(app: Any, host: str, port: int, on_ready: Any = None) -> None:
-    """Serve `app` with a threaded WSGI server until SIGINT/SIGTERM."""
-    from werkzeug.serving import make_server
-
-    server = make_server(host, port, app, threaded=True)
-    stop = threading.Event()
-
-    def shutdown(*_: object) -> None:
-        if not stop.is_set():
-            stop.set()
-            threading.Thread(target=server.shutdown, daemon=True).start()
-
-    previous = {sig: signal.signal(sig, shutdown) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        log.info("API listening on http://%s:%d", host, server.server_port)
-        if on_ready:
-            on_ready(server.server_port)
-        server.serve_forever()
-    finally:
-        server.server_close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def cmd_up(args: argparse.Namespace, config: Config) -> int:
     """Everything on one machine: private Redis (unless configured), a worker pool and the API."""
     from collector.app import create_app
     from collector.embedded import EmbeddedRedis
     from collector.sealing import new_key
+    from collector.server import serve_until_signal
 
     embedded: EmbeddedRedis | None = None
     pool: subprocess.Popen[bytes] | None = None
@@ -267,7 +244,7 @@ def cmd_up(args: argparse.Namespace, config: Config) -> int:
                 flush=True,
             )
 
-        serve_until_signal(app, args.host, args.port, on_ready=ready)
+        serve_until_signal(app, host=args.host, port=args.port, config=config, on_ready=ready)
     finally:
         if pool is not None:
             stop_process(pool, config.shutdown_grace_s + 5)

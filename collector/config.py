@@ -44,6 +44,11 @@ class Config:
     log_format: str = defaults.LOG_FORMAT
     url: str = defaults.URL
     api_token: str | None = None
+    http_threads: int = defaults.HTTP_THREADS
+    http_connection_limit: int = defaults.HTTP_CONNECTION_LIMIT
+    http_header_timeout_s: float = defaults.HTTP_HEADER_TIMEOUT_S
+    http_body_timeout_s: float = defaults.HTTP_BODY_TIMEOUT_S
+    http_idle_timeout_s: float = defaults.HTTP_IDLE_TIMEOUT_S
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:

@@ -1,31 +1,110 @@
-"""rq-dashboard mounted at `/rq`, reading RQ's JSON-serialized jobs."""
+"""rq-dashboard mounted at `/rq`: every RQ read it makes uses JSON, and what is not JSON shows as unreadable.
+
+rq-dashboard 0.9 passes no serializer to most of what it calls (`Job.fetch` in the job view and delete,
+`requeue_job`, the registries behind its lists and its empty action, `Queue.all`), so RQ would unpickle
+whatever a job hash holds. Every RQ name its module uses is rebound here to a class that always reads
+with `DashboardSerializer`; this module is the one place that knows which names those are.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import rq_dashboard
 import rq_dashboard.web
 from flask import Flask
+from rq import registry as rq_registry
+from rq.exceptions import DeserializationError
+from rq.job import Job
+from rq.queue import Queue
 from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
 PREFIX = "/rq"
+UNREADABLE = "(unreadable: not JSON; collector reads RQ data as JSON only and never unpickles it)"
 
 
-class JSONWorker(Worker):
-    """`Worker.all` with the JSON serializer: the dashboard's worker view fetches current jobs through it."""
+class DashboardSerializer:
+    """RQ's JSON serializer, except that data which is not JSON reads as the text UNREADABLE instead of failing:
+    a job hash someone wrote with pickle then shows in the dashboard for what it is."""
+
+    @staticmethod
+    def dumps(value: Any) -> bytes:
+        return JSONSerializer.dumps(value)
+
+    @staticmethod
+    def loads(data: bytes | str) -> Any:
+        try:
+            return json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError alike
+            return UNREADABLE
+
+
+class DashboardJob(Job):
+    """A job read with `DashboardSerializer`, whatever serializer the caller names."""
+
+    def __init__(self, id: str | None = None, connection: Any = None, serializer: Any = None) -> None:
+        super().__init__(id, connection=connection, serializer=DashboardSerializer)
+
+    def get_call_string(self) -> str | None:
+        try:
+            return super().get_call_string()
+        except (DeserializationError, ValueError):  # a payload that is not a JSON call
+            return UNREADABLE
+
+
+class DashboardQueue(Queue):
+    """A queue whose jobs (and registries) are read with `DashboardSerializer`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.update(serializer=DashboardSerializer, job_class=DashboardJob)
+        super().__init__(*args, **kwargs)
+
+
+def _registry(base: type[rq_registry.BaseRegistry]) -> type[rq_registry.BaseRegistry]:
+    """`base` with `DashboardSerializer` and `DashboardJob`, whatever the caller names."""
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.update(serializer=DashboardSerializer, job_class=DashboardJob)
+        base.__init__(self, *args, **kwargs)
+
+    return type(base.__name__, (base,), {"__init__": __init__, "__module__": __name__})
+
+
+class DashboardWorker(Worker):
+    """`Worker.all` reading each worker's current job with `DashboardSerializer`."""
 
     @classmethod
     def all(cls, *args: Any, **kwargs: Any) -> list[Worker]:  # type: ignore[override]
-        kwargs.setdefault("serializer", JSONSerializer)
+        kwargs.update(serializer=DashboardSerializer, job_class=DashboardJob, queue_class=DashboardQueue)
         return Worker.all(*args, **kwargs)
+
+
+def requeue_job(job_id: str, connection: Any, serializer: Any = None) -> Job:
+    """RQ's `requeue_job`, reading the job with `DashboardSerializer`."""
+    return DashboardJob.fetch(job_id, connection=connection).requeue()
+
+
+# Every RQ name rq_dashboard.web calls, and what it is rebound to. tests/unit/test_dashboard_json.py checks that the
+# module holds no other RQ class or function that reads jobs, so an upgrade that adds one is noticed.
+REBOUND: dict[str, Any] = {
+    "Job": DashboardJob,
+    "Queue": DashboardQueue,
+    "Worker": DashboardWorker,
+    "requeue_job": requeue_job,
+    **{name: _registry(getattr(rq_registry, name)) for name in (
+        "CanceledJobRegistry", "DeferredJobRegistry", "FailedJobRegistry", "FinishedJobRegistry",
+        "ScheduledJobRegistry", "StartedJobRegistry",
+    )},
+}
 
 
 def mount_dashboard(app: Flask, redis_url: str) -> None:
     """Serve rq-dashboard under `/rq` of `app`; job descriptions carry no arguments."""
-    rq_dashboard.web.config.serializer = JSONSerializer
-    rq_dashboard.web.Worker = JSONWorker  # the module looks `Worker` up at call time
+    for name, value in REBOUND.items():
+        setattr(rq_dashboard.web, name, value)  # the module looks these names up at call time
+    rq_dashboard.web.config.serializer = DashboardSerializer
     app.config.setdefault("RQ_DASHBOARD_REDIS_URL", redis_url)
     app.config["RQ_DASHBOARD_SHOW_FULL_ARGS"] = False
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=PREFIX)

@@ -18,7 +18,9 @@
     ├── WorkerDiedError              the worker process running a job died
     ├── JobTimeoutError              a job ran longer than its timeout
     ├── WaitTimeoutError             a waiting job got no input (or its children did not end) in time
-    └── JobCancelledError            a job was cancelled while it ran (raised by ctx.progress)
+    ├── JobCancelledError            a job was cancelled while it ran (raised by ctx.progress)
+    ├── ForeignJobError              a job in Redis names a function that is not collector's own: refused
+    └── PickleRefusedError           something asked RQ for pickle, which collector never reads or writes
 """
 
 from __future__ import annotations
@@ -145,3 +147,15 @@ class JobCancelledError(CollectorError):
     """The job was cancelled while it ran; `ctx.progress` raises it so the platform stops."""
 
     code = "cancelled"
+
+
+class ForeignJobError(CollectorError):
+    """A job in Redis names a function, callback or payload that is not collector's own; refused unimported."""
+
+    code = "foreign_job"
+
+
+class PickleRefusedError(CollectorError):
+    """RQ was asked to (un)pickle: a caller named no serializer. collector reads and writes RQ data as JSON only."""
+
+    code = "pickle_refused"

@@ -15,13 +15,16 @@ from typing import Any
 
 import redis
 from rq import Queue
+from rq.exceptions import DeserializationError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
 from collector import defaults
 from collector.config import Config
-from collector.heartbeat import CollectorJob, LeanHeartbeats
+from collector.errors import ForeignJobError
+from collector.heartbeat import LeanHeartbeats
+from collector.jobguard import GuardedJob, refuse_pickle
 from collector.maintenance import Maintenance
 from collector.reaper import Reaper, beat, retire
 from collector.recovery import recover
@@ -94,7 +97,7 @@ class _WithoutInfo:
 class CollectorWorker(LeanHeartbeats, SimpleWorker):
     """An RQ worker that runs jobs in its own process and tells the supervisor which job it holds."""
 
-    job_class = CollectorJob
+    job_class = GuardedJob
     slots: Slots | None = None
     slot_index = 0
     runtime: Runtime | None = None
@@ -151,6 +154,11 @@ class CollectorWorker(LeanHeartbeats, SimpleWorker):
         if outcome is not None and outcome.status in SUSPENDED:
             log.info("Worker %s: job %s is %s; worker free", self.name, job.id, outcome.status)
             return  # a wait is no error: no traceback in the log
+        if isinstance(exc_info[1], ForeignJobError | DeserializationError):
+            job.retries_left = 0  # a retry count the job carries must not make it come back
+            log.error("Worker %s: refused job %s: %s", self.name, job.id,
+                      getattr(exc_info[1], "message", "its payload is not JSON"))
+            return
         super().handle_exception(job, *exc_info)
 
     def handle_job_failure(
@@ -240,6 +248,7 @@ class Pool:
         previous_fd = signal.set_wakeup_fd(wake_w)
         handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         handlers[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda *_: None)
+        refuse_pickle()  # before the fork: every child inherits it
         log.info("pool %s: starting %d workers on queue %r", self.name, self.size, self.config.queue_name)
         self._reaper = Reaper(self.connection, self.config, own_pool=self.name)
         self._duties()

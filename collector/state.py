@@ -189,6 +189,8 @@ class JobStore:
             fields = decode(raw)
             event = {"id": entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
                      "at": fields.get("at"), "type": fields.get("type")}
+            # A log line's fields (level, message) are plain; a job event's travel as JSON in `data`.
+            event.update({k: v for k, v in fields.items() if k not in ("at", "type", "data")})
             if fields.get("data"):
                 event.update(json.loads(fields["data"]))
             events.append(event)

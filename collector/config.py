@@ -39,11 +39,19 @@ class Config:
     pool_heartbeat_ttl_s: int = defaults.POOL_HEARTBEAT_TTL_S
     reap_interval_s: float = defaults.REAP_INTERVAL_S
     redis_wait_s: float = defaults.REDIS_WAIT_S
+    dataset_max_rows: int = defaults.DATASET_MAX_ROWS
+    dataset_max_bytes: int = defaults.DATASET_MAX_BYTES
+    full_page_max_rows: int = defaults.FULL_PAGE_MAX_ROWS
     platforms_package: str = "platforms"
     log_level: str = "INFO"
     log_format: str = defaults.LOG_FORMAT
     url: str = defaults.URL
     api_token: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("dataset_max_rows", "dataset_max_bytes", "full_page_max_rows"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be 1 or more")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:

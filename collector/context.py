@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import redis
 
 from collector import defaults
+from collector.datasets import KeptDataset, cut_note, keep_rows
 from collector.errors import ChildJobError, JobCancelledError
 from collector.masking import mask_text
 from collector.state import DATASETS, ENDED, JOB_ID, JobStore
@@ -73,6 +74,8 @@ class RunContext:
         links: JobLinks | None = None,
         parent_id: str | None = None,
         children: Iterable[str] = (),
+        dataset_max_rows: int = defaults.DATASET_MAX_ROWS,
+        dataset_max_bytes: int = defaults.DATASET_MAX_BYTES,
     ) -> None:
         self.job_id = job_id
         self.state = state  # the last checkpoint of an earlier attempt, None on a first run
@@ -93,7 +96,8 @@ class RunContext:
         self._message: str | None = None
         self._started = time.monotonic()
         self._next_write = self._started + interval_s
-        self._datasets: dict[str, tuple[int, bytes]] = {}
+        self._datasets: dict[str, KeptDataset] = {}
+        self._dataset_caps = {"max_rows": dataset_max_rows, "max_bytes": dataset_max_bytes}
         self._cancelled = False
         self._redis_wait_s = redis_wait_s
         self.inputs: dict[str, Any] = dict(inputs or {})  # what resumes delivered, by the name waited for
@@ -235,11 +239,16 @@ class RunContext:
             self.flush()
 
     def dataset(self, name: str, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Keep `rows` as the job's `original` or `processed` dataset (written when the job ends)."""
+        """Keep `rows` as the job's `original` or `processed` dataset (written when the job ends).
+
+        At most `COLLECTOR_DATASET_MAX_ROWS` rows and `COLLECTOR_DATASET_MAX_BYTES` of JSON are kept: the first
+        rows, flagged `truncated` with the `total_rows` given, and a warning on the job's log."""
         if name not in DATASETS:
             raise ValueError(f"dataset {name!r} is not one of {list(DATASETS)}; name it 'original' or 'processed'")
-        rows = list(rows)
-        self._datasets[name] = (len(rows), json.dumps(rows, default=str).encode())
+        kept = keep_rows(rows, **self._dataset_caps)
+        self._datasets[name] = kept
+        if kept.truncated:
+            self.log.warning(cut_note(name, kept, **self._dataset_caps))
 
     def progress_state(self) -> dict[str, Any]:
         """`{"done", "total", "percent", "message", "eta_s"}`, with the ETA from the rate so far."""
@@ -270,7 +279,7 @@ class RunContext:
         return {"progress": self.progress_state(), "stored_rows": self.stored_rows}
 
     @property
-    def datasets(self) -> dict[str, tuple[int, bytes]]:
+    def datasets(self) -> dict[str, KeptDataset]:
         return self._datasets
 
 

@@ -154,6 +154,8 @@ def execute(job_id: str, runtime: Runtime) -> Any:
         links=runtime.links,
         parent_id=got.get("parent_id"),
         children=got.get("children") or (),
+        dataset_max_rows=config.dataset_max_rows,
+        dataset_max_bytes=config.dataset_max_bytes,
     )
     if got.get("cancel_requested_at"):
         ctx.cancel()
@@ -313,7 +315,7 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
                 metrics.count(pipe, store.keys, "retried", ctx.platform_id)
             else:
                 ttl = store.ttl_for(status)
-                summary = store.save_datasets(ctx.job_id, ctx.datasets, pipe, ttl_s=ttl)  # SET ... EX
+                summary = store.save_datasets(ctx.job_id, ctx.datasets, pipe, ttl_s=ttl)  # SET ... EX per chunk
                 record["ended_at"] = utcnow()
                 if summary:
                     record["datasets"] = summary

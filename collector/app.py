@@ -70,6 +70,10 @@ def create_app(
     install_log_masking()  # gunicorn runs create_app() without the CLI, which installs it too
 
     require_secret_key(config, registry, process="API")
+    for platform in registry.platforms.values():
+        if (platform.timeout_s or 0) > config.max_timeout_s:
+            log.warning("platform %s: TIMEOUT_S=%s is over COLLECTOR_MAX_TIMEOUT_S=%s; its jobs get %s s",
+                        platform.id, platform.timeout_s, config.max_timeout_s, config.max_timeout_s)
     tokens = parse_tokens(config.api_tokens)
 
     app = Flask("collector")

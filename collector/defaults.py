@@ -44,3 +44,6 @@ DATASET_MAX_BYTES = 8 * 1024 * 1024      # JSON bytes one dataset of a job keeps
 DATASET_CHUNK_ROWS = 1000                # rows per Redis key a dataset is cut into, so a page reads only its keys
 FULL_PAGE_ROWS = 1000                    # rows of each dataset `GET /execution/get?full` answers when not told
 FULL_PAGE_MAX_ROWS = 10_000              # most rows of each dataset one `full` page may hold
+MAX_TIMEOUT_S = 24 * 3600                # the longest timeout a job may have (spec, platform or service default)
+MAX_SCHEDULES = 100                      # most schedules the service holds at once
+SCHEDULE_MIN_INTERVAL_S = 60             # shortest time between two ticks of a schedule (interval or cron)

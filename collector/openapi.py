@@ -240,7 +240,8 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
                           **problems("400", "404", "503")},
         }},
         **more_operations({"oneOf": [{"$ref": ref} for ref in requests.values()],
-                      "discriminator": {"propertyName": "platform_id", "mapping": requests}}),
+                           "discriminator": {"propertyName": "platform_id", "mapping": requests}},
+                          min_interval_s=config.schedule_min_interval_s),
         "/openapi.json": {"get": {"summary": "This document", "responses": {
             "200": response("the OpenAPI document", {"type": "object"})}}},
         "/docs": {"get": {"summary": "Browsable API docs (served by the app, works offline)", "responses": {

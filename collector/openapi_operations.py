@@ -10,7 +10,7 @@ from typing import Any
 
 from collector import defaults
 from collector.index import PLATFORM_ID, STATUSES
-from collector.schedules import MAX_INTERVAL_S, MIN_INTERVAL_S
+from collector.schedules import MAX_INTERVAL_S
 from collector.state import JOB_ID
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -58,8 +58,9 @@ TASK_PARAM = {"name": "task", "in": "query", "required": True, "description": "t
 JOB_LINK = "the id POST /execution/run answered"
 
 
-def operations(run_request: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Paths and their operations; `run_request` is the schema of a job spec (the body of `/execution/run`)."""
+def operations(run_request: dict[str, Any], *, min_interval_s: int) -> dict[str, dict[str, Any]]:
+    """Paths and their operations; `run_request` is the schema of a job spec (the body of `/execution/run`),
+    `min_interval_s` the shortest schedule interval the service allows."""
     job_id = id_param("job_id", description=JOB_LINK)
     process_id = id_param("process_id", description="the id POST /process/run answered")
     schedule_id = id_param("schedule_id", "path", "the id POST /schedules answered")
@@ -161,8 +162,9 @@ def operations(run_request: dict[str, Any]) -> dict[str, dict[str, Any]]:
                                           "properties": {
                     "spec": run_request, "name": {"type": "string", "minLength": 1, "maxLength": 200},
                     "cron": {"type": "string", "description": "five fields, e.g. '*/15 * * * *' (UTC)"},
-                    "interval_s": {"type": "integer", "minimum": MIN_INTERVAL_S, "maximum": MAX_INTERVAL_S}}}),
+                    "interval_s": {"type": "integer", "minimum": min_interval_s, "maximum": MAX_INTERVAL_S}}}),
                 "responses": {"201": response("the schedule", some_object("id", "next_run_at")),
+                              "409": response("the service holds COLLECTOR_MAX_SCHEDULES schedules already", ERROR),
                               **problems("400", "413", "422", "503")},
             },
             "get": {

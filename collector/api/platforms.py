@@ -27,5 +27,5 @@ def check() -> dict[str, Any]:
     from collector.jobs import validate_spec
 
     svc = services()
-    spec = validate_spec(read_json(), svc.registry)
+    spec = validate_spec(read_json(), svc.registry, max_timeout_s=svc.config.max_timeout_s)
     return request_check(spec, connection=svc.connection, config=svc.config)

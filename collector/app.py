@@ -110,8 +110,8 @@ def create_app(
 
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(CollectorError)
-    def collector_error(exc: CollectorError) -> tuple[dict[str, Any], int]:
-        return exc.to_dict(), exc.status
+    def collector_error(exc: CollectorError) -> tuple[dict[str, Any], int, dict[str, str]]:
+        return exc.to_dict(), exc.status, getattr(exc, "headers", {})
 
     @app.errorhandler(redis.ConnectionError)
     @app.errorhandler(redis.TimeoutError)

@@ -45,6 +45,7 @@ class Config:
     max_timeout_s: int = defaults.MAX_TIMEOUT_S
     max_schedules: int = defaults.MAX_SCHEDULES
     schedule_min_interval_s: int = defaults.SCHEDULE_MIN_INTERVAL_S
+    submits_per_minute: int = defaults.SUBMITS_PER_MINUTE
     platforms_package: str = "platforms"
     log_level: str = "INFO"
     log_format: str = defaults.LOG_FORMAT
@@ -61,7 +62,7 @@ class Config:
                      "schedule_min_interval_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be 1 or more")
-        for name in ("max_schedules",):
+        for name in ("max_schedules", "submits_per_minute"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be 0 (no limit) or more")
 

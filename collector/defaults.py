@@ -47,3 +47,5 @@ FULL_PAGE_MAX_ROWS = 10_000              # most rows of each dataset one `full` 
 MAX_TIMEOUT_S = 24 * 3600                # the longest timeout a job may have (spec, platform or service default)
 MAX_SCHEDULES = 100                      # most schedules the service holds at once
 SCHEDULE_MIN_INTERVAL_S = 60             # shortest time between two ticks of a schedule (interval or cron)
+SUBMITS_PER_MINUTE = 120                 # submits one caller may make per minute (run, check, process, schedule)
+RATE_WINDOW_S = 60                       # the fixed window the submit rate is counted in

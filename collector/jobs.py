@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
@@ -144,10 +144,12 @@ class Submitter:
         self.sealer = Sealer(config.secret_key) if config.secret_key else None
 
     def submit(
-        self, body: Any, *, job_id: str | None = None, extra: Mapping[str, Any] | None = None
+        self, body: Any, *, job_id: str | None = None, extra: Mapping[str, Any] | None = None,
+        admit: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         """Queue the job `body` describes. `job_id` and `extra` record fields are for collector's own
-        submitters (schedules, processes), never taken from a request."""
+        submitters (schedules, processes), never taken from a request. `admit` is called once the spec is
+        valid, before anything is written (the API counts the caller's submit rate there)."""
         spec = validate_spec(body, self.registry, max_timeout_s=self.config.max_timeout_s)
         job_id = job_id or uuid.uuid4().hex
         fields = new_record(spec, self.sealer, no_key=(
@@ -159,6 +161,8 @@ class Submitter:
         fields.update(retry=policy.to_dict(), max_attempts=policy.max_attempts, timeout_s=timeout)
         fields.update(extra or {})
         try:
+            if admit is not None:
+                admit()
             with self.connection.pipeline(transaction=True) as pipe:
                 pipe.multi()  # explicit, or RQ would call multi() after our first command
                 self.store.create(job_id, fields, pipe)

@@ -217,7 +217,7 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
                 "discriminator": {"propertyName": "platform_id", "mapping": requests},
             }}}},
             "responses": {"202": response("queued", {"$ref": "#/components/schemas/RunAccepted"}),
-                          **problems("400", "413", "422", "503")},
+                          **problems("400", "413", "422", "429", "503")},
         }},
         "/execution/get": {"get": {
             "summary": "Everything known about a job",

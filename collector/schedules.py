@@ -8,6 +8,7 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -105,7 +106,9 @@ class Schedules:
         self.connection = submitter.connection
         self.keys = submitter.store.keys
 
-    def create(self, body: Any, *, now: float | None = None) -> dict[str, Any]:
+    def create(self, body: Any, *, now: float | None = None, admit: Callable[[], None] | None = None
+               ) -> dict[str, Any]:
+        """Store a schedule; `admit` is called once it is valid, before anything is written."""
         validate_schedule(body, self.submitter)
         spec = validate_spec(body["spec"], self.submitter.registry, max_timeout_s=self.submitter.config.max_timeout_s)
         masked, secrets = split_secrets(spec)
@@ -127,6 +130,8 @@ class Schedules:
             if self.submitter.sealer is None:
                 raise ValidationError("the spec has secrets but the service has no COLLECTOR_SECRET_KEY")
             fields["secrets"] = self.submitter.sealer.seal(secrets)
+        if admit is not None:
+            admit()
         run_watched(self.connection, lambda pipe: self._add(pipe, schedule_id, fields, due))
         return self.get(schedule_id)
 

@@ -134,6 +134,10 @@ class Keys:
         """Set of jobs waiting for their children; resumed as soon as the last child ends."""
         return f"{self.prefix}:waiting:parents"
 
+    def submits(self, caller: str, window: int) -> str:
+        """A caller's submits in one rate window (a counter that expires with the window)."""
+        return f"{self.prefix}:submits:{window}:{caller}"
+
     def metrics(self) -> str:
         """Hash of counters and duration buckets every API and worker process adds to; `/metrics` reads it."""
         return f"{self.prefix}:metrics"

@@ -13,6 +13,7 @@ from collector.app import services
 from collector.errors import BadRequestError, CollectorError, NotFoundError, ValidationError
 from collector.limits import parse_body
 from collector.masking import forget, mask_error, remember, secrets_in_body
+from collector.ratelimit import admit
 from collector.state import JOB_ID
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ def run() -> tuple[dict[str, Any], int]:
     body = read_json()
     secrets = remember(secrets_in_body(body, services().registry))  # masked in every log line meanwhile
     try:
-        answer = services().submitter.submit(body)
+        answer = services().submitter.submit(body, admit=admit)
     except CollectorError as exc:  # a validation message may quote a value given for a secret setting
         raise mask_error(exc, secrets) from None
     except Exception as exc:  # logged here, while the secrets are still masked, not by the app's handler

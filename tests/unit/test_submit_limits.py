@@ -1,4 +1,4 @@
-"""Limits on what clients may ask for: the longest timeout, schedules (count, interval)."""
+"""Limits on what clients may ask for: the longest timeout, schedules (count, interval), the submit rate."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ from flask.testing import FlaskClient
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from collector import defaults
+from collector import defaults, ratelimit
 from collector.app import create_app
 from collector.config import Config
 from collector.errors import ConfigError
 from collector.registry import Registry
+
+T0 = 1_699_999_995.0  # 15 s into a rate window (windows start at multiples of 60 s)
 
 
 def demo(**extra: Any) -> dict[str, Any]:
@@ -117,7 +119,7 @@ def test_the_service_holds_at_most_max_schedules(fake_redis: fakeredis.FakeRedis
     body = refused.get_json()
     assert refused.status_code == 409 and "COLLECTOR_MAX_SCHEDULES=3" in body["message"]
     assert body["details"] == {"schedules": 3, "max_schedules": 3}
-    assert set(fake_redis.keys()) == keys
+    assert set(fake_redis.keys()) - keys <= {k for k in fake_redis.keys() if b":submits:" in k}
     assert client.delete(f"/schedules/{made[0]}").status_code == 200
     assert client.post("/schedules", json={"spec": demo(), "interval_s": 3600}).status_code == 201
 
@@ -128,3 +130,74 @@ def test_the_schedule_limits_are_settings(fake_redis: fakeredis.FakeRedis, unit_
     client = app_for(fake_redis, config, registry).test_client()
     assert all(client.post("/schedules", json={"spec": demo(), "interval_s": 1}).status_code == 201
                for _ in range(defaults.MAX_SCHEDULES + 1))
+
+
+# -- the submit rate ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rated(fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry,
+          monkeypatch: pytest.MonkeyPatch) -> FlaskClient:
+    monkeypatch.setattr(ratelimit, "now", lambda: T0)
+    return app_for(fake_redis, dataclasses.replace(unit_config, submits_per_minute=3), registry).test_client()
+
+
+def test_submits_past_the_rate_get_429_with_retry_after_and_write_nothing(
+    rated: FlaskClient, fake_redis: fakeredis.FakeRedis
+) -> None:
+    assert [rated.post("/execution/run", json=demo()).status_code for _ in range(3)] == [202, 202, 202]
+    jobs = fake_redis.zcard("collector:jobs")
+    refused = rated.post("/execution/run", json=demo())
+    body = refused.get_json()
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "45"
+    assert body["error"] == "rate_limited" and "COLLECTOR_SUBMITS_PER_MINUTE=3" in body["message"]
+    assert body["details"] == {"caller": "anonymous", "submits_per_minute": 3, "retry_after_s": 45}
+    assert fake_redis.zcard("collector:jobs") == jobs and fake_redis.llen("rq:queue:collector") == jobs
+
+
+def test_checks_processes_and_schedules_count_as_submits(rated: FlaskClient, fake_redis: fakeredis.FakeRedis) -> None:
+    assert rated.post("/process/run", json={"name": "p", "steps": [
+        {"name": "s", "tasks": [{"name": "t", "manual": True, "prompt": "ok?"}]}]}).status_code == 201
+    assert rated.post("/schedules", json={"spec": demo(), "interval_s": 3600}).status_code == 201
+    assert rated.post("/execution/run", json=demo()).status_code == 202
+    for path, body in (("/platforms/check", demo()), ("/schedules", {"spec": demo(), "interval_s": 3600}),
+                       ("/process/run", {"name": "q", "steps": [{"name": "s", "tasks": [
+                           {"name": "t", "manual": True}]}]})):
+        assert rated.post(path, json=body).status_code == 429, path
+    assert fake_redis.zcard("collector:schedules:due") == 1
+
+
+def test_bad_requests_do_not_count_and_each_caller_has_its_own_budget(
+    rated: FlaskClient, fake_redis: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for _ in range(5):
+        assert rated.post("/execution/run", json={"platform_id": "nope"}).status_code == 422
+    assert fake_redis.dbsize() == 0, "a refused request writes nothing, not even to its caller's count"
+    for _ in range(3):
+        assert rated.post("/execution/run", json=demo()).status_code == 202
+    assert rated.post("/execution/run", json=demo()).status_code == 429
+    ci = {"X-Caller": "ci"}
+    assert rated.post("/execution/run", json=demo(), headers=ci).status_code == 202
+    monkeypatch.setattr(ratelimit, "now", lambda: T0 + 60)  # the next window
+    assert rated.post("/execution/run", json=demo()).status_code == 202
+
+
+def test_every_api_process_shares_the_count(
+    fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ratelimit, "now", lambda: T0)
+    config = dataclasses.replace(unit_config, submits_per_minute=2)
+    first, second = (app_for(fake_redis, config, registry).test_client() for _ in range(2))
+    assert first.post("/execution/run", json=demo()).status_code == 202
+    assert second.post("/execution/run", json=demo()).status_code == 202
+    assert first.post("/execution/run", json=demo()).status_code == 429
+    assert second.post("/execution/run", json=demo()).status_code == 429
+    assert 0 < fake_redis.ttl(f"collector:submits:{int(T0 // 60)}:anonymous") <= 60
+
+
+def test_a_rate_of_zero_turns_the_limit_off(fake_redis: fakeredis.FakeRedis, unit_config: Config,
+                                            registry: Registry) -> None:
+    client = app_for(fake_redis, dataclasses.replace(unit_config, submits_per_minute=0), registry).test_client()
+    assert all(client.post("/execution/run", json=demo()).status_code == 202
+               for _ in range(defaults.SUBMITS_PER_MINUTE + 1))
+    assert not fake_redis.keys("collector:submits:*")

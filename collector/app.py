@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from collector.config import Config
 from collector.errors import CollectorError
-from collector.jobs import Submitter, redis_down
+from collector.jobs import Submitter, redis_down, redis_full
 from collector.registry import Registry
 from collector.state import JobStore, connect
 
@@ -112,6 +112,11 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(CollectorError)
     def collector_error(exc: CollectorError) -> tuple[dict[str, Any], int, dict[str, str]]:
         return exc.to_dict(), exc.status, getattr(exc, "headers", {})
+
+    @app.errorhandler(redis.exceptions.OutOfMemoryError)
+    def redis_full_error(exc: Exception) -> tuple[dict[str, Any], int]:
+        error = redis_full(services().config)  # a write refused inside MULTI aborts the whole transaction
+        return error.to_dict(), error.status
 
     @app.errorhandler(redis.ConnectionError)
     @app.errorhandler(redis.TimeoutError)

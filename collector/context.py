@@ -26,6 +26,8 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 WAIT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# Redis errors a job's writes wait out: an outage, and a Redis at its maxmemory that refuses writes (OOM).
+REDIS_WAITS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.OutOfMemoryError)
 _KEEP = object()
 
 
@@ -271,8 +273,9 @@ class RunContext:
             fields["stored_rows"] = self.stored_rows
         try:
             self._store.update(self.job_id, fields)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            log.warning("job %s: progress not written (%s); will try again", self.job_id, exc)
+        except REDIS_WAITS as exc:
+            why = "Redis is full" if isinstance(exc, redis.exceptions.OutOfMemoryError) else f"{exc}"
+            log.warning("job %s: progress not written (%s); will try again", self.job_id, why)
 
     def final_fields(self) -> dict[str, Any]:
         """The progress fields written with the job's end state."""
@@ -302,15 +305,20 @@ def _wait_timeout(timeout_s: float | None, default: float | None) -> float | Non
 
 
 def until_written(write: Callable[[], T], *, wait_s: float, what: str) -> T:
-    """Run `write`, retrying while Redis is unreachable, for at most `wait_s` seconds (then the error is raised)."""
+    """Run `write`, retrying while Redis is unreachable or full, for at most `wait_s` seconds (then the error is
+    raised). A full Redis (maxmemory with noeviction answers OOM) refuses a MULTI as a whole, so a retry never
+    writes twice; it takes writes again once records expire or the operator frees memory."""
     deadline = time.monotonic() + wait_s
     pause = 0.1
     while True:
         try:
             return write()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except REDIS_WAITS as exc:
             if time.monotonic() + pause > deadline:
                 raise
-            log.warning("%s not written yet, Redis unreachable (%s); retrying in %.1f s", what, exc, pause)
+            # An OOM error quotes the refused command, rows included: say what happened, not what was sent.
+            why = ("Redis is full (maxmemory: writes refused)" if isinstance(exc, redis.exceptions.OutOfMemoryError)
+                   else f"Redis unreachable ({exc})")
+            log.warning("%s not written yet, %s; retrying in %.1f s", what, why, pause)
             time.sleep(pause)
             pause = min(pause * 2, 2.0)

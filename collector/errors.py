@@ -10,6 +10,7 @@
     │   ├── ValidationError          422: field errors, each with its path
     │   └── RateLimitedError         429: the caller submitted too often; `Retry-After` says when to try again
     ├── ServiceUnavailableError      503: Redis (or another service) is down
+    │   ├── RedisFullError           503: Redis is at its maxmemory and refuses writes
     │   └── CheckTimeoutError        504: no worker answered a connection check in time
     ├── PlatformError                a platform failed while running a job
     │   ├── FatalError               the source failed for good: not retried
@@ -100,6 +101,12 @@ class RateLimitedError(RequestError):
 class ServiceUnavailableError(CollectorError):
     status = 503
     code = "service_unavailable"
+
+
+class RedisFullError(ServiceUnavailableError):
+    """Redis answered OOM: it holds `maxmemory` and, with `noeviction`, refuses writes until memory is freed."""
+
+    code = "redis_full"
 
 
 class CheckTimeoutError(ServiceUnavailableError):

@@ -15,7 +15,7 @@ from rq.serializers import JSONSerializer
 
 from collector import defaults, index, metrics
 from collector.config import Config
-from collector.errors import ConfigError, ServiceUnavailableError, ValidationError
+from collector.errors import ConfigError, RedisFullError, ServiceUnavailableError, ValidationError
 from collector.masking import MASK, mask_url
 from collector.policy import RetryPolicy, check_retry, check_timeout, job_timeout
 from collector.registry import PlatformSpec, Registry, storage_backends
@@ -181,6 +181,9 @@ class Submitter:
                 pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise redis_down(self.config, exc) from None
+        except redis.exceptions.OutOfMemoryError:  # refused as a whole (MULTI): nothing was written
+            raise redis_full(self.config) from None
+        metrics.submitted(job_id=job_id, platform_id=spec.platform.id)
         answer: dict[str, Any] = {"job_id": job_id, "status": "queued"}
         if spec.client_id is not None:
             answer["_id"] = spec.client_id
@@ -215,4 +218,14 @@ def redis_down(config: Config, exc: Exception) -> ServiceUnavailableError:
         f"Redis at {where} is unreachable ({type(exc).__name__}); nothing was written. "
         "Check that Redis runs and COLLECTOR_REDIS_URL points to it, then retry.",
         details={"service": "redis"},
+    )
+
+
+def redis_full(config: Config) -> RedisFullError:
+    where = mask_url(config.redis_url or "the configured Redis")
+    return RedisFullError(
+        f"Redis at {where} is full: it reached its maxmemory and refuses writes (OOM); nothing was written. "
+        "Records of ended jobs expire over time (COLLECTOR_RECORD_TTL_S): retry later, or ask the operator to "
+        "raise Redis' maxmemory or lower the record TTLs and dataset caps.",
+        details={"service": "redis", "reason": "maxmemory"},
     )

@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from collector.config import Config
 from collector.errors import CollectorError
-from collector.jobs import Submitter, redis_down
+from collector.jobs import Submitter, redis_down, redis_full
 from collector.registry import Registry
 from collector.state import JobStore, connect
 
@@ -72,6 +72,10 @@ def create_app(
     refuse_pickle()  # RQ's pickle fallback, wherever a serializer is forgotten, fails instead of unpickling
 
     require_secret_key(config, registry, process="API")
+    for platform in registry.platforms.values():
+        if (platform.timeout_s or 0) > config.max_timeout_s:
+            log.warning("platform %s: TIMEOUT_S=%s is over COLLECTOR_MAX_TIMEOUT_S=%s; its jobs get %s s",
+                        platform.id, platform.timeout_s, config.max_timeout_s, config.max_timeout_s)
     tokens = parse_tokens(config.api_tokens)
 
     app = Flask("collector")
@@ -108,8 +112,13 @@ def create_app(
 
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(CollectorError)
-    def collector_error(exc: CollectorError) -> tuple[dict[str, Any], int]:
-        return exc.to_dict(), exc.status
+    def collector_error(exc: CollectorError) -> tuple[dict[str, Any], int, dict[str, str]]:
+        return exc.to_dict(), exc.status, getattr(exc, "headers", {})
+
+    @app.errorhandler(redis.exceptions.OutOfMemoryError)
+    def redis_full_error(exc: Exception) -> tuple[dict[str, Any], int]:
+        error = redis_full(services().config)  # a write refused inside MULTI aborts the whole transaction
+        return error.to_dict(), error.status
 
     @app.errorhandler(redis.ConnectionError)
     @app.errorhandler(redis.TimeoutError)

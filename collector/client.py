@@ -71,7 +71,18 @@ class Client:
         return self.request("POST", "/execution/run", body=spec)
 
     def get(self, job_id: str, *, full: bool = False) -> dict[str, Any]:
-        return self.request("GET", "/execution/get", params={"job_id": job_id, "full": "1" if full else None})
+        """The job's record; with `full`, every kept row of its datasets, read page after page."""
+        view = self.request("GET", "/execution/get", params={"job_id": job_id, "full": "1" if full else None})
+        page = view.get("datasets_page") if full else None
+        while page and page.get("next_offset") is not None:
+            more = self.request("GET", "/execution/get", params={
+                "job_id": job_id, "full": "1", "offset": page["next_offset"], "limit": page["limit"]})
+            for name, rows in (more.get("datasets") or {}).items():
+                view["datasets"].setdefault(name, []).extend(rows)
+            page = more.get("datasets_page")
+        if full and isinstance(view.get("datasets_page"), dict):
+            view["datasets_page"].update(next_offset=None, next=None)  # every page was read into this one
+        return view
 
     def list(self, **params: Any) -> dict[str, Any]:
         return self.request("GET", "/execution/list", params=params)

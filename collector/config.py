@@ -39,6 +39,13 @@ class Config:
     pool_heartbeat_ttl_s: int = defaults.POOL_HEARTBEAT_TTL_S
     reap_interval_s: float = defaults.REAP_INTERVAL_S
     redis_wait_s: float = defaults.REDIS_WAIT_S
+    dataset_max_rows: int = defaults.DATASET_MAX_ROWS
+    dataset_max_bytes: int = defaults.DATASET_MAX_BYTES
+    full_page_max_rows: int = defaults.FULL_PAGE_MAX_ROWS
+    max_timeout_s: int = defaults.MAX_TIMEOUT_S
+    max_schedules: int = defaults.MAX_SCHEDULES
+    schedule_min_interval_s: int = defaults.SCHEDULE_MIN_INTERVAL_S
+    submits_per_minute: int = defaults.SUBMITS_PER_MINUTE
     platforms_package: str = "platforms"
     log_level: str = "INFO"
     log_format: str = defaults.LOG_FORMAT
@@ -49,6 +56,20 @@ class Config:
     http_header_timeout_s: float = defaults.HTTP_HEADER_TIMEOUT_S
     http_body_timeout_s: float = defaults.HTTP_BODY_TIMEOUT_S
     http_idle_timeout_s: float = defaults.HTTP_IDLE_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        if self.job_timeout_s > self.max_timeout_s:
+            raise ConfigError(
+                f"{PREFIX}JOB_TIMEOUT_S={self.job_timeout_s} is over {PREFIX}MAX_TIMEOUT_S={self.max_timeout_s}: "
+                "no job could run that long; lower the first or raise the second"
+            )
+        for name in ("dataset_max_rows", "dataset_max_bytes", "full_page_max_rows", "max_timeout_s",
+                     "schedule_min_interval_s"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be 1 or more")
+        for name in ("max_schedules", "submits_per_minute"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be 0 (no limit) or more")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:

@@ -7,8 +7,10 @@
     │   ├── ForbiddenError           403: a resume token that is wrong or already used
     │   ├── NotFoundError            404: no such job
     │   ├── ConflictError            409: the job is in a state that forbids the request
-    │   └── ValidationError          422: field errors, each with its path
+    │   ├── ValidationError          422: field errors, each with its path
+    │   └── RateLimitedError         429: the caller submitted too often; `Retry-After` says when to try again
     ├── ServiceUnavailableError      503: Redis (or another service) is down
+    │   ├── RedisFullError           503: Redis is at its maxmemory and refuses writes
     │   └── CheckTimeoutError        504: no worker answered a connection check in time
     ├── PlatformError                a platform failed while running a job
     │   ├── FatalError               the source failed for good: not retried
@@ -83,9 +85,30 @@ class ValidationError(RequestError):
     code = "validation_error"
 
 
+class RateLimitedError(RequestError):
+    """The caller made more submits than `COLLECTOR_SUBMITS_PER_MINUTE` allows; `retry_after_s` says when to retry."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
 class ServiceUnavailableError(CollectorError):
     status = 503
     code = "service_unavailable"
+
+
+class RedisFullError(ServiceUnavailableError):
+    """Redis answered OOM: it holds `maxmemory` and, with `noeviction`, refuses writes until memory is freed."""
+
+    code = "redis_full"
 
 
 class CheckTimeoutError(ServiceUnavailableError):

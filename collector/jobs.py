@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
@@ -13,11 +13,11 @@ from marshmallow import ValidationError as MarshmallowError
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from collector import index, metrics
+from collector import defaults, index, metrics
 from collector.config import Config
-from collector.errors import ConfigError, ServiceUnavailableError, ValidationError
+from collector.errors import ConfigError, RedisFullError, ServiceUnavailableError, ValidationError
 from collector.masking import MASK, mask_url
-from collector.policy import RetryPolicy, check_retry, check_timeout
+from collector.policy import RetryPolicy, check_retry, check_timeout, job_timeout
 from collector.registry import PlatformSpec, Registry, storage_backends
 from collector.schema import flatten_errors
 from collector.sealing import Sealer
@@ -38,8 +38,9 @@ class JobSpec:
     timeout_s: int | None = None
 
 
-def validate_spec(body: Any, registry: Registry) -> JobSpec:
-    """Check a job spec; `ValidationError` lists every problem at once, each under its field path."""
+def validate_spec(body: Any, registry: Registry, *, max_timeout_s: int = defaults.MAX_TIMEOUT_S) -> JobSpec:
+    """Check a job spec; `ValidationError` lists every problem at once, each under its field path.
+    `max_timeout_s` is the longest `timeout_s` the service allows (COLLECTOR_MAX_TIMEOUT_S)."""
     if not isinstance(body, dict):
         raise ValidationError(
             f"the job spec must be a JSON object, not {type(body).__name__}",
@@ -74,7 +75,7 @@ def validate_spec(body: Any, registry: Registry) -> JobSpec:
     if body.get("retry") is not None:
         errors.update(check_retry(body["retry"]))
     if body.get("timeout_s") is not None:
-        errors.update(check_timeout(body["timeout_s"]))
+        errors.update(check_timeout(body["timeout_s"], max_timeout_s))
     if errors or platform is None:
         raise ValidationError(
             f"the job spec has {len(errors)} error(s); fix the fields named in details and send it again",
@@ -143,21 +144,25 @@ class Submitter:
         self.sealer = Sealer(config.secret_key) if config.secret_key else None
 
     def submit(
-        self, body: Any, *, job_id: str | None = None, extra: Mapping[str, Any] | None = None
+        self, body: Any, *, job_id: str | None = None, extra: Mapping[str, Any] | None = None,
+        admit: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         """Queue the job `body` describes. `job_id` and `extra` record fields are for collector's own
-        submitters (schedules, processes), never taken from a request."""
-        spec = validate_spec(body, self.registry)
+        submitters (schedules, processes), never taken from a request. `admit` is called once the spec is
+        valid, before anything is written (the API counts the caller's submit rate there)."""
+        spec = validate_spec(body, self.registry, max_timeout_s=self.config.max_timeout_s)
         job_id = job_id or uuid.uuid4().hex
         fields = new_record(spec, self.sealer, no_key=(
             f"platform {spec.platform.id!r} was given secrets but this service has no "
             "COLLECTOR_SECRET_KEY to seal them with; set it (the same value for API and workers)"
         ))
         policy = RetryPolicy.resolve(spec.retry, self.config)
-        timeout = spec.timeout_s or spec.platform.timeout_s or self.config.job_timeout_s
+        timeout = job_timeout(spec.timeout_s, spec.platform.timeout_s, self.config)
         fields.update(retry=policy.to_dict(), max_attempts=policy.max_attempts, timeout_s=timeout)
         fields.update(extra or {})
         try:
+            if admit is not None:
+                admit()
             with self.connection.pipeline(transaction=True) as pipe:
                 pipe.multi()  # explicit, or RQ would call multi() after our first command
                 self.store.create(job_id, fields, pipe)
@@ -176,6 +181,9 @@ class Submitter:
                 pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise redis_down(self.config, exc) from None
+        except redis.exceptions.OutOfMemoryError:  # refused as a whole (MULTI): nothing was written
+            raise redis_full(self.config) from None
+        metrics.submitted(job_id=job_id, platform_id=spec.platform.id)
         answer: dict[str, Any] = {"job_id": job_id, "status": "queued"}
         if spec.client_id is not None:
             answer["_id"] = spec.client_id
@@ -210,4 +218,14 @@ def redis_down(config: Config, exc: Exception) -> ServiceUnavailableError:
         f"Redis at {where} is unreachable ({type(exc).__name__}); nothing was written. "
         "Check that Redis runs and COLLECTOR_REDIS_URL points to it, then retry.",
         details={"service": "redis"},
+    )
+
+
+def redis_full(config: Config) -> RedisFullError:
+    where = mask_url(config.redis_url or "the configured Redis")
+    return RedisFullError(
+        f"Redis at {where} is full: it reached its maxmemory and refuses writes (OOM); nothing was written. "
+        "Records of ended jobs expire over time (COLLECTOR_RECORD_TTL_S): retry later, or ask the operator to "
+        "raise Redis' maxmemory or lower the record TTLs and dataset caps.",
+        details={"service": "redis", "reason": "maxmemory"},
     )

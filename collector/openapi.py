@@ -8,7 +8,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import INCLUDE, RAISE, Schema, fields, validate
 
-from collector import __version__
+from collector import __version__, defaults
 from collector.config import Config
 from collector.limits import INT_MAX, INT_MIN
 from collector.openapi_operations import ERROR, problems, response
@@ -97,7 +97,11 @@ class JobView(Schema):
     started_at = fields.String()
     ended_at = fields.String()
     stored_rows = fields.Integer()
-    datasets = fields.Dict(required=True)
+    datasets = fields.Dict(required=True, metadata={
+        "description": "each dataset's {rows, bytes} (and total_rows, truncated when cut short); with full, a page "
+                       "of its rows"})
+    datasets_page = fields.Dict(metadata={
+        "description": "with full: offset, limit, next_offset and next (null on the last page), kept (the summary)"})
     waiting = fields.Dict(allow_none=True, metadata={
         "description": "while status is waiting: what for (input, with prompt and resume_token, or children)"})
     parent_id = fields.String(metadata={"description": "the job that spawned this one"})
@@ -213,7 +217,7 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
                 "discriminator": {"propertyName": "platform_id", "mapping": requests},
             }}}},
             "responses": {"202": response("queued", {"$ref": "#/components/schemas/RunAccepted"}),
-                          **problems("400", "413", "422", "503")},
+                          **problems("400", "413", "422", "429", "503")},
         }},
         "/execution/get": {"get": {
             "summary": "Everything known about a job",
@@ -221,14 +225,23 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
                 {"name": "job_id", "in": "query", "required": True,
                  "schema": {"type": "string", "pattern": JOB_ID.pattern}},
                 {"name": "full", "in": "query", "required": False, "allowEmptyValue": True,
-                 "description": "present (empty, 1, true, yes) to include the datasets' rows",
+                 "description": "present (empty, 1, true, yes) to include the datasets' rows, a page at a time; "
+                                "datasets_page.next links the next page",
                  "schema": {"type": "string"}},
+                {"name": "offset", "in": "query", "required": False,
+                 "description": "with full: the first row of each dataset to answer (default 0)",
+                 "schema": {"type": "integer", "minimum": 0}},
+                {"name": "limit", "in": "query", "required": False,
+                 "description": f"with full: rows of each dataset to answer (default "
+                                f"{min(defaults.FULL_PAGE_ROWS, config.full_page_max_rows)})",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": config.full_page_max_rows}},
             ],
             "responses": {"200": response("the job", {"$ref": "#/components/schemas/JobView"}),
                           **problems("400", "404", "503")},
         }},
         **more_operations({"oneOf": [{"$ref": ref} for ref in requests.values()],
-                      "discriminator": {"propertyName": "platform_id", "mapping": requests}}),
+                           "discriminator": {"propertyName": "platform_id", "mapping": requests}},
+                          min_interval_s=config.schedule_min_interval_s),
         "/openapi.json": {"get": {"summary": "This document", "responses": {
             "200": response("the OpenAPI document", {"type": "object"})}}},
         "/docs": {"get": {"summary": "Browsable API docs (served by the app, works offline)", "responses": {

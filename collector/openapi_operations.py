@@ -10,7 +10,7 @@ from typing import Any
 
 from collector import defaults
 from collector.index import PLATFORM_ID, STATUSES
-from collector.schedules import MAX_INTERVAL_S, MIN_INTERVAL_S
+from collector.schedules import MAX_INTERVAL_S
 from collector.state import JOB_ID
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -20,6 +20,7 @@ PROBLEMS = {
     "409": "the request does not fit the current state (named in the message)",
     "413": "the body is too large",
     "422": "field errors, each under its path",
+    "429": "the caller submitted too often (COLLECTOR_SUBMITS_PER_MINUTE); Retry-After says when to try again",
     "503": "Redis is unreachable; nothing was written",
     "504": "no worker answered in time",
 }
@@ -58,8 +59,9 @@ TASK_PARAM = {"name": "task", "in": "query", "required": True, "description": "t
 JOB_LINK = "the id POST /execution/run answered"
 
 
-def operations(run_request: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Paths and their operations; `run_request` is the schema of a job spec (the body of `/execution/run`)."""
+def operations(run_request: dict[str, Any], *, min_interval_s: int) -> dict[str, dict[str, Any]]:
+    """Paths and their operations; `run_request` is the schema of a job spec (the body of `/execution/run`),
+    `min_interval_s` the shortest schedule interval the service allows."""
     job_id = id_param("job_id", description=JOB_LINK)
     process_id = id_param("process_id", description="the id POST /process/run answered")
     schedule_id = id_param("schedule_id", "path", "the id POST /schedules answered")
@@ -112,7 +114,7 @@ def operations(run_request: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "summary": "Have a worker test a platform's connection with these settings; nothing is collected",
             "requestBody": json_body(run_request),
             "responses": {"200": response("the checks' outcome", some_object()),
-                          **problems("400", "413", "422", "503", "504")},
+                          **problems("400", "413", "422", "429", "503", "504")},
         }},
         "/metrics": {"get": {
             "summary": "Prometheus metrics: job counts and durations by platform, queue depth, workers, Redis",
@@ -129,7 +131,7 @@ def operations(run_request: dict[str, Any]) -> dict[str, dict[str, Any]]:
                         "name": {"type": "string", "minLength": 1},
                         "tasks": {"type": "array", "minItems": 1, "items": {"type": "object"}}}}}}}),
             "responses": {"201": response("started", some_object("process_id", "status")),
-                          **problems("400", "413", "422", "503")},
+                          **problems("400", "413", "422", "429", "503")},
         }},
         "/process/get": {"get": {
             "summary": "A process: its steps, tasks, statuses and history",
@@ -161,9 +163,10 @@ def operations(run_request: dict[str, Any]) -> dict[str, dict[str, Any]]:
                                           "properties": {
                     "spec": run_request, "name": {"type": "string", "minLength": 1, "maxLength": 200},
                     "cron": {"type": "string", "description": "five fields, e.g. '*/15 * * * *' (UTC)"},
-                    "interval_s": {"type": "integer", "minimum": MIN_INTERVAL_S, "maximum": MAX_INTERVAL_S}}}),
+                    "interval_s": {"type": "integer", "minimum": min_interval_s, "maximum": MAX_INTERVAL_S}}}),
                 "responses": {"201": response("the schedule", some_object("id", "next_run_at")),
-                              **problems("400", "413", "422", "503")},
+                              "409": response("the service holds COLLECTOR_MAX_SCHEDULES schedules already", ERROR),
+                              **problems("400", "413", "422", "429", "503")},
             },
             "get": {
                 "summary": "Every schedule with its next run",

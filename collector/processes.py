@@ -120,8 +120,11 @@ class Processes:
         self.keys = submitter.store.keys
 
     # -- requests --------------------------------------------------------------------------------------
-    def run(self, body: Any) -> dict[str, Any]:
+    def run(self, body: Any, *, admit: Callable[[], None] | None = None) -> dict[str, Any]:
+        """Start a process; `admit` is called once the definition is valid, before anything is written."""
         validate_definition(body, self.submitter)
+        if admit is not None:
+            admit()
         process_id = uuid.uuid4().hex[:16]
         version = definition_version(body)
         steps = []

@@ -154,6 +154,8 @@ def execute(job_id: str, runtime: Runtime) -> Any:
         links=runtime.links,
         parent_id=got.get("parent_id"),
         children=got.get("children") or (),
+        dataset_max_rows=config.dataset_max_rows,
+        dataset_max_bytes=config.dataset_max_bytes,
     )
     if got.get("cancel_requested_at"):
         ctx.cancel()
@@ -296,6 +298,7 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
     """Write a job's end (or retry) state, datasets, event and expiry in one round trip; waits out a Redis outage."""
     store, status = runtime.store, outcome.status
     runtime.outcome = outcome
+    duration_s = time.monotonic() - ctx._started  # the run's, not the time a full or absent Redis made it wait
 
     def write() -> None:
         with runtime.connection.pipeline(transaction=True) as pipe:
@@ -313,7 +316,7 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
                 metrics.count(pipe, store.keys, "retried", ctx.platform_id)
             else:
                 ttl = store.ttl_for(status)
-                summary = store.save_datasets(ctx.job_id, ctx.datasets, pipe, ttl_s=ttl)  # SET ... EX
+                summary = store.save_datasets(ctx.job_id, ctx.datasets, pipe, ttl_s=ttl)  # SET ... EX per chunk
                 record["ended_at"] = utcnow()
                 if summary:
                     record["datasets"] = summary
@@ -321,11 +324,13 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
                 store.event(ctx.job_id, status, pipe, **event)
                 store.expire(ctx.job_id, ttl, pipe, [name for name in DATASETS if name not in ctx.datasets])
                 metrics.job_ended(pipe, store.keys, job_id=ctx.job_id, platform_id=ctx.platform_id, status=status,
-                                  duration_s=time.monotonic() - ctx._started)
+                                  duration_s=duration_s)
             pipe.srem(store.keys.cancels(), ctx.job_id)
             pipe.execute()
 
     until_written(write, wait_s=runtime.config.redis_wait_s, what=f"job {ctx.job_id}: final state")
+    if status != "scheduled":
+        metrics.ended(job_id=ctx.job_id, platform_id=ctx.platform_id, status=status, duration_s=duration_s)
     if ctx.parent_id and status in ENDED:
         from collector.waiting import resume_parent
 

@@ -331,7 +331,11 @@ class Pool:
                 self._redis_down = False
         except redis.RedisError as exc:
             if not self._redis_down:
-                log.error("pool %s: Redis unreachable (%s); workers wait and reconnect", self.name, exc)
+                if isinstance(exc, redis.exceptions.OutOfMemoryError):
+                    log.error("pool %s: Redis is full (maxmemory) and refuses writes; jobs wait to write their "
+                              "state until it takes writes again", self.name)
+                else:
+                    log.error("pool %s: Redis unreachable (%s); workers wait and reconnect", self.name, exc)
                 self._redis_down = True
 
     def _busy(self) -> dict[str, tuple[int, int]]:

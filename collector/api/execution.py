@@ -8,10 +8,12 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
+from collector import defaults
 from collector.app import services
 from collector.errors import BadRequestError, CollectorError, NotFoundError, ValidationError
 from collector.limits import parse_body
 from collector.masking import forget, mask_error, remember, secrets_in_body
+from collector.ratelimit import admit
 from collector.state import JOB_ID
 
 log = logging.getLogger(__name__)
@@ -24,7 +26,7 @@ def run() -> tuple[dict[str, Any], int]:
     body = read_json()
     secrets = remember(secrets_in_body(body, services().registry))  # masked in every log line meanwhile
     try:
-        answer = services().submitter.submit(body)
+        answer = services().submitter.submit(body, admit=admit)
     except CollectorError as exc:  # a validation message may quote a value given for a secret setting
         raise mask_error(exc, secrets) from None
     except Exception as exc:  # logged here, while the secrets are still masked, not by the app's handler
@@ -42,15 +44,44 @@ def get() -> dict[str, Any]:
     job_id = job_id_param()
     full = "full" in request.args and request.args["full"].lower() in TRUE_WORDS
     svc = services()
-    view = svc.store.view(job_id, full=full)
+    offset, limit = page_params(full, svc.config.full_page_max_rows)
+    view = svc.store.view(job_id, full=full, offset=offset, limit=limit)
     if view is None:
         raise NotFoundError(
             f"no job {job_id!r}: it never existed or its record expired; check the id POST /execution/run gave",
             details={"job_id": job_id},
         )
+    if full:
+        page = view["datasets_page"]
+        page["next"] = (None if page["next_offset"] is None else
+                        f"/execution/get?job_id={job_id}&full=1&offset={page['next_offset']}&limit={limit}")
     from collector.waiting import describe
 
     return describe(svc.connection, svc.config, view)
+
+
+def page_params(full: bool, max_limit: int) -> tuple[int, int]:
+    """`offset` and `limit` of a `full` answer: which rows of each dataset it holds."""
+    given = {name: request.args[name] for name in ("offset", "limit") if name in request.args}
+    if given and not full:
+        raise BadRequestError("offset and limit page the datasets' rows; add full to the query, or leave them out",
+                              details={name: ["only with full"] for name in given})
+    errors: dict[str, list[str]] = {}
+    offset = _whole(given.get("offset", "0"))
+    if offset is None or offset < 0:
+        errors["offset"] = ["a whole number from 0: the first row of each dataset to answer"]
+    limit = _whole(given.get("limit", str(min(defaults.FULL_PAGE_ROWS, max_limit))))
+    if limit is None or not 1 <= limit <= max_limit:
+        errors["limit"] = [f"a whole number from 1 to {max_limit} (COLLECTOR_FULL_PAGE_MAX_ROWS): rows per dataset"]
+    if errors:
+        shown = ", ".join(f"{name}={given.get(name, '')[:20]!r}" for name in errors)
+        raise BadRequestError(f"{shown}: {'; '.join(f'{n} must be {m[0]}' for n, m in errors.items())}",
+                              details=errors)
+    return offset or 0, limit or 1
+
+
+def _whole(raw: str) -> int | None:
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
 
 
 @blueprint.post("/execution/resume")

@@ -8,6 +8,7 @@ from flask import Blueprint
 
 from collector.api.execution import read_json
 from collector.app import services
+from collector.ratelimit import admit
 
 blueprint = Blueprint("platforms", __name__)
 
@@ -27,5 +28,6 @@ def check() -> dict[str, Any]:
     from collector.jobs import validate_spec
 
     svc = services()
-    spec = validate_spec(read_json(), svc.registry)
+    spec = validate_spec(read_json(), svc.registry, max_timeout_s=svc.config.max_timeout_s)
+    admit()
     return request_check(spec, connection=svc.connection, config=svc.config)

@@ -10,6 +10,7 @@ from collector.api.execution import read_json
 from collector.app import services
 from collector.errors import BadRequestError
 from collector.processes import Processes
+from collector.ratelimit import admit
 from collector.state import JOB_ID
 
 blueprint = Blueprint("processes", __name__)
@@ -37,7 +38,7 @@ def task_param() -> str:
 
 @blueprint.post("/process/run")
 def run() -> tuple[dict[str, Any], int]:
-    return processes().run(read_json()), 201
+    return processes().run(read_json(), admit=admit), 201
 
 
 @blueprint.get("/process/get")

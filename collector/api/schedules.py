@@ -9,6 +9,7 @@ from flask import Blueprint
 from collector.api.execution import read_json
 from collector.app import services
 from collector.errors import BadRequestError
+from collector.ratelimit import admit
 from collector.schedules import Schedules
 from collector.state import JOB_ID
 
@@ -27,7 +28,7 @@ def checked(schedule_id: str) -> str:
 
 @blueprint.post("/schedules")
 def create() -> tuple[dict[str, Any], int]:
-    return schedules().create(read_json()), 201
+    return schedules().create(read_json(), admit=admit), 201
 
 
 @blueprint.get("/schedules")

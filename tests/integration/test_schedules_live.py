@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import pytest
 import redis
 
+from collector.app import create_app
+from collector.config import Config
 from tests.conftest import PoolProcess, ServedApp, wait_for
+
+
+@pytest.fixture
+def served(config: Config) -> Iterator[ServedApp]:
+    """The API of an operator who allows one-second schedules (COLLECTOR_SCHEDULE_MIN_INTERVAL_S=1)."""
+    served_app = ServedApp(create_app(dataclasses.replace(config, schedule_min_interval_s=1)))
+    yield served_app
+    served_app.close()
 
 
 def test_an_interval_schedule_runs_once_per_tick_with_two_pools(

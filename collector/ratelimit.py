@@ -1,0 +1,53 @@
+"""Per-caller submit rate: a fixed-window counter in Redis that every API process shares; 429 past it.
+
+Job runs, connection checks, process runs and schedule creations count as submits, together."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import flask
+import redis
+
+from collector import defaults
+from collector.app import services
+from collector.errors import RateLimitedError
+from collector.state import Keys
+
+
+def now() -> float:
+    return time.time()
+
+
+def caller() -> str:
+    """Who the request acts for: the token's name once authentication has set it, else `anonymous`."""
+    return getattr(flask.g, "caller", None) or "anonymous"
+
+
+def count_submit(connection: redis.Redis, keys: Keys, who: str, *, per_minute: int, at: float) -> None:
+    """Count one submit of `who` (one round trip); `RateLimitedError` when it is over `per_minute` in this window."""
+    window = int(at // defaults.RATE_WINDOW_S)
+    key = keys.submits(who, window)
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, defaults.RATE_WINDOW_S)  # the window's number is in the key: it dies soon after it
+        made, _ = pipe.execute()
+    if made > per_minute:
+        retry_after = max(1, math.ceil((window + 1) * defaults.RATE_WINDOW_S - at))
+        raise RateLimitedError(
+            f"{who!r} made {made} submits this minute, more than COLLECTOR_SUBMITS_PER_MINUTE={per_minute} allows "
+            f"(job runs, checks, processes and schedules together); try again in {retry_after} s",
+            retry_after_s=retry_after,
+            details={"caller": who, "submits_per_minute": per_minute, "retry_after_s": retry_after},
+        )
+
+
+def admit() -> None:
+    """Count one submit of this request's caller (`RateLimitedError` past `COLLECTOR_SUBMITS_PER_MINUTE`).
+
+    Called once the request proved valid, right before it writes: a refused or malformed request writes nothing,
+    not even to its caller's count."""
+    svc = services()
+    if svc.config.submits_per_minute:
+        count_submit(svc.connection, svc.store.keys, caller(), per_minute=svc.config.submits_per_minute, at=now())

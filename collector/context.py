@@ -14,7 +14,7 @@ import redis
 
 from collector import defaults
 from collector.errors import ChildJobError, JobCancelledError
-from collector.masking import mask_text
+from collector.masking import forget, mask_json, mask_text, remember
 from collector.state import DATASETS, ENDED, JOB_ID, JobStore
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ class RunContext:
         self.platform_id = platform_id
         self.attempt = attempt
         self.secrets = [s for s in secrets if s]
+        self._remembered: list[str] = []  # what `add_secrets` had every log line of this process mask
         self.log = MaskingLogger(
             logger or logging.getLogger(f"platforms.{platform_id}"),
             job_id=job_id,
@@ -119,6 +120,9 @@ class RunContext:
             raise ValueError(
                 f"checkpoint state must be JSON-able ({exc}); keep ids, offsets and dates as text"
             ) from None
+        masked = mask_json(payload, self.secrets)  # the record shows it: a secret in it comes back as "***"
+        if masked != payload:
+            payload, state = masked, json.loads(masked)
         if len(payload) > defaults.CHECKPOINT_MAX_BYTES:
             raise ValueError(
                 f"checkpoint state is {len(payload)} bytes, over {defaults.CHECKPOINT_MAX_BYTES}; keep offsets "
@@ -212,9 +216,19 @@ class RunContext:
         return found
 
     def add_secrets(self, values: Iterable[str]) -> None:
-        """Values to mask in this job's log lines and error texts."""
-        self.secrets.extend(v for v in values if v)
+        """Values to mask wherever this job's data shows: log lines (of any logger in this process, until the
+        job ends), errors, events, the result, checkpoints and datasets (those kept already included)."""
+        added = remember(v for v in values if v)
+        self._remembered += added
+        self.secrets.extend(added)
         self.log.secrets = self.secrets
+        for name, (rows, payload) in self._datasets.items():
+            self._datasets[name] = (rows, mask_json(payload.decode(), added).encode())
+
+    def release_secrets(self) -> None:
+        """The job ended: log lines of this process stop masking what `add_secrets` gave."""
+        forget(self._remembered)
+        self._remembered = []
 
     def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
         """Report `done` units of work out of `total`; written to the record a few times a second at most."""
@@ -239,7 +253,7 @@ class RunContext:
         if name not in DATASETS:
             raise ValueError(f"dataset {name!r} is not one of {list(DATASETS)}; name it 'original' or 'processed'")
         rows = list(rows)
-        self._datasets[name] = (len(rows), json.dumps(rows, default=str).encode())
+        self._datasets[name] = (len(rows), mask_json(json.dumps(rows, default=str), self.secrets).encode())
 
     def progress_state(self) -> dict[str, Any]:
         """`{"done", "total", "percent", "message", "eta_s"}`, with the ETA from the rate so far."""
@@ -252,7 +266,8 @@ class RunContext:
                 eta = round((total - done) * elapsed / done, 2)
             elif done >= total:
                 eta = 0.0
-        return {"done": done, "total": total, "percent": percent, "message": self._message, "eta_s": eta}
+        message = self._message if self._message is None else mask_text(str(self._message), self.secrets)
+        return {"done": done, "total": total, "percent": percent, "message": message, "eta_s": eta}
 
     def flush(self) -> None:
         """Write progress now. A Redis hiccup is logged, not raised: the job goes on and writes later."""

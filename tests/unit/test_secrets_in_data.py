@@ -4,13 +4,47 @@ secrets (`dict[str, Secret]`) are declared, sealed and shown masked."""
 from __future__ import annotations
 
 import json
+import logging
 import random
+from pathlib import Path
 from typing import Any
 
+import fakeredis
 import pytest
 
 from collector import defaults
-from collector.masking import MASK, mask_json, mask_text, needles
+from collector.config import Config
+from collector.context import RunContext
+from collector.jobs import Submitter
+from collector.logs import keep_platform_logs
+from collector.masking import MASK, install_log_masking, mask_json, mask_text, needles
+from collector.registry import Registry
+from collector.runner import JobFailedError, Runtime, execute
+from collector.schema import ContractError, build_settings_schema
+from collector.state import JobStore
+from collector.testkit import redis_contents
+from collector.types import Secret
+from tests.secret_platforms import ECHOING, make_package
+
+API_KEY, HEADER_KEY, AUTH = "api-key-5e1f0c9b2a", "hdr-key-8d7c6b5a4f", "Bearer hdr-tok-1a2b3c4d"
+
+
+@pytest.fixture
+def echo_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Registry:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return Registry.discover(make_package(tmp_path, "echoplatforms", echoing=ECHOING))
+
+
+def echo_spec(**settings: Any) -> dict[str, Any]:
+    return {"platform_id": "echoing", "settings": {
+        "api_key": API_KEY, "headers": {"Authorization": AUTH, "X-Api-Key": HEADER_KEY}, **settings}}
+
+
+def session_of(api_key: str) -> str:
+    import hashlib
+
+    return "sess-" + hashlib.sha256(api_key.encode()).hexdigest()[:20]
+
 
 # --- mask_json: the masking step of datasets ---------------------------------------------------------------
 
@@ -112,3 +146,100 @@ def test_secrets_shorter_than_the_minimum_are_not_searched_for() -> None:
     assert mask_json(rows, [short]) == rows
     assert mask_text(f"{short}!", [short]) == f"{short}!"
     assert mask_text(f"{short}x!", [short + "x"]) == "***!"
+
+
+# --- the run context and the runner --------------------------------------------------------------------------
+
+def test_a_job_that_echoes_its_secrets_keeps_none_of_them(
+    echo_registry: Registry, fake_redis: fakeredis.FakeRedis, unit_config: Config, caplog: pytest.LogCaptureFixture,
+) -> None:
+    install_log_masking()
+    job_id = Submitter(connection=fake_redis, config=unit_config, registry=echo_registry).submit(
+        echo_spec(fail_first=True, pin="482913"))["job_id"]
+    runtime = Runtime(unit_config, fake_redis, echo_registry)
+    store = JobStore(fake_redis, unit_config)
+    handler = keep_platform_logs(fake_redis, store.keys)  # ctx.log lines onto the events, as in a worker
+    try:
+        with caplog.at_level(logging.INFO):
+            with pytest.raises(JobFailedError):
+                execute(job_id, runtime)               # attempt 1: a transient error quoting them, retried
+            assert runtime.outcome is not None and runtime.outcome.status == "scheduled"
+            result = execute(job_id, runtime)          # attempt 2: finishes
+    finally:
+        logging.getLogger("platforms").removeHandler(handler)
+    view = store.view(job_id, full=True)
+    assert view is not None and view["status"] == "finished"
+    secrets = [API_KEY, HEADER_KEY, AUTH.split()[1], session_of(API_KEY), "482913"]
+    shown = json.dumps([view, store.events(job_id), result])
+    contents = redis_contents(fake_redis)
+    logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
+    for secret in secrets:
+        assert secret not in shown and secret.encode() not in contents and secret not in logged, secret
+    original = view["datasets"]["original"][0]
+    assert original["auth"] == "Bearer ***" and original["session"] == "***" and original["pin"] == "***"
+    assert original["headers"] == {"Authorization": "***", "X-Api-Key": "***"}
+    assert original["count"] == 2024                   # a number is not a string holding the pin
+    assert original["nested"][0]["deep"] == {"***": ["***", "<***>"]}
+    assert view["datasets"]["processed"][0] == {"key": "***", "***": "a key", "n": 0}
+    assert view["checkpoint"] == {"cursor": "after ***", "key": "***"}
+    assert view["progress"]["message"] == "signed in with ***"
+    assert result["echo"]["auth"] == "Bearer ***" and view["result"] == result
+    events = store.events(job_id)
+    retry = next(e for e in events if e["type"] == "retry_scheduled")
+    assert "503" in retry["error"]["message"] and "***" in retry["error"]["message"]
+    lines = [fields.get(b"message") for _, fields in fake_redis.xrange(store.keys.events(job_id))]
+    assert b"[echoing %s] session *** for key ***" % job_id.encode() in lines
+    assert "raw logger: ***" in logged
+    assert view["settings"]["headers"] == {"Authorization": "***", "X-Api-Key": "***"}
+
+
+def test_add_secrets_masks_the_datasets_kept_before(fake_redis: fakeredis.FakeRedis, unit_config: Config) -> None:
+    ctx = RunContext(job_id="j", platform_id="p", attempt=1, store=JobStore(fake_redis, unit_config), interval_s=10)
+    ctx.dataset("original", [{"token": "late-secret-77"}])
+    ctx.add_secrets(["late-secret-77"])
+    try:
+        ctx.dataset("processed", [{"again": "late-secret-77"}])
+        assert {name: json.loads(payload) for name, (_, payload) in ctx.datasets.items()} == {
+            "original": [{"token": "***"}], "processed": [{"again": "***"}]}
+    finally:
+        ctx.release_secrets()
+
+
+def test_a_checkpoint_holding_a_secret_comes_back_masked(fake_redis: fakeredis.FakeRedis, unit_config: Config) -> None:
+    store = JobStore(fake_redis, unit_config)
+    ctx = RunContext(job_id="j", platform_id="p", attempt=1, store=store, interval_s=10, secrets=["cp-secret-9"])
+    ctx.checkpoint({"page": 3, "next": "https://api/x?key=cp-secret-9"})
+    assert store.read("j", "checkpoint")["checkpoint"] == {"page": 3, "next": "https://api/x?key=***"}
+    assert ctx.state == {"page": 3, "next": "https://api/x?key=***"}
+    assert b"cp-secret-9" not in redis_contents(fake_redis)
+
+
+# --- mappings of secrets -------------------------------------------------------------------------------------
+
+class Headed:
+    """A platform taking a mapping of secrets."""
+
+    def __init__(self, url: str, headers: dict[str, Secret] | None = None) -> None:
+        self.url, self.headers = url, headers
+
+    def _run(self, ctx: Any) -> None:
+        return None
+
+
+def test_a_mapping_of_secrets_is_declared_loaded_and_described() -> None:
+    schema = build_settings_schema(Headed, where="headed")
+    headers = next(s for s in schema.settings if s.name == "headers")
+    assert headers.describe() == {"name": "headers", "type": "object", "required": False, "default": None,
+                                  "secret": True}
+    loaded = schema.schema().load({"url": "u", "headers": {"X-Api-Key": "k-123456"}})
+    assert loaded["headers"] == {"X-Api-Key": "k-123456"} and isinstance(loaded["headers"]["X-Api-Key"], Secret)
+    assert repr(loaded["headers"]) == "{'X-Api-Key': Secret('***')}"
+
+
+def test_a_mapping_of_secrets_needs_string_keys() -> None:
+    class Wrong:
+        def __init__(self, headers: dict[int, Secret]) -> None:
+            self.headers = headers
+
+    with pytest.raises(ContractError, match=r"dict\[str, Secret\]"):
+        build_settings_schema(Wrong, where="wrong")

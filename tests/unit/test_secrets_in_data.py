@@ -15,12 +15,13 @@ import pytest
 from collector import defaults
 from collector.config import Config
 from collector.context import RunContext
-from collector.jobs import Submitter
+from collector.jobs import Submitter, merge_secrets, secret_paths, split_secrets, validate_spec
 from collector.logs import keep_platform_logs
 from collector.masking import MASK, install_log_masking, mask_json, mask_text, needles
 from collector.registry import Registry
 from collector.runner import JobFailedError, Runtime, execute
 from collector.schema import ContractError, build_settings_schema
+from collector.sealing import Sealer
 from collector.state import JobStore
 from collector.testkit import redis_contents
 from collector.types import Secret
@@ -243,3 +244,40 @@ def test_a_mapping_of_secrets_needs_string_keys() -> None:
 
     with pytest.raises(ContractError, match=r"dict\[str, Secret\]"):
         build_settings_schema(Wrong, where="wrong")
+
+
+def test_a_mapping_of_secrets_is_sealed_whole_and_shown_key_by_key(registry: Registry) -> None:
+    spec = validate_spec({"platform_id": "http_json", "settings": {
+        "url": "https://api.example.com/x", "headers": {"Authorization": AUTH, "X-Api-Key": HEADER_KEY}}}, registry)
+    masked, secrets = split_secrets(spec)
+    assert masked["headers"] == {"Authorization": "***", "X-Api-Key": "***"}
+    assert secrets == {"headers": {"Authorization": AUTH, "X-Api-Key": HEADER_KEY}}
+    assert merge_secrets(masked, secrets) == spec.settings
+    assert secret_paths(spec) == [("headers", "Authorization"), ("headers", "X-Api-Key")]
+
+
+def test_header_values_are_sealed_and_masked_through_the_api(
+    client: Any, fake_redis: fakeredis.FakeRedis, unit_config: Config
+) -> None:
+    described = client.get("/platforms/get").get_json()
+    http_json = next(p for p in described["platforms"] if p["id"] == "http_json")
+    assert next(s for s in http_json["settings"] if s["name"] == "headers")["secret"] is True
+    answer = client.post("/execution/run", json={"platform_id": "http_json", "settings": {
+        "url": "https://api.example.com/x", "headers": {"Authorization": AUTH, "X-Api-Key": HEADER_KEY}}})
+    assert answer.status_code == 202
+    job_id = answer.get_json()["job_id"]
+    view = client.get(f"/execution/get?job_id={job_id}&full").get_json()
+    assert view["settings"]["headers"] == {"Authorization": "***", "X-Api-Key": "***"}
+    assert HEADER_KEY.encode() not in redis_contents(fake_redis) and AUTH.encode() not in redis_contents(fake_redis)
+    sealed = fake_redis.hget(f"collector:job:{job_id}", "secrets")
+    assert Sealer(unit_config.secret_key or "").unseal(sealed.decode())["headers"]["X-Api-Key"] == HEADER_KEY
+
+
+def test_a_header_value_that_is_not_text_is_a_422_naming_it(client: Any, fake_redis: fakeredis.FakeRedis) -> None:
+    answer = client.post("/execution/run", json={"platform_id": "http_json", "settings": {
+        "url": "https://api.example.com/x", "headers": {"X-Api-Key": 123456789}}})
+    assert answer.status_code == 422
+    details = answer.get_json()["details"]
+    assert any(path.startswith("settings.headers") for path in details), details
+    assert "123456789" not in answer.get_data(as_text=True) and fake_redis.dbsize() == 0
+

@@ -25,7 +25,7 @@ from collector.sealing import Sealer
 from collector.state import JobStore
 from collector.testkit import redis_contents
 from collector.types import Secret
-from tests.secret_platforms import ECHOING, make_package
+from tests.secret_platforms import ECHOING, install_vault, make_package
 
 API_KEY, HEADER_KEY, AUTH = "api-key-5e1f0c9b2a", "hdr-key-8d7c6b5a4f", "Bearer hdr-tok-1a2b3c4d"
 
@@ -192,6 +192,40 @@ def test_a_job_that_echoes_its_secrets_keeps_none_of_them(
     assert b"[echoing %s] session *** for key ***" % job_id.encode() in lines
     assert "raw logger: ***" in logged
     assert view["settings"]["headers"] == {"Authorization": "***", "X-Api-Key": "***"}
+
+
+STORAGE_ECHO = '''
+"""Puts the password of its storage target in its dataset and its result."""
+from collector.platform import Platform, Storage
+
+
+class StorageEcho(Platform):
+    """Echoes the storage password."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    def _run(self, ctx):
+        ctx.dataset("original", [{"dsn": f"vault://admin:{self.storage.password}@db", "pw": self.storage.password}])
+        return {"pw": self.storage.password}
+'''
+
+
+def test_the_secret_of_a_storage_spec_is_masked_in_datasets_and_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+    fake_redis: fakeredis.FakeRedis, unit_config: Config,
+) -> None:
+    install_vault(monkeypatch, request)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = Registry.discover(make_package(tmp_path, "storageecho", storage_echo=STORAGE_ECHO))
+    password = "vault-pw-3e4f5a6b7c"
+    job_id = Submitter(connection=fake_redis, config=unit_config, registry=registry).submit({
+        "platform_id": "storage_echo", "settings": {"storage": {"type": "vault", "settings": {
+            "url": "vault://db", "password": password}}}})["job_id"]
+    assert execute(job_id, Runtime(unit_config, fake_redis, registry)) == {"pw": "***"}
+    view = JobStore(fake_redis, unit_config).view(job_id, full=True)
+    assert view is not None and view["datasets"]["original"] == [{"dsn": "vault://admin:***@db", "pw": "***"}]
+    assert password.encode() not in redis_contents(fake_redis)
 
 
 def test_add_secrets_masks_the_datasets_kept_before(fake_redis: fakeredis.FakeRedis, unit_config: Config) -> None:

@@ -15,7 +15,7 @@ from rq.serializers import JSONSerializer
 
 from collector.config import Config
 from collector.errors import CheckTimeoutError, CollectorError, ConfigError
-from collector.jobs import JobSpec, merge_secrets, split_secrets
+from collector.jobs import JobSpec, merge_secrets, secret_values, split_secrets
 from collector.masking import mask_text
 from collector.registry import PlatformSpec, Registry
 from collector.sealing import Sealer
@@ -74,7 +74,7 @@ def check_settings(platform: PlatformSpec, settings: dict[str, Any], secrets: li
 
 def check_spec_locally(spec: JobSpec) -> dict[str, Any]:
     """`collector check`: the checks of a validated spec, in this process."""
-    secrets = [str(v) for v in split_secrets(spec)[1].values()]
+    secrets = secret_values(split_secrets(spec)[1])
     return check_settings(spec.platform, spec.settings, secrets)
 
 
@@ -161,4 +161,4 @@ def _answer(runtime: Any, platform_id: str, masked: dict[str, Any], sealed: byte
         except ConfigError as exc:
             return {"ok": False, "message": exc.message, "checks": []}
     settings = merge_secrets(masked, secrets)
-    return check_settings(platform, settings, [str(v) for v in secrets.values()])
+    return check_settings(platform, settings, secret_values(secrets))

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import redis
 
 from collector import defaults
-from collector.datasets import KeptDataset, cut_note, keep_rows
+from collector.datasets import KeptDataset, cut_note, keep_rows, masked
 from collector.errors import ChildJobError, JobCancelledError
-from collector.masking import mask_text
+from collector.masking import forget, mask_json, mask_text, remember
 from collector.state import DATASETS, ENDED, JOB_ID, JobStore
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ class RunContext:
         self.platform_id = platform_id
         self.attempt = attempt
         self.secrets = [s for s in secrets if s]
+        self._remembered: list[str] = []  # what `add_secrets` had every log line of this process mask
         self.log = MaskingLogger(
             logger or logging.getLogger(f"platforms.{platform_id}"),
             job_id=job_id,
@@ -125,6 +126,9 @@ class RunContext:
             raise ValueError(
                 f"checkpoint state must be JSON-able ({exc}); keep ids, offsets and dates as text"
             ) from None
+        masked = mask_json(payload, self.secrets)  # the record shows it: a secret in it comes back as "***"
+        if masked != payload:
+            payload, state = masked, json.loads(masked)
         if len(payload) > defaults.CHECKPOINT_MAX_BYTES:
             raise ValueError(
                 f"checkpoint state is {len(payload)} bytes, over {defaults.CHECKPOINT_MAX_BYTES}; keep offsets "
@@ -218,9 +222,19 @@ class RunContext:
         return found
 
     def add_secrets(self, values: Iterable[str]) -> None:
-        """Values to mask in this job's log lines and error texts."""
-        self.secrets.extend(v for v in values if v)
+        """Values to mask wherever this job's data shows: log lines (of any logger in this process, until the
+        job ends), errors, events, the result, checkpoints and datasets (those kept already included)."""
+        added = remember(v for v in values if v)
+        self._remembered += added
+        self.secrets.extend(added)
         self.log.secrets = self.secrets
+        for name, kept in self._datasets.items():
+            self._datasets[name] = masked(kept, lambda text: mask_json(text, added))
+
+    def release_secrets(self) -> None:
+        """The job ended: log lines of this process stop masking what `add_secrets` gave."""
+        forget(self._remembered)
+        self._remembered = []
 
     def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
         """Report `done` units of work out of `total`; written to the record a few times a second at most."""
@@ -247,7 +261,7 @@ class RunContext:
         rows, flagged `truncated` with the `total_rows` given, and a warning on the job's log."""
         if name not in DATASETS:
             raise ValueError(f"dataset {name!r} is not one of {list(DATASETS)}; name it 'original' or 'processed'")
-        kept = keep_rows(rows, **self._dataset_caps)
+        kept = keep_rows(rows, **self._dataset_caps, mask=lambda text: mask_json(text, self.secrets))
         self._datasets[name] = kept
         if kept.truncated:
             self.log.warning(cut_note(name, kept, **self._dataset_caps))
@@ -263,7 +277,8 @@ class RunContext:
                 eta = round((total - done) * elapsed / done, 2)
             elif done >= total:
                 eta = 0.0
-        return {"done": done, "total": total, "percent": percent, "message": self._message, "eta_s": eta}
+        message = self._message if self._message is None else mask_text(str(self._message), self.secrets)
+        return {"done": done, "total": total, "percent": percent, "message": message, "eta_s": eta}
 
     def flush(self) -> None:
         """Write progress now. A Redis hiccup is logged, not raised: the job goes on and writes later."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from typing import Any
 
 SEPARATOR = b", "  # what `json.dumps` puts between list items, so the sizes match those of one dumped list
@@ -47,8 +47,10 @@ def json_array_size(row_bytes: int, rows: int) -> int:
     return 2 + row_bytes + len(SEPARATOR) * max(rows - 1, 0)
 
 
-def keep_rows(rows: Iterable[Mapping[str, Any]], *, max_rows: int, max_bytes: int) -> KeptDataset:
+def keep_rows(rows: Iterable[Mapping[str, Any]], *, max_rows: int, max_bytes: int,
+              mask: Callable[[str], str] | None = None) -> KeptDataset:
     """Serialize `rows` one at a time while they fit `max_rows` and `max_bytes` (of JSON); count the rest.
+    Each row's JSON goes through `mask` (secret values out) before it is measured and kept.
 
     Rows past a cap are counted, never serialized, so a huge dataset costs neither Redis nor the worker's
     memory more than the caps."""
@@ -62,7 +64,8 @@ def keep_rows(rows: Iterable[Mapping[str, Any]], *, max_rows: int, max_bytes: in
         if len(kept) >= max_rows:
             cut_by = "rows"
             break
-        encoded = ENCODER.encode(row).encode()
+        text = ENCODER.encode(row)
+        encoded = (mask(text) if mask is not None else text).encode()
         if json_array_size(row_bytes + len(encoded), len(kept) + 1) > max_bytes:
             cut_by = "bytes"
             break
@@ -71,6 +74,11 @@ def keep_rows(rows: Iterable[Mapping[str, Any]], *, max_rows: int, max_bytes: in
     if cut_by is not None:
         seen = len(rows) if isinstance(rows, Sized) else seen + sum(1 for _ in iterator)
     return KeptDataset(kept, seen, cut_by)
+
+
+def masked(kept: KeptDataset, mask: Callable[[str], str]) -> KeptDataset:
+    """`kept` with every row's JSON through `mask` (masking only shortens, so the caps still hold)."""
+    return dataclasses.replace(kept, rows=[mask(row.decode()).encode() for row in kept.rows])
 
 
 def cut_note(name: str, kept: KeptDataset, *, max_rows: int, max_bytes: int) -> str:

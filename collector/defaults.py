@@ -55,3 +55,4 @@ MAX_SCHEDULES = 100                      # most schedules the service holds at o
 SCHEDULE_MIN_INTERVAL_S = 60             # shortest time between two ticks of a schedule (interval or cron)
 SUBMITS_PER_MINUTE = 120                 # submits one caller may make per minute (run, check, process, schedule)
 RATE_WINDOW_S = 60                       # the fixed window the submit rate is counted in
+SECRET_MASK_MIN_CHARS = 4                # shorter secret values are not masked in text and data (they would garble it)

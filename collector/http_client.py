@@ -21,6 +21,7 @@ MAX_BACKOFF_S = 60.0        # exponential backoff stops growing here
 MAX_RETRY_AFTER_S = 300.0   # a server asking for a longer pause fails the attempt now instead of parking the worker
 BODY_SNIPPET = 300          # characters of an error response quoted in the message
 USER_AGENT = "collector/0.1"
+PRIVATE_HEADERS = frozenset({"Authorization"})  # sent to the origin they were given for, never elsewhere
 
 
 def origin(url: str) -> tuple[str, str, int | None]:
@@ -29,12 +30,17 @@ def origin(url: str) -> tuple[str, str, int | None]:
 
 
 class SameOriginRedirects(urllib.request.HTTPRedirectHandler):
-    """Follows redirects, but drops the Authorization header when one leads to another host."""
+    """Follows redirects, but drops the Authorization header (and the request's other `private_headers`) when
+    one leads to another host."""
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and origin(newurl) != origin(req.full_url):
-            new.remove_header("Authorization")
+        private = getattr(req, "private_headers", PRIVATE_HEADERS)
+        if new is not None:
+            new.private_headers = private
+            if origin(newurl) != origin(req.full_url):
+                for name in private:
+                    new.remove_header(name.capitalize())  # urllib keeps header names capitalize()d
         return new
 
 
@@ -58,6 +64,7 @@ class HttpClient:
         self.sleep, self.on_retry = sleep, on_retry
         self.opener = urllib.request.build_opener(SameOriginRedirects())
         self.auth_origin: tuple[str, str, int | None] | None = None
+        self.private_headers: frozenset[str] = PRIVATE_HEADERS  # credentials: sent to `auth_origin` only
 
     def mask(self, text: str) -> str:
         return mask_text(text, self.secrets)
@@ -66,12 +73,15 @@ class HttpClient:
         """The response body and headers; `TransientError` once retries are spent, `FatalError` on other 4xx."""
         headers = dict(self.headers)
         if self.auth_origin is not None and origin(url) != self.auth_origin:
-            headers.pop("Authorization", None)   # credentials only go to the host they were given for
+            private = {name.lower() for name in self.private_headers}
+            # credentials only go to the host they were given for
+            headers = {k: v for k, v in headers.items() if k.lower() not in private}
         if body is not None:
             headers["Content-Type"] = "application/json"
         for attempt in range(self.max_retries + 1):
             wait = min(self.backoff_s * 2**attempt, MAX_BACKOFF_S)
             request = urllib.request.Request(url, data=body, headers=headers, method=method)
+            request.private_headers = self.private_headers  # type: ignore[attr-defined]
             try:
                 with self.opener.open(request, timeout=self.timeout_s) as response:
                     return response.read(), response.headers

@@ -23,8 +23,8 @@ from collector import logs, metrics
 from collector.config import Config
 from collector.context import JobSuspended, RunContext, until_written
 from collector.errors import CollectorError, JobCancelledError, TransientError
-from collector.jobs import merge_secrets
-from collector.masking import forget, mask_text, mask_value, remember
+from collector.jobs import merge_secrets, secret_values
+from collector.masking import mask_text, mask_value
 from collector.policy import RetryPolicy
 from collector.registry import Registry
 from collector.sealing import Sealer
@@ -168,12 +168,12 @@ def execute(job_id: str, runtime: Runtime) -> Any:
             if runtime.sealer is None:
                 raise CollectorError("this job has sealed secrets but the worker has no COLLECTOR_SECRET_KEY")
             secrets = runtime.sealer.unseal(sealed)
-            ctx.add_secrets(remember(str(v) for v in secrets.values()))
+            ctx.add_secrets(secret_values(secrets))
         if got.get("inputs"):  # what resumes delivered: may be secret, so masked like secrets
             if runtime.sealer is None:
                 raise CollectorError("this job has sealed inputs but the worker has no COLLECTOR_SECRET_KEY")
             ctx.inputs = runtime.sealer.unseal(got["inputs"])
-            ctx.add_secrets(remember(input_secrets(ctx.inputs)))
+            ctx.add_secrets(input_secrets(ctx.inputs))
         spec = runtime.registry.get(platform_id)
         if spec is None:
             raise CollectorError(f"platform {platform_id!r} is not installed on worker {runtime.worker_name!r}")
@@ -198,7 +198,7 @@ def execute(job_id: str, runtime: Runtime) -> Any:
         _fail(runtime, ctx, exc, got)
     finally:
         runtime.current = None
-        forget(ctx.secrets)
+        ctx.release_secrets()
         for target in storages:
             try:
                 target.close()

@@ -26,7 +26,7 @@ from collector.checks import check_spec_locally
 from collector.config import Config
 from collector.devkit import LocalOutcome, check_spec, local_runtime, run_local
 from collector.errors import ValidationError
-from collector.jobs import JobSpec, split_secrets
+from collector.jobs import JobSpec, secret_values, split_secrets
 from collector.recorded import RECORDED_URL, RecordedResponses, substitute
 from collector.registry import PlatformSpec, Registry
 
@@ -192,7 +192,7 @@ class PlatformTests:
         self.verify(dry_run)
 
     def test_secrets_stay_sealed_and_masked(self, dry_run: DryRun) -> None:
-        secrets = [str(v) for v in split_secrets(dry_run.spec)[1].values() if v and str(v) != "***"]
+        secrets = [v for v in secret_values(split_secrets(dry_run.spec)[1]) if v != "***"]
         if not secrets:
             pytest.skip("sample_settings give no secret setting")
         shown = json.dumps(dry_run.outcome.record, default=str)

@@ -24,7 +24,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from collector import metrics
+from collector import defaults, metrics
 from collector.config import Config
 from collector.errors import ConfigError, ConflictError, ForbiddenError, NotFoundError
 from collector.sealing import Sealer
@@ -55,7 +55,7 @@ def input_secrets(inputs: Any) -> list[str]:
         return [t for v in inputs for t in input_secrets(v)]
     if isinstance(inputs, str | int | float) and not isinstance(inputs, bool):
         text = str(inputs)
-        return [text] if len(text) >= 4 else []
+        return [text] if len(text) >= defaults.SECRET_MASK_MIN_CHARS else []
     return []
 
 

@@ -65,7 +65,7 @@ class HttpJson(Platform):
         self,
         url: str,
         method: Literal["GET", "POST"] = "GET",
-        headers: dict | None = None,
+        headers: dict[str, Secret] | None = None,
         params: dict | None = None,
         body: dict | None = None,
         token: Secret | None = None,
@@ -121,11 +121,13 @@ class HttpJson(Platform):
             auth["Authorization"] = f"Basic {pair}"
             secrets.append(pair)
         header_values = {str(k): str(v) for k, v in (headers or {}).items()}
+        secrets += header_values.values()  # API keys travel in headers: every header value is a secret
         self.client = HttpClient(
             headers={"Accept": "application/json", **header_values, **auth},
             secrets=secrets, max_retries=max_retries, backoff_s=backoff_s, timeout_s=timeout_s,
         )
         self.client.auth_origin = origin(url)
+        self.client.private_headers |= set(header_values)
 
     def _run(self, ctx):
         ctx.add_secrets(self.client.secrets)

@@ -234,7 +234,7 @@ def test_add_secrets_masks_the_datasets_kept_before(fake_redis: fakeredis.FakeRe
     ctx.add_secrets(["late-secret-77"])
     try:
         ctx.dataset("processed", [{"again": "late-secret-77"}])
-        assert {name: json.loads(payload) for name, (_, payload) in ctx.datasets.items()} == {
+        assert {name: json.loads(kept.chunks(1000)[0]) for name, kept in ctx.datasets.items()} == {
             "original": [{"token": "***"}], "processed": [{"again": "***"}]}
     finally:
         ctx.release_secrets()

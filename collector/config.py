@@ -44,6 +44,10 @@ class Config:
     log_format: str = defaults.LOG_FORMAT
     url: str = defaults.URL
     api_token: str | None = None
+    data_dir: str = defaults.DATA_DIR
+    connections: str | None = None
+    # The environment this config was read from: the connections file may name variables holding secrets.
+    environ: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:
@@ -51,11 +55,14 @@ class Config:
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         for field in dataclasses.fields(cls):
+            if field.name == "environ":
+                continue
             raw = env.get(PREFIX + field.name.upper())
             if raw is None or raw == "":
                 continue
             values[field.name] = _parse(field.name, field.type, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
+        values.setdefault("environ", dict(env))
         return cls(**values)  # type: ignore[arg-type]
 
     def public(self) -> dict[str, object]:
@@ -64,6 +71,7 @@ class Config:
         shown["secret_key"] = "***" if self.secret_key else None
         shown["api_token"] = "***" if self.api_token else None
         shown["api_tokens"] = "***" if self.api_tokens else None
+        shown.pop("environ")
         if self.redis_url:
             from collector.masking import mask_url
 

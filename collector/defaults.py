@@ -39,3 +39,4 @@ LOG_EVENTS_PER_JOB = 1000                # `ctx.log` lines kept on a job's event
 WAIT_TIMEOUT_S = 24 * 3600              # how long `ctx.wait_for` waits for outside input when not told
 WAIT_MAX_TIMEOUT_S = 30 * 24 * 3600      # the longest wait for input or children a job may ask for
 SPAWN_MAX_CHILDREN = 1000                # most sub-jobs one job may spawn
+DATA_DIR = "data"                        # where jobs read and write local files, relative to the working directory

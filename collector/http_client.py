@@ -10,7 +10,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from collector.errors import FatalError, TransientError
@@ -29,12 +29,18 @@ def origin(url: str) -> tuple[str, str, int | None]:
 
 
 class SameOriginRedirects(urllib.request.HTTPRedirectHandler):
-    """Follows redirects, but drops the Authorization header when one leads to another host."""
+    """Follows redirects, but drops the Authorization header (and the other `private` ones) when one leads to
+    another host."""
+
+    def __init__(self, private: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.private = frozenset({"authorization", *(name.lower() for name in private)})
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None and origin(newurl) != origin(req.full_url):
-            new.remove_header("Authorization")
+            for name in [n for n in new.headers if n.lower() in self.private]:
+                new.remove_header(name)
         return new
 
 
@@ -51,12 +57,15 @@ class HttpClient:
         timeout_s: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
         on_retry: Callable[[str], None] | None = None,
+        private_headers: Iterable[str] = (),
     ) -> None:
         self.headers = {"User-Agent": USER_AGENT, **headers}
         self.secrets = [s for s in secrets if s]
         self.max_retries, self.backoff_s, self.timeout_s = max_retries, backoff_s, timeout_s
         self.sleep, self.on_retry = sleep, on_retry
-        self.opener = urllib.request.build_opener(SameOriginRedirects())
+        # Headers that, like Authorization, only go to `auth_origin` (an operator connection's own headers).
+        self.private = frozenset({"authorization", *(name.lower() for name in private_headers)})
+        self.opener = urllib.request.build_opener(SameOriginRedirects(self.private))
         self.auth_origin: tuple[str, str, int | None] | None = None
 
     def mask(self, text: str) -> str:
@@ -66,7 +75,8 @@ class HttpClient:
         """The response body and headers; `TransientError` once retries are spent, `FatalError` on other 4xx."""
         headers = dict(self.headers)
         if self.auth_origin is not None and origin(url) != self.auth_origin:
-            headers.pop("Authorization", None)   # credentials only go to the host they were given for
+            # credentials only go to the host they were given for
+            headers = {k: v for k, v in headers.items() if k.lower() not in self.private}
         if body is not None:
             headers["Content-Type"] = "application/json"
         for attempt in range(self.max_retries + 1):

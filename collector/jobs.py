@@ -13,9 +13,9 @@ from marshmallow import ValidationError as MarshmallowError
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from collector import index, metrics
+from collector import index, metrics, reach
 from collector.config import Config
-from collector.errors import ConfigError, ServiceUnavailableError, ValidationError
+from collector.errors import ConfigError, ServiceUnavailableError, SettingError, ValidationError
 from collector.masking import MASK, mask_url
 from collector.policy import RetryPolicy, check_retry, check_timeout
 from collector.registry import PlatformSpec, Registry, storage_backends
@@ -69,6 +69,8 @@ def validate_spec(body: Any, registry: Registry) -> JobSpec:
             # Rules that span settings live in `__init__` (which does no I/O): check them before queueing.
             try:
                 platform.cls(**loaded)
+            except SettingError as exc:  # one setting refused (a path, a connection): named by its path
+                errors.update(flatten_errors(exc.details, "settings"))
             except (ValueError, TypeError) as exc:
                 errors["settings"] = [f"{exc}"]
     if body.get("retry") is not None:
@@ -138,6 +140,7 @@ class Submitter:
         self.connection = connection
         self.config = config
         self.registry = registry
+        reach.ensure(config)  # the connections and data root specs are checked against
         self.store = JobStore(connection, config)
         self.queue = Queue(config.queue_name, connection=connection, serializer=JSONSerializer)
         self.sealer = Sealer(config.secret_key) if config.secret_key else None

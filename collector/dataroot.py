@@ -140,12 +140,13 @@ class LocalFile:
                 try:
                     below = os.open(part, FOLDER, dir_fd=fd)
                 except OSError as exc:
+                    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                        raise
                     where = "/".join(self.parts[: index + 1])
-                    if exc.errno == errno.ELOOP:     # O_NOFOLLOW met a symlink
+                    # O_NOFOLLOW|O_DIRECTORY fails on a symlink with ELOOP or ENOTDIR: look at the entry itself.
+                    if stat.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode):
                         raise self._refused(f"{where!r} is a symlink, which is never followed") from None
-                    if isinstance(exc, NotADirectoryError):
-                        raise self._refused(f"{where!r} is not a folder") from None
-                    raise
+                    raise self._refused(f"{where!r} is not a folder") from None
                 os.close(fd)
                 fd = below
             yield fd

@@ -170,7 +170,7 @@ def test_a_symlink_planted_after_submit_fails_the_job_and_nothing_is_read(
 
 def test_a_symlink_planted_between_the_check_and_the_open_is_not_followed(data_root: Path, tmp_path: Path) -> None:
     victim = tmp_path / "victim.csv"
-    victim.write_text("precious\n")
+    victim.write_text("id\n0\n")                          # the same header: an append through a link lands there
     appending = CsvStorage(path="out/rows.csv")           # checked now: nothing there yet
     (data_root / "out").mkdir()
     (data_root / "out" / "rows.csv").symlink_to(victim)
@@ -184,7 +184,7 @@ def test_a_symlink_planted_between_the_check_and_the_open_is_not_followed(data_r
     (data_root / "elsewhere").symlink_to(tmp_path)          # a folder on the way
     with pytest.raises(UnsafePathError, match="'elsewhere' is a symlink"):
         through.write([{"id": 1}])
-    assert victim.read_text() == "precious\n" and not (tmp_path / "rows.jsonl").exists()
+    assert victim.read_text() == "id\n0\n" and not (tmp_path / "rows.jsonl").exists()
     assert sorted(os.listdir(data_root / "out")) == ["rows.csv", "rows.jsonl"]     # no temporary file left
 
 

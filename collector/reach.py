@@ -15,17 +15,18 @@ from collector import connections as connections_file
 from collector.config import Config
 from collector.connections import Connection
 from collector.dataroot import LocalFile, Root, check_root, code_folders
-from collector.errors import SettingError
+from collector.errors import ConfigError, SettingError
 from collector.masking import forget, remember
 
 
 @dataclasses.dataclass(frozen=True)
 class Reach:
-    """The data root, the operator's connections by name, and the folders no job may write in."""
+    """The data root and the operator's connections by name."""
 
     data_root: Root
     connections: Mapping[str, Connection]
-    key: tuple[object, ...] = ()      # what it was built from, to tell whether a config needs another one
+    # What it was built from (the secret key among it), to tell whether a config needs another one.
+    key: tuple[object, ...] = dataclasses.field(default=(), repr=False)
 
     @classmethod
     def from_config(cls, config: Config, *, create_root: bool = False) -> Reach:
@@ -33,11 +34,11 @@ class Reach:
         inside, contain = code_folders(config.platforms_package)
         real = check_root(config.data_dir, setting="COLLECTOR_DATA_DIR", inside=inside, contain=contain)
         if create_root:
-            os.makedirs(real, exist_ok=True)
+            make_root(real)
         found = connections_file.load(config.connections, environ=config.environ, secret_key=config.secret_key,
                                       code_dirs=(inside, contain))
         root = Root(real, label="the data root", code_dirs=inside)
-        return cls(root, found, key=site_key(config))
+        return cls(root, found, key=reach_key(config))
 
     def describe_connections(self) -> list[dict[str, str]]:
         """Names and kinds only: what `GET /platforms/get` shows."""
@@ -71,7 +72,16 @@ class Reach:
             raise SettingError(setting, str(exc)) from None
 
 
-def site_key(config: Config) -> tuple[object, ...]:
+def make_root(path: str) -> None:
+    """Create the data root if it is missing (workers do at start-up; writes make it too)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"COLLECTOR_DATA_DIR: the data root {path} cannot be created ({exc.strerror or exc}); "
+                          "create it for the user the workers run as, or point COLLECTOR_DATA_DIR elsewhere") from None
+
+
+def reach_key(config: Config) -> tuple[object, ...]:
     connections = os.path.abspath(config.connections) if config.connections else None
     return (os.path.abspath(config.data_dir), connections, config.platforms_package, config.secret_key)
 
@@ -79,42 +89,42 @@ def site_key(config: Config) -> tuple[object, ...]:
 _installed: Reach | None = None
 
 
-def install(site: Reach | None) -> Reach | None:
-    """Make `site` the one this process's platforms and backends use (None forgets it); its secrets are masked
+def install(loaded: Reach | None) -> Reach | None:
+    """Make `loaded` the one this process's platforms and backends use (None forgets it); its secrets are masked
     in every log line from now on."""
     global _installed
     if _installed is not None:
         forget(_installed.secrets())
-    _installed = site
-    if site is not None:
-        remember(site.secrets())
-    return site
+    _installed = loaded
+    if loaded is not None:
+        remember(loaded.secrets())
+    return loaded
 
 
 def ensure(config: Config, *, create_root: bool = False) -> Reach:
-    """The installed site if it was built from the same settings as `config`; else one built and installed now."""
-    if _installed is not None and _installed.key == site_key(config):
+    """The installed reach if it was built from the same settings as `config`; else one built and installed now."""
+    if _installed is not None and _installed.key == reach_key(config):
         if create_root:
-            os.makedirs(_installed.data_root.path, exist_ok=True)
+            make_root(_installed.data_root.path)
         return _installed
-    site = Reach.from_config(config, create_root=create_root)
-    install(site)
-    return site
+    loaded = Reach.from_config(config, create_root=create_root)
+    install(loaded)
+    return loaded
 
 
 def current() -> Reach:
-    """The site of this process; built from the environment when no start-up code installed one."""
+    """The reach of this process; built from the environment when no start-up code installed one."""
     return _installed if _installed is not None else ensure(Config.from_env())
 
 
 def connection(name: str, *, kinds: tuple[str, ...], setting: str = "connection") -> Connection:
-    """`Reach.connection` on this process's site: for a platform's or backend's `__init__`."""
+    """`Reach.connection` of this process: for a platform's or backend's `__init__`."""
     return current().connection(name, kinds=kinds, setting=setting)
 
 
 def local_file(path: str, *, connection: Connection | None = None, write: bool = False,
                setting: str = "path") -> LocalFile:
-    """`Reach.local_file` on this process's site: for a platform's or backend's `__init__`."""
+    """`Reach.local_file` of this process: for a platform's or backend's `__init__`."""
     return current().local_file(path, connection=connection, write=write, setting=setting)
 
 

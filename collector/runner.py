@@ -66,7 +66,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         # The connections and data root the platforms resolve against: the pool loaded them at start-up.
-        self.reach = reach.ensure(self.config, create_root=True)
+        self.reach = reach.ensure(self.config)
         self.store = JobStore(self.connection, self.config)
         self.sealer = Sealer(self.config.secret_key) if self.config.secret_key else None
         self.scheduled_key = ScheduledJobRegistry(

@@ -137,6 +137,8 @@ def test_connections_end_to_end_with_a_real_pool(
     assert status == 200 and listing["connections"] == [
         {"name": "archive", "kind": "files"}, {"name": "exports", "kind": "files"},
         {"name": "partner", "kind": "http"}, {"name": "warehouse", "kind": "database"}]
+    shown = collector(["platforms", "--url", served_live.url], worker_env(live))
+    assert "connections: archive (files), exports (files), partner (http), warehouse (database)" in shown.stdout
 
     # A database connection: read with sql_query, write back with the postgresql backend, both by name.
     record = run_to_end(served_live, {"platform_id": "sql_query", "settings": {

@@ -12,10 +12,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from collector import reach
-from collector.errors import SettingError
 from collector.http_client import HttpClient
 from collector.masking import mask_text
-from collector.platform import FatalError, Platform, Storage
+from collector.platform import FatalError, Platform, SettingError, Storage
 
 TRUE = frozenset({"true", "t", "yes", "y", "1"})
 FALSE = frozenset({"false", "f", "no", "n", "0"})

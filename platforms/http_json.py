@@ -11,10 +11,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 from collector import reach
-from collector.errors import SettingError
 from collector.http_client import BODY_SNIPPET, HttpClient, origin
 from collector.masking import mask_text
-from collector.platform import FatalError, Platform, Secret, Storage
+from collector.platform import FatalError, Platform, Secret, SettingError, Storage
 
 Pagination = Literal["none", "page", "offset", "next_link", "cursor"]
 

@@ -11,9 +11,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, Operati
 
 from collector import reach
 from collector.dataroot import LocalFile
-from collector.errors import SettingError
 from collector.masking import mask_text
-from collector.platform import FatalError, Platform, Secret, Storage, TransientError
+from collector.platform import FatalError, Platform, Secret, SettingError, Storage, TransientError
 
 # The installed drivers, used when a URL names only the database (`mysql://...`): SQLAlchemy's own default
 # for these (mysqlclient, psycopg2) is not installed.

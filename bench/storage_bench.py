@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg
 import pymysql
 
+from collector import reach
+from collector.config import Config
 from storage.base import Storage
 from storage.sql import MySQLStorage, PostgreSQLStorage, SQLiteStorage
 
@@ -166,6 +168,7 @@ def through_backend(make: Callable[[], Storage], rows: list[dict[str, Any]]) -> 
 @contextmanager
 def sqlite_file() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="collector_bench_") as folder:
+        reach.ensure(Config(data_dir=folder))   # the backend names its file relative to the data root
         yield os.path.join(folder, "bench.sqlite")
 
 
@@ -177,7 +180,7 @@ TARGETS: list[tuple[str, str, Callable[[], Any], Callable[..., None], Callable[[
      lambda db, b: PostgreSQLStorage(url=f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}", table="t",
                                      batch_size=b)),
     ("SQLite (sqlite3)", "sqlite", sqlite_file, bare_sqlite,
-     lambda path, b: SQLiteStorage(path=path, table="t", batch_size=b)),
+     lambda path, b: SQLiteStorage(path=os.path.basename(path), table="t", batch_size=b)),
 ]
 
 

@@ -10,6 +10,7 @@ import redis
 from flask import Flask, current_app
 from werkzeug.exceptions import HTTPException
 
+from collector import reach
 from collector.config import Config
 from collector.errors import CollectorError
 from collector.jobs import Submitter, redis_down, redis_full
@@ -28,6 +29,9 @@ class Services:
     registry: Registry
 
     def __post_init__(self) -> None:
+        # The connections and data root specs are checked against; a bad connections file or an unsafe data
+        # root stops start-up here.
+        self.reach = reach.ensure(self.config)
         self.store = JobStore(self.connection, self.config)
         self.submitter = Submitter(connection=self.connection, config=self.config, registry=self.registry)
 

@@ -13,6 +13,7 @@ import redis
 from rq import Queue, get_current_job
 from rq.serializers import JSONSerializer
 
+from collector import reach
 from collector.config import Config
 from collector.errors import CheckTimeoutError, CollectorError, ConfigError
 from collector.jobs import JobSpec, merge_secrets, secret_values, split_secrets
@@ -50,6 +51,7 @@ def check_settings(platform: PlatformSpec, settings: dict[str, Any], secrets: li
     Never raises for what it tests: the answer is `{"ok", "message", "checks": [{"name", "ok", "message"}]}`,
     where a check's `ok` is None when that part has nothing to test.
     """
+    secrets = [*secrets, *reach.current().secrets()]  # an operator connection's secrets are never shown either
     try:
         kwargs = platform.settings.schema().load(settings)
         instance = platform.cls(**kwargs)

@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_arguments(check)
     check.set_defaults(handler=cmd_check)
 
+    seal = sub.add_parser("seal", help="seal a secret read from stdin with COLLECTOR_SECRET_KEY, for the "
+                                       "connections file: password = {sealed = \"...\"}")
+    seal.set_defaults(handler=cmd_seal)
+
     new = sub.add_parser("new-platform", help="write platforms/NAME.py (and its tests) from a commented template")
     new.add_argument("name", metavar="NAME", help="the platform id: a lowercase Python identifier, e.g. acme_ads")
     new.add_argument("--package", help="the platforms package (default: COLLECTOR_PLATFORMS_PACKAGE)")
@@ -94,6 +98,26 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
     from collector import devcommands
 
     return devcommands.check(args, config)
+
+
+def cmd_seal(args: argparse.Namespace, config: Config) -> int:
+    """Print the secret on standard input sealed with COLLECTOR_SECRET_KEY (asked for without echo on a terminal)."""
+    from collector.sealing import Sealer
+
+    if not config.secret_key:
+        raise CollectorError("COLLECTOR_SECRET_KEY is not set; seal with the key the API and the workers use, "
+                             "or they cannot open the value")
+    if sys.stdin.isatty():
+        import getpass
+
+        value = getpass.getpass("secret to seal (not shown): ")
+    else:
+        value = sys.stdin.read().removesuffix("\n").removesuffix("\r")  # `echo` adds a line end
+    if not value:
+        raise CollectorError("nothing to seal: give the secret on standard input, "
+                             "e.g. printf %s \"$DB_PASSWORD\" | collector seal")
+    print(Sealer(config.secret_key).seal(value))
+    return 0
 
 
 def cmd_new_platform(args: argparse.Namespace, config: Config) -> int:

@@ -228,6 +228,9 @@ def cmd_platforms(args: argparse.Namespace, config: Config) -> int:
         blocks.append(text)
     for name, reason in (data.get("broken") or {}).items():
         blocks.append(f"{name}: BROKEN: {reason}")
+    named = data.get("connections") or []
+    if named:
+        blocks.append("connections: " + ", ".join(f"{c['name']} ({c['kind']})" for c in named))
     emit(args, data, "\n\n".join(blocks) or "no platforms")
     return 0
 

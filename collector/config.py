@@ -56,6 +56,10 @@ class Config:
     http_header_timeout_s: float = defaults.HTTP_HEADER_TIMEOUT_S
     http_body_timeout_s: float = defaults.HTTP_BODY_TIMEOUT_S
     http_idle_timeout_s: float = defaults.HTTP_IDLE_TIMEOUT_S
+    data_dir: str = defaults.DATA_DIR
+    connections: str | None = None
+    # The environment this config was read from: the connections file may name variables holding secrets.
+    environ: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.job_timeout_s > self.max_timeout_s:
@@ -77,11 +81,14 @@ class Config:
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         for field in dataclasses.fields(cls):
+            if field.name == "environ":
+                continue
             raw = env.get(PREFIX + field.name.upper())
             if raw is None or raw == "":
                 continue
             values[field.name] = _parse(field.name, field.type, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
+        values.setdefault("environ", dict(env))
         return cls(**values)  # type: ignore[arg-type]
 
     def public(self) -> dict[str, object]:
@@ -90,6 +97,7 @@ class Config:
         shown["secret_key"] = "***" if self.secret_key else None
         shown["api_token"] = "***" if self.api_token else None
         shown["api_tokens"] = "***" if self.api_tokens else None
+        shown.pop("environ")
         if self.redis_url:
             from collector.masking import mask_url
 

@@ -56,3 +56,4 @@ SCHEDULE_MIN_INTERVAL_S = 60             # shortest time between two ticks of a 
 SUBMITS_PER_MINUTE = 120                 # submits one caller may make per minute (run, check, process, schedule)
 RATE_WINDOW_S = 60                       # the fixed window the submit rate is counted in
 SECRET_MASK_MIN_CHARS = 4                # shorter secret values are not masked in text and data (they would garble it)
+DATA_DIR = "data"                        # where jobs read and write local files, relative to the working directory

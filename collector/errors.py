@@ -8,6 +8,7 @@
     │   ├── NotFoundError            404: no such job
     │   ├── ConflictError            409: the job is in a state that forbids the request
     │   ├── ValidationError          422: field errors, each with its path
+    │   │   └── SettingError         422: one setting refused (unknown connection, path out of the data root)
     │   └── RateLimitedError         429: the caller submitted too often; `Retry-After` says when to try again
     ├── ServiceUnavailableError      503: Redis (or another service) is down
     │   ├── RedisFullError           503: Redis is at its maxmemory and refuses writes
@@ -17,6 +18,7 @@
     │   │   └── ChildJobError        a sub-job failed and the parent did not take it in hand
     │   └── TransientError           the source failed for now: may be retried
     ├── StorageError                 writing collected rows failed
+    ├── UnsafePathError              a job's local path left its root, met a symlink or reached code when opened
     ├── WorkerDiedError              the worker process running a job died
     ├── JobTimeoutError              a job ran longer than its timeout
     ├── WaitTimeoutError             a waiting job got no input (or its children did not end) in time
@@ -100,6 +102,16 @@ class RateLimitedError(RequestError):
         return {"Retry-After": str(self.retry_after_s)}
 
 
+class SettingError(ValidationError, ValueError):
+    """One setting's value is refused; raised by a platform's or backend's `__init__`, reported under `field`.
+
+    It is a `ValueError` too, so code that checks settings with `except ValueError` still catches it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message, details={field: [message]})
+        self.field = field
+
+
 class ServiceUnavailableError(CollectorError):
     status = 503
     code = "service_unavailable"
@@ -146,6 +158,13 @@ class StorageError(CollectorError):
     """Writing collected rows to a storage target failed."""
 
     code = "storage_error"
+
+
+class UnsafePathError(CollectorError):
+    """A local path, checked again as the file was opened, left its root, went through a symlink or reached
+    a folder code is imported from; nothing was read or written."""
+
+    code = "unsafe_path"
 
 
 class WorkerDiedError(CollectorError):

@@ -10,7 +10,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from collector.errors import FatalError, TransientError
@@ -21,7 +21,6 @@ MAX_BACKOFF_S = 60.0        # exponential backoff stops growing here
 MAX_RETRY_AFTER_S = 300.0   # a server asking for a longer pause fails the attempt now instead of parking the worker
 BODY_SNIPPET = 300          # characters of an error response quoted in the message
 USER_AGENT = "collector/0.1"
-PRIVATE_HEADERS = frozenset({"Authorization"})  # sent to the origin they were given for, never elsewhere
 
 
 def origin(url: str) -> tuple[str, str, int | None]:
@@ -30,17 +29,18 @@ def origin(url: str) -> tuple[str, str, int | None]:
 
 
 class SameOriginRedirects(urllib.request.HTTPRedirectHandler):
-    """Follows redirects, but drops the Authorization header (and the request's other `private_headers`) when
-    one leads to another host."""
+    """Follows redirects, but drops the Authorization header (and the other `private` ones) when one leads to
+    another host."""
+
+    def __init__(self, private: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.private = frozenset({"authorization", *(name.lower() for name in private)})
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        private = getattr(req, "private_headers", PRIVATE_HEADERS)
-        if new is not None:
-            new.private_headers = private
-            if origin(newurl) != origin(req.full_url):
-                for name in private:
-                    new.remove_header(name.capitalize())  # urllib keeps header names capitalize()d
+        if new is not None and origin(newurl) != origin(req.full_url):
+            for name in [n for n in new.headers if n.lower() in self.private]:
+                new.remove_header(name)
         return new
 
 
@@ -57,14 +57,16 @@ class HttpClient:
         timeout_s: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
         on_retry: Callable[[str], None] | None = None,
+        private_headers: Iterable[str] = (),
     ) -> None:
         self.headers = {"User-Agent": USER_AGENT, **headers}
         self.secrets = [s for s in secrets if s]
         self.max_retries, self.backoff_s, self.timeout_s = max_retries, backoff_s, timeout_s
         self.sleep, self.on_retry = sleep, on_retry
-        self.opener = urllib.request.build_opener(SameOriginRedirects())
+        # Headers that, like Authorization, only go to `auth_origin` (an operator connection's own headers).
+        self.private = frozenset({"authorization", *(name.lower() for name in private_headers)})
+        self.opener = urllib.request.build_opener(SameOriginRedirects(self.private))
         self.auth_origin: tuple[str, str, int | None] | None = None
-        self.private_headers: frozenset[str] = PRIVATE_HEADERS  # credentials: sent to `auth_origin` only
 
     def mask(self, text: str) -> str:
         return mask_text(text, self.secrets)
@@ -73,9 +75,8 @@ class HttpClient:
         """The response body and headers; `TransientError` once retries are spent, `FatalError` on other 4xx."""
         headers = dict(self.headers)
         if self.auth_origin is not None and origin(url) != self.auth_origin:
-            private = {name.lower() for name in self.private_headers}
             # credentials only go to the host they were given for
-            headers = {k: v for k, v in headers.items() if k.lower() not in private}
+            headers = {k: v for k, v in headers.items() if k.lower() not in self.private}
         if body is not None:
             headers["Content-Type"] = "application/json"
         for attempt in range(self.max_retries + 1):

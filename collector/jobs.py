@@ -13,10 +13,10 @@ from marshmallow import ValidationError as MarshmallowError
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from collector import defaults, index, metrics
+from collector import defaults, index, metrics, reach
 from collector.config import Config
-from collector.errors import ConfigError, RedisFullError, ServiceUnavailableError, ValidationError
-from collector.masking import given_secrets, mask_url
+from collector.errors import ConfigError, RedisFullError, ServiceUnavailableError, SettingError, ValidationError
+from collector.masking import MASK, given_secrets, mask_url
 from collector.policy import RetryPolicy, check_retry, check_timeout, job_timeout
 from collector.registry import PlatformSpec, Registry, storage_backends
 from collector.schema import flatten_errors, masked_secret
@@ -70,6 +70,8 @@ def validate_spec(body: Any, registry: Registry, *, max_timeout_s: int = default
             # Rules that span settings live in `__init__` (which does no I/O): check them before queueing.
             try:
                 platform.cls(**loaded)
+            except SettingError as exc:  # one setting refused (a path, a connection): named by its path
+                errors.update(flatten_errors(exc.details, "settings"))
             except (ValueError, TypeError) as exc:
                 errors["settings"] = [f"{exc}"]
     if body.get("retry") is not None:
@@ -164,6 +166,7 @@ class Submitter:
         self.connection = connection
         self.config = config
         self.registry = registry
+        reach.ensure(config)  # the connections and data root specs are checked against
         self.store = JobStore(connection, config)
         self.queue = Queue(config.queue_name, connection=connection, serializer=JSONSerializer)
         self.sealer = Sealer(config.secret_key) if config.secret_key else None

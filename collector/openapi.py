@@ -67,9 +67,16 @@ class PlatformInfo(Schema):
     settings = fields.List(fields.Nested(SettingInfo), required=True)
 
 
+class ConnectionInfo(Schema):
+    name = fields.String(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(["database", "http", "files"]))
+
+
 class PlatformsAnswer(Schema):
     platforms = fields.List(fields.Nested(PlatformInfo), required=True)
     broken = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+    connections = fields.List(fields.Nested(ConnectionInfo), required=True,
+                              metadata={"description": "the connections the operator named: name and kind only"})
 
 
 class RunAccepted(Schema):

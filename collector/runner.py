@@ -19,7 +19,7 @@ from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 
-from collector import logs, metrics
+from collector import logs, metrics, reach
 from collector.config import Config
 from collector.context import JobSuspended, RunContext, until_written
 from collector.errors import CollectorError, JobCancelledError, TransientError
@@ -65,6 +65,8 @@ class Runtime:
     on_failure: Callable[[BaseException], None] | None = None
 
     def __post_init__(self) -> None:
+        # The connections and data root the platforms resolve against: the pool loaded them at start-up.
+        self.reach = reach.ensure(self.config)
         self.store = JobStore(self.connection, self.config)
         self.sealer = Sealer(self.config.secret_key) if self.config.secret_key else None
         self.scheduled_key = ScheduledJobRegistry(
@@ -161,6 +163,7 @@ def execute(job_id: str, runtime: Runtime) -> Any:
         ctx.cancel()
     runtime.current = ctx
     storages: list[Storage] = []
+    ctx.add_secrets(runtime.reach.secrets())  # an operator connection's secrets never reach the record either
     try:
         sealed = got.get("secrets")
         secrets: dict[str, Any] = {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import fakeredis
@@ -112,11 +113,14 @@ class PlatformTests:
         recorded: RecordedResponses | None,
         monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture,
+        tmp_path: Path,
     ) -> DryRun:
         self.replay(monkeypatch)
         body = self.body(recorded)
         connection = fakeredis.FakeRedis()
-        runtime = local_runtime(Config(platforms_package=self.package), connection=connection, registry=kit_registry)
+        # A data root of its own: files the dry run writes (storage targets) go to the test's temporary folder.
+        config = Config(platforms_package=self.package, data_dir=str(tmp_path / "data"))
+        runtime = local_runtime(config, connection=connection, registry=kit_registry)
         caplog.set_level("DEBUG")
         outcome = run_local(body, runtime)
         return DryRun(outcome, connection, caplog.text, check_spec(body, kit_registry), recorded)

@@ -20,7 +20,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
-from collector import defaults
+from collector import defaults, reach
 from collector.config import Config
 from collector.errors import ForeignJobError
 from collector.heartbeat import LeanHeartbeats
@@ -215,6 +215,7 @@ class Pool:
         self.burst = burst
         self.name = f"{socket.gethostname()}.{os.getpid()}"
         self.registry = Registry.discover(config.platforms_package)
+        reach.ensure(config, create_root=True)  # checked once here; the children fork with it loaded
         self.slots = Slots(size)
         self.children: dict[int, tuple[int, str, float]] = {}   # pid → (slot index, worker name, born)
         self._generation = 0

@@ -50,6 +50,32 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_reach() -> Iterator[None]:
+    """No test's data root or connections stay installed for the next one."""
+    yield
+    from collector import reach
+
+    reach.install(None)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """This test's data root (COLLECTOR_DATA_DIR of its configs): where its jobs read and write local files."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def data_root(data_dir: Path) -> Path:
+    """`data_dir`, installed as this process's data root: for tests that build platforms and backends directly."""
+    from collector import reach
+
+    reach.ensure(Config(data_dir=str(data_dir)))
+    return data_dir
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[Any]:
     """A private redis-server on a free port for the whole session (never the machine's shared one)."""
@@ -82,9 +108,9 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def config(redis_url: str) -> Config:
+def config(redis_url: str, data_dir: Path) -> Config:
     return Config(redis_url=redis_url, secret_key=TEST_SECRET_KEY, progress_interval_s=0.05,
-                  shutdown_grace_s=10.0)
+                  shutdown_grace_s=10.0, data_dir=str(data_dir))
 
 
 def worker_env(config: Config, **extra: str) -> dict[str, str]:
@@ -96,6 +122,8 @@ def worker_env(config: Config, **extra: str) -> dict[str, str]:
         "COLLECTOR_PROGRESS_INTERVAL_S": str(config.progress_interval_s),
         "COLLECTOR_SHUTDOWN_GRACE_S": str(config.shutdown_grace_s),
         "COLLECTOR_PLATFORMS_PACKAGE": config.platforms_package,
+        "COLLECTOR_DATA_DIR": config.data_dir,
+        "COLLECTOR_CONNECTIONS": config.connections or "",
         "PYTHONUNBUFFERED": "1",
     })
     env.update(extra)

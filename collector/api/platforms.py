@@ -15,10 +15,11 @@ blueprint = Blueprint("platforms", __name__)
 
 @blueprint.get("/platforms/get")
 def list_platforms() -> dict[str, Any]:
-    registry = services().registry
+    svc = services()
     return {
-        "platforms": [spec.describe() for spec in registry.platforms.values()],
-        "broken": registry.broken,
+        "platforms": [spec.describe() for spec in svc.registry.platforms.values()],
+        "broken": svc.registry.broken,
+        "connections": svc.reach.describe_connections(),  # names and kinds, never what is behind them
     }
 
 

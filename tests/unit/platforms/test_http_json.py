@@ -333,14 +333,14 @@ def submit(fake: fakeredis.FakeRedis, config: Config, settings: dict[str, Any]) 
     return submitter.submit({"platform_id": "http_json", "settings": settings})["job_id"]
 
 
-def test_a_job_pages_through_the_api_into_storage(local_server: LocalServer, tmp_path: Path) -> None:
+def test_a_job_pages_through_the_api_into_storage(local_server: LocalServer, data_dir: Path) -> None:
     local_server.route("/items", paged(ITEMS))
-    fake, config = fakeredis.FakeRedis(), Config(secret_key="k", progress_interval_s=0.0)
+    fake, config = fakeredis.FakeRedis(), Config(secret_key="k", progress_interval_s=0.0, data_dir=str(data_dir))
     try:
-        out = tmp_path / "items.jsonl"
+        out = data_dir / "items.jsonl"
         job_id = submit(fake, config, {
             "url": local_server.url("/items"), "token": TOKEN, "record_path": "data.items", "pagination": "page",
-            "page_size": 2, "storage": {"type": "jsonl", "settings": {"path": str(out)}}})
+            "page_size": 2, "storage": {"type": "jsonl", "settings": {"path": "items.jsonl"}}})
         result = execute(job_id, Runtime(config, fake, Registry.discover("platforms")))
         assert result == {"records": 5, "pages": 3, "stored": 5}
         view = JobStore(fake, config).view(job_id, full=True)

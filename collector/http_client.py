@@ -82,7 +82,6 @@ class HttpClient:
         for attempt in range(self.max_retries + 1):
             wait = min(self.backoff_s * 2**attempt, MAX_BACKOFF_S)
             request = urllib.request.Request(url, data=body, headers=headers, method=method)
-            request.private_headers = self.private_headers  # type: ignore[attr-defined]
             try:
                 with self.opener.open(request, timeout=self.timeout_s) as response:
                     return response.read(), response.headers

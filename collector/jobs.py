@@ -16,7 +16,7 @@ from rq.serializers import JSONSerializer
 from collector import defaults, index, metrics, reach
 from collector.config import Config
 from collector.errors import ConfigError, RedisFullError, ServiceUnavailableError, SettingError, ValidationError
-from collector.masking import MASK, given_secrets, mask_url
+from collector.masking import given_secrets, mask_url
 from collector.policy import RetryPolicy, check_retry, check_timeout, job_timeout
 from collector.registry import PlatformSpec, Registry, storage_backends
 from collector.schema import flatten_errors, masked_secret

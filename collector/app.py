@@ -63,14 +63,15 @@ def create_app(
             )
         connection = connect(config.redis_url)
     registry = registry or Registry.discover(config.platforms_package)
-    from collector.auth import install_auth, parse_tokens
+    from collector.auth import install_auth
     from collector.masking import install_log_masking
     from collector.sealing import require_secret_key
+    from collector.tokens import configured_tokens
 
     install_log_masking()  # gunicorn runs create_app() without the CLI, which installs it too
 
     require_secret_key(config, registry, process="API")
-    tokens = parse_tokens(config.api_tokens)
+    tokens = configured_tokens(config)
 
     app = Flask("collector")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes

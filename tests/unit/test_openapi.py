@@ -118,7 +118,7 @@ def test_the_other_endpoints_answer_as_documented(client: FlaskClient) -> None:
         ("post", f"/execution/cancel?job_id={job_id}", None, 409, "application/json"),
         ("get", "/metrics", None, 200, "text/plain"),
     ]:
-        response = client.open(path, method=method.upper(), json=body)
+        response = client.open(path, method=method.upper(), json=body, headers={"X-Requested-With": "test"})
         assert response.status_code == status, (path, response.get_data(as_text=True))
         route = re.sub(r"/schedules/[^?]+", "/schedules/{schedule_id}", path.split("?")[0])
         content = doc["paths"][route][method]["responses"][str(status)]["content"]

@@ -180,7 +180,9 @@ def _own_origin(origin: str) -> bool:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return False  # "null" (sandboxed frames, file: pages) and other schemes are foreign
     default = {"http": 80, "https": 443}[parts.scheme]
-    theirs = parts.hostname.lower() + ("" if port in (None, default) else f":{port}")
+    theirs = parts.netloc.rpartition("@")[2].lower()  # keeps IPv6 brackets, as the Host header has them
+    if port == default:
+        theirs = theirs.removesuffix(f":{default}")
     ours = request.host.lower().removesuffix(":80").removesuffix(":443")
     # The scheme is left out: behind a proxy that ends TLS, the page is https and the request reaching us http.
     return theirs == ours

@@ -361,6 +361,10 @@ def test_a_foreign_origin_is_refused_even_with_json_and_a_bearer_token(secured: 
     for headers in ({"Origin": "http://localhost"}, {"Origin": "https://LOCALHOST:443"},
                     {"Sec-Fetch-Site": "same-origin"}, {}):
         assert secured.post("/execution/run", json=DEMO, headers={**bearer("ci"), **headers}).status_code == 202
+    ipv6 = {"Host": "[::1]:8000", "Origin": "http://[::1]:8000"}
+    assert secured.post("/execution/run", json=DEMO, headers={**bearer("ci"), **ipv6}).status_code == 202
+    moved = {"Host": "[::1]:8000", "Origin": "http://[::1]:8001"}
+    assert secured.post("/execution/run", json=DEMO, headers={**bearer("ci"), **moved}).status_code == 403
 
 
 def test_a_body_less_post_needs_the_custom_header_and_a_json_one_does_not(secured: FlaskClient) -> None:

@@ -67,10 +67,11 @@ def create_app(
             )
         connection = connect(config.redis_url)
     registry = registry or Registry.discover(config.platforms_package)
-    from collector.auth import install_auth, parse_tokens
+    from collector.auth import install_auth
     from collector.jobguard import refuse_pickle
     from collector.masking import install_log_masking
     from collector.sealing import require_secret_key
+    from collector.tokens import configured_tokens
 
     install_log_masking()  # gunicorn runs create_app() without the CLI, which installs it too
     refuse_pickle()  # RQ's pickle fallback, wherever a serializer is forgotten, fails instead of unpickling
@@ -80,7 +81,7 @@ def create_app(
         if (platform.timeout_s or 0) > config.max_timeout_s:
             log.warning("platform %s: TIMEOUT_S=%s is over COLLECTOR_MAX_TIMEOUT_S=%s; its jobs get %s s",
                         platform.id, platform.timeout_s, config.max_timeout_s, config.max_timeout_s)
-    tokens = parse_tokens(config.api_tokens)
+    tokens = configured_tokens(config)
 
     app = Flask("collector")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes

@@ -215,7 +215,7 @@ def warn_if_open(config: Config, host: str) -> str:
     """Say at start-up who can call the API; warn loudly when anyone on the network can, unauthenticated."""
     from collector.auth import is_loopback
 
-    if config.api_tokens:
+    if config.api_tokens or config.api_tokens_file:
         note = "API tokens required (COLLECTOR_API_TOKENS): every endpoint but GET /system/alive needs one"
         log.info(note)
     elif is_loopback(host):

@@ -37,7 +37,8 @@ class ServiceError(CollectorError):
 
 
 class Client:
-    """Calls the HTTP API at `url`, sending `token` (COLLECTOR_API_TOKEN) as a Bearer token when set."""
+    """Calls the HTTP API at `url`, sending `token` (COLLECTOR_API_TOKEN: the secret part of a named token) as a
+    Bearer token when set."""
 
     def __init__(self, url: str, *, token: str | None = None, timeout_s: float = 10.0) -> None:
         self.url = url.rstrip("/")
@@ -46,7 +47,8 @@ class Client:
 
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> Any:
         query = urllib.parse.urlencode({k: v for k, v in (params or {}).items() if v is not None and v is not False})
-        headers = {"Accept": "application/json"}
+        # X-Requested-With: a POST without a JSON body (cancel) needs it, to show it is no cross-site form.
+        headers = {"Accept": "application/json", "X-Requested-With": "collector-client"}
         data = None
         if body is not None:
             data = json.dumps(body).encode()

@@ -30,6 +30,7 @@ class Config:
     max_json_depth: int = defaults.MAX_JSON_DEPTH
     max_string_chars: int = defaults.MAX_STRING_CHARS
     api_tokens: str | None = None
+    api_tokens_file: str | None = None
     retry_max: int = defaults.RETRY_MAX
     retry_backoff_s: float = defaults.RETRY_BACKOFF_S
     retry_backoff_cap_s: float = defaults.RETRY_BACKOFF_CAP_S

@@ -4,7 +4,10 @@
     ├── ConfigError                  the service is configured wrong (exits at start-up)
     ├── RequestError                 the request is wrong; never retried (4xx)
     │   ├── BadRequestError          400: not JSON, missing parameter
+    │   ├── UnauthorizedError        401: no valid API token (or basic auth where only bearer is taken)
     │   ├── ForbiddenError           403: a resume token that is wrong or already used
+    │   │   ├── InsufficientScopeError   403: the token lacks the scope the route needs (named)
+    │   │   └── CrossSiteError           403: a state-changing request from another site's page
     │   ├── NotFoundError            404: no such job
     │   ├── ConflictError            409: the job is in a state that forbids the request
     │   ├── ValidationError          422: field errors, each with its path
@@ -68,6 +71,26 @@ class BadRequestError(RequestError):
 class ForbiddenError(RequestError):
     status = 403
     code = "forbidden"
+
+
+class UnauthorizedError(RequestError):
+    """No valid API token; the answer carries a `WWW-Authenticate` challenge."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class InsufficientScopeError(ForbiddenError):
+    """The token is valid but lacks the scope the route declares; `details` names the scope."""
+
+    code = "insufficient_scope"
+
+
+class CrossSiteError(ForbiddenError):
+    """A POST/PUT/PATCH/DELETE from another site's page (`Origin`, `Sec-Fetch-Site`), or sent with basic auth
+    without showing it comes from this site's own page."""
+
+    code = "cross_site_request"
 
 
 class NotFoundError(RequestError):

@@ -19,6 +19,9 @@ E = TypeVar("E", bound="CollectorError")
 
 MASK = "***"
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+# Query parameters that would carry an API token: the API refuses them (400), and log lines show them masked.
+QUERY_TOKEN_NAMES = frozenset({"token", "access_token", "api_token", "api_key", "apikey"})
+_QUERY_TOKEN = re.compile(r"(?i)([?&](?:" + "|".join(sorted(QUERY_TOKEN_NAMES)) + r")=)[^&#\s'\"]+")
 _AUTH_HEADER = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(bearer|basic|token)?\s*[^'\",\s}]+")
 # What JSON text outside strings is made of (numbers, true/false/null, NaN/Infinity, punctuation, spaces): a
 # secret written only with these could match there, so `mask_json` checks that a place it found is in a string.
@@ -46,7 +49,7 @@ def mask_text(text: str, secrets: Iterable[str] = ()) -> str:
     for secret in needles(secrets):
         if secret in text:
             text = text.replace(secret, MASK)
-    text = mask_url(text)
+    text = _QUERY_TOKEN.sub(lambda m: f"{m.group(1)}{MASK}", mask_url(text))
     return _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{(m.group(2) or '') and m.group(2) + ' '}{MASK}", text)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from apispec import APISpec
@@ -181,8 +182,31 @@ def _bounded(node: Any, *, max_string_chars: int) -> None:
             _bounded(value, max_string_chars=max_string_chars)
 
 
-def build_document(config: Config, registry: Registry, *, secured: bool, dashboard: bool) -> dict[str, Any]:
-    """The whole document for an app with `config` and `registry`; `secured` when API tokens are set."""
+def _declare_access(path: str, method: str, operation: dict[str, Any], *, scope: str, secured: bool) -> None:
+    """Write into `operation` the scope it needs, its security schemes and the 401/403 answers it may give."""
+    operation["x-scope"] = scope
+    refusals = []
+    if method not in ("get", "head") and scope != "read":
+        refusals.append("sent from another site's page (Origin, Sec-Fetch-Site: cross-site)")
+        bad = operation["responses"].setdefault("400", response("the request is malformed", ERROR))
+        bad["description"] += "; or neither a JSON body (Content-Type: application/json) nor X-Requested-With"
+    if secured:
+        schemes = [{"bearer": [scope]}]
+        if path.startswith(("/rq", "/docs", "/openapi.json")):
+            schemes.append({"basic": [scope]})
+        operation["security"] = schemes
+        operation["responses"]["401"] = response("no valid token", ERROR)
+        refusals.insert(0, f"the token lacks scope {scope!r} (insufficient_scope, the scope named in details)")
+        operation["description"] = (f"Needs a token with scope `{scope}`. " + operation.get("description", "")).strip()
+    if refusals:
+        earlier = operation["responses"].get("403", {}).get("description")
+        operation["responses"]["403"] = response("; or ".join([earlier, *refusals] if earlier else refusals), ERROR)
+
+
+def build_document(config: Config, registry: Registry, *, secured: bool, dashboard: bool,
+                   scopes: Mapping[tuple[str, str], str] | None = None) -> dict[str, Any]:
+    """The whole document for an app with `config` and `registry`; `secured` when API tokens are set; `scopes`
+    maps `(path, method)` to the scope the route needs (`auth.ROUTE_SCOPES`, as the app's routes name them)."""
     plugin = MarshmallowPlugin()
     spec = APISpec(
         title="collector",
@@ -258,19 +282,21 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
         paths["/rq/"] = {"get": {"summary": "rq-dashboard: queues, workers, jobs", "responses": {
             "200": response("an HTML page", {"type": "string"}, "text/html")}}}
     if secured:
-        spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
-        spec.components.security_scheme("basic", {"type": "http", "scheme": "basic",
-                                                  "description": "any user name, the token as password"})
-        unauthorized = response("no valid token", ERROR)
-        for path, operations in paths.items():
-            for method, operation in operations.items():
-                if (method, path) != ("get", "/system/alive"):
-                    operation["responses"]["401"] = unauthorized
+        spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer", "description": (
+            "the secret part of a token in COLLECTOR_API_TOKENS (name:scopes:token); each operation lists the "
+            "scope it needs")})
+        spec.components.security_scheme("basic", {"type": "http", "scheme": "basic", "description": (
+            "for browsers, on the pages under /rq and /docs only: any user name, the token as password")})
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            if (method, path) != ("get", "/system/alive"):
+                _declare_access(path, method, operation, scope=(scopes or {}).get((path, method), "read"),
+                                secured=secured)
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
     document = spec.to_dict()
     if secured:
-        document["security"] = [{"bearer": []}, {"basic": []}]
+        document["security"] = [{"bearer": []}]
     schemas = document["components"]["schemas"]
     for name, schema in schemas.items():
         if name.startswith(("Settings_", "RunRequest_", "Storage_")):

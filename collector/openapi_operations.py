@@ -54,6 +54,8 @@ def some_object(*required: str) -> dict[str, Any]:
     return {"type": "object", "required": list(required)}
 
 
+REASON = {"type": "string", "maxLength": 500}
+NOTE = {"type": "string", "maxLength": 500, "description": "the caller's words, kept in the history"}
 TASK_PARAM = {"name": "task", "in": "query", "required": True, "description": "the task's name in the definition",
               "schema": {"type": "string", "minLength": 1, "maxLength": 200}}
 JOB_LINK = "the id POST /execution/run answered"
@@ -68,10 +70,15 @@ def operations(run_request: dict[str, Any], *, min_interval_s: int) -> dict[str,
     return {
         "/execution/cancel": {"post": {
             "summary": "Cancel a job: a queued one at once, a running one at its next progress call",
-            "parameters": [job_id, query("canceled_by", {"type": "string", "maxLength": 200}, "who cancels"),
-                           query("by", {"type": "string", "maxLength": 200}, "the same as canceled_by")],
+            "description": "Who cancels is the token's name (`anonymous` when the API is open), recorded as "
+                           "`canceled_by`; the caller's `reason` is recorded as `cancel_reason`.",
+            "parameters": [job_id, query("reason", REASON, "why (kept on the record as cancel_reason)"),
+                           {**query("canceled_by", REASON, "older name of reason"), "deprecated": True},
+                           {**query("by", REASON, "older name of reason"), "deprecated": True}],
             "requestBody": json_body({"type": "object", "properties": {
-                "canceled_by": {"type": "string", "maxLength": 200}}}, required=False),
+                "reason": REASON,
+                "canceled_by": {**REASON, "deprecated": True, "description": "older name of reason"},
+                "by": {**REASON, "deprecated": True, "description": "older name of reason"}}}, required=False),
             "responses": {"200": response("canceled", some_object("job_id", "status")),
                           "202": response("cancel requested; the job stops soon", some_object("job_id", "status")),
                           **problems("400", "404", "409", "413", "503")},
@@ -142,19 +149,25 @@ def operations(run_request: dict[str, Any], *, min_interval_s: int) -> dict[str,
         "/process/ack": {"post": {
             "summary": "A person's OK or FAIL for a manual task (or to override a platform task's result)",
             "parameters": [process_id, TASK_PARAM],
-            "requestBody": json_body({"type": "object", "required": ["result", "by"], "additionalProperties": False,
+            "description": "Who signs off is the token's name (`anonymous` when the API is open), recorded as `by`.",
+            "requestBody": json_body({"type": "object", "required": ["result"], "additionalProperties": False,
                                       "properties": {
                 "result": {"type": "string", "enum": ["OK", "FAIL"]},
-                "by": {"type": "string", "minLength": 1}, "reason": {"type": "string"}}}),
+                "reason": {"type": "string", "description": "why; required with FAIL"},
+                "note": NOTE,
+                "by": {**NOTE, "deprecated": True, "description": "older name of note (not who signs off)"}}}),
             "responses": {"200": response("the process after the acknowledgement", some_object("process_id", "status")),
                           **problems("400", "404", "409", "413", "422", "503")},
         }},
         "/process/rerun": {"post": {
             "summary": "Run a failed task again while its step is open",
             "parameters": [process_id, TASK_PARAM],
-            "requestBody": json_body({"type": "object", "properties": {"by": {"type": "string"}}}, required=False),
+            "description": "Who asks is the token's name, recorded as `by` in the history.",
+            "requestBody": json_body({"type": "object", "additionalProperties": False, "properties": {
+                "note": NOTE, "by": {**NOTE, "deprecated": True, "description": "older name of note"}}},
+                required=False),
             "responses": {"200": response("the process, the task queued again", some_object("process_id", "status")),
-                          **problems("400", "404", "409", "413", "503")},
+                          **problems("400", "404", "409", "413", "422", "503")},
         }},
         "/schedules": {
             "post": {

@@ -120,13 +120,13 @@ def _fetch(connection: redis.Redis, job_id: str) -> Job | None:
 
 
 def _requeue(pipe: Any, store: JobStore, queue: Queue, job_id: str, job: Job | None, *, reason: str,
-             fields: dict[str, Any], timeout_s: Any = None) -> None:
+             fields: dict[str, Any], timeout_s: Any = None, by: str | None = None) -> None:
     """Queue a waiting job again (on `pipe`, inside MULTI): it starts over from its checkpoint."""
     store.update(job_id, {"status": "queued", "enqueued_at": utcnow(), **fields}, pipe)
     pipe.hdel(store.keys.job(job_id), "waiting", "wait_nonce")
     pipe.zrem(store.keys.wait_deadlines(), job_id)
     pipe.srem(store.keys.waiting_parents(), job_id)
-    store.event(job_id, "resumed", pipe, reason=reason)
+    store.event(job_id, "resumed", pipe, reason=reason, **({"by": by} if by else {}))
     if job is not None:
         queue._enqueue_job(job, pipeline=pipe)
     else:  # RQ's job hash is gone (flushed): make a new one with the same id
@@ -192,9 +192,11 @@ def suspend(connection: redis.Redis, store: JobStore, job_id: str, wait: dict[st
     return run_watched(connection, attempt)
 
 
-def resume(connection: redis.Redis, config: Config, job_id: str, *, token: str, given: Any) -> dict[str, Any]:
+def resume(connection: redis.Redis, config: Config, job_id: str, *, token: str, given: Any,
+           by: str = "a client") -> dict[str, Any]:
     """`POST /execution/resume`: check the token, seal the input, queue the job again. Wrong or used tokens
-    raise `ForbiddenError`, a job not waiting for input `ConflictError`; neither changes anything."""
+    raise `ForbiddenError`, a job not waiting for input `ConflictError`; neither changes anything. `by` (the API
+    token's name) is recorded as `resumed_by` and on the `resumed` event."""
     if not config.secret_key:
         raise ConfigError("the API has no COLLECTOR_SECRET_KEY, so it cannot check resume tokens; set it (the same "
                           "value for the API and the workers)")
@@ -242,9 +244,10 @@ def resume(connection: redis.Redis, config: Config, job_id: str, *, token: str, 
             "inputs": sealer.seal(inputs),
             "wait_used": [*used, record["wait_nonce"]][-USED_KEPT:],
             "resumes": int(record.get("resumes") or 0) + 1,
-        }, timeout_s=record.get("timeout_s"))
+            "resumed_by": by,
+        }, timeout_s=record.get("timeout_s"), by=by)
         pipe.execute()
-        return {"job_id": job_id, "status": "queued", "resumed": wait["name"]}
+        return {"job_id": job_id, "status": "queued", "resumed": wait["name"], "resumed_by": by}
 
     return run_watched(connection, attempt)
 

@@ -10,6 +10,7 @@ from flask import Blueprint, jsonify, request
 
 from collector import defaults
 from collector.app import services
+from collector.auth import caller
 from collector.errors import BadRequestError, CollectorError, NotFoundError, ValidationError
 from collector.limits import parse_body
 from collector.masking import forget, mask_error, remember, secrets_in_body
@@ -115,7 +116,7 @@ def resume() -> tuple[dict[str, Any], int]:
     svc = services()
     secrets = remember(input_secrets(given))  # inputs may be secret: masked in every log line meanwhile
     try:
-        answer = resume_job(svc.connection, svc.config, job_id, token=token, given=given)
+        answer = resume_job(svc.connection, svc.config, job_id, token=token, given=given, by=caller())
     finally:
         forget(secrets)
     return answer, 202
@@ -126,17 +127,31 @@ def cancel() -> tuple[dict[str, Any], int]:
     from collector.control import cancel as cancel_job
 
     job_id = job_id_param()
-    by = request.args.get("canceled_by") or request.args.get("by")
-    if by is None and request.content_length:
-        body = read_json()
-        if not isinstance(body, dict) or not isinstance(body.get("canceled_by", ""), str):
-            raise BadRequestError('the body must be a JSON object like {"canceled_by": "alice"} (or leave it out)')
-        by = body.get("canceled_by")
-    if by is not None and len(by) > 200:
-        raise BadRequestError(f"canceled_by is {len(by)} characters; give at most 200 (a name or an email)")
+    reason = cancel_reason()
     svc = services()
-    answer = cancel_job(svc.connection, svc.config, job_id, by=by)
+    answer = cancel_job(svc.connection, svc.config, job_id, by=caller(), reason=reason)
     return answer, 200 if answer["status"] == "canceled" else 202
+
+
+# Who cancels is the API token's name; what the caller writes is a reason. Older clients wrote a name under
+# `canceled_by` or `by`: it is kept, as the reason.
+REASON_NAMES = ("reason", "canceled_by", "by")
+REASON_MAX_CHARS = 500
+
+
+def cancel_reason() -> str | None:
+    """The caller's reason for a cancel, from the query or an optional JSON body."""
+    given = {name: request.args[name] for name in REASON_NAMES if name in request.args}
+    if request.content_length:
+        body = read_json()
+        if not isinstance(body, dict) or any(not isinstance(body.get(name, ""), str) for name in REASON_NAMES):
+            raise BadRequestError('the body must be a JSON object like {"reason": "wrong dates"} (or leave it out)')
+        given.update({name: body[name] for name in REASON_NAMES if name in body})
+    too_long = sorted(name for name, text in given.items() if len(text) > REASON_MAX_CHARS)
+    if too_long:
+        raise BadRequestError(f"{too_long[0]} is {len(given[too_long[0]])} characters; give at most {REASON_MAX_CHARS}",
+                              details={name: [f"at most {REASON_MAX_CHARS} characters"] for name in too_long})
+    return next((given[name] for name in REASON_NAMES if given.get(name)), None)
 
 
 @blueprint.get("/execution/events")

@@ -8,8 +8,9 @@ from flask import Blueprint, request
 
 from collector.api.execution import read_json
 from collector.app import services
+from collector.auth import caller
 from collector.errors import BadRequestError
-from collector.processes import Processes
+from collector.processes import Processes, note_of
 from collector.ratelimit import admit
 from collector.state import JOB_ID
 
@@ -48,11 +49,12 @@ def get() -> dict[str, Any]:
 
 @blueprint.post("/process/ack")
 def ack() -> dict[str, Any]:
-    return processes().ack(process_id_param(), task_param(), read_json())
+    return processes().ack(process_id_param(), task_param(), read_json(), by=caller())
 
 
 @blueprint.post("/process/rerun")
 def rerun() -> dict[str, Any]:
     body = read_json() if request.content_length else {}
-    by = body.get("by") if isinstance(body, dict) else None
-    return processes().rerun(process_id_param(), task_param(), by=by if isinstance(by, str) else None)
+    if not isinstance(body, dict) or set(body) - {"note", "by"}:
+        raise BadRequestError('the body must be a JSON object like {"note": "the source is back"} (or leave it out)')
+    return processes().rerun(process_id_param(), task_param(), by=caller(), note=note_of(body))

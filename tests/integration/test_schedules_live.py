@@ -34,7 +34,7 @@ def test_an_interval_schedule_runs_once_per_tick_with_two_pools(
     schedule_id = created["id"]
     wait_for(lambda: served.request("GET", f"/schedules/{schedule_id}")[1]["runs"] >= 3, timeout_s=20,
              what="three ticks")
-    served.request("DELETE", f"/schedules/{schedule_id}")
+    assert served.request("DELETE", f"/schedules/{schedule_id}", {})[0] == 200
     job_keys = [k.decode() for k in redis_client.scan_iter(f"collector:job:{schedule_id}-*")
                 if k.count(b":") == 2]
     ticks = sorted(int(k.rsplit("-", 1)[1]) for k in job_keys)

@@ -11,6 +11,8 @@ from collector.jobs import Submitter
 from collector.registry import Registry
 from collector.schedules import Schedules, next_tick
 
+XHR = {"X-Requested-With": "XMLHttpRequest"}  # what a POST without a JSON body carries to show it is no form
+
 T0 = 1_700_000_000.0  # a fixed "now" so ticks are predictable
 
 
@@ -94,6 +96,6 @@ def test_schedule_api_answers(client) -> None:
     assert client.get(f"/schedules/{schedule_id}").get_json()["interval_s"] == 300
     bad = client.post("/schedules", json={"spec": demo(), "cron": "nope"})
     assert bad.status_code == 422 and "cron" in bad.get_json()["details"]
-    assert client.delete(f"/schedules/{schedule_id}").get_json() == {"deleted": schedule_id}
-    assert client.delete(f"/schedules/{schedule_id}").status_code == 404
+    assert client.delete(f"/schedules/{schedule_id}", headers=XHR).get_json() == {"deleted": schedule_id}
+    assert client.delete(f"/schedules/{schedule_id}", headers=XHR).status_code == 404
     assert client.get("/schedules/a:b*").status_code == 400

@@ -10,6 +10,7 @@ import redis
 from flask import Flask, current_app
 from werkzeug.exceptions import HTTPException
 
+from collector import egress
 from collector.config import Config
 from collector.errors import CollectorError
 from collector.jobs import Submitter, redis_down
@@ -70,6 +71,7 @@ def create_app(
     install_log_masking()  # gunicorn runs create_app() without the CLI, which installs it too
 
     require_secret_key(config, registry, process="API")
+    egress.install(egress.EgressPolicy.from_config(config))  # submit refuses literal addresses it forbids
     tokens = parse_tokens(config.api_tokens)
 
     app = Flask("collector")

@@ -44,6 +44,8 @@ class Config:
     log_format: str = defaults.LOG_FORMAT
     url: str = defaults.URL
     api_token: str | None = None
+    egress_allow: str | None = None
+    max_response_bytes: int = defaults.MAX_RESPONSE_BYTES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:

@@ -39,3 +39,5 @@ LOG_EVENTS_PER_JOB = 1000                # `ctx.log` lines kept on a job's event
 WAIT_TIMEOUT_S = 24 * 3600              # how long `ctx.wait_for` waits for outside input when not told
 WAIT_MAX_TIMEOUT_S = 30 * 24 * 3600      # the longest wait for input or children a job may ask for
 SPAWN_MAX_CHILDREN = 1000                # most sub-jobs one job may spawn
+EGRESS_MAX_REDIRECTS = 5                 # redirects an HTTP request of a job follows before it fails
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024    # largest HTTP response body a job reads (a FatalError above)

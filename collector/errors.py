@@ -8,11 +8,13 @@
     │   ├── NotFoundError            404: no such job
     │   ├── ConflictError            409: the job is in a state that forbids the request
     │   └── ValidationError          422: field errors, each with its path
+    │       └── SettingError         422: one setting refused by a platform's or backend's __init__ (a ValueError)
     ├── ServiceUnavailableError      503: Redis (or another service) is down
     │   └── CheckTimeoutError        504: no worker answered a connection check in time
     ├── PlatformError                a platform failed while running a job
     │   ├── FatalError               the source failed for good: not retried
-    │   │   └── ChildJobError        a sub-job failed and the parent did not take it in hand
+    │   │   ├── ChildJobError        a sub-job failed and the parent did not take it in hand
+    │   │   └── EgressError          a destination the egress policy refuses (address, redirect, size)
     │   └── TransientError           the source failed for now: may be retried
     ├── StorageError                 writing collected rows failed
     ├── WorkerDiedError              the worker process running a job died
@@ -81,6 +83,16 @@ class ValidationError(RequestError):
     code = "validation_error"
 
 
+class SettingError(ValidationError, ValueError):
+    """One setting's value is refused; `__init__` of a platform or backend raises it so the 422 names the field.
+
+    A `ValueError` too, so code that builds a platform or backend and catches `ValueError` still does."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(message, details={setting: [message]})
+        self.setting = setting
+
+
 class ServiceUnavailableError(CollectorError):
     status = 503
     code = "service_unavailable"
@@ -109,6 +121,13 @@ class ChildJobError(FatalError):
     """A sub-job the platform spawned did not finish; `ctx.wait_children()` raises it (unless told not to)."""
 
     code = "child_failed"
+
+
+class EgressError(FatalError):
+    """A job tried to reach a destination the egress policy refuses: a loopback, private, link-local or other
+    non-public address, a redirect to another scheme or past the cap, or a response over the size cap."""
+
+    code = "egress_refused"
 
 
 class TransientError(PlatformError):

@@ -15,7 +15,7 @@ from rq.serializers import JSONSerializer
 
 from collector import index, metrics
 from collector.config import Config
-from collector.errors import ConfigError, ServiceUnavailableError, ValidationError
+from collector.errors import ConfigError, ServiceUnavailableError, SettingError, ValidationError
 from collector.masking import MASK, mask_url
 from collector.policy import RetryPolicy, check_retry, check_timeout
 from collector.registry import PlatformSpec, Registry, storage_backends
@@ -69,6 +69,8 @@ def validate_spec(body: Any, registry: Registry) -> JobSpec:
             # Rules that span settings live in `__init__` (which does no I/O): check them before queueing.
             try:
                 platform.cls(**loaded)
+            except SettingError as exc:
+                errors[f"settings.{exc.setting}"] = [exc.message]
             except (ValueError, TypeError) as exc:
                 errors["settings"] = [f"{exc}"]
     if body.get("retry") is not None:

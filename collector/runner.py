@@ -19,7 +19,7 @@ from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 
-from collector import logs, metrics
+from collector import egress, logs, metrics
 from collector.config import Config
 from collector.context import JobSuspended, RunContext, until_written
 from collector.errors import CollectorError, JobCancelledError, TransientError
@@ -65,6 +65,7 @@ class Runtime:
     on_failure: Callable[[BaseException], None] | None = None
 
     def __post_init__(self) -> None:
+        egress.install(egress.EgressPolicy.from_config(self.config))  # what this process's jobs may reach
         self.store = JobStore(self.connection, self.config)
         self.sealer = Sealer(self.config.secret_key) if self.config.secret_key else None
         self.scheduled_key = ScheduledJobRegistry(

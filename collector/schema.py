@@ -14,6 +14,7 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 from marshmallow import ValidationError as MarshmallowError
 
+from collector.errors import SettingError
 from collector.masking import MASK
 from collector.types import Secret, parse_date, parse_datetime
 from storage.base import Storage
@@ -104,6 +105,8 @@ class StorageSetting(fields.Field):
             raise MarshmallowError(errors)
         try:
             return available[kind].cls(**loaded)
+        except SettingError as exc:
+            raise MarshmallowError({"settings": {exc.setting: [exc.message]}}) from None
         except (ValueError, TypeError) as exc:
             raise MarshmallowError({"settings": [str(exc)]}) from None
 

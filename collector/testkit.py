@@ -22,12 +22,13 @@ from typing import Any, ClassVar
 import fakeredis
 import pytest
 
+from collector import egress
 from collector.checks import check_spec_locally
 from collector.config import Config
 from collector.devkit import LocalOutcome, check_spec, local_runtime, run_local
 from collector.errors import ValidationError
 from collector.jobs import JobSpec, split_secrets
-from collector.recorded import RECORDED_URL, RecordedResponses, substitute
+from collector.recorded import RECORDED_HOST, RECORDED_URL, RecordedResponses, substitute
 from collector.registry import PlatformSpec, Registry
 
 __all__ = ["RECORDED_URL", "DryRun", "PlatformTests", "RecordedResponses", "redis_contents"]
@@ -101,7 +102,9 @@ class PlatformTests:
         if not self.recorded_responses:
             yield None
             return
-        with RecordedResponses(self.recorded_responses) as server:
+        # The recorded server listens on loopback, which jobs reach only where the operator allows it.
+        with RecordedResponses(self.recorded_responses) as server, egress.installed(
+                egress.EgressPolicy.from_config(Config(egress_allow=RECORDED_HOST))):
             yield server
 
     @pytest.fixture
@@ -116,7 +119,8 @@ class PlatformTests:
         self.replay(monkeypatch)
         body = self.body(recorded)
         connection = fakeredis.FakeRedis()
-        runtime = local_runtime(Config(platforms_package=self.package), connection=connection, registry=kit_registry)
+        config = Config(platforms_package=self.package, egress_allow=RECORDED_HOST if recorded else None)
+        runtime = local_runtime(config, connection=connection, registry=kit_registry)
         caplog.set_level("DEBUG")
         outcome = run_local(body, runtime)
         return DryRun(outcome, connection, caplog.text, check_spec(body, kit_registry), recorded)

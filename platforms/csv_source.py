@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from collector import egress
 from collector.http_client import HttpClient
 from collector.masking import mask_text
 from collector.platform import FatalError, Platform, Storage
@@ -108,8 +109,8 @@ class CsvSource(Platform):
     ) -> None:
         if (path is None) == (url is None):
             raise ValueError("give exactly one of path (a file on the worker) or url (http:// or https://)")
-        if url is not None and not url.startswith(("http://", "https://")):
-            raise ValueError(f"url {mask_text(url)!r} must start with http:// or https://")
+        if url is not None:
+            egress.current().check_url(url, setting="url")
         if len(delimiter) != 1:
             raise ValueError(f"delimiter {delimiter!r} must be one character (use \"\\t\" for tabs)")
         try:

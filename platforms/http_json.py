@@ -10,8 +10,8 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
+from collector import egress
 from collector.http_client import BODY_SNIPPET, HttpClient, origin
-from collector.masking import mask_text
 from collector.platform import FatalError, Platform, Secret, Storage
 
 Pagination = Literal["none", "page", "offset", "next_link", "cursor"]
@@ -89,8 +89,7 @@ class HttpJson(Platform):
         timeout_s: float = 30.0,
         storage: Storage | None = None,
     ) -> None:
-        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-            raise ValueError(f"url {mask_text(url)!r} must start with http:// or https://")
+        egress.current().check_url(url, setting="url")
         if token and (username or password):
             raise ValueError("give either token, or username and password (basic auth), not both")
         if password and not username:

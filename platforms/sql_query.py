@@ -1,25 +1,19 @@
-"""Rows of a SELECT run on any database SQLAlchemy reaches, streamed in chunks."""
+"""Rows of a SELECT run on a PostgreSQL, MySQL/MariaDB or SQLite database, streamed in chunks."""
 
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
+from collector import databases
+from collector.errors import SettingError
 from collector.masking import mask_text
 from collector.platform import FatalError, Platform, Secret, Storage, TransientError
-
-# The installed drivers, used when a URL names only the database (`mysql://...`): SQLAlchemy's own default
-# for these (mysqlclient, psycopg2) is not installed.
-DRIVERS = {"mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql", "postgresql": "postgresql+psycopg",
-           "postgres": "postgresql+psycopg"}
-# Leading comments and blanks, then the first word of the statement.
-FIRST_WORD = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*([A-Za-z]+)", re.DOTALL)
-READING_WORDS = ("select", "with")
+from collector.sql_guard import GuardError, check_query
 
 
 class SqlQuery(Platform):
@@ -32,7 +26,11 @@ class SqlQuery(Platform):
     memory stays flat however many rows the query returns. For the same reason
     the `processed` dataset keeps only the first 100 rows as a sample; the full result goes to `storage`.
     The statement runs in a read-only session (SQLite `query_only`, PostgreSQL and MySQL read-only
-    transactions), so a data-changing statement fails even when it hides behind WITH.
+    transactions), so a data-changing statement fails even when it hides behind WITH; functions and clauses
+    that reach files or other servers (`INTO OUTFILE`, `LOAD_FILE(`, `pg_read_file(`, `COPY`, `dblink`, ...)
+    are refused before the job is queued. The host must pass the egress policy, the URL may carry only the
+    usual connection parameters, and the statement is stopped on the server when the job times out or is
+    cancelled.
     """
 
     SAMPLE_ROWS = 100   # rows kept as the `processed` dataset; the rest only go to storage
@@ -45,22 +43,16 @@ class SqlQuery(Platform):
         chunk_size: int = 10000,
         storage: Storage | None = None,
     ) -> None:
-        first = FIRST_WORD.match(query)
-        if first is None or first.group(1).lower() not in READING_WORDS:
-            shown = first.group(1).upper() if first else query.strip()[:20]
-            raise ValueError(f"query must be a SELECT (or WITH ... SELECT) statement, not {shown!r}")
-        if ";" in query.strip().rstrip(";"):
-            raise ValueError("query holds more than one statement; give a single SELECT")
         if chunk_size < 1:
             raise ValueError(f"chunk_size={chunk_size} must be 1 or more")
+        parsed = databases.check_url(url, setting="url")
         try:
-            parsed = make_url(url)
-        except ArgumentError:
-            raise ValueError(f"url {mask_text(url, [url])!r} is not a SQLAlchemy URL "
-                             "(e.g. sqlite:////path/to.db or postgresql://user:pw@host/db)") from None
+            check_query(query, databases.backend_of(parsed))
+        except GuardError as exc:
+            raise SettingError("query", str(exc)) from None
         self.url, self.query, self.params = url, query, dict(params or {})
         self.chunk_size, self.storage = chunk_size, storage
-        self._url = parsed.set(drivername=DRIVERS.get(parsed.drivername, parsed.drivername))
+        self._url = parsed
 
     def _secrets(self) -> list[str]:
         return [s for s in (str(self.url), self._url.password) if s]
@@ -76,7 +68,7 @@ class SqlQuery(Platform):
             if not os.path.isfile(database):
                 raise FatalError(f"no SQLite database file at {database!r} on this worker; check the url")
         try:
-            engine = sa.create_engine(self._url, poolclass=sa.pool.NullPool, hide_parameters=True)
+            engine = databases.create_engine(self._url, poolclass=sa.pool.NullPool, hide_parameters=True)
         except (ArgumentError, NoSuchModuleError) as exc:
             raise FatalError(self._mask(f"cannot use url {self._url!r}: {exc}")) from None
         sample: list[dict[str, Any]] = []

@@ -9,10 +9,10 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
-from collector.masking import mask_text
+from collector import databases
 from collector.types import Secret
 from storage.base import Row
 from storage.sql_plan import gc_paused
@@ -208,10 +208,10 @@ class _ServerStorage(SQLStorage):
         if url:
             self._url = self._parse_url(url)
         elif hostname and db and username:
-            self._url = URL.create(
+            self._url = databases.check_url(URL.create(
                 f"{self.BACKENDS[0]}+{self.DRIVER}", username=username, password=password or None,
                 host=hostname, port=port, database=db, query=self._url_query(),
-            )
+            ), setting="url", host_setting="hostname", backends=self.BACKENDS)
         else:
             missing = [n for n, v in (("hostname", hostname), ("db", db), ("username", username)) if not v]
             raise ValueError(
@@ -222,21 +222,14 @@ class _ServerStorage(SQLStorage):
         return {}
 
     def _parse_url(self, url: str) -> URL:
-        try:
-            parsed = make_url(url)
-        except ArgumentError:
-            raise ValueError(f"url is not a SQLAlchemy database URL: {mask_text(url, [url])}") from None
-        backend = parsed.get_backend_name()
-        if backend not in self.BACKENDS:
-            raise ValueError(f"url must be a {' or '.join(self.BACKENDS)} URL, not {backend!r}")
-        return parsed.set(drivername=f"{backend}+{self.DRIVER}")
+        return databases.check_url(url, setting="url", backends=self.BACKENDS)
 
     def _secrets(self) -> list[str]:
         found = [s for s in (self.password, self._url.password) if s]
         return [str(s) for s in found]
 
     def _create_engine(self) -> Engine:
-        return sa.create_engine(
+        return databases.create_engine(
             self._url,
             hide_parameters=True,       # row values stay out of error messages and logs
             paramstyle="format",        # positional, so rows go to executemany as tuples
@@ -293,7 +286,7 @@ class SQLiteStorage(SQLStorage):
     def _create_engine(self) -> Engine:
         path = os.path.abspath(os.path.expanduser(self.path))
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        engine = sa.create_engine(
+        engine = databases.create_engine(
             URL.create("sqlite+pysqlite", database=path), hide_parameters=True, json_serializer=dump_json
         )
 

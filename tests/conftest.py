@@ -116,6 +116,8 @@ def worker_env(config: Config, **extra: str) -> dict[str, str]:
         "COLLECTOR_PLATFORMS_PACKAGE": config.platforms_package,
         "PYTHONUNBUFFERED": "1",
     })
+    if config.egress_allow:
+        env["COLLECTOR_EGRESS_ALLOW"] = config.egress_allow
     env.update(extra)
     return env
 

@@ -98,6 +98,10 @@ def test_a_bad_allow_list_entry_stops_the_service_at_start() -> None:
     with pytest.raises(ConfigError, match="COLLECTOR_EGRESS_ALLOW entry 'not a host!'"):
         egress.EgressPolicy.from_config(Config(egress_allow="10.0.0.0/8,not a host!"))
     assert Config.from_env({"COLLECTOR_EGRESS_ALLOW": "db.internal"}).egress_allow == "db.internal"
+    from collector.worker import Pool
+
+    with pytest.raises(ConfigError, match="COLLECTOR_EGRESS_ALLOW"):
+        Pool(Config(redis_url="redis://127.0.0.1:1/0", egress_allow="-nope-"))
 
 
 @pytest.mark.parametrize(("host", "expected"), [

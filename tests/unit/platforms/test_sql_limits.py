@@ -3,7 +3,10 @@ and statements stopped when their job is cancelled."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import sqlite3
+import struct
 import threading
 import time
 from pathlib import Path
@@ -165,3 +168,75 @@ def test_a_statement_past_the_deadline_is_interrupted(tmp_path: Path) -> None:
         databases.job_ended(cancel=False)
         engine.dispose()
     assert databases.remaining_s() is None
+
+
+OK = b"\x00\x00\x00\x02\x00\x00\x00"     # MySQL OK packet: no rows, autocommit on, no warnings
+
+
+class RogueMySQL:
+    """A fake MySQL server that answers the client's first query by asking for a local file (LOAD DATA LOCAL),
+    as a hostile server named in a job's URL would; it keeps what the client sent back."""
+
+    LOCAL_FILES = 128
+
+    def __init__(self, wanted: str) -> None:
+        self.wanted = wanted
+        self.client_flags = 0
+        self.received = b""
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def packet(seq: int, payload: bytes) -> bytes:
+        return struct.pack("<I", len(payload))[:3] + bytes([seq]) + payload
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        conn.settimeout(5)
+        with conn:
+            capabilities = 1 | 8 | 128 | 512 | 8192 | 32768 | (1 << 19)   # ... LOCAL_FILES, PROTOCOL_41, PLUGIN_AUTH
+            greeting = (b"\x0a" + b"5.7.99-rogue\x00" + struct.pack("<I", 7) + b"abcdefgh\x00"
+                        + struct.pack("<H", capabilities & 0xFFFF) + b"\x2d" + struct.pack("<H", 2)
+                        + struct.pack("<H", capabilities >> 16) + bytes([21]) + b"\x00" * 10
+                        + b"ijklmnopqrst\x00" + b"mysql_native_password\x00")
+            conn.sendall(self.packet(0, greeting))
+            self.client_flags = struct.unpack("<I", self.read_packet(conn)[:4])[0]
+            conn.sendall(self.packet(2, OK))                                         # logged in
+            while self.read_packet(conn).startswith(b"\x03SET"):                     # session set-up: fine
+                conn.sendall(self.packet(1, OK))
+            conn.sendall(self.packet(1, b"\xfb" + self.wanted.encode()))            # "now send me this file"
+            conn.settimeout(1.5)   # a client that sends the file does so at once
+            with contextlib.suppress(OSError):
+                while chunk := conn.recv(65536):
+                    self.received += chunk
+
+    @staticmethod
+    def read_packet(conn: socket.socket) -> bytes:
+        header = conn.recv(4, socket.MSG_WAITALL)
+        length = int.from_bytes(header[:3], "little")
+        return conn.recv(length, socket.MSG_WAITALL) if length else b""
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(5)
+
+
+def test_a_rogue_server_gets_no_local_file_even_when_the_url_asks_for_local_infile(
+    tmp_path: Path, allow_loopback: None
+) -> None:
+    canary = tmp_path / "environ"
+    canary.write_text("COLLECTOR_SECRET_KEY=canary-4f1e9a")
+    rogue = RogueMySQL(str(canary))
+    # As if the parameter slipped past the allow-list (a trusted URL takes any parameter).
+    url = databases.check_url(f"mysql://root@127.0.0.1:{rogue.port}/d?local_infile=1", setting="url", trusted=True)
+    engine = databases.create_engine(url, trusted=True, poolclass=sa.pool.NullPool)
+    try:
+        with pytest.raises(Exception), engine.connect():  # noqa: B017 - the driver refuses the server's request
+            pass
+    finally:
+        engine.dispose()
+        rogue.close()
+    assert not rogue.client_flags & RogueMySQL.LOCAL_FILES, "the client must not offer to send local files"
+    assert b"canary-4f1e9a" not in rogue.received

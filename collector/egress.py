@@ -177,7 +177,8 @@ class EgressPolicy:
 
     def connect(self, address: tuple[str, int], timeout: object = None,
                 source_address: tuple[str, int] | None = None) -> socket.socket:
-        """`socket.create_connection`, to an address that passed the check (never a second lookup)."""
+        """`socket.create_connection`, to an address that passed the check (never a second lookup); its
+        signature, because http.client calls it positionally in its place."""
         host, port = address
         error: OSError | None = None
         for family, sockaddr in self.addresses(host, port):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from collector.errors import SettingError
+
 READING_WORDS = ("select", "with")
 
 # Reached from a SELECT, these read or write files on the database server, run programs, connect elsewhere,
@@ -61,8 +63,8 @@ IDENTIFIER = re.compile(r"[A-Za-z_\x80-\uffff][A-Za-z0-9_$\x80-\uffff]*")
 DOLLAR_TAG = re.compile(r"\$([A-Za-z_\x80-\uffff][A-Za-z0-9_\x80-\uffff]*)?\$")
 
 
-class GuardError(ValueError):
-    """The statement is not one read-only SELECT (caught by `check_query`'s caller as a setting error)."""
+def _refused(message: str) -> SettingError:
+    return SettingError("query", message)
 
 
 def code_of(query: str, reading: Reading) -> str:
@@ -83,12 +85,12 @@ def code_of(query: str, reading: Reading) -> str:
             while end != -1 and close != "]" and query.startswith(close * 2, end):
                 end = query.find(close, end + 2)
             if end == -1:
-                raise GuardError("the query has an unterminated quoted name")
+                raise _refused("the query has an unterminated quoted name")
             out.append(" " + query[i + 1:end].replace(close * 2, close) + " ")
             i = end + 1
         elif query.startswith("/*", i):
             if query.startswith(("/*!", "/*M!"), i):
-                raise GuardError("the query holds a MySQL executable comment (/*! ... */); write it without one")
+                raise _refused("the query holds a MySQL executable comment (/*! ... */); write it without one")
             i = _skip_block_comment(query, i, nested=reading.nested_comments)
             out.append(" ")
         elif query.startswith("--", i) and (not reading.dash_needs_space or i + 2 >= n
@@ -108,14 +110,14 @@ def code_of(query: str, reading: Reading) -> str:
                 continue
             end = query.find(tag.group(0), tag.end())
             if end == -1:
-                raise GuardError("the query has an unterminated dollar-quoted string")
+                raise _refused("the query has an unterminated dollar-quoted string")
             out.append("''")
             i = end + len(tag.group(0))
         elif IDENTIFIER_START.match(c):
             word = IDENTIFIER.match(query, i)
             assert word is not None
             if reading.dollar_quotes and word.group(0).lower() == "u" and query.startswith(("&'", '&"'), word.end()):
-                raise GuardError("the query uses a U&-escaped name or string; write it plainly")
+                raise _refused("the query uses a U&-escaped name or string; write it plainly")
             out.append(word.group(0))
             i = word.end()
         else:
@@ -137,7 +139,7 @@ def _skip_string(query: str, start: int, quote: str, *, backslash: bool) -> int:
                 return i + 1
         else:
             i += 1
-    raise GuardError("the query has an unterminated string")
+    raise _refused("the query has an unterminated string")
 
 
 def _skip_block_comment(query: str, start: int, *, nested: bool) -> int:
@@ -151,29 +153,29 @@ def _skip_block_comment(query: str, start: int, *, nested: bool) -> int:
                 return i
         else:
             i += 1
-    raise GuardError("the query has an unterminated /* comment")
+    raise _refused("the query has an unterminated /* comment")
 
 
 def check_query(query: str, backend: str) -> None:
-    """`GuardError` unless `query` is a single SELECT (or WITH ... SELECT) that reaches no file or other server,
-    however the server `backend` names (postgresql, mysql, mariadb, sqlite) reads its quotes and comments."""
+    """`SettingError` (under `query`) unless `query` is a single SELECT (or WITH ... SELECT) that reaches no file
+    or other server, however the server `backend` names (postgresql, mysql, mariadb, sqlite) reads its quotes."""
     for reading in READINGS.get(backend, tuple(r for rs in READINGS.values() for r in rs)):
         try:
             code = code_of(query, reading).lower()
-        except GuardError as exc:
-            if not reading.backslash_escapes or "unterminated" not in str(exc):
+        except SettingError as exc:
+            if not reading.backslash_escapes or "unterminated" not in exc.message:
                 raise
-            raise GuardError(f"{exc} where backslashes escape quotes (a server setting); put no backslash "
+            raise _refused(f"{exc.message} where backslashes escape quotes (a server setting); put no backslash "
                              "right before a closing quote") from None
         first = re.match(r"\s*\(*\s*([a-z]+)", code)
         if first is None or first.group(1) not in READING_WORDS:
             shown = first.group(1).upper() if first else query.strip()[:20]
-            raise GuardError(f"query must be a SELECT (or WITH ... SELECT) statement, not {shown!r}")
+            raise _refused(f"query must be a SELECT (or WITH ... SELECT) statement, not {shown!r}")
         if ";" in code.strip().rstrip(";"):
-            raise GuardError("query holds more than one statement; give a single SELECT")
+            raise _refused("query holds more than one statement; give a single SELECT")
         for pattern, why in REFUSED:
             found = pattern.search(code)
             if found is not None:
                 name = " ".join(found.group(0).replace("(", " ").split()).upper()
-                raise GuardError(f"query uses {name}, refused because {why}: sql_query only reads (INTO OUTFILE, "
+                raise _refused(f"query uses {name}, refused because {why}: sql_query only reads (INTO OUTFILE, "
                                  "LOAD DATA, COPY, dblink and functions that reach files or the server are refused)")

@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 
 from collector import databases
-from collector.sql_guard import GuardError, check_query
+from collector.errors import SettingError
+from collector.sql_guard import check_query
 
 
 def submit(client: FlaskClient, settings: dict[str, Any], platform_id: str = "sql_query") -> tuple[int, Any]:
@@ -129,7 +130,7 @@ def test_the_read_only_guard_lets_ordinary_queries_through(backend: str, query: 
 
 
 def test_a_backslash_before_a_closing_quote_is_refused_where_it_could_read_two_ways() -> None:
-    with pytest.raises(GuardError, match="backslash"):
+    with pytest.raises(SettingError, match="backslash"):
         check_query(r"SELECT 'C:\'", "postgresql")
 
 

@@ -156,6 +156,8 @@ class HttpClient:
             try:
                 with self.opener.open(request, timeout=self.timeout_s) as response:
                     return self._read(response, f"{method} {url}"), response.headers
+            except EgressError as exc:  # a redirect's URL may carry the token (token_param)
+                raise EgressError(self.mask(exc.message)) from None
             except urllib.error.HTTPError as exc:
                 snippet = read_quietly(exc)
                 what = f"{method} {url} answered HTTP {exc.code} {exc.reason}: {snippet.strip()!r}"

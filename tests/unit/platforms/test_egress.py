@@ -209,6 +209,14 @@ def test_a_redirect_to_a_refused_address_is_not_followed(
     assert hits == []
 
 
+def test_a_refused_redirect_names_no_token(local_server: LocalServer) -> None:
+    local_server.route("/go", redirect("ftp://127.0.0.1:1/x"))
+    platform = HttpJson(url=local_server.url("/go"), token="tok-5e3c9b1d7a", token_param="access_token", max_retries=0)
+    with pytest.raises(EgressError) as refused:
+        list(platform._pages())
+    assert "only http and https" in refused.value.message and "tok-5e3c9b1d7a" not in refused.value.message
+
+
 @pytest.mark.parametrize("target", ["file:///proc/self/environ", "ftp://127.0.0.1:1/pub/x", "data:,hello"])
 def test_a_redirect_to_another_scheme_is_refused(local_server: LocalServer, target: str) -> None:
     local_server.route("/go", redirect(target))

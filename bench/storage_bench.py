@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg
 import pymysql
 
-from collector import reach
+from collector import egress, reach
 from collector.config import Config
 from storage.base import Storage
 from storage.sql import MySQLStorage, PostgreSQLStorage, SQLiteStorage
@@ -185,6 +185,8 @@ TARGETS: list[tuple[str, str, Callable[[], Any], Callable[..., None], Callable[[
 
 
 def main() -> None:
+    # The databases run on this host: allowed the way an operator would, with COLLECTOR_EGRESS_ALLOW.
+    egress.install(egress.EgressPolicy.from_config(Config(egress_allow="127.0.0.1")))
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=5, help="turns of each side (default 5)")

@@ -10,7 +10,7 @@ import redis
 from flask import Flask, current_app
 from werkzeug.exceptions import HTTPException
 
-from collector import reach
+from collector import egress, reach
 from collector.config import Config
 from collector.errors import CollectorError
 from collector.jobs import Submitter, redis_down, redis_full
@@ -81,6 +81,7 @@ def create_app(
         if (platform.timeout_s or 0) > config.max_timeout_s:
             log.warning("platform %s: TIMEOUT_S=%s is over COLLECTOR_MAX_TIMEOUT_S=%s; its jobs get %s s",
                         platform.id, platform.timeout_s, config.max_timeout_s, config.max_timeout_s)
+    egress.install(egress.EgressPolicy.from_config(config))  # submit refuses literal addresses it forbids
     tokens = configured_tokens(config)
 
     app = Flask("collector")

@@ -61,6 +61,8 @@ class Config:
     connections: str | None = None
     # The environment this config was read from: the connections file may name variables holding secrets.
     environ: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    egress_allow: str | None = None
+    max_response_bytes: int = defaults.MAX_RESPONSE_BYTES
 
     def __post_init__(self) -> None:
         if self.job_timeout_s > self.max_timeout_s:

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from collector import databases
 from collector.dataroot import Root, check_root
 from collector.errors import ConfigError, SettingError
 from collector.http_client import HttpClient, origin
@@ -68,7 +69,7 @@ class Connection:
         missing = {k: v for k, v in (query or {}).items() if k not in url.query}
         if missing:
             url = url.update_query_dict(missing)
-        return sa.create_engine(url, **options)
+        return databases.create_engine(url, trusted=True, **options)  # the operator's own destination
 
     def http_client(
         self, *, headers: Mapping[str, str] | None = None, secrets: Iterable[str] = (), **options: Any
@@ -76,7 +77,8 @@ class Connection:
         """The one place an http connection becomes a client. Its headers and credentials go with every request
         to the origin of its base URL, and to no other host (next links and redirects elsewhere lose them)."""
         client = HttpClient(headers={**(headers or {}), **self.headers}, secrets=[*secrets, *self.secrets],
-                            private_headers=[*self.headers, *(headers or {})], **options)
+                            private_headers=[*self.headers, *(headers or {})],
+                            trusted_host=urllib.parse.urlsplit(self.base_url).hostname, **options)
         client.auth_origin = origin(self.base_url)
         return client
 

@@ -57,3 +57,5 @@ SUBMITS_PER_MINUTE = 120                 # submits one caller may make per minut
 RATE_WINDOW_S = 60                       # the fixed window the submit rate is counted in
 SECRET_MASK_MIN_CHARS = 4                # shorter secret values are not masked in text and data (they would garble it)
 DATA_DIR = "data"                        # where jobs read and write local files, relative to the working directory
+EGRESS_MAX_REDIRECTS = 5                 # redirects an HTTP request of a job follows before it fails
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024    # largest HTTP response body a job reads (a FatalError above)

@@ -18,7 +18,8 @@
     │   └── CheckTimeoutError        504: no worker answered a connection check in time
     ├── PlatformError                a platform failed while running a job
     │   ├── FatalError               the source failed for good: not retried
-    │   │   └── ChildJobError        a sub-job failed and the parent did not take it in hand
+    │   │   ├── ChildJobError        a sub-job failed and the parent did not take it in hand
+    │   │   └── EgressError          a destination the egress policy refuses (address, redirect, size)
     │   └── TransientError           the source failed for now: may be retried
     ├── StorageError                 writing collected rows failed
     ├── UnsafePathError              a job's local path left its root, met a symlink or reached code when opened
@@ -169,6 +170,13 @@ class ChildJobError(FatalError):
     """A sub-job the platform spawned did not finish; `ctx.wait_children()` raises it (unless told not to)."""
 
     code = "child_failed"
+
+
+class EgressError(FatalError):
+    """A job tried to reach a destination the egress policy refuses: a loopback, private, link-local or other
+    non-public address, a redirect to another scheme or past the cap, or a response over the size cap."""
+
+    code = "egress_refused"
 
 
 class TransientError(PlatformError):

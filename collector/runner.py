@@ -19,7 +19,7 @@ from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 
-from collector import logs, metrics, reach
+from collector import databases, egress, logs, metrics, reach
 from collector.config import Config
 from collector.context import JobSuspended, RunContext, until_written
 from collector.errors import CollectorError, JobCancelledError, TransientError
@@ -67,6 +67,7 @@ class Runtime:
     def __post_init__(self) -> None:
         # The connections and data root the platforms resolve against: the pool loaded them at start-up.
         self.reach = reach.ensure(self.config)
+        egress.install(egress.EgressPolicy.from_config(self.config))  # what this process's jobs may reach
         self.store = JobStore(self.connection, self.config)
         self.sealer = Sealer(self.config.secret_key) if self.config.secret_key else None
         self.scheduled_key = ScheduledJobRegistry(
@@ -164,6 +165,9 @@ def execute(job_id: str, runtime: Runtime) -> Any:
     runtime.current = ctx
     storages: list[Storage] = []
     ctx.add_secrets(runtime.reach.secrets())  # an operator connection's secrets never reach the record either
+    # Database statements the job runs are bounded by its timeout and cancelled with it (server-side too).
+    databases.job_started(timeout_s=got.get("timeout_s"), cancelled=lambda: ctx.cancelled)
+    ran = False
     try:
         sealed = got.get("secrets")
         secrets: dict[str, Any] = {}
@@ -187,6 +191,7 @@ def execute(job_id: str, runtime: Runtime) -> Any:
                 value.bind(ctx.count_stored)
                 storages.append(value)
         result = mask_value(spec.cls(**kwargs)._run(ctx), ctx.secrets)  # RQ stores the result too
+        ran = True
     except JobSuspended as suspended:
         signal.alarm(0)
         try:
@@ -201,6 +206,7 @@ def execute(job_id: str, runtime: Runtime) -> Any:
         _fail(runtime, ctx, exc, got)
     finally:
         runtime.current = None
+        databases.job_ended(cancel=not ran)
         ctx.release_secrets()
         for target in storages:
             try:
@@ -272,7 +278,7 @@ def _classify(exc: BaseException, ctx: RunContext, got: dict[str, Any], runtime:
             by = runtime.store.read(ctx.job_id, "canceled_by").get("canceled_by", by)
         error.update(type="JobCancelledError", message=f"stopped on request of {by or 'a client'}")
         return Outcome("stopped"), {"error": error}
-    if isinstance(exc, JobTimeoutException):
+    if _timed_out(exc):
         error.update(type="JobTimeoutError", message=timeout_message(got.get("timeout_s")))
         return Outcome("failed"), {"error": error}
     policy = RetryPolicy.from_record(got.get("retry"), runtime.config)
@@ -282,6 +288,19 @@ def _classify(exc: BaseException, ctx: RunContext, got: dict[str, Any], runtime:
         delay = policy.delay(ctx.attempt)
         return Outcome("scheduled", delay), {"error": error, "retry_at": at_offset(delay)}
     return Outcome("failed"), {"error": error}
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether the timeout alarm ended the job: raised here, or raised inside a driver that then failed on its
+    way out (a database connection closed mid-statement) and was turned into the platform's own error."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, JobTimeoutException):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def timeout_message(timeout_s: Any) -> str:

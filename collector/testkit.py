@@ -23,12 +23,13 @@ from typing import Any, ClassVar
 import fakeredis
 import pytest
 
+from collector import egress
 from collector.checks import check_spec_locally
 from collector.config import Config
 from collector.devkit import LocalOutcome, check_spec, local_runtime, run_local
 from collector.errors import ValidationError
 from collector.jobs import JobSpec, secret_values, split_secrets
-from collector.recorded import RECORDED_URL, RecordedResponses, substitute
+from collector.recorded import RECORDED_HOST, RECORDED_URL, RecordedResponses, substitute
 from collector.registry import PlatformSpec, Registry
 
 __all__ = ["RECORDED_URL", "DryRun", "PlatformTests", "RecordedResponses", "redis_contents"]
@@ -102,7 +103,9 @@ class PlatformTests:
         if not self.recorded_responses:
             yield None
             return
-        with RecordedResponses(self.recorded_responses) as server:
+        # The recorded server listens on loopback, which jobs reach only where the operator allows it.
+        with RecordedResponses(self.recorded_responses) as server, egress.installed(
+                egress.EgressPolicy.from_config(Config(egress_allow=RECORDED_HOST))):
             yield server
 
     @pytest.fixture
@@ -119,7 +122,8 @@ class PlatformTests:
         body = self.body(recorded)
         connection = fakeredis.FakeRedis()
         # A data root of its own: files the dry run writes (storage targets) go to the test's temporary folder.
-        config = Config(platforms_package=self.package, data_dir=str(tmp_path / "data"))
+        config = Config(platforms_package=self.package, data_dir=str(tmp_path / "data"),
+                        egress_allow=RECORDED_HOST if recorded else None)
         runtime = local_runtime(config, connection=connection, registry=kit_registry)
         caplog.set_level("DEBUG")
         outcome = run_local(body, runtime)

@@ -20,7 +20,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
-from collector import defaults, reach
+from collector import defaults, egress, reach
 from collector.config import Config
 from collector.errors import ForeignJobError
 from collector.heartbeat import LeanHeartbeats
@@ -210,6 +210,8 @@ class Pool:
     def __init__(self, config: Config, *, size: int = defaults.WORKERS, burst: bool = False) -> None:
         if not config.redis_url:
             raise ValueError("the worker pool needs COLLECTOR_REDIS_URL")
+        # Checked here, so a bad COLLECTOR_EGRESS_ALLOW stops the pool at start instead of every child at birth.
+        egress.install(egress.EgressPolicy.from_config(config))
         self.config = config
         self.size = size
         self.burst = burst

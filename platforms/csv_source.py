@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from collector import reach
+from collector import egress, reach
 from collector.http_client import HttpClient
 from collector.masking import mask_text
 from collector.platform import FatalError, Platform, SettingError, Storage
@@ -124,6 +124,8 @@ class CsvSource(Platform):
             raise ValueError("give exactly one of path (under the data root) or url (http:// or https://)")
         elif url is not None and not url.startswith(("http://", "https://")):
             raise ValueError(f"url {mask_text(url)!r} must start with http:// or https://")
+        if url is not None and self.named is None:  # a connection's own host is the operator's choice
+            egress.current().check_url(url, setting="url")
         if len(delimiter) != 1:
             raise ValueError(f"delimiter {delimiter!r} must be one character (use \"\\t\" for tabs)")
         try:

@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
-from collector import reach
+from collector import egress, reach
 from collector.http_client import BODY_SNIPPET, HttpClient, origin
 from collector.masking import mask_text
 from collector.platform import FatalError, Platform, Secret, SettingError, Storage
@@ -109,6 +109,8 @@ class HttpJson(Platform):
             raise SettingError("url", "give url (http:// or https://), or the name of an http connection")
         if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
             raise ValueError(f"url {mask_text(url)!r} must start with http:// or https://")
+        if named is None:  # a connection's own host is the operator's choice
+            egress.current().check_url(url, setting="url")
         if token and (username or password):
             raise ValueError("give either token, or username and password (basic auth), not both")
         if password and not username:

@@ -1,26 +1,18 @@
-"""Rows of a SELECT run on any database SQLAlchemy reaches, streamed in chunks."""
+"""Rows of a SELECT run on a PostgreSQL, MySQL/MariaDB or SQLite database, streamed in chunks."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
-from collector import reach
+from collector import databases, reach
 from collector.dataroot import LocalFile
 from collector.masking import mask_text
 from collector.platform import FatalError, Platform, Secret, SettingError, Storage, TransientError
-
-# The installed drivers, used when a URL names only the database (`mysql://...`): SQLAlchemy's own default
-# for these (mysqlclient, psycopg2) is not installed.
-DRIVERS = {"mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql", "postgresql": "postgresql+psycopg",
-           "postgres": "postgresql+psycopg"}
-# Leading comments and blanks, then the first word of the statement.
-FIRST_WORD = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*([A-Za-z]+)", re.DOTALL)
-READING_WORDS = ("select", "with")
+from collector.sql_guard import check_query
 
 
 class SqlQuery(Platform):
@@ -34,7 +26,10 @@ class SqlQuery(Platform):
     rows the query returns. For the same reason the `processed` dataset keeps only the first 100 rows as a
     sample; the full result goes to `storage`. The statement runs in a read-only session (SQLite `query_only`,
     PostgreSQL and MySQL read-only transactions), so a data-changing statement fails even when it hides
-    behind WITH.
+    behind WITH; functions and clauses that reach files or other servers (`INTO OUTFILE`, `LOAD_FILE(`,
+    `pg_read_file(`, `COPY`, `dblink`, ...) are refused before the job is queued. An inline URL's host must
+    pass the egress policy and the URL may carry only the usual connection parameters; the statement is
+    stopped on the server when the job times out or is cancelled.
     """
 
     SAMPLE_ROWS = 100   # rows kept as the `processed` dataset; the rest only go to storage
@@ -48,12 +43,6 @@ class SqlQuery(Platform):
         chunk_size: int = 10000,
         storage: Storage | None = None,
     ) -> None:
-        first = FIRST_WORD.match(query)
-        if first is None or first.group(1).lower() not in READING_WORDS:
-            shown = first.group(1).upper() if first else query.strip()[:20]
-            raise ValueError(f"query must be a SELECT (or WITH ... SELECT) statement, not {shown!r}")
-        if ";" in query.strip().rstrip(";"):
-            raise ValueError("query holds more than one statement; give a single SELECT")
         if chunk_size < 1:
             raise ValueError(f"chunk_size={chunk_size} must be 1 or more")
         self.named = reach.connection(connection, kinds=("database",)) if connection is not None else None
@@ -62,21 +51,17 @@ class SqlQuery(Platform):
             if url is not None:
                 raise SettingError("url", f"give either url or connection, not both: connection {connection!r} "
                                           "names the database")
-            parsed = self.named.url  # type: ignore[assignment]
+            parsed = databases.check_url(self.named.url, setting="connection", trusted=True)  # type: ignore[arg-type]
         elif url is None:
             raise SettingError("url", "give url (a SQLAlchemy URL) or the name of a database connection")
         else:
-            try:
-                parsed = make_url(url)
-            except ArgumentError:
-                raise ValueError(f"url {mask_text(url, [url])!r} is not a SQLAlchemy URL "
-                                 "(e.g. sqlite:///relative/to/the/data/root.db or postgresql://user:pw@host/db)"
-                                 ) from None
+            parsed = databases.check_url(url, setting="url")
             if parsed.get_backend_name() == "sqlite":
                 self.file = sqlite_file(parsed)
         self.url, self.connection, self.query, self.params = url, connection, query, dict(params or {})
+        check_query(query, databases.backend_of(parsed))
         self.chunk_size, self.storage = chunk_size, storage
-        self._url = parsed.set(drivername=DRIVERS.get(parsed.drivername, parsed.drivername))
+        self._url = parsed
 
     def _secrets(self) -> list[str]:
         found = [s for s in (self.url, self._url.password) if s]
@@ -100,7 +85,7 @@ class SqlQuery(Platform):
             if self.named is not None:
                 engine = self.named.create_engine(drivername=self._url.drivername, **options)
             else:
-                engine = sa.create_engine(url, **options)
+                engine = databases.create_engine(url, **options)
         except (ArgumentError, NoSuchModuleError) as exc:
             raise FatalError(self._mask(f"cannot use url {self._url!r}: {exc}")) from None
         sample: list[dict[str, Any]] = []

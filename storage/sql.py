@@ -8,14 +8,13 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
-from collector import reach
+from collector import databases, reach
 from collector.connections import Connection as NamedConnection
 from collector.dataroot import LocalFile
 from collector.errors import SettingError
-from collector.masking import mask_text
 from collector.types import Secret
 from storage.base import Row
 from storage.sql_plan import gc_paused
@@ -227,10 +226,10 @@ class _ServerStorage(SQLStorage):
         elif url:
             self._url = self._parse_url(url)
         elif hostname and db and username:
-            self._url = URL.create(
+            self._url = databases.check_url(URL.create(
                 f"{self.BACKENDS[0]}+{self.DRIVER}", username=username, password=password or None,
                 host=hostname, port=port, database=db, query=self._url_query(),
-            )
+            ), setting="url", host_setting="hostname", backends=self.BACKENDS)
         else:
             missing = [n for n, v in (("hostname", hostname), ("db", db), ("username", username)) if not v]
             raise ValueError(
@@ -241,13 +240,7 @@ class _ServerStorage(SQLStorage):
         return {}
 
     def _parse_url(self, url: str) -> URL:
-        try:
-            parsed = make_url(url)
-        except ArgumentError:
-            raise ValueError(f"url is not a SQLAlchemy database URL: {mask_text(url, [url])}") from None
-        backend = parsed.get_backend_name()
-        if backend not in self.BACKENDS:
-            raise ValueError(f"url must be a {' or '.join(self.BACKENDS)} URL, not {backend!r}")
+        parsed = databases.check_url(url, setting="url", backends=self.BACKENDS)
         return self._adapt(parsed)
 
     def _adapt(self, url: URL) -> URL:
@@ -276,7 +269,7 @@ class _ServerStorage(SQLStorage):
         if self._connection is not None:
             return self._connection.create_engine(drivername=self._url.drivername, query=self._url_query(),
                                                   **options)
-        return sa.create_engine(self._url, **options)
+        return databases.create_engine(self._url, **options)
 
 
 class MySQLStorage(_ServerStorage):
@@ -347,7 +340,7 @@ class SQLiteStorage(SQLStorage):
             assert self._file is not None
             # Checked again here, folder by folder without following a symlink, right before SQLite opens it.
             database = self._file.checked_path(create_folders=True)
-            engine = sa.create_engine(URL.create("sqlite+pysqlite", database=database), **options)
+            engine = databases.create_engine(URL.create("sqlite+pysqlite", database=database), **options)
 
         # pysqlite's own transaction handling commits DDL outside transactions; driving BEGIN ourselves
         # makes CREATE/ALTER part of the batch transaction (rolled back with it). IMMEDIATE takes the write

@@ -76,6 +76,24 @@ def data_root(data_dir: Path) -> Path:
     return data_dir
 
 
+@pytest.fixture(autouse=True)
+def _default_egress() -> Iterator[None]:
+    """Each test starts under the default egress policy (nothing allowed), whatever an earlier one installed."""
+    from collector import egress
+
+    with egress.installed(egress.EgressPolicy()):
+        yield
+
+
+@pytest.fixture
+def allow_loopback() -> Iterator[None]:
+    """Jobs run in this process may reach 127.0.0.1, as an operator allows with COLLECTOR_EGRESS_ALLOW=127.0.0.1."""
+    from collector import egress
+
+    with egress.installed(egress.EgressPolicy.from_config(Config(egress_allow="127.0.0.1"))):
+        yield
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[Any]:
     """A private redis-server on a free port for the whole session (never the machine's shared one)."""
@@ -126,6 +144,8 @@ def worker_env(config: Config, **extra: str) -> dict[str, str]:
         "COLLECTOR_CONNECTIONS": config.connections or "",
         "PYTHONUNBUFFERED": "1",
     })
+    if config.egress_allow:
+        env["COLLECTOR_EGRESS_ALLOW"] = config.egress_allow
     env.update(extra)
     return env
 

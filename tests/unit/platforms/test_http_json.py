@@ -335,7 +335,8 @@ def submit(fake: fakeredis.FakeRedis, config: Config, settings: dict[str, Any]) 
 
 def test_a_job_pages_through_the_api_into_storage(local_server: LocalServer, data_dir: Path) -> None:
     local_server.route("/items", paged(ITEMS))
-    fake, config = fakeredis.FakeRedis(), Config(secret_key="k", progress_interval_s=0.0, data_dir=str(data_dir))
+    fake, config = fakeredis.FakeRedis(), Config(secret_key="k", progress_interval_s=0.0, data_dir=str(data_dir),
+                                                 egress_allow="127.0.0.1")
     try:
         out = data_dir / "items.jsonl"
         job_id = submit(fake, config, {
@@ -357,7 +358,7 @@ def test_a_job_pages_through_the_api_into_storage(local_server: LocalServer, dat
 
 def test_a_job_refused_by_the_api_fails_without_showing_the_token(local_server: LocalServer) -> None:
     local_server.route("/auth", echo_auth)
-    fake, config = fakeredis.FakeRedis(), Config(secret_key="k")
+    fake, config = fakeredis.FakeRedis(), Config(secret_key="k", egress_allow="127.0.0.1")
     try:
         job_id = submit(fake, config, {"url": local_server.url("/auth"), "token": TOKEN})
         with pytest.raises(JobFailedError, match="HTTP 401") as caught:

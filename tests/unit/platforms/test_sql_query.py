@@ -153,7 +153,7 @@ def test_repeated_column_names_are_fatal_instead_of_silently_merged(data_root: P
         run(SqlQuery(url=Secret(make_db(data_root / "s.db", 2)), query="SELECT a.id, b.id FROM events a, events b"))
 
 
-def test_an_unreachable_server_is_transient_and_its_password_is_never_shown() -> None:
+def test_an_unreachable_server_is_transient_and_its_password_is_never_shown(allow_loopback: None) -> None:
     platform = SqlQuery(url=Secret("postgresql://ann:hunter2-secret@127.0.0.1:1/db"), query="SELECT 1")
     with pytest.raises(TransientError) as caught:
         run(platform)
@@ -161,7 +161,7 @@ def test_an_unreachable_server_is_transient_and_its_password_is_never_shown() ->
 
 
 def test_a_url_that_is_not_a_url_is_refused_without_echoing_it() -> None:
-    with pytest.raises(ValueError, match="not a SQLAlchemy URL") as caught:
+    with pytest.raises(ValueError, match="not a SQLAlchemy database URL") as caught:
         SqlQuery(url=Secret("ann:hunter2-secret"), query="SELECT 1")
     assert "hunter2-secret" not in str(caught.value)
 

@@ -350,7 +350,7 @@ def test_url_parse_error_hides_the_password() -> None:
     assert "hunter2" not in str(caught.value)
 
 
-def test_url_gets_the_driver_and_connection_errors_hide_the_password() -> None:
+def test_url_gets_the_driver_and_connection_errors_hide_the_password(allow_loopback: None) -> None:
     # Port 1 on localhost refuses at once: a connection error without needing a server.
     for storage in (
         MySQLStorage(table="mac_publishers", hostname="127.0.0.1", port=1, db="d", username="u",

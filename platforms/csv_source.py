@@ -123,7 +123,7 @@ class CsvSource(Platform):
         elif (path is None) == (url is None):
             raise ValueError("give exactly one of path (under the data root) or url (http:// or https://)")
         elif url is not None and not url.startswith(("http://", "https://")):
-            raise ValueError(f"url {mask_text(url)!r} must start with http:// or https://")
+            raise SettingError("url", f"url {mask_text(url)!r} must start with http:// or https://")
         if url is not None and self.named is None:  # a connection's own host is the operator's choice
             egress.current().check_url(url, setting="url")
         if len(delimiter) != 1:

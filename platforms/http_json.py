@@ -108,7 +108,7 @@ class HttpJson(Platform):
         elif url is None:
             raise SettingError("url", "give url (http:// or https://), or the name of an http connection")
         if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-            raise ValueError(f"url {mask_text(url)!r} must start with http:// or https://")
+            raise SettingError("url", f"url {mask_text(url)!r} must start with http:// or https://")
         if named is None:  # a connection's own host is the operator's choice
             egress.current().check_url(url, setting="url")
         if token and (username or password):

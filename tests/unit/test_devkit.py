@@ -149,7 +149,9 @@ def test_from_job_asks_the_service_with_the_api_token_and_keeps_platform_setting
         assert "Authorization" not in server.requests[1]["headers"]
 
 
-def test_a_replayed_job_asks_for_each_masked_header_and_runs_once_they_are_given(registry: Registry) -> None:
+def test_a_replayed_job_asks_for_each_masked_header_and_runs_once_they_are_given(
+    registry: Registry, allow_loopback: None
+) -> None:
     key = "hdr-key-0f1e2d3c4b"
     source = {"/v1/items": {"items": [{"id": 1, "sent_key": key}]}}
     with RecordedResponses(source) as api:
@@ -160,7 +162,7 @@ def test_a_replayed_job_asks_for_each_masked_header_and_runs_once_they_are_given
         assert missing_secrets(check_spec(body, registry)) == ["headers.X-Api-Key", "headers.Accept"]
         body = apply_sets(body, [f"headers.X-Api-Key={key}", "headers.Accept=application/json"])
         assert missing_secrets(check_spec(body, registry)) == []
-        outcome = run_local(body, local_runtime(Config(), registry=registry))
+        outcome = run_local(body, local_runtime(Config(egress_allow="127.0.0.1"), registry=registry))
         assert outcome.ok, outcome.error
         assert api.requests[0]["headers"]["X-Api-Key"] == key
     assert outcome.record["settings"]["headers"] == {"X-Api-Key": "***", "Accept": "***"}

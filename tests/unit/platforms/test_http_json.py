@@ -439,7 +439,7 @@ def test_a_redirect_to_another_host_drops_secret_headers(local_server: LocalServ
 
 def test_a_job_against_an_api_that_echoes_its_credentials_keeps_none(local_server: LocalServer) -> None:
     local_server.route("/echo", echo_everything)
-    fake, config = fakeredis.FakeRedis(), Config(secret_key="k")
+    fake, config = fakeredis.FakeRedis(), Config(secret_key="k", egress_allow="127.0.0.1")
     try:
         job_id = submit(fake, config, {"url": local_server.url("/echo"), "token": TOKEN, "record_path": "items",
                                        "headers": {"X-Api-Key": API_KEY}})

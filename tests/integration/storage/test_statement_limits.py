@@ -74,7 +74,7 @@ def test_a_postgresql_query_stops_when_its_job_is_cancelled(
     database = sa.engine.make_url(postgres_url).database
     job_id = submit(served, {"url": postgres_url, "query": SLOW_PG}, timeout_s=300)
     wait_for(lambda: pg_running(database), timeout_s=15, what="the query to run")
-    status, body = served.request("POST", f"/execution/cancel?job_id={job_id}&canceled_by=ops")
+    status, body = served.request("POST", f"/execution/cancel?job_id={job_id}", {"reason": "ops"})
     assert status == 202, body
     asked = time.monotonic()
     done = ended(served, job_id, timeout_s=8)

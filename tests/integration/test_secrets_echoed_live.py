@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -12,13 +13,20 @@ from typing import Any
 import pytest
 import redis
 
+from collector.config import Config
 from collector.testkit import redis_contents
 from tests.conftest import PoolProcess, ServedApp, wait_for
 
 API_KEY = "echo-api-key-7a6b5c4d3e2f"
 HEADER_TOKEN = "echo-hdr-tok-0f9e8d7c6b"
-# The worker environment of these tests, in one place: the echo server is a loopback destination.
+# The worker environment of these tests, in one place (the egress allow-list comes with `config`).
 WORKER_ENV: dict[str, str] = {}
+
+
+@pytest.fixture
+def config(config: Config) -> Config:
+    """The API and workers of these tests reach the echo server on 127.0.0.1, as an operator allows them to."""
+    return dataclasses.replace(config, egress_allow="127.0.0.1")
 
 
 class EchoServer:

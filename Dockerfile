@@ -1,4 +1,4 @@
-# One image for every role: `serve` (gunicorn API), `worker` (pre-forked pool) or `up` (all in one).
+# One image for every role: `serve` (the API), `worker` (pre-forked pool) or `up` (all in one).
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -6,6 +6,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     COLLECTOR_LOG_FORMAT=json \
+    COLLECTOR_DATA_DIR=/app/data \
     PORT=8000
 
 WORKDIR /app
@@ -23,8 +24,10 @@ COPY platforms ./platforms
 COPY storage ./storage
 COPY examples ./examples
 COPY docker/entrypoint.sh /usr/local/bin/collector-entrypoint
+# The data root, the one folder jobs write to: owned by the service's user, apart from the code.
 RUN pip install --no-cache-dir --no-deps . \
-    && chmod 0755 /usr/local/bin/collector-entrypoint
+    && chmod 0755 /usr/local/bin/collector-entrypoint \
+    && mkdir -p /app/data && chown 10001:10001 /app/data
 
 USER 10001:10001
 EXPOSE 8000

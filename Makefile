@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 run: $(STAMP)  ## API, 2 workers and the dashboard on an embedded Redis: http://127.0.0.1:8000
-	$(BIN)/collector up $(ARGS)
+	COLLECTOR_CONNECTIONS="$${COLLECTOR_CONNECTIONS:-examples/connections.toml}" $(BIN)/collector up $(ARGS)
 
 lint: $(STAMP)  ## ruff, the layers (lint-imports), the compose file against the compose spec, the Dockerfile
 	$(BIN)/ruff check .

@@ -35,14 +35,14 @@ def one(rows: int, folder: str) -> None:
     from collector.specs.registry import Registry
     from collector.submit.submitter import Submitter
 
-    source, target = os.path.join(folder, f"src{rows}.db"), os.path.join(folder, f"dst{rows}.db")
-    make_source(source, rows)
-    fake, config, registry = fakeredis.FakeRedis(), Config(secret_key="bench"), Registry.discover()
+    make_source(os.path.join(folder, f"src{rows}.db"), rows)
+    config = Config(secret_key="bench", data_dir=folder)     # the spec names its files relative to it
+    fake, registry = fakeredis.FakeRedis(), Registry.discover()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     job_id = Submitter(connection=fake, config=config, registry=registry).submit({
         "platform_id": "sql_query",
-        "settings": {"url": f"sqlite:///{source}", "query": "SELECT * FROM t", "chunk_size": 10_000,
-                     "storage": {"type": "sqlite", "settings": {"path": target, "table": "t",
+        "settings": {"url": f"sqlite:///src{rows}.db", "query": "SELECT * FROM t", "chunk_size": 10_000,
+                     "storage": {"type": "sqlite", "settings": {"path": f"dst{rows}.db", "table": "t",
                                                                 "batch_size": 10_000}}},
     })["job_id"]
     started = time.perf_counter()

@@ -22,6 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg
 import pymysql
 
+from collector import egress
+from collector.config import Config
+from collector.resources import reach
 from storage.base import Storage
 from storage.sql import MySQLStorage, PostgreSQLStorage, SQLiteStorage
 
@@ -166,6 +169,7 @@ def through_backend(make: Callable[[], Storage], rows: list[dict[str, Any]]) -> 
 @contextmanager
 def sqlite_file() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="collector_bench_") as folder:
+        reach.ensure(Config(data_dir=folder))   # the backend names its file relative to the data root
         yield os.path.join(folder, "bench.sqlite")
 
 
@@ -177,11 +181,13 @@ TARGETS: list[tuple[str, str, Callable[[], Any], Callable[..., None], Callable[[
      lambda db, b: PostgreSQLStorage(url=f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}", table="t",
                                      batch_size=b)),
     ("SQLite (sqlite3)", "sqlite", sqlite_file, bare_sqlite,
-     lambda path, b: SQLiteStorage(path=path, table="t", batch_size=b)),
+     lambda path, b: SQLiteStorage(path=os.path.basename(path), table="t", batch_size=b)),
 ]
 
 
 def main() -> None:
+    # The databases run on this host: allowed the way an operator would, with COLLECTOR_EGRESS_ALLOW.
+    egress.install(egress.EgressPolicy.from_config(Config(egress_allow="127.0.0.1")))
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=5, help="turns of each side (default 5)")

@@ -1,4 +1,4 @@
-"""The Flask application factory: `create_app()` is what `serve`, `up` and gunicorn run."""
+"""The Flask application factory: `create_app()` is the app `serve` and `up` serve (any WSGI server can run it)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,20 @@ import redis
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
+from collector import egress
 from collector.api import docs, execution, metrics, platforms, processes, schedules, system
-from collector.api.auth import install_auth, parse_tokens
+from collector.api.auth import install_auth
 from collector.api.dashboard import mount_dashboard
 from collector.api.services import Services, services
+from collector.api.tokens import configured_tokens
 from collector.config import Config
 from collector.errors import CollectorError
 from collector.logs import setup
 from collector.masking import install_log_masking
 from collector.specs.registry import Registry
 from collector.specs.secrets import require_secret_key
-from collector.store.records import connect, redis_down
+from collector.store.records import connect, redis_down, redis_full
+from collector.store.rq import refuse_pickle
 from collector.workflows.reaper import ReaperThread
 
 log = logging.getLogger(__name__)
@@ -51,9 +54,15 @@ def create_app(
         connection = connect(config.redis_url)
     registry = registry or Registry.discover(config.platforms_package)
     install_log_masking()  # gunicorn runs create_app() without the CLI, which installs it too
+    refuse_pickle()  # RQ's pickle fallback, wherever a serializer is forgotten, fails instead of unpickling
 
     require_secret_key(config, registry, process="API")
-    tokens = parse_tokens(config.api_tokens)
+    for platform in registry.platforms.values():
+        if (platform.timeout_s or 0) > config.max_timeout_s:
+            log.warning("platform %s: TIMEOUT_S=%s is over COLLECTOR_MAX_TIMEOUT_S=%s; its jobs get %s s",
+                        platform.id, platform.timeout_s, config.max_timeout_s, config.max_timeout_s)
+    egress.install(egress.EgressPolicy.from_config(config))  # submit refuses literal addresses it forbids
+    tokens = configured_tokens(config)
 
     app = Flask("collector")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
@@ -80,8 +89,13 @@ def create_app(
 
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(CollectorError)
-    def collector_error(exc: CollectorError) -> tuple[dict[str, Any], int]:
-        return exc.to_dict(), exc.status
+    def collector_error(exc: CollectorError) -> tuple[dict[str, Any], int, dict[str, str]]:
+        return exc.to_dict(), exc.status, getattr(exc, "headers", {})
+
+    @app.errorhandler(redis.exceptions.OutOfMemoryError)
+    def redis_full_error(exc: Exception) -> tuple[dict[str, Any], int]:
+        error = redis_full(services().config)  # a write refused inside MULTI aborts the whole transaction
+        return error.to_dict(), error.status
 
     @app.errorhandler(redis.ConnectionError)
     @app.errorhandler(redis.TimeoutError)

@@ -31,6 +31,7 @@ class Config:
     max_json_depth: int = defaults.MAX_JSON_DEPTH
     max_string_chars: int = defaults.MAX_STRING_CHARS
     api_tokens: str | None = None
+    api_tokens_file: str | None = None
     retry_max: int = defaults.RETRY_MAX
     retry_backoff_s: float = defaults.RETRY_BACKOFF_S
     retry_backoff_cap_s: float = defaults.RETRY_BACKOFF_CAP_S
@@ -40,11 +41,43 @@ class Config:
     pool_heartbeat_ttl_s: int = defaults.POOL_HEARTBEAT_TTL_S
     reap_interval_s: float = defaults.REAP_INTERVAL_S
     redis_wait_s: float = defaults.REDIS_WAIT_S
+    dataset_max_rows: int = defaults.DATASET_MAX_ROWS
+    dataset_max_bytes: int = defaults.DATASET_MAX_BYTES
+    full_page_max_rows: int = defaults.FULL_PAGE_MAX_ROWS
+    max_timeout_s: int = defaults.MAX_TIMEOUT_S
+    max_schedules: int = defaults.MAX_SCHEDULES
+    schedule_min_interval_s: int = defaults.SCHEDULE_MIN_INTERVAL_S
+    submits_per_minute: int = defaults.SUBMITS_PER_MINUTE
     platforms_package: str = "platforms"
     log_level: str = "INFO"
     log_format: str = defaults.LOG_FORMAT
     url: str = defaults.URL
     api_token: str | None = None
+    http_threads: int = defaults.HTTP_THREADS
+    http_connection_limit: int = defaults.HTTP_CONNECTION_LIMIT
+    http_header_timeout_s: float = defaults.HTTP_HEADER_TIMEOUT_S
+    http_body_timeout_s: float = defaults.HTTP_BODY_TIMEOUT_S
+    http_idle_timeout_s: float = defaults.HTTP_IDLE_TIMEOUT_S
+    data_dir: str = defaults.DATA_DIR
+    connections: str | None = None
+    # The environment this config was read from: the connections file may name variables holding secrets.
+    environ: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    egress_allow: str | None = None
+    max_response_bytes: int = defaults.MAX_RESPONSE_BYTES
+
+    def __post_init__(self) -> None:
+        if self.job_timeout_s > self.max_timeout_s:
+            raise ConfigError(
+                f"{PREFIX}JOB_TIMEOUT_S={self.job_timeout_s} is over {PREFIX}MAX_TIMEOUT_S={self.max_timeout_s}: "
+                "no job could run that long; lower the first or raise the second"
+            )
+        for name in ("dataset_max_rows", "dataset_max_bytes", "full_page_max_rows", "max_timeout_s",
+                     "schedule_min_interval_s"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be 1 or more")
+        for name in ("max_schedules", "submits_per_minute"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be 0 (no limit) or more")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:
@@ -52,11 +85,14 @@ class Config:
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         for field in dataclasses.fields(cls):
+            if field.name == "environ":
+                continue
             raw = env.get(PREFIX + field.name.upper())
             if raw is None or raw == "":
                 continue
             values[field.name] = _parse(field.name, field.type, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
+        values.setdefault("environ", dict(env))
         return cls(**values)  # type: ignore[arg-type]
 
     def public(self) -> dict[str, object]:
@@ -65,6 +101,7 @@ class Config:
         shown["secret_key"] = "***" if self.secret_key else None
         shown["api_token"] = "***" if self.api_token else None
         shown["api_tokens"] = "***" if self.api_tokens else None
+        shown.pop("environ")
         if self.redis_url:
             shown["redis_url"] = mask_url(self.redis_url)
         return shown

@@ -5,22 +5,32 @@
     ├── ContractError                a platform or storage class breaks the settings contract (reported by name)
     ├── RequestError                 the request is wrong; never retried (4xx)
     │   ├── BadRequestError          400: not JSON, a limit broken, missing parameter
+    │   ├── UnauthorizedError        401: no valid API token (or basic auth where only bearer is taken)
     │   ├── ForbiddenError           403: a resume token that is wrong or already used
+    │   │   ├── InsufficientScopeError   403: the token lacks the scope the route needs (named)
+    │   │   └── CrossSiteError           403: a state-changing request from another site's page
     │   ├── NotFoundError            404: no such job, process or schedule
     │   ├── ConflictError            409: the job or process is in a state that forbids the request
-    │   └── ValidationError          422: field errors, each with its path
+    │   ├── ValidationError          422: field errors, each with its path
+    │   │   └── SettingError         422: one setting refused (unknown connection, path out of the data root)
+    │   └── RateLimitedError         429: the caller submitted too often; `Retry-After` says when to try again
     ├── ServiceUnavailableError      503: Redis (or another service) is down
+    │   ├── RedisFullError           503: Redis is at its maxmemory and refuses writes
     │   └── CheckTimeoutError        504: no worker answered a connection check in time
     ├── PlatformError                a platform failed while running a job
     │   ├── FatalError               the source failed for good: not retried
-    │   │   └── ChildJobError        a sub-job failed and the parent did not take it in hand
+    │   │   ├── ChildJobError        a sub-job failed and the parent did not take it in hand
+    │   │   └── EgressError          a destination the egress policy refuses (address, redirect, size)
     │   └── TransientError           the source failed for now: may be retried
     ├── StorageError                 writing collected rows failed
+    ├── UnsafePathError              a job's local path left its root, met a symlink or reached code when opened
     ├── WorkerDiedError              the worker process running a job died
     ├── JobTimeoutError              a job ran longer than its timeout
     ├── WaitTimeoutError             a waiting job got no input (or its children did not end) in time
     ├── JobCancelledError            a job was cancelled while it ran (raised by ctx.progress)
     ├── JobFailedError               what a worker raises to RQ for a job that did not finish (text masked)
+    ├── ForeignJobError              a job in Redis names a function that is not collector's own: refused
+    ├── PickleRefusedError           something asked RQ for pickle, which collector never reads or writes
     ├── ServiceError                 the CLI client: the service answered with an error
     ├── SpecSourceError              `collector run`/`check`: no usable job spec (file, --from-job, --set)
     └── ScaffoldError                `collector new-platform` cannot write the files
@@ -77,6 +87,26 @@ class ForbiddenError(RequestError):
     code = "forbidden"
 
 
+class UnauthorizedError(RequestError):
+    """No valid API token; the answer carries a `WWW-Authenticate` challenge."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class InsufficientScopeError(ForbiddenError):
+    """The token is valid but lacks the scope the route declares; `details` names the scope."""
+
+    code = "insufficient_scope"
+
+
+class CrossSiteError(ForbiddenError):
+    """A POST/PUT/PATCH/DELETE from another site's page (`Origin`, `Sec-Fetch-Site`), or sent with basic auth
+    without showing it comes from this site's own page."""
+
+    code = "cross_site_request"
+
+
 class NotFoundError(RequestError):
     status = 404
     code = "not_found"
@@ -94,9 +124,40 @@ class ValidationError(RequestError):
     code = "validation_error"
 
 
+class RateLimitedError(RequestError):
+    """The caller made more submits than `COLLECTOR_SUBMITS_PER_MINUTE` allows; `retry_after_s` says when to retry."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class SettingError(ValidationError, ValueError):
+    """One setting's value is refused; raised by a platform's or backend's `__init__`, reported under `field`.
+
+    It is a `ValueError` too, so code that checks settings with `except ValueError` still catches it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message, details={field: [message]})
+        self.field = field
+
+
 class ServiceUnavailableError(CollectorError):
     status = 503
     code = "service_unavailable"
+
+
+class RedisFullError(ServiceUnavailableError):
+    """Redis answered OOM: it holds `maxmemory` and, with `noeviction`, refuses writes until memory is freed."""
+
+    code = "redis_full"
 
 
 class CheckTimeoutError(ServiceUnavailableError):
@@ -124,6 +185,13 @@ class ChildJobError(FatalError):
     code = "child_failed"
 
 
+class EgressError(FatalError):
+    """A job tried to reach a destination the egress policy refuses: a loopback, private, link-local or other
+    non-public address, a redirect to another scheme or past the cap, or a response over the size cap."""
+
+    code = "egress_refused"
+
+
 class TransientError(PlatformError):
     """The source failed for now (HTTP 429/5xx, connection reset): may be retried."""
 
@@ -134,6 +202,13 @@ class StorageError(CollectorError):
     """Writing collected rows to a storage target failed."""
 
     code = "storage_error"
+
+
+class UnsafePathError(CollectorError):
+    """A local path, checked again as the file was opened, left its root, went through a symlink or reached
+    a folder code is imported from; nothing was read or written."""
+
+    code = "unsafe_path"
 
 
 class WorkerDiedError(CollectorError):
@@ -164,6 +239,18 @@ class JobFailedError(CollectorError):
     """Raised to RQ when a job failed; its text is already masked (RQ stores it)."""
 
     code = "job_failed"
+
+
+class ForeignJobError(CollectorError):
+    """A job in Redis names a function, callback or payload that is not collector's own; refused unimported."""
+
+    code = "foreign_job"
+
+
+class PickleRefusedError(CollectorError):
+    """RQ was asked to (un)pickle: a caller named no serializer. collector reads and writes RQ data as JSON only."""
+
+    code = "pickle_refused"
 
 
 class ServiceError(CollectorError):

@@ -1,19 +1,27 @@
 """An HTTP client for platforms: retries with backoff on 408/429/5xx and connection errors, honouring
-Retry-After, credentials kept to the first origin, and error texts with secrets masked."""
+Retry-After, credentials kept to the first origin, and error texts with secrets masked.
+
+Every connection goes through the egress policy (`collector.egress`): the host is resolved and checked and the
+socket connected to the checked address, on the first request and on each redirect; only http and https
+redirects are followed, at most `EGRESS_MAX_REDIRECTS` of them; a body over `COLLECTOR_MAX_RESPONSE_BYTES` fails
+the request. Environment proxies are not used: the address checked must be the address connected to."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email.utils
+import functools
 import http.client
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from collector.errors import FatalError, TransientError
+from collector import egress
+from collector.errors import EgressError, FatalError, TransientError
 from collector.masking import mask_text
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -29,17 +37,94 @@ def origin(url: str) -> tuple[str, str, int | None]:
 
 
 class SameOriginRedirects(urllib.request.HTTPRedirectHandler):
-    """Follows redirects, but drops the Authorization header when one leads to another host."""
+    """Follows http(s) redirects, at most `max_redirections`, and drops the Authorization header (and the other
+    `private` ones) when one leads to another host. Any other scheme (file:, ftp:, ...) or one redirect too many is
+    an `EgressError`."""
+
+    def __init__(self, max_redirections: int, private: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.max_redirections = max_redirections
+        self.private = frozenset({"authorization", *(name.lower() for name in private)})
+
+    def http_error_302(self, req, fp, code, msg, headers):  # type: ignore[no-untyped-def]
+        target = headers.get("location") or headers.get("uri")
+        if target:
+            newurl = urllib.parse.urljoin(req.full_url, target)
+            if urllib.parse.urlsplit(newurl).scheme.lower() not in egress.SCHEMES:
+                fp.close()
+                raise EgressError(f"{req.full_url} redirected to {newurl!r}; only http and https redirects are "
+                                  "followed")
+            if len(getattr(req, "redirect_dict", {})) >= self.max_redirections:
+                fp.close()
+                raise EgressError(f"{req.full_url} redirected more than {self.max_redirections} times; "
+                                  "ask the source for the final URL")
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None and origin(newurl) != origin(req.full_url):
-            new.remove_header("Authorization")
+            for name in [n for n in new.headers if n.lower() in self.private]:
+                new.remove_header(name)
         return new
 
 
+class CheckedHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection whose socket goes to an address the egress policy checked."""
+
+    def __init__(self, *args: Any, policy: egress.EgressPolicy, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = policy.connect
+
+
+class CheckedHTTPSConnection(http.client.HTTPSConnection):
+    """The same for HTTPS: the checked address is connected to, the host name still verified by TLS."""
+
+    def __init__(self, *args: Any, policy: egress.EgressPolicy, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = policy.connect
+
+
+class CheckedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, policy: egress.EgressPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def http_open(self, req):  # type: ignore[no-untyped-def]
+        return self.do_open(functools.partial(CheckedHTTPConnection, policy=self.policy), req)
+
+
+class CheckedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, policy: egress.EgressPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def https_open(self, req):  # type: ignore[no-untyped-def]
+        return self.do_open(functools.partial(CheckedHTTPSConnection, policy=self.policy), req,
+                            context=self._context)
+
+
+def build_opener(policy: egress.EgressPolicy, *, trusted: bool, private: Iterable[str] = ()
+                 ) -> urllib.request.OpenerDirector:
+    """An opener for http and https only (no file:, ftp:, data: or proxies); `trusted` skips the address check."""
+    opener = urllib.request.OpenerDirector()
+    connections: list[urllib.request.BaseHandler] = (
+        [urllib.request.HTTPHandler(), urllib.request.HTTPSHandler()] if trusted
+        else [CheckedHTTPHandler(policy), CheckedHTTPSHandler(policy)]
+    )
+    for handler in (*connections, SameOriginRedirects(policy.max_redirects, private), urllib.request.UnknownHandler(),
+                    urllib.request.HTTPDefaultErrorHandler(), urllib.request.HTTPErrorProcessor()):
+        opener.add_handler(handler)
+    return opener
+
+
 class HttpClient:
-    """GET/POST with a timeout, retrying 408/429/5xx and connection errors; errors name no secret."""
+    """GET/POST with a timeout, retrying 408/429/5xx and connection errors; errors name no secret.
+
+    `trusted_host` is the host of a destination the operator defined (a named connection): it is reached whatever
+    its address, while redirects to any other host are checked as usual. `trusted=True` skips the address check
+    for every host (tests and tools). Schemes, redirect count and response size stay bounded either way."""
 
     def __init__(
         self,
@@ -51,12 +136,21 @@ class HttpClient:
         timeout_s: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
         on_retry: Callable[[str], None] | None = None,
+        private_headers: Iterable[str] = (),
+        trusted: bool = False,
+        trusted_host: str | None = None,
     ) -> None:
         self.headers = {"User-Agent": USER_AGENT, **headers}
         self.secrets = [s for s in secrets if s]
         self.max_retries, self.backoff_s, self.timeout_s = max_retries, backoff_s, timeout_s
         self.sleep, self.on_retry = sleep, on_retry
-        self.opener = urllib.request.build_opener(SameOriginRedirects())
+        # Headers that, like Authorization, only go to `auth_origin` (an operator connection's own headers).
+        self.private = frozenset({"authorization", *(name.lower() for name in private_headers)})
+        policy = egress.current()
+        if trusted_host:  # an operator connection's own host: allowed whatever its address; redirects elsewhere not
+            policy = dataclasses.replace(policy, allow_hosts=policy.allow_hosts | {trusted_host.lower()})
+        self.max_bytes = policy.max_response_bytes
+        self.opener = build_opener(policy, trusted=trusted, private=self.private)
         self.auth_origin: tuple[str, str, int | None] | None = None
 
     def mask(self, text: str) -> str:
@@ -66,7 +160,8 @@ class HttpClient:
         """The response body and headers; `TransientError` once retries are spent, `FatalError` on other 4xx."""
         headers = dict(self.headers)
         if self.auth_origin is not None and origin(url) != self.auth_origin:
-            headers.pop("Authorization", None)   # credentials only go to the host they were given for
+            # credentials only go to the host they were given for
+            headers = {k: v for k, v in headers.items() if k.lower() not in self.private}
         if body is not None:
             headers["Content-Type"] = "application/json"
         for attempt in range(self.max_retries + 1):
@@ -74,7 +169,9 @@ class HttpClient:
             request = urllib.request.Request(url, data=body, headers=headers, method=method)
             try:
                 with self.opener.open(request, timeout=self.timeout_s) as response:
-                    return response.read(), response.headers
+                    return self._read(response, f"{method} {url}"), response.headers
+            except EgressError as exc:  # a redirect's URL may carry the token (token_param)
+                raise EgressError(self.mask(exc.message)) from None
             except urllib.error.HTTPError as exc:
                 snippet = read_quietly(exc)
                 what = f"{method} {url} answered HTTP {exc.code} {exc.reason}: {snippet.strip()!r}"
@@ -94,6 +191,17 @@ class HttpClient:
                 self.on_retry(self.mask(f"{what}; retrying in {wait:.1f} s"))
             self.sleep(wait)
         raise AssertionError("unreachable")
+
+    def _read(self, response: Any, what: str) -> bytes:
+        """The body, or `EgressError` once it is over the size cap (told by Content-Length, or read)."""
+        declared = response.headers.get("Content-Length")
+        over = declared is not None and declared.strip().isdigit() and int(declared) > self.max_bytes
+        body = b"" if over else response.read(self.max_bytes + 1)
+        if over or len(body) > self.max_bytes:
+            raise EgressError(self.mask(
+                f"{what} answered more than {self.max_bytes} bytes, the largest response a job reads; ask for "
+                "less (a smaller page) or have the operator raise COLLECTOR_MAX_RESPONSE_BYTES"))
+        return body
 
 
 def read_quietly(error: urllib.error.HTTPError) -> str:

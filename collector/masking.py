@@ -1,13 +1,16 @@
-"""Masking of secrets: in text (URL passwords, known values, auth headers), errors, and every log record."""
+"""Masking of secrets: in text (URL passwords, known values, auth headers), JSON data, errors, and every log record."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
+import string
 import traceback
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from collector import defaults
 
 if TYPE_CHECKING:
     from collector.errors import CollectorError
@@ -16,7 +19,13 @@ E = TypeVar("E", bound="CollectorError")
 
 MASK = "***"
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+# Query parameters that would carry an API token: the API refuses them (400), and log lines show them masked.
+QUERY_TOKEN_NAMES = frozenset({"token", "access_token", "api_token", "api_key", "apikey"})
+_QUERY_TOKEN = re.compile(r"(?i)([?&](?:" + "|".join(sorted(QUERY_TOKEN_NAMES)) + r")=)[^&#\s'\"]+")
 _AUTH_HEADER = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(bearer|basic|token)?\s*[^'\",\s}]+")
+# What JSON text outside strings is made of (numbers, true/false/null, NaN/Infinity, punctuation, spaces): a
+# secret written only with these could match there, so `mask_json` checks that a place it found is in a string.
+_OUTSIDE_STRINGS = frozenset("0123456789+-.eE,:[]{} \t\r\ntruefalsnNaIiy")
 
 
 def mask_url(url: str) -> str:
@@ -24,11 +33,23 @@ def mask_url(url: str) -> str:
     return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", url)
 
 
+def maskable(secrets: Iterable[str]) -> list[str]:
+    """The secret values worth searching for: each once, none shorter than `SECRET_MASK_MIN_CHARS` (a one-letter
+    secret would turn every line and cell it occurs in into `***`, and is guessed as easily as it is masked)."""
+    return [s for s in dict.fromkeys(secrets) if isinstance(s, str) and len(s) >= defaults.SECRET_MASK_MIN_CHARS]
+
+
+def needles(secrets: Iterable[str]) -> list[str]:
+    """Every form of every maskable secret to replace, longest first (so a secret that holds another goes whole)."""
+    return sorted({v for s in maskable(secrets) for v in variants(s)}, key=len, reverse=True)
+
+
 def mask_text(text: str, secrets: Iterable[str] = ()) -> str:
     """Text with every known secret value, URL password and auth header replaced by `***`."""
-    for secret in sorted({v for s in secrets if s for v in variants(s)}, key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    text = mask_url(text)
+    for secret in needles(secrets):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    text = _QUERY_TOKEN.sub(lambda m: f"{m.group(1)}{MASK}", mask_url(text))
     return _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{(m.group(2) or '') and m.group(2) + ' '}{MASK}", text)
 
 
@@ -51,6 +72,90 @@ def mask_value(value: Any, secrets: Iterable[str]) -> Any:
     if isinstance(value, list | tuple):
         return [mask_value(v, secrets) for v in value]
     return value
+
+
+def mask_json(payload: str, secrets: Iterable[str]) -> str:
+    """A JSON document as `json.dumps` wrote it, with every form of every secret (`variants`) inside its strings,
+    keys included, at any depth, replaced by `***`; numbers and literals (`1234`, `true`) are left alone.
+
+    Cheap for large datasets: nothing is decoded. Each form is searched for as it shows inside a JSON string
+    (escaped the same way), with C-level substring scans; none found (the usual case) costs one scan per form.
+    A form found is replaced where it starts a character of the text (not inside an escape such as `\\n` or
+    `\\u00e9`), and, for a form of characters that also occur outside strings, only inside a string.
+    """
+    for form in needles(secrets):
+        for escaped in _json_forms(form):
+            if escaped in payload:
+                payload = _replace_in_strings(payload, escaped)
+    return payload
+
+
+def _json_forms(text: str) -> set[str]:
+    """`text` as it shows inside a JSON string: escaped as `json.dumps` does by default (`\\u00e9`), or with
+    non-ASCII characters as they are (`ensure_ascii=False`). Neither holds a bare `"`, so a form that starts
+    inside a string ends in the same string."""
+    return {json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
+
+
+def _replace_in_strings(payload: str, escaped: str) -> str:
+    """`payload` with `escaped` replaced by `***` where it is text of a JSON string."""
+    anywhere = not _OUTSIDE_STRINGS.issuperset(escaped)  # a character no number or literal has: in a string
+    if anywhere and "\\" + escaped not in payload and not (
+            escaped[0] in string.hexdigits and re.search(r"\\u[0-9a-fA-F]{0,3}" + re.escape(escaped), payload)):
+        return payload.replace(escaped, MASK)  # the usual case: no escape sequence runs into any of them
+    parts: list[str] = []
+    start = counted = quotes = 0
+    at = payload.find(escaped)
+    while at != -1:
+        keep = not _starts_a_character(payload, at)
+        if not keep and not anywhere:
+            quotes += _string_quotes(payload, counted, at)
+            counted = at
+            keep = quotes % 2 == 0  # an even number of string quotes before it: outside any string
+        if keep:
+            at = payload.find(escaped, at + 1)
+            continue
+        parts += (payload[start:at], MASK)
+        start = at + len(escaped)
+        at = payload.find(escaped, start)
+    return "".join(parts) + payload[start:] if parts else payload
+
+
+def _escapes_next(payload: str, end: int) -> bool:
+    """Whether the run of backslashes ending just before `end` is of odd length: its last one starts an escape."""
+    start = end
+    while start > 0 and payload[start - 1] == "\\":
+        start -= 1
+    return (end - start) % 2 == 1
+
+
+def _starts_a_character(payload: str, at: int) -> bool:
+    """Whether `payload[at]` begins a character of JSON text, not the middle of `\\n` or `\\u00e9`."""
+    if _escapes_next(payload, at):
+        return False
+    return not any(payload[s + 1] == "u" and payload[s] == "\\" and _escapes_next(payload, s + 1)
+                   for s in range(max(0, at - 5), at - 1))
+
+
+def _string_quotes(payload: str, begin: int, end: int) -> int:
+    """How many `"` in `payload[begin:end]` open or close a string (not escaped by an odd run of backslashes).
+    `payload[begin]` must not be a backslash, so no run before a quote reaches out of the range."""
+    escaped = 0
+    run = 1
+    while (at_least := payload.count("\\" * run + '"', begin, end)) > 0:
+        if run % 2:
+            escaped += at_least - payload.count("\\" * (run + 1) + '"', begin, end)
+        run += 1
+    return payload.count('"', begin, end) - escaped
+
+
+def given_secrets(value: Any) -> list[str]:
+    """The texts a value given for a secret setting holds: the string, or each string of a secret mapping."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [v for v in value.values() if isinstance(v, str)]
+    return []
 
 
 def mask_error(exc: E, secrets: Iterable[str]) -> E:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from collector.errors import FatalError, TransientError
+from collector.errors import FatalError, SettingError, TransientError
 from collector.types import Secret
 from storage.base import Storage
 
@@ -25,4 +25,4 @@ class Platform:
         raise NotImplementedError(f"{type(self).__name__} must define _run(self, ctx)")
 
 
-__all__ = ["FatalError", "Platform", "Secret", "Storage", "TransientError"]
+__all__ = ["FatalError", "Platform", "Secret", "SettingError", "Storage", "TransientError"]

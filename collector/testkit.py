@@ -17,18 +17,20 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import fakeredis
 import pytest
 
+from collector import egress
 from collector.config import Config
 from collector.devkit.local import LocalOutcome, check_spec, local_runtime, run_local
-from collector.devkit.recorded import RECORDED_URL, RecordedResponses, substitute
+from collector.devkit.recorded import RECORDED_HOST, RECORDED_URL, RecordedResponses, substitute
 from collector.errors import ValidationError
 from collector.specs.job import JobSpec
 from collector.specs.registry import PlatformSpec, Registry
-from collector.specs.secrets import split_secrets
+from collector.specs.secrets import secret_values, split_secrets
 from collector.submit.checks import check_spec_locally
 
 __all__ = ["RECORDED_URL", "DryRun", "PlatformTests", "RecordedResponses", "redis_contents"]
@@ -102,7 +104,9 @@ class PlatformTests:
         if not self.recorded_responses:
             yield None
             return
-        with RecordedResponses(self.recorded_responses) as server:
+        # The recorded server listens on loopback, which jobs reach only where the operator allows it.
+        with RecordedResponses(self.recorded_responses) as server, egress.installed(
+                egress.EgressPolicy.from_config(Config(egress_allow=RECORDED_HOST))):
             yield server
 
     @pytest.fixture
@@ -113,11 +117,15 @@ class PlatformTests:
         recorded: RecordedResponses | None,
         monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture,
+        tmp_path: Path,
     ) -> DryRun:
         self.replay(monkeypatch)
         body = self.body(recorded)
         connection = fakeredis.FakeRedis()
-        runtime = local_runtime(Config(platforms_package=self.package), connection=connection, registry=kit_registry)
+        # A data root of its own: files the dry run writes (storage targets) go to the test's temporary folder.
+        config = Config(platforms_package=self.package, data_dir=str(tmp_path / "data"),
+                        egress_allow=RECORDED_HOST if recorded else None)
+        runtime = local_runtime(config, connection=connection, registry=kit_registry)
         caplog.set_level("DEBUG")
         outcome = run_local(body, runtime)
         return DryRun(outcome, connection, caplog.text, check_spec(body, kit_registry), recorded)
@@ -193,7 +201,7 @@ class PlatformTests:
         self.verify(dry_run)
 
     def test_secrets_stay_sealed_and_masked(self, dry_run: DryRun) -> None:
-        secrets = [str(v) for v in split_secrets(dry_run.spec)[1].values() if v and str(v) != "***"]
+        secrets = [v for v in secret_values(split_secrets(dry_run.spec)[1]) if v != "***"]
         if not secrets:
             pytest.skip("sample_settings give no secret setting")
         shown = json.dumps(dry_run.outcome.record, default=str)

@@ -11,9 +11,11 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from collector import egress
 from collector.http_client import HttpClient
 from collector.masking import mask_text
-from collector.platform import FatalError, Platform, Storage
+from collector.platform import FatalError, Platform, SettingError, Storage
+from collector.resources import reach
 
 TRUE = frozenset({"true", "t", "yes", "y", "1"})
 FALSE = frozenset({"false", "f", "no", "n", "0"})
@@ -80,7 +82,11 @@ def infer_type(values: Iterable[str]) -> str:
 
 
 class CsvSource(Platform):
-    """Rows of a CSV file from `path` (on the worker's machine) or `url` (http/https): give exactly one.
+    """Rows of a CSV file from `path` or `url` (http/https): give exactly one.
+
+    `path` is relative to the worker's data root (COLLECTOR_DATA_DIR), or to the root of a `files` connection
+    named by `connection`; with an `http` connection, `url` is relative to its base URL (empty: the base itself),
+    and the connection's headers and credentials are sent with it.
 
     `skip_rows` lines are skipped before the header. Without a header (`has_header: false`) columns are named
     by `columns`, or `column_1`, `column_2`, ...; with one, `columns` renames them. `types` maps a column to
@@ -96,6 +102,7 @@ class CsvSource(Platform):
         self,
         path: str | None = None,
         url: str | None = None,
+        connection: str | None = None,
         delimiter: str = ",",
         encoding: str = "utf-8",
         has_header: bool = True,
@@ -106,10 +113,20 @@ class CsvSource(Platform):
         timeout_s: float = 30.0,
         storage: Storage | None = None,
     ) -> None:
-        if (path is None) == (url is None):
-            raise ValueError("give exactly one of path (a file on the worker) or url (http:// or https://)")
-        if url is not None and not url.startswith(("http://", "https://")):
-            raise ValueError(f"url {mask_text(url)!r} must start with http:// or https://")
+        self.named = reach.connection(connection, kinds=("files", "http")) if connection is not None else None
+        if self.named is not None and self.named.kind == "http":
+            if path is not None:
+                raise SettingError("path", f"connection {connection!r} is an http connection: give url (relative "
+                                           "to its base URL), not path")
+            url = self.named.url_for(url, setting="url")
+        elif self.named is not None and url is not None:
+            raise SettingError("url", f"connection {connection!r} is a files connection: give path, not url")
+        elif (path is None) == (url is None):
+            raise ValueError("give exactly one of path (under the data root) or url (http:// or https://)")
+        elif url is not None and not url.startswith(("http://", "https://")):
+            raise SettingError("url", f"url {mask_text(url)!r} must start with http:// or https://")
+        if url is not None and self.named is None:  # a connection's own host is the operator's choice
+            egress.current().check_url(url, setting="url")
         if len(delimiter) != 1:
             raise ValueError(f"delimiter {delimiter!r} must be one character (use \"\\t\" for tabs)")
         try:
@@ -123,6 +140,7 @@ class CsvSource(Platform):
         wrong = {c: t for c, t in (types or {}).items() if t not in CONVERTERS}
         if wrong:
             raise ValueError(f"types {wrong} are not types; use one of {sorted(CONVERTERS)}")
+        self.file = reach.local_file(path, connection=self.named) if path is not None else None
         self.path, self.url, self.delimiter, self.encoding = path, url, delimiter, encoding
         self.has_header, self.columns, self.skip_rows = has_header, columns, skip_rows
         self.types, self.infer_types, self.timeout_s = dict(types or {}), infer_types, timeout_s
@@ -156,13 +174,16 @@ class CsvSource(Platform):
         """Column names and the data lines (each padded to the width of the header)."""
         source = self.path if self.path is not None else mask_text(str(self.url))
         try:
-            if self.path is not None:
-                with open(self.path, newline="", encoding=self._codec()) as file:
+            if self.file is not None:
+                with self.file.open("r", encoding=self._codec(), newline="") as file:
                     lines = list(csv.reader(itertools.islice(file, self.skip_rows, None), delimiter=self.delimiter))
             else:
-                client = HttpClient(headers={"Accept": "text/csv, */*"}, secrets=[], timeout_s=self.timeout_s,
-                                    on_retry=ctx.log.warning)
-                raw, _ = client.request(self.url)
+                accept = {"Accept": "text/csv, */*"}
+                if self.named is not None:
+                    client = self.named.http_client(headers=accept, timeout_s=self.timeout_s, on_retry=ctx.log.warning)
+                else:
+                    client = HttpClient(headers=accept, secrets=[], timeout_s=self.timeout_s, on_retry=ctx.log.warning)
+                raw, _ = client.request(str(self.url))
                 text = io.StringIO(raw.decode(self._codec()), newline="")
                 lines = list(csv.reader(itertools.islice(text, self.skip_rows, None), delimiter=self.delimiter))
         except FileNotFoundError:

@@ -10,9 +10,11 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
+from collector import egress
 from collector.http_client import BODY_SNIPPET, HttpClient, origin
 from collector.masking import mask_text
-from collector.platform import FatalError, Platform, Secret, Storage
+from collector.platform import FatalError, Platform, Secret, SettingError, Storage
+from collector.resources import reach
 
 Pagination = Literal["none", "page", "offset", "next_link", "cursor"]
 
@@ -53,7 +55,9 @@ class HttpJson(Platform):
     `cursor` sends the value found at `cursor_path` back as `cursor_param`; both stop when there is none.
     With GET, parameters go in the query string; with POST, `body` plus the paging parameters go as a JSON body.
     Auth: `token` as a bearer token (or as the query parameter `token_param`), or `username`/`password` as
-    HTTP basic auth; credentials are only sent to the host of `url`. 408/429/5xx and connection errors are
+    HTTP basic auth; credentials are only sent to the host of `url`. Or name an `http` `connection` the
+    operator defined: `url` is then relative to its base URL (empty: the base itself), and its headers and
+    credentials go with every request to that host. 408/429/5xx and connection errors are
     retried `max_retries` times with exponential backoff from `backoff_s` (a `Retry-After` header wins).
     Datasets: `original` holds each response body, `processed` the records with nested objects flattened to
     `a.b` keys; `storage` receives the processed records page by page.
@@ -63,9 +67,10 @@ class HttpJson(Platform):
 
     def __init__(
         self,
-        url: str,
+        url: str | None = None,
+        connection: str | None = None,
         method: Literal["GET", "POST"] = "GET",
-        headers: dict | None = None,
+        headers: dict[str, Secret] | None = None,
         params: dict | None = None,
         body: dict | None = None,
         token: Secret | None = None,
@@ -89,8 +94,24 @@ class HttpJson(Platform):
         timeout_s: float = 30.0,
         storage: Storage | None = None,
     ) -> None:
+        named = reach.connection(connection, kinds=("http",)) if connection is not None else None
+        if named is not None:
+            given = [n for n, v in (("token", token), ("username", username), ("password", password)) if v]
+            if given:
+                raise SettingError(given[0], f"connection {connection!r} brings its own credentials; "
+                                             f"drop {', '.join(given)}")
+            taken = {name.lower() for name in named.headers}
+            clash = sorted(str(k) for k in headers or {} if str(k).lower() in taken)
+            if clash:
+                raise SettingError("headers", f"header(s) {', '.join(clash)} are set by connection {connection!r}; "
+                                              "drop them")
+            url = named.url_for(url, setting="url")
+        elif url is None:
+            raise SettingError("url", "give url (http:// or https://), or the name of an http connection")
         if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-            raise ValueError(f"url {mask_text(url)!r} must start with http:// or https://")
+            raise SettingError("url", f"url {mask_text(url)!r} must start with http:// or https://")
+        if named is None:  # a connection's own host is the operator's choice
+            egress.current().check_url(url, setting="url")
         if token and (username or password):
             raise ValueError("give either token, or username and password (basic auth), not both")
         if password and not username:
@@ -121,11 +142,15 @@ class HttpJson(Platform):
             auth["Authorization"] = f"Basic {pair}"
             secrets.append(pair)
         header_values = {str(k): str(v) for k, v in (headers or {}).items()}
-        self.client = HttpClient(
-            headers={"Accept": "application/json", **header_values, **auth},
-            secrets=secrets, max_retries=max_retries, backoff_s=backoff_s, timeout_s=timeout_s,
-        )
-        self.client.auth_origin = origin(url)
+        secrets += header_values.values()  # API keys travel in headers: every header value is a secret
+        options: dict[str, Any] = {"max_retries": max_retries, "backoff_s": backoff_s, "timeout_s": timeout_s}
+        if named is not None:
+            self.client = named.http_client(headers={"Accept": "application/json", **header_values}, secrets=secrets,
+                                            **options)
+        else:
+            self.client = HttpClient(headers={"Accept": "application/json", **header_values, **auth},
+                                     secrets=secrets, private_headers=header_values, **options)
+            self.client.auth_origin = origin(url)
 
     def _run(self, ctx):
         ctx.add_secrets(self.client.secrets)

@@ -1,69 +1,71 @@
-"""Rows of a SELECT run on any database SQLAlchemy reaches, streamed in chunks."""
+"""Rows of a SELECT run on a PostgreSQL, MySQL/MariaDB or SQLite database, streamed in chunks."""
 
 from __future__ import annotations
 
-import os
-import re
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from collector.masking import mask_text
-from collector.platform import FatalError, Platform, Secret, Storage, TransientError
-
-# The installed drivers, used when a URL names only the database (`mysql://...`): SQLAlchemy's own default
-# for these (mysqlclient, psycopg2) is not installed.
-DRIVERS = {"mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql", "postgresql": "postgresql+psycopg",
-           "postgres": "postgresql+psycopg"}
-# Leading comments and blanks, then the first word of the statement.
-FIRST_WORD = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*([A-Za-z]+)", re.DOTALL)
-READING_WORDS = ("select", "with")
+from collector.platform import FatalError, Platform, Secret, SettingError, Storage, TransientError
+from collector.resources import databases, reach
+from collector.resources.dataroot import LocalFile
+from collector.resources.sql_guard import check_query
 
 
 class SqlQuery(Platform):
     """Rows of one read-only query (a statement starting with SELECT or WITH) on the database at `url`.
 
-    `url` is a SQLAlchemy URL (`sqlite:////data/app.db`, `postgresql://user:pw@host/db`,
-    `mysql://user:pw@host/db`); `params` are bound to `:name` placeholders in `query` (so a colon before a word
-    or digit in a literal, as in `'10:30'`, is written `\\:`). Rows are fetched `chunk_size` at a time from a
-    server-side cursor (SQLite reads lazily by itself), and each chunk goes to `storage` as it arrives, so
-    memory stays flat however many rows the query returns. For the same reason
-    the `processed` dataset keeps only the first 100 rows as a sample; the full result goes to `storage`.
-    The statement runs in a read-only session (SQLite `query_only`, PostgreSQL and MySQL read-only
-    transactions), so a data-changing statement fails even when it hides behind WITH.
+    `url` is a SQLAlchemy URL (`sqlite:///app.db`, a file under the data root, `postgresql://user:pw@host/db`,
+    `mysql://user:pw@host/db`), or `connection` names a database connection the operator defined; `params`
+    are bound to `:name` placeholders in `query` (so a colon before a word or digit in a literal, as in
+    `'10:30'`, is written `\\:`). Rows are fetched `chunk_size` at a time from a server-side cursor (SQLite
+    reads lazily by itself), and each chunk goes to `storage` as it arrives, so memory stays flat however many
+    rows the query returns. For the same reason the `processed` dataset keeps only the first 100 rows as a
+    sample; the full result goes to `storage`. The statement runs in a read-only session (SQLite `query_only`,
+    PostgreSQL and MySQL read-only transactions), so a data-changing statement fails even when it hides
+    behind WITH; functions and clauses that reach files or other servers (`INTO OUTFILE`, `LOAD_FILE(`,
+    `pg_read_file(`, `COPY`, `dblink`, ...) are refused before the job is queued. An inline URL's host must
+    pass the egress policy and the URL may carry only the usual connection parameters; the statement is
+    stopped on the server when the job times out or is cancelled.
     """
 
     SAMPLE_ROWS = 100   # rows kept as the `processed` dataset; the rest only go to storage
 
     def __init__(
         self,
-        url: Secret,
         query: str,
+        url: Secret | None = None,
+        connection: str | None = None,
         params: dict | None = None,
         chunk_size: int = 10000,
         storage: Storage | None = None,
     ) -> None:
-        first = FIRST_WORD.match(query)
-        if first is None or first.group(1).lower() not in READING_WORDS:
-            shown = first.group(1).upper() if first else query.strip()[:20]
-            raise ValueError(f"query must be a SELECT (or WITH ... SELECT) statement, not {shown!r}")
-        if ";" in query.strip().rstrip(";"):
-            raise ValueError("query holds more than one statement; give a single SELECT")
         if chunk_size < 1:
             raise ValueError(f"chunk_size={chunk_size} must be 1 or more")
-        try:
-            parsed = make_url(url)
-        except ArgumentError:
-            raise ValueError(f"url {mask_text(url, [url])!r} is not a SQLAlchemy URL "
-                             "(e.g. sqlite:////path/to.db or postgresql://user:pw@host/db)") from None
-        self.url, self.query, self.params = url, query, dict(params or {})
+        self.named = reach.connection(connection, kinds=("database",)) if connection is not None else None
+        self.file: LocalFile | None = None
+        if self.named is not None:
+            if url is not None:
+                raise SettingError("url", f"give either url or connection, not both: connection {connection!r} "
+                                          "names the database")
+            parsed = databases.check_url(self.named.url, setting="connection", trusted=True)  # type: ignore[arg-type]
+        elif url is None:
+            raise SettingError("url", "give url (a SQLAlchemy URL) or the name of a database connection")
+        else:
+            parsed = databases.check_url(url, setting="url")
+            if parsed.get_backend_name() == "sqlite":
+                self.file = sqlite_file(parsed)
+        self.url, self.connection, self.query, self.params = url, connection, query, dict(params or {})
+        check_query(query, databases.backend_of(parsed))
         self.chunk_size, self.storage = chunk_size, storage
-        self._url = parsed.set(drivername=DRIVERS.get(parsed.drivername, parsed.drivername))
+        self._url = parsed
 
     def _secrets(self) -> list[str]:
-        return [s for s in (str(self.url), self._url.password) if s]
+        found = [s for s in (self.url, self._url.password) if s]
+        return [str(s) for s in found] + list(self.named.secrets if self.named is not None else ())
 
     def _mask(self, text: str) -> str:
         return mask_text(text, self._secrets())
@@ -71,12 +73,19 @@ class SqlQuery(Platform):
     def _run(self, ctx):
         ctx.add_secrets(self._secrets())
         backend = self._url.get_backend_name()
-        database = self._url.database
-        if backend == "sqlite" and database not in (None, "", ":memory:") and not database.startswith("file:"):
-            if not os.path.isfile(database):
-                raise FatalError(f"no SQLite database file at {database!r} on this worker; check the url")
+        url = self._url
+        if self.file is not None:
+            # Checked again here, folder by folder without following a symlink, right before SQLite opens it.
+            if not self.file.exists():
+                raise FatalError(f"no SQLite database file at {self.file.display!r} under the data root of this "
+                                 "worker; check the url")
+            url = url.set(database=self.file.checked_path(create_folders=False))
+        options: dict[str, Any] = {"poolclass": sa.pool.NullPool, "hide_parameters": True}
         try:
-            engine = sa.create_engine(self._url, poolclass=sa.pool.NullPool, hide_parameters=True)
+            if self.named is not None:
+                engine = self.named.create_engine(drivername=self._url.drivername, **options)
+            else:
+                engine = databases.create_engine(url, **options)
         except (ArgumentError, NoSuchModuleError) as exc:
             raise FatalError(self._mask(f"cannot use url {self._url!r}: {exc}")) from None
         sample: list[dict[str, Any]] = []
@@ -137,7 +146,24 @@ class SqlQuery(Platform):
         reason = getattr(exc, "orig", None) or exc
         host = f" at {self._url.host}:{self._url.port or 'default port'}" if self._url.host else ""
         where = f"{self._url.get_backend_name()} database {self._url.database!r}{host}"
+        if self.named is not None:
+            where = f"{self._url.get_backend_name()} database of connection {self.named.name!r}"
         return self._mask(f"query on {where} failed: {type(reason).__name__}: {reason}")
+
+
+def sqlite_file(url: URL) -> LocalFile | None:
+    """The file a client's SQLite URL names, under the data root (None for an in-memory database);
+    `SettingError("url")` for one outside it or a URI filename that could name any file."""
+    database = url.database or ""
+    if database in ("", ":memory:"):
+        return None
+    if database.startswith("file:") or "uri" in url.query:
+        raise SettingError("url", "SQLite URI filenames (file:..., ?uri=true) are not taken; give the database "
+                                  "as sqlite:///path/relative/to/the/data/root.db")
+    try:
+        return reach.local_file(database, setting="url")
+    except SettingError as exc:
+        raise SettingError("url", f"the SQLite database of url: {exc.message}") from None
 
 
 def _is_connection_failure(exc: OperationalError) -> bool:

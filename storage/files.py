@@ -6,13 +6,13 @@ import contextlib
 import csv
 import datetime as dt
 import decimal
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import IO, Any, ClassVar, Literal
 
 from collector.errors import StorageError
+from collector.resources import reach
+from collector.resources.dataroot import LocalFile
 from storage.base import Row, Storage
 from storage.sql import dump_json
 
@@ -38,70 +38,60 @@ def csv_value(value: Any) -> Any:
     return str(value)
 
 
-def keep_mode(path: str, *, like: str) -> None:
-    """Give a temporary file the permissions of the file it will replace (mkstemp makes it 0600)."""
-    try:
-        mode = os.stat(like).st_mode & 0o7777
-    except FileNotFoundError:
-        mode = 0o644
-    os.chmod(path, mode)
-
-
 class FileStorage(Storage):
-    """Shared by the file backends: the target path, the mode and the atomic replace.
+    """Shared by the file backends: the target file, the mode and the atomic replace.
 
-    replace writes a temporary file next to the target and renames it over the target (`os.replace`, atomic
-    on POSIX within one file system), so readers see the old file or the new one; the first `write` of an
-    instance replaces, later ones append, so a job may hand its rows over in several calls.
+    `path` is relative to the data root (COLLECTOR_DATA_DIR), or to the root of a `files` `connection`;
+    it is checked when the spec is submitted and again, folder by folder without following a symlink, each
+    time the file is opened. replace writes a temporary file next to the target and renames it over the
+    target (atomic on POSIX within one file system), so readers see the old file or the new one; the first
+    `write` of an instance replaces, later ones append, so a job may hand its rows over in several calls.
     """
 
     path: str
     mode: str
+    connection: str | None
     KIND: ClassVar[str] = ""
 
-    def _init_file(self, *, path: str, mode: str) -> None:
-        if not path:
-            raise ValueError("path must name the file to write to")
+    def _init_file(self, *, path: str, mode: str, connection: str | None) -> None:
         if mode not in ("append", "replace"):
             raise ValueError(f"mode must be append or replace, not {mode!r}")
-        self.path, self.mode = path, mode
+        root = reach.connection(connection, kinds=("files",)) if connection is not None else None
+        self.file = reach.local_file(path, connection=root, write=True)
+        self.path, self.mode, self.connection = path, mode, connection
         self._replaced = False
 
     def describe(self) -> str:
-        return f"{self.KIND} file {self.path}"
+        where = f" of connection {self.connection!r}" if self.connection else ""
+        return f"{self.KIND} file {self.path}{where}"
 
     def _error(self, doing: str, exc: BaseException) -> StorageError:
         message = f"could not write to {self.describe()} ({doing}): {exc}"
         return StorageError(message, details={"path": self.path})
 
     def write(self, rows: Iterable[Row]) -> int:
-        target = os.path.abspath(os.path.expanduser(self.path))
-        try:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-        except OSError as exc:
-            raise self._error("creating its folder", exc) from exc
         if self.mode == "append" or self._replaced:
-            return self._write_to(target, rows, fresh=False)
-        folder, name = os.path.split(target)
-        handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-        os.close(handle)
+            return self._write_to(self.file, rows, fresh=False)
         try:
-            keep_mode(temporary, like=target)
+            temporary = self.file.temporary_sibling()
+        except OSError as exc:
+            raise self._error("creating a temporary file beside it", exc) from exc
+        try:
             count = self._write_to(temporary, rows, fresh=True, report=False)
             try:
-                os.replace(temporary, target)
+                temporary.rename_over(self.file)
             except OSError as exc:
                 raise self._error("replacing the file", exc) from exc
         except BaseException:
             with contextlib.suppress(OSError):
-                os.unlink(temporary)
+                temporary.remove()
             raise
         self._replaced = True
         if count:
             self._written(count)
         return count
 
-    def _write_to(self, path: str, rows: Iterable[Row], *, fresh: bool, report: bool = True) -> int:
+    def _write_to(self, target: LocalFile, rows: Iterable[Row], *, fresh: bool, report: bool = True) -> int:
         raise NotImplementedError
 
     @staticmethod
@@ -121,35 +111,37 @@ class CsvStorage(FileStorage):
     TYPE = "csv"
     KIND = "csv"
 
-    def __init__(self, *, path: str, delimiter: str = ",", mode: FileMode = "append") -> None:
+    def __init__(
+        self, *, path: str, delimiter: str = ",", mode: FileMode = "append", connection: str | None = None
+    ) -> None:
         if len(delimiter) != 1:
             raise ValueError("delimiter must be one character")
-        self._init_file(path=path, mode=mode)
+        self._init_file(path=path, mode=mode, connection=connection)
         self.delimiter = delimiter
 
-    def _read_header(self, path: str) -> list[str]:
+    def _read_header(self, target: LocalFile) -> list[str]:
         try:
-            with open(path, newline="", encoding="utf-8") as file:
+            with target.open("r", newline="") as file:
                 return next(csv.reader(file, delimiter=self.delimiter), [])
         except FileNotFoundError:
             return []
 
-    def _write_to(self, path: str, rows: Iterable[Row], *, fresh: bool, report: bool = True) -> int:
+    def _write_to(self, target: LocalFile, rows: Iterable[Row], *, fresh: bool, report: bool = True) -> int:
         try:
-            header = [] if fresh else self._read_header(path)
+            header = [] if fresh else self._read_header(target)
             known = set(header)
             total = 0
-            file: IO[str] = open(path, "w" if fresh else "a", newline="", encoding="utf-8")
+            file: IO[str] = target.open("w" if fresh else "a", newline="")
             try:
                 for chunk in self._chunks(rows):
                     new = [k for row in chunk for k in row if k not in known]
                     if new:
                         new = list(dict.fromkeys(new))
                         file.close()
-                        self._widen(path, header, new, has_header=bool(header))
+                        self._widen(target, header, new, has_header=bool(header))
                         header += new
                         known.update(new)
-                        file = open(path, "a", newline="", encoding="utf-8")
+                        file = target.open("a", newline="")
                     writer = csv.writer(file, delimiter=self.delimiter)
                     writer.writerows([csv_value(row.get(column)) for column in header] for row in chunk)
                     file.flush()
@@ -162,25 +154,16 @@ class CsvStorage(FileStorage):
             raise self._error("writing", exc) from exc
         return total
 
-    def _widen(self, path: str, header: list[str], new: list[str], *, has_header: bool) -> None:
-        """Rewrite `path` with `new` columns added to its header (atomically, via a temporary file)."""
-        folder = os.path.dirname(path)
-        handle, temporary = tempfile.mkstemp(prefix=".widen.", suffix=".tmp", dir=folder)
-        try:
-            keep_mode(temporary, like=path)
-            with os.fdopen(handle, "w", newline="", encoding="utf-8") as out:
-                writer = csv.writer(out, delimiter=self.delimiter)
-                writer.writerow(header + new)
-                if has_header:
-                    with open(path, newline="", encoding="utf-8") as source:
-                        reader = csv.reader(source, delimiter=self.delimiter)
-                        next(reader, None)
-                        writer.writerows(line + [""] * len(new) for line in reader)
-            os.replace(temporary, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
+    def _widen(self, target: LocalFile, header: list[str], new: list[str], *, has_header: bool) -> None:
+        """Rewrite `target` with `new` columns added to its header (atomically, via a temporary file)."""
+        with target.replacing(newline="") as out:
+            writer = csv.writer(out, delimiter=self.delimiter)
+            writer.writerow(header + new)
+            if has_header:
+                with target.open("r", newline="") as source:
+                    reader = csv.reader(source, delimiter=self.delimiter)
+                    next(reader, None)
+                    writer.writerows(line + [""] * len(new) for line in reader)
 
 
 class JsonlStorage(FileStorage):
@@ -189,13 +172,13 @@ class JsonlStorage(FileStorage):
     TYPE = "jsonl"
     KIND = "jsonl"
 
-    def __init__(self, *, path: str, mode: FileMode = "append") -> None:
-        self._init_file(path=path, mode=mode)
+    def __init__(self, *, path: str, mode: FileMode = "append", connection: str | None = None) -> None:
+        self._init_file(path=path, mode=mode, connection=connection)
 
-    def _write_to(self, path: str, rows: Iterable[Row], *, fresh: bool, report: bool = True) -> int:
+    def _write_to(self, target: LocalFile, rows: Iterable[Row], *, fresh: bool, report: bool = True) -> int:
         total = 0
         try:
-            with open(path, "w" if fresh else "a", encoding="utf-8") as file:
+            with target.open("w" if fresh else "a") as file:
                 for chunk in self._chunks(rows):
                     file.write("".join(dump_json(dict(row)) + "\n" for row in chunk))
                     file.flush()

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
-from collector.masking import mask_text
+from collector.errors import SettingError
+from collector.resources import databases, reach
+from collector.resources.connections import Connection as NamedConnection
+from collector.resources.dataroot import LocalFile
 from collector.types import Secret
 from storage.base import Row
 from storage.sql_plan import gc_paused
@@ -182,7 +184,8 @@ class SQLStorage(SQLTableWriter):
 
 
 class _ServerStorage(SQLStorage):
-    """A database server reached by hostname/db/username/password, or by a SQLAlchemy URL."""
+    """A database server reached by a `connection` the operator named, by hostname/db/username/password, or by
+    a SQLAlchemy URL."""
 
     BACKENDS: ClassVar[tuple[str, ...]] = ()
     DRIVER: ClassVar[str] = ""
@@ -197,6 +200,7 @@ class _ServerStorage(SQLStorage):
         password: Secret | None = None,
         port: int | None = None,
         url: Secret | None = None,
+        connection: str | None = None,
         mode: Mode = "append",
         key: list[str] | None = None,
         batch_size: int = 1000,
@@ -205,44 +209,67 @@ class _ServerStorage(SQLStorage):
         self.hostname, self.db, self.username, self.port = hostname, db, username, port
         self.password = Secret(password) if password is not None else None
         self.url = Secret(url) if url is not None else None
-        if url:
+        self.connection = connection
+        self._connection: NamedConnection | None = None
+        if connection is not None:
+            given = [n for n, v in (("url", url), ("hostname", hostname), ("db", db), ("username", username),
+                                    ("password", password), ("port", port)) if v is not None]
+            if given:
+                raise SettingError("connection", f"give either connection or {', '.join(given)}, not both: "
+                                                 "the connection names the database")
+            self._connection = reach.connection(connection, kinds=("database",))
+            if self._connection.backend not in self.BACKENDS:
+                raise SettingError("connection", f"connection {connection!r} is a {self._connection.backend} "
+                                                 f"database; storage type {self.TYPE!r} needs a "
+                                                 f"{' or '.join(self.BACKENDS)} one")
+            self._url = self._adapt(self._connection.url)  # type: ignore[arg-type]
+        elif url:
             self._url = self._parse_url(url)
         elif hostname and db and username:
-            self._url = URL.create(
+            self._url = databases.check_url(URL.create(
                 f"{self.BACKENDS[0]}+{self.DRIVER}", username=username, password=password or None,
                 host=hostname, port=port, database=db, query=self._url_query(),
-            )
+            ), setting="url", host_setting="hostname", backends=self.BACKENDS)
         else:
             missing = [n for n, v in (("hostname", hostname), ("db", db), ("username", username)) if not v]
             raise ValueError(
-                f"give either url, or hostname, db and username (missing: {', '.join(missing)})"
+                f"give a connection, a url, or hostname, db and username (missing: {', '.join(missing)})"
             )
 
     def _url_query(self) -> dict[str, str]:
         return {}
 
     def _parse_url(self, url: str) -> URL:
-        try:
-            parsed = make_url(url)
-        except ArgumentError:
-            raise ValueError(f"url is not a SQLAlchemy database URL: {mask_text(url, [url])}") from None
-        backend = parsed.get_backend_name()
-        if backend not in self.BACKENDS:
-            raise ValueError(f"url must be a {' or '.join(self.BACKENDS)} URL, not {backend!r}")
-        return parsed.set(drivername=f"{backend}+{self.DRIVER}")
+        parsed = databases.check_url(url, setting="url", backends=self.BACKENDS)
+        return self._adapt(parsed)
+
+    def _adapt(self, url: URL) -> URL:
+        """The URL with this backend's driver, and the query parameters it needs."""
+        url = url.set(drivername=f"{url.get_backend_name()}+{self.DRIVER}")
+        missing = {k: v for k, v in self._url_query().items() if k not in url.query}
+        return url.update_query_dict(missing) if missing else url
 
     def _secrets(self) -> list[str]:
         found = [s for s in (self.password, self._url.password) if s]
+        if self._connection is not None:
+            found += self._connection.secrets
         return [str(s) for s in found]
 
+    def describe(self) -> str:
+        where = f" (connection {self.connection!r})" if self.connection else ""
+        return f"{super().describe()}{where}"
+
     def _create_engine(self) -> Engine:
-        return sa.create_engine(
-            self._url,
-            hide_parameters=True,       # row values stay out of error messages and logs
-            paramstyle="format",        # positional, so rows go to executemany as tuples
-            json_serializer=dump_json,
-            pool_size=1,
-        )
+        options: dict[str, Any] = {
+            "hide_parameters": True,       # row values stay out of error messages and logs
+            "paramstyle": "format",        # positional, so rows go to executemany as tuples
+            "json_serializer": dump_json,
+            "pool_size": 1,
+        }
+        if self._connection is not None:
+            return self._connection.create_engine(drivername=self._url.drivername, query=self._url_query(),
+                                                  **options)
+        return databases.create_engine(self._url, **options)
 
 
 class MySQLStorage(_ServerStorage):
@@ -256,10 +283,6 @@ class MySQLStorage(_ServerStorage):
     def _url_query(self) -> dict[str, str]:
         return {"charset": "utf8mb4"}       # 4-byte UTF-8: emoji and all of Unicode
 
-    def _parse_url(self, url: str) -> URL:
-        parsed = super()._parse_url(url)
-        return parsed if "charset" in parsed.query else parsed.update_query_dict({"charset": "utf8mb4"})
-
 
 class PostgreSQLStorage(_ServerStorage):
     """Rows into a PostgreSQL table (psycopg 3)."""
@@ -271,7 +294,8 @@ class PostgreSQLStorage(_ServerStorage):
 
 
 class SQLiteStorage(SQLStorage):
-    """Rows into a table of a SQLite database file."""
+    """Rows into a table of a SQLite database file: `path` under the data root (COLLECTOR_DATA_DIR), or under
+    the root of a `files` `connection`, or the file of a sqlite `database` connection (then no `path`)."""
 
     TYPE = "sqlite"
     DIALECT = "sqlite"
@@ -279,23 +303,44 @@ class SQLiteStorage(SQLStorage):
     def __init__(
         self,
         *,
-        path: str,
         table: str,
+        path: str | None = None,
+        connection: str | None = None,
         mode: Mode = "append",
         key: list[str] | None = None,
         batch_size: int = 1000,
     ) -> None:
-        if not path:
-            raise ValueError("path must name the SQLite database file")
         self._init_common(table=table, mode=mode, key=key, batch_size=batch_size)
-        self.path = path
+        self.path, self.connection = path, connection
+        self._connection: NamedConnection | None = None
+        self._file: LocalFile | None = None
+        named = reach.connection(connection, kinds=("files", "database")) if connection is not None else None
+        if named is not None and named.kind == "database":
+            if named.backend != "sqlite":
+                raise SettingError("connection", f"connection {connection!r} is a {named.backend} database; "
+                                                 "storage type 'sqlite' needs a sqlite one (or a files connection)")
+            if path is not None:
+                raise SettingError("path", f"connection {connection!r} names the database file; drop path")
+            self._connection = named
+        elif path is None:
+            raise SettingError("path", "path must name the SQLite database file (relative to "
+                                       f"{'the connection' if named else 'the data root'}), e.g. 'rows.db'")
+        else:
+            self._file = reach.local_file(path, connection=named, write=True)
+
+    def describe(self) -> str:
+        where = f" (connection {self.connection!r})" if self.connection else ""
+        return f"{super().describe()}{where}"
 
     def _create_engine(self) -> Engine:
-        path = os.path.abspath(os.path.expanduser(self.path))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        engine = sa.create_engine(
-            URL.create("sqlite+pysqlite", database=path), hide_parameters=True, json_serializer=dump_json
-        )
+        options: dict[str, Any] = {"hide_parameters": True, "json_serializer": dump_json}
+        if self._connection is not None:
+            engine = self._connection.create_engine(drivername="sqlite+pysqlite", **options)
+        else:
+            assert self._file is not None
+            # Checked again here, folder by folder without following a symlink, right before SQLite opens it.
+            database = self._file.checked_path(create_folders=True)
+            engine = databases.create_engine(URL.create("sqlite+pysqlite", database=database), **options)
 
         # pysqlite's own transaction handling commits DDL outside transactions; driving BEGIN ourselves
         # makes CREATE/ALTER part of the batch transaction (rolled back with it). IMMEDIATE takes the write

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SAWarning, SQLAlchemyError
 
-from collector.errors import StorageError
+from collector.errors import StorageError, UnsafePathError
 from collector.masking import mask_text
 from storage.base import Row, Storage
 from storage.sql_plan import InsertPlan, Prepared, batch_columns, insert_statement, same_width
@@ -118,7 +118,7 @@ class SQLTableWriter(Storage):
         """Turn a database failure into a `StorageError` naming the table and never a password."""
         try:
             yield
-        except StorageError:
+        except (StorageError, UnsafePathError):   # a refused SQLite path says so itself
             raise
         except Exception as exc:
             error = self._error(doing, exc)

@@ -50,6 +50,50 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_reach() -> Iterator[None]:
+    """No test's data root or connections stay installed for the next one."""
+    yield
+    from collector.resources import reach
+
+    reach.install(None)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """This test's data root (COLLECTOR_DATA_DIR of its configs): where its jobs read and write local files."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def data_root(data_dir: Path) -> Path:
+    """`data_dir`, installed as this process's data root: for tests that build platforms and backends directly."""
+    from collector.resources import reach
+
+    reach.ensure(Config(data_dir=str(data_dir)))
+    return data_dir
+
+
+@pytest.fixture(autouse=True)
+def _default_egress() -> Iterator[None]:
+    """Each test starts under the default egress policy (nothing allowed), whatever an earlier one installed."""
+    from collector import egress
+
+    with egress.installed(egress.EgressPolicy()):
+        yield
+
+
+@pytest.fixture
+def allow_loopback() -> Iterator[None]:
+    """Jobs run in this process may reach 127.0.0.1, as an operator allows with COLLECTOR_EGRESS_ALLOW=127.0.0.1."""
+    from collector import egress
+
+    with egress.installed(egress.EgressPolicy.from_config(Config(egress_allow="127.0.0.1"))):
+        yield
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[Any]:
     """A private redis-server on a free port for the whole session (never the machine's shared one)."""
@@ -82,9 +126,9 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def config(redis_url: str) -> Config:
+def config(redis_url: str, data_dir: Path) -> Config:
     return Config(redis_url=redis_url, secret_key=TEST_SECRET_KEY, progress_interval_s=0.05,
-                  shutdown_grace_s=10.0)
+                  shutdown_grace_s=10.0, data_dir=str(data_dir))
 
 
 def worker_env(config: Config, **extra: str) -> dict[str, str]:
@@ -96,8 +140,12 @@ def worker_env(config: Config, **extra: str) -> dict[str, str]:
         "COLLECTOR_PROGRESS_INTERVAL_S": str(config.progress_interval_s),
         "COLLECTOR_SHUTDOWN_GRACE_S": str(config.shutdown_grace_s),
         "COLLECTOR_PLATFORMS_PACKAGE": config.platforms_package,
+        "COLLECTOR_DATA_DIR": config.data_dir,
+        "COLLECTOR_CONNECTIONS": config.connections or "",
         "PYTHONUNBUFFERED": "1",
     })
+    if config.egress_allow:
+        env["COLLECTOR_EGRESS_ALLOW"] = config.egress_allow
     env.update(extra)
     return env
 

@@ -70,6 +70,44 @@ class Vaulted(Platform):
         return {"stored": self.storage.rows_written if self.storage else 0}
 '''
 
+ECHOING = '''
+"""A source that echoes its credentials into every channel that keeps data, as a careless API would."""
+import hashlib
+import json
+import logging
+
+from collector.platform import Platform, Secret, TransientError
+
+raw_log = logging.getLogger("echoing.raw")
+
+
+class Echoing(Platform):
+    """Signs in with `api_key` and `headers`, gets a session token it registers as a secret, and puts all of them
+    in its datasets (values, keys, nested, inside JSON text), checkpoint, progress, log lines and result; its
+    first attempt fails with a transient error quoting them when `fail_first` is set."""
+
+    def __init__(self, api_key: Secret, headers: dict[str, Secret] | None = None, fail_first: bool = False,
+                 pin: Secret | None = None) -> None:
+        self.api_key, self.headers, self.fail_first, self.pin = api_key, headers or {}, fail_first, pin
+
+    def _run(self, ctx):
+        session = "sess-" + hashlib.sha256(self.api_key.encode()).hexdigest()[:20]
+        given = [self.api_key, *self.headers.values(), session]
+        body = {"auth": f"Bearer {self.api_key}", "headers": dict(self.headers), "session": session,
+                "nested": [{"deep": {value: [value, f"<{value}>"] for value in given}}],
+                "as_text": json.dumps({"sent": given}), "pin": self.pin, "count": 2024}
+        ctx.dataset("original", [body])       # before the session is registered: masked when it is
+        ctx.add_secrets([session])
+        ctx.checkpoint({"cursor": f"after {session}", "key": self.api_key})
+        ctx.progress(1, 2, f"signed in with {self.api_key}")
+        ctx.log.info("session %s for key %s", session, self.api_key)
+        raw_log.warning("raw logger: %s", session)
+        if self.fail_first and ctx.attempt == 1:
+            raise TransientError(f"the API answered 503: {json.dumps(body)}")
+        ctx.dataset("processed", [{"key": self.api_key, session: "a key", "n": n} for n in range(3)])
+        return {"echo": body, session: "a key"}
+'''
+
 
 def make_package(root: Path, name: str, **files: str) -> str:
     """A package `name` under `root` holding `files` (module name → source); returns its name."""

@@ -7,11 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from collector.config import Config
+from collector.resources import reach
 from collector.specs.job import validate_spec
 from collector.specs.registry import Registry
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 REGISTRY = Registry.discover("platforms")
+
+
+@pytest.fixture(autouse=True)
+def _as_make_run_serves_them(data_dir: Path) -> None:
+    """The examples' connections (`make run` sets COLLECTOR_CONNECTIONS to them) and a data root of their own."""
+    reach.ensure(Config(data_dir=str(data_dir), connections=str(EXAMPLES / "connections.toml")))
 
 
 def load(path: Path) -> dict:

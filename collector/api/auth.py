@@ -1,62 +1,104 @@
-"""Bearer-token authentication (`COLLECTOR_API_TOKENS`) of every endpoint but `GET /system/alive`.
+"""Who may do what: every request's caller (a named token, or `anonymous` when the API is open), the scope each
+route declares (`ROUTE_SCOPES`, the one place it is declared), and the guard against requests other sites send.
 
-Browsers cannot send a bearer token when they open a page, so the pages meant for them (the
-dashboard at `/rq` and the API docs at `/docs`) also take HTTP basic auth with the token as the
-password (any user name). The dashboard's mutating actions are guarded whether or not tokens are
-set: they must be POSTs, and a POST authenticated by what a browser sends on its own (basic auth, or
-nothing in open mode) must carry `X-Requested-With: XMLHttpRequest` — which the dashboard's own
-scripts send and a cross-site form cannot — so another site cannot make a logged-in browser act.
+Checks, in order, on every request:
+1. API tokens in the query string are refused (400): URLs end up in logs, proxies and browser history.
+2. `GET /system/alive` is open to anyone.
+3. Authentication: `Authorization: Bearer <token>` everywhere. Browsers cannot send a bearer token when they open
+   a page, so the browser pages (GETs under `/rq` and `/docs`, and `/openapi.json` the docs page loads) also take
+   basic auth with the token as the password; so do rq-dashboard's buttons, which post from such a page.
+   Basic auth anywhere else is refused: a browser sends it by itself, to whichever site asks.
+4. A POST/PUT/PATCH/DELETE must not come from another site (`Origin`, `Sec-Fetch-Site`: 403), and must carry
+   `Content-Type: application/json` or an `X-Requested-With` header (400); a basic-auth one must show that it
+   comes from this site (403). A page on another site can send neither header without the browser asking this
+   service first (a CORS preflight, which it never allows), so it cannot act through a browser that is logged
+   in, or that reaches an open API. Routes that change nothing (scope `read`, such as `POST /system/alive`)
+   are exempt.
+5. The route's scope: a token without it gets 403 naming the scope.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import ipaddress
+import logging
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import MethodNotAllowed
 
-from collector import defaults
-from collector.errors import ConfigError
+from collector.api.tokens import ANONYMOUS, FORM, SCOPES, Token, identify
+from collector.errors import (
+    BadRequestError,
+    CollectorError,
+    CrossSiteError,
+    InsufficientScopeError,
+    UnauthorizedError,
+)
+from collector.masking import QUERY_TOKEN_NAMES
 
-# (method, path) pairs anyone may call: liveness probes carry no credentials.
-OPEN = frozenset({("GET", "/system/alive"), ("HEAD", "/system/alive")})
-# Path prefixes of pages a browser opens: their 401 also offers basic auth, so the browser asks.
-BROWSER_PREFIXES = ("/rq", "/docs")
-# rq-dashboard views that change Redis (POST routes in rq_dashboard/web.py).
-DASHBOARD_MUTATIONS = frozenset({
-    "rq_dashboard.delete_job_view",
-    "rq_dashboard.requeue_job_view",
-    "rq_dashboard.requeue_all",
-    "rq_dashboard.empty_queue",
-    "rq_dashboard.compact_queue",
-})
+log = logging.getLogger(__name__)
+
+# The scope each route needs, by Flask endpoint. A route missing here needs `admin` (and says so in the log).
+ROUTE_SCOPES: dict[str, str] = {
+    "system.diagnostics": "read",
+    "platforms.list_platforms": "read",
+    "platforms.check": "submit",
+    "execution.run": "submit",
+    "execution.get": "read",
+    "execution.events": "read",
+    "execution.list_jobs": "read",
+    "execution.cancel": "operate",
+    "execution.resume": "operate",
+    "processes.get": "read",
+    "processes.ack": "operate",
+    "processes.rerun": "operate",
+    "processes.run": "admin",
+    "schedules.list_all": "read",
+    "schedules.get": "read",
+    "schedules.create": "admin",
+    "schedules.delete": "admin",
+    "metrics.metrics": "read",
+    "docs.openapi_json": "read",
+    "docs.docs_page": "read",
+    "docs.docs_asset": "read",
+    "static": "read",
+}
+OPEN_ENDPOINTS = frozenset({"system.alive"})  # liveness probes carry no credentials
+DASHBOARD = "/rq"  # rq-dashboard's routes, by path: reading needs `read`, its actions (requeue, delete, …) `admin`
+DASHBOARD_READ, DASHBOARD_ACT = "read", "admin"
+BROWSER_PAGES = ("/rq", "/docs", "/openapi.json")  # GETs a browser makes itself: basic auth is taken here
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 REALM = 'realm="collector"'
 
 
-def parse_tokens(raw: str | None) -> tuple[str, ...]:
-    """`COLLECTOR_API_TOKENS` as a tuple of tokens; `ConfigError` for a token too short to be safe."""
-    tokens = tuple(t.strip() for t in (raw or "").split(",") if t.strip())
-    short = [n for n, t in enumerate(tokens, 1) if len(t) < defaults.MIN_TOKEN_CHARS]
-    if short:
-        raise ConfigError(
-            f"COLLECTOR_API_TOKENS: token(s) number {short} are shorter than {defaults.MIN_TOKEN_CHARS} characters; "
-            "use long random tokens, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
-        )
-    return tokens
+def required_scope(endpoint: str | None, method: str, path: str) -> str:
+    """The scope a request needs: from `ROUTE_SCOPES`, the dashboard's rule, or `read` for a path that is no route
+    (so a 404 or 405 still needs a token)."""
+    if _under(path, DASHBOARD):
+        return DASHBOARD_READ if method in SAFE_METHODS else DASHBOARD_ACT
+    if endpoint is None:
+        return "read"
+    scope = ROUTE_SCOPES.get(endpoint)
+    if scope is None:
+        log.warning("route %s declares no scope in auth.ROUTE_SCOPES; it needs admin until it does", endpoint)
+        return "admin"
+    return scope
 
 
-def token_matches(given: str, tokens: Sequence[str]) -> bool:
-    """Whether `given` is one of `tokens`, in time that does not depend on which one or how much matched."""
-    # Digests have one length whatever was sent, so not even the token's length leaks through timing.
-    given_digest = hashlib.sha256(given.encode()).digest()
-    matched = False
-    for token in tokens:  # every token is compared, so timing does not tell which one (or whether any) matched
-        matched |= hmac.compare_digest(given_digest, hashlib.sha256(token.encode()).digest())
-    return matched
+def caller() -> str:
+    """Who makes the current request (`flask.g.caller`): the token's name, or `anonymous` when the API is open."""
+    return str(g.get("caller", ANONYMOUS))
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix.rstrip("/") + "/")
+
+
+def _browser_page() -> bool:
+    return request.method in SAFE_METHODS and any(_under(request.path, page) for page in BROWSER_PAGES)
 
 
 def presented_credentials() -> tuple[str | None, str]:
@@ -84,53 +126,141 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _error(status: int, code: str, message: str) -> Response:
-    response = jsonify({"error": code, "message": message, "details": {}})
-    response.status_code = status
+def _answer(exc: CollectorError, *challenges: str) -> Response:
+    response = jsonify(exc.to_dict())
+    response.status_code = exc.status
+    for challenge in challenges:
+        response.headers.add("WWW-Authenticate", challenge)
     return response
 
 
 def _unauthorized(reason: str) -> Response:
-    response = _error(
-        401,
-        "unauthorized",
-        f"{reason}; send `Authorization: Bearer <token>` with one of the tokens in COLLECTOR_API_TOKENS"
-        " (in a browser: user name anything, password the token)",
+    exc = UnauthorizedError(
+        f"{reason}; send `Authorization: Bearer <token>` with the secret part of a token in COLLECTOR_API_TOKENS "
+        "(in a browser, on the pages under /rq and /docs: user name anything, password the token)"
     )
-    response.headers["WWW-Authenticate"] = f"Bearer {REALM}"
-    if request.path.startswith(BROWSER_PREFIXES):
-        response.headers.add("WWW-Authenticate", f"Basic {REALM}")
-    return response
+    basic = [f"Basic {REALM}"] if _browser_page() else []
+    return _answer(exc, f"Bearer {REALM}", *basic)
 
 
-def _guard_dashboard_mutation(how: str) -> Response | None:
-    if request.endpoint not in DASHBOARD_MUTATIONS:
+def _query_token() -> Response | None:
+    named = sorted({key for key in request.args if key.lower() in QUERY_TOKEN_NAMES})
+    if not named:
         return None
-    if request.method != "POST":
-        return _error(405, "method_not_allowed", "dashboard actions change Redis and take POST only")
-    if how != "bearer" and request.headers.get("X-Requested-With") != "XMLHttpRequest":
-        return _error(
-            403,
-            "forbidden",
-            "dashboard actions need `X-Requested-With: XMLHttpRequest` (the dashboard's buttons send it) "
-            "or a bearer token; this guards against other sites posting from your browser",
-        )
+    return _answer(BadRequestError(
+        f"API tokens are not taken in the query string ({', '.join(named)}): URLs end up in logs, proxies and browser "
+        "history. Send `Authorization: Bearer <token>` instead, and replace the token you sent, which may be logged",
+        details={name: ["a token in the URL is refused"] for name in named},
+    ))
+
+
+def _authenticate(tokens: Sequence[Token]) -> tuple[Token | None, str] | Response:
+    """The token the request proves (None in open mode) and how it was sent; or the 401 answer."""
+    if not tokens:
+        return None, "none"
+    given, how = presented_credentials()
+    if given is None:
+        return _unauthorized("this endpoint needs a token")
+    if how == "basic" and not (_browser_page() or _under(request.path, DASHBOARD)):
+        return _unauthorized(f"basic auth is taken only by the browser pages (GET /rq, /docs), not by "
+                             f"{request.method} {request.path}, so that a browser cannot be made to send it here")
+    token = identify(given, tokens)
+    if token is None:
+        return _unauthorized("the token is not valid")
+    return token, how
+
+
+def _own_origin(origin: str) -> bool:
+    """Whether `origin` (an `Origin` header) names this service's host, as the request's `Host` gives it."""
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False  # "null" (sandboxed frames, file: pages) and other schemes are foreign
+    default = {"http": 80, "https": 443}[parts.scheme]
+    theirs = parts.netloc.rpartition("@")[2].lower()  # keeps IPv6 brackets, as the Host header has them
+    if port == default:
+        theirs = theirs.removesuffix(f":{default}")
+    ours = request.host.lower().removesuffix(":80").removesuffix(":443")
+    # The scheme is left out: behind a proxy that ends TLS, the page is https and the request reaching us http.
+    return theirs == ours
+
+
+def _cross_site(how: str) -> Response | None:
+    """A 403 for a state-changing request another site could have sent through a browser; None when it is fine."""
+    origin = request.headers.get("Origin")
+    fetch_site = request.headers.get("Sec-Fetch-Site", "").lower()
+    if origin is not None and not _own_origin(origin):
+        return _answer(CrossSiteError(
+            f"{request.method} {request.path} came from a page of another site (Origin {origin[:100]!r}); requests "
+            "that change something are taken only from this service's own pages and from clients that are no "
+            "browser (which send no Origin)", details={"origin": [origin[:100]]},
+        ))
+    if fetch_site == "cross-site":
+        return _answer(CrossSiteError(
+            f"{request.method} {request.path} came from a page of another site (Sec-Fetch-Site: cross-site); "
+            "requests that change something are taken only from this service's own pages and from clients"
+        ))
+    if request.mimetype != "application/json" and not request.headers.get("X-Requested-With"):
+        return _answer(BadRequestError(
+            f"{request.method} {request.path} needs a JSON body (Content-Type: application/json) or the header "
+            "`X-Requested-With` (any value, e.g. XMLHttpRequest): a form on another site can send neither, so "
+            f"it cannot act through your browser (got Content-Type {request.mimetype or 'none'!r})",
+        ))
+    if how == "basic" and not (origin is not None or fetch_site == "same-origin"):
+        return _answer(CrossSiteError(
+            "a request authenticated by basic auth (which a browser sends by itself) that changes something must "
+            "show it comes from this service's own page (Origin or Sec-Fetch-Site: same-origin, which browsers "
+            "send); clients that are no browser send `Authorization: Bearer <token>`",
+        ))
     return None
 
 
-def install_auth(app: Flask, tokens: Sequence[str]) -> None:
-    """Check every request of `app` against `tokens` (open when there are none) and guard dashboard actions."""
+def _missing_scope(token: Token, scope: str) -> Response:
+    have = [s for s in SCOPES if s in token.scopes]
+    exc = InsufficientScopeError(
+        f"token {token.name!r} (scopes: {', '.join(have)}) may not {request.method} {request.path}: that needs scope "
+        f"{scope!r}. Use a token with it, or give this one the scope in COLLECTOR_API_TOKENS ({FORM})",
+        details={"required_scope": scope, "token": token.name, "scopes": have},
+    )
+    return _answer(exc, f'Bearer {REALM}, error="insufficient_scope", scope="{scope}"')
+
+
+def _refuse_dashboard_get_of_an_action() -> None:
+    # Some rq-dashboard actions take GET as well as POST; a link or an <img> on any page could fire those.
+    rule = request.url_rule
+    if request.method in SAFE_METHODS and rule is not None and "POST" in (rule.methods or ()):
+        raise MethodNotAllowed(valid_methods=["POST"], description="dashboard actions change Redis and take POST only")
+
+
+def install_auth(app: Flask, tokens: Sequence[Token]) -> None:
+    """Check every request of `app`: caller, scope, cross-site guard (open when `tokens` is empty)."""
     tokens = tuple(tokens)
-    app.extensions["collector.auth"] = {"tokens": len(tokens)}
+    app.extensions["collector.auth"] = {"tokens": len(tokens), "names": [t.name for t in tokens]}
 
     @app.before_request
-    def authenticate() -> Response | None:
-        if (request.method, request.path) in OPEN:
-            return None
-        given, how = presented_credentials()
-        if tokens:
-            if given is None:
-                return _unauthorized("this endpoint needs a token")
-            if not token_matches(given, tokens):
-                return _unauthorized("the token is not valid")
-        return _guard_dashboard_mutation(how)
+    def authorize() -> Response | None:
+        g.caller = ANONYMOUS
+        refused = _query_token()
+        if refused is not None or request.endpoint in OPEN_ENDPOINTS:
+            return refused
+        proved = _authenticate(tokens)
+        if isinstance(proved, Response):
+            return proved
+        token, how = proved
+        if token is not None:
+            g.caller = token.name
+        scope = required_scope(request.endpoint, request.method, request.path)
+        g.scope = scope  # what the route needs, for whatever runs after (a per-token submit limit)
+        if _under(request.path, DASHBOARD):
+            _refuse_dashboard_get_of_an_action()
+        if request.method not in SAFE_METHODS and scope != "read":
+            refused = _cross_site(how)
+            if refused is not None:
+                return refused
+        if token is not None and not token.allows(scope):
+            return _missing_scope(token, scope)
+        return None
+

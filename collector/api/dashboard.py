@@ -1,4 +1,10 @@
-"""rq-dashboard mounted at `/rq`, reading RQ's JSON-serialized jobs."""
+"""rq-dashboard mounted at `/rq`: every RQ read it makes uses JSON, and what is not JSON shows as unreadable.
+
+rq-dashboard 0.9 passes no serializer to most of what it calls (`Job.fetch` in the job view and delete,
+`requeue_job`, the registries behind its lists and its empty action, `Queue.all`), so RQ would unpickle
+whatever a job hash holds. Every RQ name its module uses is rebound here to a class of `store/rq.py` (`REBOUND`)
+that always reads with `DashboardSerializer`.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,16 @@ import rq_dashboard
 import rq_dashboard.web
 from flask import Flask
 
-from collector.store.rq import JSONSerializer, JSONWorker
+from collector.store.rq import REBOUND, DashboardSerializer
 
 PREFIX = "/rq"
 
 
 def mount_dashboard(app: Flask, redis_url: str) -> None:
     """Serve rq-dashboard under `/rq` of `app`; job descriptions carry no arguments."""
-    rq_dashboard.web.config.serializer = JSONSerializer
-    rq_dashboard.web.Worker = JSONWorker  # the module looks `Worker` up at call time
+    for name, value in REBOUND.items():
+        setattr(rq_dashboard.web, name, value)  # the module looks these names up at call time
+    rq_dashboard.web.config.serializer = DashboardSerializer
     app.config.setdefault("RQ_DASHBOARD_REDIS_URL", redis_url)
     app.config["RQ_DASHBOARD_SHOW_FULL_ARGS"] = False
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=PREFIX)

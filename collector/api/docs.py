@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import re
 from typing import Any
 
 from flask import Blueprint, Response, current_app, send_from_directory
 
+from collector.api.auth import OPEN_ENDPOINTS, required_scope
 from collector.api.openapi import build_document
 from collector.api.services import services
 
@@ -44,9 +46,22 @@ def document() -> dict[str, Any]:
             svc.registry,
             secured=bool(current_app.extensions["collector.auth"]["tokens"]),
             dashboard="rq_dashboard" in current_app.blueprints,
+            scopes=route_scopes(),
         )
         current_app.extensions["collector.openapi"] = cached
     return cached
+
+
+def route_scopes() -> dict[tuple[str, str], str]:
+    """`(OpenAPI path, method)` → the scope the route needs, for every route of the app."""
+    found = {}
+    for rule in current_app.url_map.iter_rules():
+        if rule.endpoint in OPEN_ENDPOINTS:
+            continue
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            found[(path, method.lower())] = required_scope(rule.endpoint, method, rule.rule)
+    return found
 
 
 @blueprint.get("/openapi.json")

@@ -8,7 +8,8 @@ from typing import Any
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
-from collector.api.requests import canceled_by, flag, job_id_param, list_query, read_json
+from collector.api.auth import caller
+from collector.api.requests import cancel_reason, flag, job_id_param, list_query, page_params, read_json
 from collector.api.services import services
 
 blueprint = Blueprint("execution", __name__)
@@ -16,24 +17,26 @@ blueprint = Blueprint("execution", __name__)
 
 @blueprint.post("/execution/run")
 def run() -> tuple[dict[str, Any], int]:
-    return services().submit(read_json()), 202
+    return services().submit(read_json(), by=caller()), 202
 
 
 @blueprint.get("/execution/get")
 def get() -> dict[str, Any]:
-    return services().view(job_id_param(), full=flag("full"))
+    full = flag("full")
+    offset, limit = page_params(full)
+    return services().view(job_id_param(), full=full, offset=offset, limit=limit)
 
 
 @blueprint.post("/execution/resume")
 def resume() -> tuple[dict[str, Any], int]:
     job_id = job_id_param()
-    return services().resume(job_id, read_json()), 202
+    return services().resume(job_id, read_json(), by=caller()), 202
 
 
 @blueprint.post("/execution/cancel")
 def cancel() -> tuple[dict[str, Any], int]:
     job_id = job_id_param()
-    answer = services().cancel(job_id, by=canceled_by())
+    answer = services().cancel(job_id, by=caller(), reason=cancel_reason())
     return answer, 200 if answer["status"] == "canceled" else 202
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from collector.errors import BadRequestError
 
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1   # what every consumer (Redis, SQL BIGINT, JSON parsers) can hold
+# JSON may escape half of a UTF-16 pair alone ("\ud800"); Python keeps it, and UTF-8 cannot encode it.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _refused(reason: str) -> BadRequestError:
@@ -68,8 +71,19 @@ def parse_body(raw: bytes, *, max_depth: int, max_string_chars: int) -> Any:
     return value
 
 
+def _refuse_surrogate(text: str, where: str, path: str) -> None:
+    found = LONE_SURROGATE.search(text)
+    if found:
+        raise BadRequestError(
+            f"{where} holds the lone surrogate \\u{ord(found.group()):04x}, which is not a character; "
+            "send valid Unicode (a \\ud800-\\udbff escape must be followed by its \\udc00-\\udfff pair)",
+            details={"path": path},
+        )
+
+
 def check_shape(value: Any, *, max_depth: int, max_string_chars: int) -> None:
-    """Refuse nesting deeper than `max_depth` and strings (values or keys) longer than `max_string_chars`."""
+    """Refuse nesting deeper than `max_depth`, strings (values or keys) longer than `max_string_chars`, and
+    strings that are not Unicode text (lone surrogates)."""
     stack: list[tuple[Any, str, int]] = [(value, "", 1)]
     while stack:  # iterative: a deep body must not exhaust the interpreter's stack here either
         item, path, depth = stack.pop()
@@ -88,9 +102,13 @@ def check_shape(value: Any, *, max_depth: int, max_string_chars: int) -> None:
                         f"keys and strings may have at most {max_string_chars}",
                         details={"path": path, "max_string_chars": max_string_chars},
                     )
+                if isinstance(key, str):
+                    _refuse_surrogate(key, f"an object key at {path or 'the top'}", path)
                 stack.append((child, child_path[:200], depth + 1))
-        elif isinstance(item, str) and len(item) > max_string_chars:
-            raise BadRequestError(
-                f"the string at {path} is {len(item)} characters long; at most {max_string_chars} are accepted",
-                details={"path": path, "max_string_chars": max_string_chars},
-            )
+        elif isinstance(item, str):
+            if len(item) > max_string_chars:
+                raise BadRequestError(
+                    f"the string at {path} is {len(item)} characters long; at most {max_string_chars} are accepted",
+                    details={"path": path, "max_string_chars": max_string_chars},
+                )
+            _refuse_surrogate(item, f"the string at {path or 'the top'}", path)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import INCLUDE, RAISE, Schema, fields, validate
 
-from collector import __version__
+from collector import __version__, defaults
 from collector.api.limits import INT_MAX, INT_MIN
 from collector.api.openapi_operations import ERROR, problems, response
 from collector.api.openapi_operations import operations as more_operations
@@ -67,9 +68,16 @@ class PlatformInfo(Schema):
     settings = fields.List(fields.Nested(SettingInfo), required=True)
 
 
+class ConnectionInfo(Schema):
+    name = fields.String(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(["database", "http", "files"]))
+
+
 class PlatformsAnswer(Schema):
     platforms = fields.List(fields.Nested(PlatformInfo), required=True)
     broken = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+    connections = fields.List(fields.Nested(ConnectionInfo), required=True,
+                              metadata={"description": "the connections the operator named: name and kind only"})
 
 
 class RunAccepted(Schema):
@@ -97,7 +105,11 @@ class JobView(Schema):
     started_at = fields.String()
     ended_at = fields.String()
     stored_rows = fields.Integer()
-    datasets = fields.Dict(required=True)
+    datasets = fields.Dict(required=True, metadata={
+        "description": "each dataset's {rows, bytes} (and total_rows, truncated when cut short); with full, a page "
+                       "of its rows"})
+    datasets_page = fields.Dict(metadata={
+        "description": "with full: offset, limit, next_offset and next (null on the last page), kept (the summary)"})
     waiting = fields.Dict(allow_none=True, metadata={
         "description": "while status is waiting: what for (input, with prompt and resume_token, or children)"})
     parent_id = fields.String(metadata={"description": "the job that spawned this one"})
@@ -170,8 +182,31 @@ def _bounded(node: Any, *, max_string_chars: int) -> None:
             _bounded(value, max_string_chars=max_string_chars)
 
 
-def build_document(config: Config, registry: Registry, *, secured: bool, dashboard: bool) -> dict[str, Any]:
-    """The whole document for an app with `config` and `registry`; `secured` when API tokens are set."""
+def _declare_access(path: str, method: str, operation: dict[str, Any], *, scope: str, secured: bool) -> None:
+    """Write into `operation` the scope it needs, its security schemes and the 401/403 answers it may give."""
+    operation["x-scope"] = scope
+    refusals = []
+    if method not in ("get", "head") and scope != "read":
+        refusals.append("sent from another site's page (Origin, Sec-Fetch-Site: cross-site)")
+        bad = operation["responses"].setdefault("400", response("the request is malformed", ERROR))
+        bad["description"] += "; or neither a JSON body (Content-Type: application/json) nor X-Requested-With"
+    if secured:
+        schemes = [{"bearer": [scope]}]
+        if path.startswith(("/rq", "/docs", "/openapi.json")):
+            schemes.append({"basic": [scope]})
+        operation["security"] = schemes
+        operation["responses"]["401"] = response("no valid token", ERROR)
+        refusals.insert(0, f"the token lacks scope {scope!r} (insufficient_scope, the scope named in details)")
+        operation["description"] = (f"Needs a token with scope `{scope}`. " + operation.get("description", "")).strip()
+    if refusals:
+        earlier = operation["responses"].get("403", {}).get("description")
+        operation["responses"]["403"] = response("; or ".join([earlier, *refusals] if earlier else refusals), ERROR)
+
+
+def build_document(config: Config, registry: Registry, *, secured: bool, dashboard: bool,
+                   scopes: Mapping[tuple[str, str], str] | None = None) -> dict[str, Any]:
+    """The whole document for an app with `config` and `registry`; `secured` when API tokens are set; `scopes`
+    maps `(path, method)` to the scope the route needs (`auth.ROUTE_SCOPES`, as the app's routes name them)."""
     plugin = MarshmallowPlugin()
     spec = APISpec(
         title="collector",
@@ -213,7 +248,7 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
                 "discriminator": {"propertyName": "platform_id", "mapping": requests},
             }}}},
             "responses": {"202": response("queued", {"$ref": "#/components/schemas/RunAccepted"}),
-                          **problems("400", "413", "422", "503")},
+                          **problems("400", "413", "422", "429", "503")},
         }},
         "/execution/get": {"get": {
             "summary": "Everything known about a job",
@@ -221,14 +256,23 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
                 {"name": "job_id", "in": "query", "required": True,
                  "schema": {"type": "string", "pattern": JOB_ID.pattern}},
                 {"name": "full", "in": "query", "required": False, "allowEmptyValue": True,
-                 "description": "present (empty, 1, true, yes) to include the datasets' rows",
+                 "description": "present (empty, 1, true, yes) to include the datasets' rows, a page at a time; "
+                                "datasets_page.next links the next page",
                  "schema": {"type": "string"}},
+                {"name": "offset", "in": "query", "required": False,
+                 "description": "with full: the first row of each dataset to answer (default 0)",
+                 "schema": {"type": "integer", "minimum": 0}},
+                {"name": "limit", "in": "query", "required": False,
+                 "description": f"with full: rows of each dataset to answer (default "
+                                f"{min(defaults.FULL_PAGE_ROWS, config.full_page_max_rows)})",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": config.full_page_max_rows}},
             ],
             "responses": {"200": response("the job", {"$ref": "#/components/schemas/JobView"}),
                           **problems("400", "404", "503")},
         }},
         **more_operations({"oneOf": [{"$ref": ref} for ref in requests.values()],
-                      "discriminator": {"propertyName": "platform_id", "mapping": requests}}),
+                           "discriminator": {"propertyName": "platform_id", "mapping": requests}},
+                          min_interval_s=config.schedule_min_interval_s),
         "/openapi.json": {"get": {"summary": "This document", "responses": {
             "200": response("the OpenAPI document", {"type": "object"})}}},
         "/docs": {"get": {"summary": "Browsable API docs (served by the app, works offline)", "responses": {
@@ -238,19 +282,21 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
         paths["/rq/"] = {"get": {"summary": "rq-dashboard: queues, workers, jobs", "responses": {
             "200": response("an HTML page", {"type": "string"}, "text/html")}}}
     if secured:
-        spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
-        spec.components.security_scheme("basic", {"type": "http", "scheme": "basic",
-                                                  "description": "any user name, the token as password"})
-        unauthorized = response("no valid token", ERROR)
-        for path, operations in paths.items():
-            for method, operation in operations.items():
-                if (method, path) != ("get", "/system/alive"):
-                    operation["responses"]["401"] = unauthorized
+        spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer", "description": (
+            "the secret part of a token in COLLECTOR_API_TOKENS (name:scopes:token); each operation lists the "
+            "scope it needs")})
+        spec.components.security_scheme("basic", {"type": "http", "scheme": "basic", "description": (
+            "for browsers, on the pages under /rq and /docs only: any user name, the token as password")})
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            if (method, path) != ("get", "/system/alive"):
+                _declare_access(path, method, operation, scope=(scopes or {}).get((path, method), "read"),
+                                secured=secured)
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
     document = spec.to_dict()
     if secured:
-        document["security"] = [{"bearer": []}, {"basic": []}]
+        document["security"] = [{"bearer": []}]
     schemas = document["components"]["schemas"]
     for name, schema in schemas.items():
         if name.startswith(("Settings_", "RunRequest_", "Storage_")):

@@ -11,7 +11,7 @@ from typing import Any
 from collector import defaults
 from collector.store.index import PLATFORM_ID, STATUSES
 from collector.store.records import JOB_ID
-from collector.workflows.schedules import MAX_INTERVAL_S, MIN_INTERVAL_S
+from collector.workflows.schedules import MAX_INTERVAL_S
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 PROBLEMS = {
@@ -20,6 +20,7 @@ PROBLEMS = {
     "409": "the request does not fit the current state (named in the message)",
     "413": "the body is too large",
     "422": "field errors, each under its path",
+    "429": "the caller submitted too often (COLLECTOR_SUBMITS_PER_MINUTE); Retry-After says when to try again",
     "503": "Redis is unreachable; nothing was written",
     "504": "no worker answered in time",
 }
@@ -53,23 +54,31 @@ def some_object(*required: str) -> dict[str, Any]:
     return {"type": "object", "required": list(required)}
 
 
+REASON = {"type": "string", "maxLength": 500}
+NOTE = {"type": "string", "maxLength": 500, "description": "the caller's words, kept in the history"}
 TASK_PARAM = {"name": "task", "in": "query", "required": True, "description": "the task's name in the definition",
               "schema": {"type": "string", "minLength": 1, "maxLength": 200}}
 JOB_LINK = "the id POST /execution/run answered"
 
 
-def operations(run_request: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Paths and their operations; `run_request` is the schema of a job spec (the body of `/execution/run`)."""
+def operations(run_request: dict[str, Any], *, min_interval_s: int) -> dict[str, dict[str, Any]]:
+    """Paths and their operations; `run_request` is the schema of a job spec (the body of `/execution/run`),
+    `min_interval_s` the shortest schedule interval the service allows."""
     job_id = id_param("job_id", description=JOB_LINK)
     process_id = id_param("process_id", description="the id POST /process/run answered")
     schedule_id = id_param("schedule_id", "path", "the id POST /schedules answered")
     return {
         "/execution/cancel": {"post": {
             "summary": "Cancel a job: a queued one at once, a running one at its next progress call",
-            "parameters": [job_id, query("canceled_by", {"type": "string", "maxLength": 200}, "who cancels"),
-                           query("by", {"type": "string", "maxLength": 200}, "the same as canceled_by")],
+            "description": "Who cancels is the token's name (`anonymous` when the API is open), recorded as "
+                           "`canceled_by`; the caller's `reason` is recorded as `cancel_reason`.",
+            "parameters": [job_id, query("reason", REASON, "why (kept on the record as cancel_reason)"),
+                           {**query("canceled_by", REASON, "older name of reason"), "deprecated": True},
+                           {**query("by", REASON, "older name of reason"), "deprecated": True}],
             "requestBody": json_body({"type": "object", "properties": {
-                "canceled_by": {"type": "string", "maxLength": 200}}}, required=False),
+                "reason": REASON,
+                "canceled_by": {**REASON, "deprecated": True, "description": "older name of reason"},
+                "by": {**REASON, "deprecated": True, "description": "older name of reason"}}}, required=False),
             "responses": {"200": response("canceled", some_object("job_id", "status")),
                           "202": response("cancel requested; the job stops soon", some_object("job_id", "status")),
                           **problems("400", "404", "409", "413", "503")},
@@ -112,7 +121,7 @@ def operations(run_request: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "summary": "Have a worker test a platform's connection with these settings; nothing is collected",
             "requestBody": json_body(run_request),
             "responses": {"200": response("the checks' outcome", some_object()),
-                          **problems("400", "413", "422", "503", "504")},
+                          **problems("400", "413", "422", "429", "503", "504")},
         }},
         "/metrics": {"get": {
             "summary": "Prometheus metrics: job counts and durations by platform, queue depth, workers, Redis",
@@ -129,7 +138,7 @@ def operations(run_request: dict[str, Any]) -> dict[str, dict[str, Any]]:
                         "name": {"type": "string", "minLength": 1},
                         "tasks": {"type": "array", "minItems": 1, "items": {"type": "object"}}}}}}}),
             "responses": {"201": response("started", some_object("process_id", "status")),
-                          **problems("400", "413", "422", "503")},
+                          **problems("400", "413", "422", "429", "503")},
         }},
         "/process/get": {"get": {
             "summary": "A process: its steps, tasks, statuses and history",
@@ -140,19 +149,25 @@ def operations(run_request: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "/process/ack": {"post": {
             "summary": "A person's OK or FAIL for a manual task (or to override a platform task's result)",
             "parameters": [process_id, TASK_PARAM],
-            "requestBody": json_body({"type": "object", "required": ["result", "by"], "additionalProperties": False,
+            "description": "Who signs off is the token's name (`anonymous` when the API is open), recorded as `by`.",
+            "requestBody": json_body({"type": "object", "required": ["result"], "additionalProperties": False,
                                       "properties": {
                 "result": {"type": "string", "enum": ["OK", "FAIL"]},
-                "by": {"type": "string", "minLength": 1}, "reason": {"type": "string"}}}),
+                "reason": {"type": "string", "description": "why; required with FAIL"},
+                "note": NOTE,
+                "by": {**NOTE, "deprecated": True, "description": "older name of note (not who signs off)"}}}),
             "responses": {"200": response("the process after the acknowledgement", some_object("process_id", "status")),
                           **problems("400", "404", "409", "413", "422", "503")},
         }},
         "/process/rerun": {"post": {
             "summary": "Run a failed task again while its step is open",
             "parameters": [process_id, TASK_PARAM],
-            "requestBody": json_body({"type": "object", "properties": {"by": {"type": "string"}}}, required=False),
+            "description": "Who asks is the token's name, recorded as `by` in the history.",
+            "requestBody": json_body({"type": "object", "additionalProperties": False, "properties": {
+                "note": NOTE, "by": {**NOTE, "deprecated": True, "description": "older name of note"}}},
+                required=False),
             "responses": {"200": response("the process, the task queued again", some_object("process_id", "status")),
-                          **problems("400", "404", "409", "413", "503")},
+                          **problems("400", "404", "409", "413", "422", "503")},
         }},
         "/schedules": {
             "post": {
@@ -161,9 +176,10 @@ def operations(run_request: dict[str, Any]) -> dict[str, dict[str, Any]]:
                                           "properties": {
                     "spec": run_request, "name": {"type": "string", "minLength": 1, "maxLength": 200},
                     "cron": {"type": "string", "description": "five fields, e.g. '*/15 * * * *' (UTC)"},
-                    "interval_s": {"type": "integer", "minimum": MIN_INTERVAL_S, "maximum": MAX_INTERVAL_S}}}),
+                    "interval_s": {"type": "integer", "minimum": min_interval_s, "maximum": MAX_INTERVAL_S}}}),
                 "responses": {"201": response("the schedule", some_object("id", "next_run_at")),
-                              **problems("400", "413", "422", "503")},
+                              "409": response("the service holds COLLECTOR_MAX_SCHEDULES schedules already", ERROR),
+                              **problems("400", "413", "422", "429", "503")},
             },
             "get": {
                 "summary": "Every schedule with its next run",

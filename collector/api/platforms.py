@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint
 
+from collector.api.auth import caller
 from collector.api.requests import read_json
 from collector.api.services import services
 
@@ -14,13 +15,14 @@ blueprint = Blueprint("platforms", __name__)
 
 @blueprint.get("/platforms/get")
 def list_platforms() -> dict[str, Any]:
-    registry = services().registry
+    svc = services()
     return {
-        "platforms": [spec.describe() for spec in registry.platforms.values()],
-        "broken": registry.broken,
+        "platforms": [spec.describe() for spec in svc.registry.platforms.values()],
+        "broken": svc.registry.broken,
+        "connections": svc.reach.describe_connections(),  # names and kinds, never what is behind them
     }
 
 
 @blueprint.post("/platforms/check")
 def check() -> dict[str, Any]:
-    return services().check(read_json())
+    return services().check(read_json(), by=caller())

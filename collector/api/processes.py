@@ -6,7 +6,8 @@ from typing import Any
 
 from flask import Blueprint
 
-from collector.api.requests import process_id_param, read_json, rerun_by, task_param
+from collector.api.auth import caller
+from collector.api.requests import process_id_param, read_json, rerun_note, task_param
 from collector.api.services import services
 
 blueprint = Blueprint("processes", __name__)
@@ -14,7 +15,7 @@ blueprint = Blueprint("processes", __name__)
 
 @blueprint.post("/process/run")
 def run() -> tuple[dict[str, Any], int]:
-    return services().processes.run(read_json()), 201
+    return services().run_process(read_json(), by=caller()), 201
 
 
 @blueprint.get("/process/get")
@@ -24,9 +25,9 @@ def get() -> dict[str, Any]:
 
 @blueprint.post("/process/ack")
 def ack() -> dict[str, Any]:
-    return services().processes.ack(process_id_param(), task_param(), read_json())
+    return services().processes.ack(process_id_param(), task_param(), read_json(), by=caller())
 
 
 @blueprint.post("/process/rerun")
 def rerun() -> dict[str, Any]:
-    return services().processes.rerun(process_id_param(), task_param(), by=rerun_by())
+    return services().processes.rerun(process_id_param(), task_param(), by=caller(), note=rerun_note())

@@ -12,6 +12,7 @@ from collector.api.services import services
 from collector.errors import BadRequestError
 from collector.store.index import PLATFORM_ID, STATUSES, Cursor
 from collector.store.records import JOB_ID
+from collector.workflows.processes import note_of
 
 TRUE_WORDS = {"", "1", "true", "yes"}
 
@@ -44,17 +45,50 @@ def flag(name: str) -> bool:
     return name in request.args and request.args[name].lower() in TRUE_WORDS
 
 
-def canceled_by() -> str | None:
-    """Who cancels: `?canceled_by=` (or `?by=`), or the body `{"canceled_by": ...}`; none is fine."""
-    by = request.args.get("canceled_by") or request.args.get("by")
-    if by is None and request.content_length:
+def page_params(full: bool) -> tuple[int, int]:
+    """`offset` and `limit` of a `full` answer of `GET /execution/get`: which rows of each dataset it holds."""
+    max_limit = services().config.full_page_max_rows
+    given = {name: request.args[name] for name in ("offset", "limit") if name in request.args}
+    if given and not full:
+        raise BadRequestError("offset and limit page the datasets' rows; add full to the query, or leave them out",
+                              details={name: ["only with full"] for name in given})
+    errors: dict[str, list[str]] = {}
+    offset = _whole(given.get("offset", "0"))
+    if offset is None or offset < 0:
+        errors["offset"] = ["a whole number from 0: the first row of each dataset to answer"]
+    limit = _whole(given.get("limit", str(min(defaults.FULL_PAGE_ROWS, max_limit))))
+    if limit is None or not 1 <= limit <= max_limit:
+        errors["limit"] = [f"a whole number from 1 to {max_limit} (COLLECTOR_FULL_PAGE_MAX_ROWS): rows per dataset"]
+    if errors:
+        shown = ", ".join(f"{name}={given.get(name, '')[:20]!r}" for name in errors)
+        raise BadRequestError(f"{shown}: {'; '.join(f'{n} must be {m[0]}' for n, m in errors.items())}",
+                              details=errors)
+    return offset or 0, limit or 1
+
+
+def _whole(raw: str) -> int | None:
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
+
+
+# Who cancels is the API token's name; what the caller writes is a reason. Older clients wrote a name under
+# `canceled_by` or `by`: it is kept, as the reason.
+REASON_NAMES = ("reason", "canceled_by", "by")
+REASON_MAX_CHARS = 500
+
+
+def cancel_reason() -> str | None:
+    """The caller's reason for a cancel, from the query or an optional JSON body."""
+    given = {name: request.args[name] for name in REASON_NAMES if name in request.args}
+    if request.content_length:
         body = read_json()
-        if not isinstance(body, dict) or not isinstance(body.get("canceled_by", ""), str):
-            raise BadRequestError('the body must be a JSON object like {"canceled_by": "alice"} (or leave it out)')
-        by = body.get("canceled_by")
-    if by is not None and len(by) > 200:
-        raise BadRequestError(f"canceled_by is {len(by)} characters; give at most 200 (a name or an email)")
-    return by
+        if not isinstance(body, dict) or any(not isinstance(body.get(name, ""), str) for name in REASON_NAMES):
+            raise BadRequestError('the body must be a JSON object like {"reason": "wrong dates"} (or leave it out)')
+        given.update({name: body[name] for name in REASON_NAMES if name in body})
+    too_long = sorted(name for name, text in given.items() if len(text) > REASON_MAX_CHARS)
+    if too_long:
+        raise BadRequestError(f"{too_long[0]} is {len(given[too_long[0]])} characters; give at most {REASON_MAX_CHARS}",
+                              details={name: [f"at most {REASON_MAX_CHARS} characters"] for name in too_long})
+    return next((given[name] for name in REASON_NAMES if given.get(name)), None)
 
 
 def list_query() -> dict[str, Any]:
@@ -117,11 +151,13 @@ def task_param() -> str:
     return task
 
 
-def rerun_by() -> str | None:
-    """Who re-runs a task: the optional body `{"by": ...}`."""
+def rerun_note() -> str | None:
+    """The caller's note on a re-run: the optional body `{"note": ...}` (`by`, which older clients sent as who
+    acted, is taken as the note)."""
     body = read_json() if request.content_length else {}
-    by = body.get("by") if isinstance(body, dict) else None
-    return by if isinstance(by, str) else None
+    if not isinstance(body, dict) or set(body) - {"note", "by"}:
+        raise BadRequestError('the body must be a JSON object like {"note": "the source is back"} (or leave it out)')
+    return note_of(body)
 
 
 def checked_schedule_id(value: str) -> str:

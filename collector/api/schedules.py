@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint
 
+from collector.api.auth import caller
 from collector.api.requests import checked_schedule_id, read_json
 from collector.api.services import services
 
@@ -14,7 +15,7 @@ blueprint = Blueprint("schedules", __name__)
 
 @blueprint.post("/schedules")
 def create() -> tuple[dict[str, Any], int]:
-    return services().schedules.create(read_json()), 201
+    return services().create_schedule(read_json(), by=caller()), 201
 
 
 @blueprint.get("/schedules")

@@ -10,13 +10,15 @@ from typing import Any
 import redis
 from flask import current_app
 
+from collector import defaults
 from collector.config import Config
 from collector.errors import CollectorError, NotFoundError
 from collector.masking import forget, mask_error, remember
+from collector.resources import reach
 from collector.specs.job import validate_spec
 from collector.specs.registry import Registry
 from collector.specs.secrets import secrets_in_body
-from collector.store import index
+from collector.store import index, ratelimit
 from collector.store.records import JobStore
 from collector.submit.checks import request_check
 from collector.submit.submitter import Submitter
@@ -37,17 +39,27 @@ class Services:
     registry: Registry
 
     def __post_init__(self) -> None:
+        # The connections and data root specs are checked against; a bad connections file or an unsafe data
+        # root stops start-up here.
+        self.reach = reach.ensure(self.config)
         self.store = JobStore(self.connection, self.config)
         self.submitter = Submitter(connection=self.connection, config=self.config, registry=self.registry)
         self.schedules = Schedules(self.submitter)
         self.processes = Processes(self.submitter)
 
-    def submit(self, body: Any) -> dict[str, Any]:
-        """Queue a client's job spec. Its secret values are masked in every log line meanwhile, and in the error
-        raised (a validation message may quote a value given for a secret setting)."""
+    def admit(self, who: str) -> None:
+        """Count one submit of `who` (`RateLimitedError` past `COLLECTOR_SUBMITS_PER_MINUTE`). Called once a
+        request proved valid, right before it writes: a refused or malformed request writes nothing, not even to
+        its caller's count."""
+        if self.config.submits_per_minute:
+            ratelimit.count_submit(self.connection, self.store.keys, who, per_minute=self.config.submits_per_minute)
+
+    def submit(self, body: Any, *, by: str) -> dict[str, Any]:
+        """Queue a client's job spec, a submit of `by`. Its secret values are masked in every log line meanwhile,
+        and in the error raised (a validation message may quote a value given for a secret setting)."""
         secrets = remember(secrets_in_body(body, self.registry))
         try:
-            return self.submitter.submit(body)
+            return self.submitter.submit(body, admit=lambda: self.admit(by))
         except CollectorError as exc:
             raise mask_error(exc, secrets) from None
         except Exception as exc:  # logged here, while the secrets are still masked, not by the app's handler
@@ -58,11 +70,17 @@ class Services:
         finally:
             forget(secrets)
 
-    def view(self, job_id: str, *, full: bool) -> dict[str, Any]:
-        """Everything known about a job (datasets' rows with `full`); `NotFoundError` when there is no record."""
-        view = self.store.view(job_id, full=full)
+    def view(self, job_id: str, *, full: bool, offset: int = 0, limit: int = defaults.FULL_PAGE_ROWS
+             ) -> dict[str, Any]:
+        """Everything known about a job (with `full`, rows `offset` to `offset + limit` of its datasets and the
+        link to the next page); `NotFoundError` when there is no record."""
+        view = self.store.view(job_id, full=full, offset=offset, limit=limit)
         if view is None:
             raise self._no_job(job_id)
+        if full:
+            page = view["datasets_page"]
+            page["next"] = (None if page["next_offset"] is None else
+                            f"/execution/get?job_id={job_id}&full=1&offset={page['next_offset']}&limit={limit}")
         return describe(self.connection, self.config, view)
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
@@ -71,24 +89,35 @@ class Services:
             raise self._no_job(job_id)
         return found
 
-    def resume(self, job_id: str, body: Any) -> dict[str, Any]:
-        """Deliver the input a waiting job asked for; inputs may be secret, so masked in every log line meanwhile."""
+    def resume(self, job_id: str, body: Any, *, by: str) -> dict[str, Any]:
+        """Deliver the input a waiting job asked for, on behalf of `by`; inputs may be secret, so masked in every
+        log line meanwhile."""
         token, given = parse_resume(body)
         secrets = remember(input_secrets(given))
         try:
-            return resume(self.connection, self.config, job_id, token=token, given=given)
+            return resume(self.connection, self.config, job_id, token=token, given=given, by=by)
         finally:
             forget(secrets)
 
-    def cancel(self, job_id: str, *, by: str | None) -> dict[str, Any]:
-        return cancel(self.connection, self.config, job_id, by=by)
+    def cancel(self, job_id: str, *, by: str, reason: str | None) -> dict[str, Any]:
+        return cancel(self.connection, self.config, job_id, by=by, reason=reason)
 
     def list_jobs(self, **query: Any) -> dict[str, Any]:
         return index.list_jobs(self.connection, self.store.keys, **query)
 
-    def check(self, body: Any) -> dict[str, Any]:
-        """Have a worker test the connection of the platform (and storage) a job spec names."""
-        return request_check(validate_spec(body, self.registry), connection=self.connection, config=self.config)
+    def check(self, body: Any, *, by: str) -> dict[str, Any]:
+        """Have a worker test the connection of the platform (and storage) a job spec names (a submit of `by`)."""
+        spec = validate_spec(body, self.registry, max_timeout_s=self.config.max_timeout_s)
+        self.admit(by)
+        return request_check(spec, connection=self.connection, config=self.config)
+
+    def run_process(self, body: Any, *, by: str) -> dict[str, Any]:
+        """Start the process `body` defines (a submit of `by`)."""
+        return self.processes.run(body, admit=lambda: self.admit(by))
+
+    def create_schedule(self, body: Any, *, by: str) -> dict[str, Any]:
+        """Store the schedule `body` describes (a submit of `by`)."""
+        return self.schedules.create(body, admit=lambda: self.admit(by))
 
     @staticmethod
     def _no_job(job_id: str) -> NotFoundError:

@@ -25,7 +25,8 @@ POLL_S = 0.5  # how often `submit --wait` asks for the job's progress
 
 
 class Client:
-    """Calls the HTTP API at `url`, sending `token` (COLLECTOR_API_TOKEN) as a Bearer token when set."""
+    """Calls the HTTP API at `url`, sending `token` (COLLECTOR_API_TOKEN: the secret part of a named token) as a
+    Bearer token when set."""
 
     def __init__(self, url: str, *, token: str | None = None, timeout_s: float = 10.0) -> None:
         self.url = url.rstrip("/")
@@ -34,7 +35,8 @@ class Client:
 
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> Any:
         query = urllib.parse.urlencode({k: v for k, v in (params or {}).items() if v is not None and v is not False})
-        headers = {"Accept": "application/json"}
+        # X-Requested-With: a POST without a JSON body (cancel) needs it, to show it is no cross-site form.
+        headers = {"Accept": "application/json", "X-Requested-With": "collector-client"}
         data = None
         if body is not None:
             data = json.dumps(body).encode()
@@ -59,7 +61,18 @@ class Client:
         return self.request("POST", "/execution/run", body=spec)
 
     def get(self, job_id: str, *, full: bool = False) -> dict[str, Any]:
-        return self.request("GET", "/execution/get", params={"job_id": job_id, "full": "1" if full else None})
+        """The job's record; with `full`, every kept row of its datasets, read page after page."""
+        view = self.request("GET", "/execution/get", params={"job_id": job_id, "full": "1" if full else None})
+        page = view.get("datasets_page") if full else None
+        while page and page.get("next_offset") is not None:
+            more = self.request("GET", "/execution/get", params={
+                "job_id": job_id, "full": "1", "offset": page["next_offset"], "limit": page["limit"]})
+            for name, rows in (more.get("datasets") or {}).items():
+                view["datasets"].setdefault(name, []).extend(rows)
+            page = more.get("datasets_page")
+        if full and isinstance(view.get("datasets_page"), dict):
+            view["datasets_page"].update(next_offset=None, next=None)  # every page was read into this one
+        return view
 
     def list(self, **params: Any) -> dict[str, Any]:
         return self.request("GET", "/execution/list", params=params)
@@ -205,6 +218,9 @@ def cmd_platforms(args: argparse.Namespace, config: Config) -> int:
         blocks.append(text)
     for name, reason in (data.get("broken") or {}).items():
         blocks.append(f"{name}: BROKEN: {reason}")
+    named = data.get("connections") or []
+    if named:
+        blocks.append("connections: " + ", ".join(f"{c['name']} ({c['kind']})" for c in named))
     emit(args, data, "\n\n".join(blocks) or "no platforms")
     return 0
 

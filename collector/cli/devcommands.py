@@ -84,7 +84,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
     bar.close()
     elapsed = time.monotonic() - started
     for name, rows in outcome.datasets.items():
-        say(f"dataset {name}: {len(rows)} rows")
+        kept = outcome.kept.get(name) or {}
+        cut = (f" (the first of {kept['total_rows']}: COLLECTOR_DATASET_MAX_ROWS/_BYTES cut the rest)"
+               if kept.get("truncated") else "")
+        say(f"dataset {name}: {len(rows)} rows{cut}")
     if args.out and outcome.datasets:
         for path in write_datasets(outcome.datasets, Path(args.out)).values():
             say(f"  wrote {path}")

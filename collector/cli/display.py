@@ -154,7 +154,9 @@ def summary(view: dict[str, Any]) -> str:
         lines.append(f"  result   {json.dumps(view['result'])}")
     for name, info in (view.get("datasets") or {}).items():
         if isinstance(info, dict):
-            lines.append(f"  dataset  {name}: {number(info.get('rows'))} rows, {number(info.get('bytes'))} bytes")
+            cut = (f" (the first of {number(info.get('total_rows'))}; the rest was not kept)"
+                   if info.get("truncated") else "")
+            lines.append(f"  dataset  {name}: {number(info.get('rows'))} rows, {number(info.get('bytes'))} bytes{cut}")
     if view.get("error"):
         error = view["error"]
         lines.append(f"  error    {error.get('type')}: {error.get('message')}")

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", "-n", type=int, default=defaults.WORKERS, help="worker processes")
     up.set_defaults(handler=cmd_up)
 
-    serve = sub.add_parser("serve", help="the HTTP API only (gunicorn: 'collector.app:create_app()')")
+    serve = sub.add_parser("serve", help="the HTTP API only (waitress, with timeouts against slow clients)")
     serve.add_argument("--host", default=defaults.HOST)
     serve.add_argument("--port", type=int, default=defaults.PORT)
     serve.set_defaults(handler=cmd_serve)
@@ -65,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="test a spec's connection and credentials without collecting anything")
     _add_spec_arguments(check)
     check.set_defaults(handler=cmd_check)
+
+    seal = sub.add_parser("seal", help="seal a secret read from stdin with COLLECTOR_SECRET_KEY, for the "
+                                       "connections file: password = {sealed = \"...\"}")
+    seal.set_defaults(handler=cmd_seal)
 
     new = sub.add_parser("new-platform", help="write platforms/NAME.py (and its tests) from a commented template")
     new.add_argument("name", metavar="NAME", help="the platform id: a lowercase Python identifier, e.g. acme_ads")
@@ -95,6 +98,26 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
     from collector.cli import devcommands
 
     return devcommands.check(args, config)
+
+
+def cmd_seal(args: argparse.Namespace, config: Config) -> int:
+    """Print the secret on standard input sealed with COLLECTOR_SECRET_KEY (asked for without echo on a terminal)."""
+    from collector.sealing import Sealer
+
+    if not config.secret_key:
+        raise CollectorError("COLLECTOR_SECRET_KEY is not set; seal with the key the API and the workers use, "
+                             "or they cannot open the value")
+    if sys.stdin.isatty():
+        import getpass
+
+        value = getpass.getpass("secret to seal (not shown): ")
+    else:
+        value = sys.stdin.read().removesuffix("\n").removesuffix("\r")  # `echo` adds a line end
+    if not value:
+        raise CollectorError("nothing to seal: give the secret on standard input, "
+                             "e.g. printf %s \"$DB_PASSWORD\" | collector seal")
+    print(Sealer(config.secret_key).seal(value))
+    return 0
 
 
 def cmd_new_platform(args: argparse.Namespace, config: Config) -> int:
@@ -180,10 +203,11 @@ def cmd_worker(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     from collector.app import create_app
+    from collector.cli.server import serve_until_signal
 
     app = create_app(config, reaper=True)
     warn_if_open(config, args.host)
-    serve_until_signal(app, args.host, args.port)
+    serve_until_signal(app, host=args.host, port=args.port, config=config)
     return 0
 
 
@@ -191,7 +215,7 @@ def warn_if_open(config: Config, host: str) -> str:
     """Say at start-up who can call the API; warn loudly when anyone on the network can, unauthenticated."""
     from collector.api.auth import is_loopback
 
-    if config.api_tokens:
+    if config.api_tokens or config.api_tokens_file:
         note = "API tokens required (COLLECTOR_API_TOKENS): every endpoint but GET /system/alive needs one"
         log.info(note)
     elif is_loopback(host):
@@ -204,34 +228,11 @@ def warn_if_open(config: Config, host: str) -> str:
     return note
 
 
-def serve_until_signal(app: Any, host: str, port: int, on_ready: Any = None) -> None:
-    """Serve `app` with a threaded WSGI server until SIGINT/SIGTERM."""
-    from werkzeug.serving import make_server
-
-    server = make_server(host, port, app, threaded=True)
-    stop = threading.Event()
-
-    def shutdown(*_: object) -> None:
-        if not stop.is_set():
-            stop.set()
-            threading.Thread(target=server.shutdown, daemon=True).start()
-
-    previous = {sig: signal.signal(sig, shutdown) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        log.info("API listening on http://%s:%d", host, server.server_port)
-        if on_ready:
-            on_ready(server.server_port)
-        server.serve_forever()
-    finally:
-        server.server_close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def cmd_up(args: argparse.Namespace, config: Config) -> int:
     """Everything on one machine: private Redis (unless configured), a worker pool and the API."""
     from collector.app import create_app
     from collector.cli.embedded import EmbeddedRedis
+    from collector.cli.server import serve_until_signal
     from collector.sealing import new_key
 
     embedded: EmbeddedRedis | None = None
@@ -267,7 +268,7 @@ def cmd_up(args: argparse.Namespace, config: Config) -> int:
                 flush=True,
             )
 
-        serve_until_signal(app, args.host, args.port, on_ready=ready)
+        serve_until_signal(app, host=args.host, port=args.port, config=config, on_ready=ready)
     finally:
         if pool is not None:
             stop_process(pool, config.shutdown_grace_s + 5)

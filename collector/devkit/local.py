@@ -49,6 +49,7 @@ class LocalOutcome:
     error: dict[str, Any] | None
     datasets: dict[str, list[Any]]
     record: dict[str, Any]
+    kept: dict[str, Any] = dataclasses.field(default_factory=dict)  # each dataset's summary: rows, bytes, what was cut
     exception: BaseException | None = None
 
     @property
@@ -108,14 +109,17 @@ def run_local(body: Any, runtime: Runtime, *, on_progress: ProgressObserver | No
         pass  # the record says how it failed; `failures` holds the original exception
     finally:
         runtime.on_failure = previous_hook
-    record = runtime.store.view(job_id, full=True) or {}
+    record = runtime.store.view(job_id) or {}
+    kept = record.get("datasets") or {}
+    datasets = runtime.store.read_datasets(job_id)
     return LocalOutcome(
         job_id=job_id,
         status=record.get("status", "failed"),
         result=record.get("result"),
         error=record.get("error"),
-        datasets=record.get("datasets") or {},
-        record=record,
+        datasets=datasets,
+        record={**record, "datasets": datasets},
+        kept=kept,
         exception=failures[0] if failures else None,
     )
 

@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 RECORDED_URL = "{recorded_url}"   # in a setting's text, replaced by the server's address
+RECORDED_HOST = "127.0.0.1"       # where the server listens (dry runs put it on the egress allow-list)
 
 
 def substitute(value: Any, url: str) -> Any:
@@ -46,7 +47,7 @@ class RecordedResponses:
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("the recorded-responses server is not started; use it as a context manager")
-        return f"http://127.0.0.1:{self._server.server_port}"
+        return f"http://{RECORDED_HOST}:{self._server.server_port}"
 
     def answer(self, method: str, target: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, str, bytes]:
         self.requests.append(
@@ -77,7 +78,7 @@ class RecordedResponses:
             def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer((RECORDED_HOST, 0), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 

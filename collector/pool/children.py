@@ -1,5 +1,6 @@
 """What each child of the pool runs: an RQ worker that runs job after job in its own process, tells the
-supervisor through shared memory which job it holds, and maps the job function names RQ stores to functions."""
+supervisor through shared memory which job it holds, and runs only collector's own job functions: it maps the
+function names RQ stores to them, and refuses, unimported, a job that names anything else."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import time
 from typing import Any
 
 from rq import Queue
+from rq.exceptions import DeserializationError
 from rq.job import Job, JobStatus
 from rq.worker import SimpleWorker
 
 from collector import defaults
+from collector.errors import ForeignJobError
 from collector.pool.heartbeat import CollectorJob, LeanHeartbeats
 from collector.run.checks import run_check
 from collector.run.runner import Runtime, run_job
@@ -26,9 +29,12 @@ log = logging.getLogger(__name__)
 ID_BYTES = 64
 SLOT_BYTES = 2 * ID_BYTES + 8   # the running job's id, its hard deadline, the id of a job to cancel
 SUSPENDED = ("waiting", "queued")  # outcomes of a job that waits (or was queued again at once): not failures
-# The function names RQ stores with collector's jobs, and the functions they name. A worker looks a name up
-# here rather than importing it, so a queued job runs whichever module its function lives in now.
+# The function names RQ stores with collector's jobs, and the functions they name: all a worker runs (both take no
+# arguments). A worker looks a name up here rather than importing it, so a queued job runs whichever module its
+# function lives in now, and a job naming anything else is refused unimported.
 JOB_FUNCTIONS = {RUN_FUNCTION: run_job, CHECK_FUNCTION: run_check}
+RULE = f"collector runs only its own job functions ({', '.join(sorted(JOB_FUNCTIONS))}) with no arguments, " \
+       "callbacks or webhooks, so the job was refused without importing anything it names"
 
 
 class Slots:
@@ -85,12 +91,55 @@ class _WithoutInfo:
         return getattr(self._logger, name)
 
 
+def refusal(job: Job) -> str | None:
+    """Why `job` must not run, or None when it is a plain call of one of collector's job functions.
+
+    Anyone who can write to Redis can put a job there that names any importable function (`os.system`), RQ
+    callbacks, webhooks, or a pickled payload: a worker reads what a job names before importing anything."""
+    try:
+        func_name, instance, args, kwargs = job.func_name, job.instance, job.args, job.kwargs
+    except DeserializationError:
+        return f"job {job.id}: its payload is not JSON; {RULE}"
+    if not isinstance(func_name, str) or func_name not in JOB_FUNCTIONS or instance is not None:
+        return f"job {job.id} names the function {str(func_name)[:200]!r}; {RULE}"
+    if args or kwargs:
+        return f"job {job.id} passes arguments to {func_name}; {RULE}"
+    # RQ imports a callback by the name the job carries, and posts webhooks to the URLs it carries.
+    callbacks = [name for name in (job._success_callback_name, job._failure_callback_name,
+                                   job._stopped_callback_name) if name]
+    if callbacks:
+        return f"job {job.id} names the callback(s) {[str(n)[:200] for n in callbacks]!r}; {RULE}"
+    if job.webhooks:
+        return f"job {job.id} carries webhooks; {RULE}"
+    return None
+
+
 class PoolJob(CollectorJob):
-    """A job as the pool's workers run it: collector's stored function names resolve through `JOB_FUNCTIONS`."""
+    """A job as the pool's workers run it: RQ asks for `func` right before calling it, and gets it only for a job
+    that `refusal` passes, resolved through `JOB_FUNCTIONS` (nothing the job names is imported); callbacks and
+    webhooks are never imported or sent."""
 
     @property
     def func(self) -> Any:
-        return JOB_FUNCTIONS.get(self.func_name or "") or super().func
+        reason = refusal(self)
+        if reason is not None:
+            raise ForeignJobError(reason)
+        return JOB_FUNCTIONS[self.func_name]
+
+    @property
+    def success_callback(self) -> None:  # type: ignore[override]
+        return None
+
+    @property
+    def failure_callback(self) -> None:  # type: ignore[override]
+        return None
+
+    @property
+    def stopped_callback(self) -> None:  # type: ignore[override]
+        return None
+
+    def send_webhooks(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 class CollectorWorker(LeanHeartbeats, SimpleWorker):
@@ -153,6 +202,11 @@ class CollectorWorker(LeanHeartbeats, SimpleWorker):
         if outcome is not None and outcome.status in SUSPENDED:
             log.info("Worker %s: job %s is %s; worker free", self.name, job.id, outcome.status)
             return  # a wait is no error: no traceback in the log
+        if isinstance(exc_info[1], ForeignJobError | DeserializationError):
+            job.retries_left = 0  # a retry count the job carries must not make it come back
+            log.error("Worker %s: refused job %s: %s", self.name, job.id,
+                      getattr(exc_info[1], "message", "its payload is not JSON"))
+            return
         super().handle_exception(job, *exc_info)
 
     def handle_job_failure(

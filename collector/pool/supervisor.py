@@ -14,15 +14,16 @@ from typing import Any
 
 import redis
 
-from collector import defaults
+from collector import defaults, egress
 from collector.config import Config
 from collector.pool.children import CollectorWorker, Slots
 from collector.pool.maintenance import Maintenance
 from collector.pool.supervision import Watchdog, die_with_parent, relay_cancel, wait_for_redis
+from collector.resources import reach
 from collector.run.runner import Runtime, install
 from collector.specs.registry import Registry
 from collector.store.records import connect
-from collector.store.rq import JSONSerializer
+from collector.store.rq import JSONSerializer, refuse_pickle
 from collector.workflows.reaper import Reaper, beat, retire
 from collector.workflows.recovery import recover
 
@@ -49,11 +50,14 @@ class Pool:
     def __init__(self, config: Config, *, size: int = defaults.WORKERS, burst: bool = False) -> None:
         if not config.redis_url:
             raise ValueError("the worker pool needs COLLECTOR_REDIS_URL")
+        # Checked here, so a bad COLLECTOR_EGRESS_ALLOW stops the pool at start instead of every child at birth.
+        egress.install(egress.EgressPolicy.from_config(config))
         self.config = config
         self.size = size
         self.burst = burst
         self.name = f"{socket.gethostname()}.{os.getpid()}"
         self.registry = Registry.discover(config.platforms_package)
+        reach.ensure(config, create_root=True)  # checked once here; the children fork with it loaded
         self.slots = Slots(size)
         self.children: dict[int, tuple[int, str, float]] = {}   # pid → (slot index, worker name, born)
         self._generation = 0
@@ -87,6 +91,7 @@ class Pool:
         previous_fd = signal.set_wakeup_fd(wake_w)
         handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         handlers[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda *_: None)
+        refuse_pickle()  # before the fork: every child inherits it
         log.info("pool %s: starting %d workers on queue %r", self.name, self.size, self.config.queue_name)
         self._reaper = Reaper(self.connection, self.config, own_pool=self.name)
         self._duties()
@@ -169,7 +174,11 @@ class Pool:
                 self._redis_down = False
         except redis.RedisError as exc:
             if not self._redis_down:
-                log.error("pool %s: Redis unreachable (%s); workers wait and reconnect", self.name, exc)
+                if isinstance(exc, redis.exceptions.OutOfMemoryError):
+                    log.error("pool %s: Redis is full (maxmemory) and refuses writes; jobs wait to write their "
+                              "state until it takes writes again", self.name)
+                else:
+                    log.error("pool %s: Redis unreachable (%s); workers wait and reconnect", self.name, exc)
                 self._redis_down = True
 
     def _busy(self) -> dict[str, tuple[int, int]]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from collector.errors import ConfigError
 from collector.run.runner import Runtime, current_runtime
-from collector.specs.secrets import merge_secrets
+from collector.specs.secrets import merge_secrets, secret_values
 from collector.store.records import Keys
 from collector.store.rq import current_job_id
 from collector.submit.checks import check_settings
@@ -49,4 +49,4 @@ def _answer(runtime: Runtime, platform_id: str, masked: dict[str, Any], sealed: 
         except ConfigError as exc:
             return {"ok": False, "message": exc.message, "checks": []}
     settings = merge_secrets(masked, secrets)
-    return check_settings(platform, settings, [str(v) for v in secrets.values()])
+    return check_settings(platform, settings, secret_values(secrets))

@@ -14,7 +14,8 @@ import redis
 
 from collector import defaults
 from collector.errors import ChildJobError, JobCancelledError, JobSuspended
-from collector.masking import mask_text
+from collector.masking import forget, mask_json, mask_text, remember
+from collector.store.datasets import KeptDataset, cut_note, keep_rows, masked
 from collector.store.records import DATASETS, ENDED, JOB_ID, JobStore
 
 if TYPE_CHECKING:
@@ -25,6 +26,8 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 WAIT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# Redis errors a job's writes wait out: an outage, and a Redis at its maxmemory that refuses writes (OOM).
+REDIS_WAITS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.OutOfMemoryError)
 _KEEP = object()
 
 
@@ -63,12 +66,15 @@ class RunContext:
         links: JobLinks | None = None,
         parent_id: str | None = None,
         children: Iterable[str] = (),
+        dataset_max_rows: int = defaults.DATASET_MAX_ROWS,
+        dataset_max_bytes: int = defaults.DATASET_MAX_BYTES,
     ) -> None:
         self.job_id = job_id
         self.state = state  # the last checkpoint of an earlier attempt, None on a first run
         self.platform_id = platform_id
         self.attempt = attempt
         self.secrets = [s for s in secrets if s]
+        self._remembered: list[str] = []  # what `add_secrets` had every log line of this process mask
         self.log = MaskingLogger(
             logger or logging.getLogger(f"platforms.{platform_id}"),
             job_id=job_id,
@@ -83,7 +89,8 @@ class RunContext:
         self._message: str | None = None
         self._started = time.monotonic()
         self._next_write = self._started + interval_s
-        self._datasets: dict[str, tuple[int, bytes]] = {}
+        self._datasets: dict[str, KeptDataset] = {}
+        self._dataset_caps = {"max_rows": dataset_max_rows, "max_bytes": dataset_max_bytes}
         self._cancelled = False
         self._redis_wait_s = redis_wait_s
         self.inputs: dict[str, Any] = dict(inputs or {})  # what resumes delivered, by the name waited for
@@ -109,6 +116,9 @@ class RunContext:
             raise ValueError(
                 f"checkpoint state must be JSON-able ({exc}); keep ids, offsets and dates as text"
             ) from None
+        masked = mask_json(payload, self.secrets)  # the record shows it: a secret in it comes back as "***"
+        if masked != payload:
+            payload, state = masked, json.loads(masked)
         if len(payload) > defaults.CHECKPOINT_MAX_BYTES:
             raise ValueError(
                 f"checkpoint state is {len(payload)} bytes, over {defaults.CHECKPOINT_MAX_BYTES}; keep offsets "
@@ -202,9 +212,19 @@ class RunContext:
         return found
 
     def add_secrets(self, values: Iterable[str]) -> None:
-        """Values to mask in this job's log lines and error texts."""
-        self.secrets.extend(v for v in values if v)
+        """Values to mask wherever this job's data shows: log lines (of any logger in this process, until the
+        job ends), errors, events, the result, checkpoints and datasets (those kept already included)."""
+        added = remember(v for v in values if v)
+        self._remembered += added
+        self.secrets.extend(added)
         self.log.secrets = self.secrets
+        for name, kept in self._datasets.items():
+            self._datasets[name] = masked(kept, lambda text: mask_json(text, added))
+
+    def release_secrets(self) -> None:
+        """The job ended: log lines of this process stop masking what `add_secrets` gave."""
+        forget(self._remembered)
+        self._remembered = []
 
     def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
         """Report `done` units of work out of `total`; written to the record a few times a second at most."""
@@ -225,11 +245,16 @@ class RunContext:
             self.flush()
 
     def dataset(self, name: str, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Keep `rows` as the job's `original` or `processed` dataset (written when the job ends)."""
+        """Keep `rows` as the job's `original` or `processed` dataset (written when the job ends).
+
+        At most `COLLECTOR_DATASET_MAX_ROWS` rows and `COLLECTOR_DATASET_MAX_BYTES` of JSON are kept: the first
+        rows, flagged `truncated` with the `total_rows` given, and a warning on the job's log."""
         if name not in DATASETS:
             raise ValueError(f"dataset {name!r} is not one of {list(DATASETS)}; name it 'original' or 'processed'")
-        rows = list(rows)
-        self._datasets[name] = (len(rows), json.dumps(rows, default=str).encode())
+        kept = keep_rows(rows, **self._dataset_caps, mask=lambda text: mask_json(text, self.secrets))
+        self._datasets[name] = kept
+        if kept.truncated:
+            self.log.warning(cut_note(name, kept, **self._dataset_caps))
 
     def progress_state(self) -> dict[str, Any]:
         """`{"done", "total", "percent", "message", "eta_s"}`, with the ETA from the rate so far."""
@@ -242,7 +267,8 @@ class RunContext:
                 eta = round((total - done) * elapsed / done, 2)
             elif done >= total:
                 eta = 0.0
-        return {"done": done, "total": total, "percent": percent, "message": self._message, "eta_s": eta}
+        message = self._message if self._message is None else mask_text(str(self._message), self.secrets)
+        return {"done": done, "total": total, "percent": percent, "message": message, "eta_s": eta}
 
     def flush(self) -> None:
         """Write progress now. A Redis hiccup is logged, not raised: the job goes on and writes later."""
@@ -252,15 +278,16 @@ class RunContext:
             fields["stored_rows"] = self.stored_rows
         try:
             self._store.update(self.job_id, fields)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            log.warning("job %s: progress not written (%s); will try again", self.job_id, exc)
+        except REDIS_WAITS as exc:
+            why = "Redis is full" if isinstance(exc, redis.exceptions.OutOfMemoryError) else f"{exc}"
+            log.warning("job %s: progress not written (%s); will try again", self.job_id, why)
 
     def final_fields(self) -> dict[str, Any]:
         """The progress fields written with the job's end state."""
         return {"progress": self.progress_state(), "stored_rows": self.stored_rows}
 
     @property
-    def datasets(self) -> dict[str, tuple[int, bytes]]:
+    def datasets(self) -> dict[str, KeptDataset]:
         return self._datasets
 
 
@@ -283,15 +310,20 @@ def _wait_timeout(timeout_s: float | None, default: float | None) -> float | Non
 
 
 def until_written(write: Callable[[], T], *, wait_s: float, what: str) -> T:
-    """Run `write`, retrying while Redis is unreachable, for at most `wait_s` seconds (then the error is raised)."""
+    """Run `write`, retrying while Redis is unreachable or full, for at most `wait_s` seconds (then the error is
+    raised). A full Redis (maxmemory with noeviction answers OOM) refuses a MULTI as a whole, so a retry never
+    writes twice; it takes writes again once records expire or the operator frees memory."""
     deadline = time.monotonic() + wait_s
     pause = 0.1
     while True:
         try:
             return write()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except REDIS_WAITS as exc:
             if time.monotonic() + pause > deadline:
                 raise
-            log.warning("%s not written yet, Redis unreachable (%s); retrying in %.1f s", what, exc, pause)
+            # An OOM error quotes the refused command, rows included: say what happened, not what was sent.
+            why = ("Redis is full (maxmemory: writes refused)" if isinstance(exc, redis.exceptions.OutOfMemoryError)
+                   else f"Redis unreachable ({exc})")
+            log.warning("%s not written yet, %s; retrying in %.1f s", what, why, pause)
             time.sleep(pause)
             pause = min(pause * 2, 2.0)

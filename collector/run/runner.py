@@ -13,14 +13,15 @@ from typing import Any, NoReturn
 
 import redis
 
-from collector import logs
+from collector import egress, logs
 from collector.config import Config
 from collector.errors import CollectorError, JobCancelledError, JobFailedError, JobSuspended, TransientError
-from collector.masking import forget, mask_text, mask_value, remember
+from collector.masking import mask_text, mask_value
+from collector.resources import databases, reach
 from collector.run.context import RunContext, until_written
 from collector.sealing import Sealer
 from collector.specs.registry import Registry
-from collector.specs.secrets import merge_secrets
+from collector.specs.secrets import merge_secrets, secret_values
 from collector.store import events, metrics
 from collector.store.records import ENDED, JobStore, connect, decode_fields
 from collector.store.rq import RQ, current_job_id, timed_out
@@ -58,6 +59,9 @@ class Runtime:
     on_failure: Callable[[BaseException], None] | None = None
 
     def __post_init__(self) -> None:
+        # The connections and data root the platforms resolve against: the pool loaded them at start-up.
+        self.reach = reach.ensure(self.config)
+        egress.install(egress.EgressPolicy.from_config(self.config))  # what this process's jobs may reach
         self.store = JobStore(self.connection, self.config)
         self.sealer = Sealer(self.config.secret_key) if self.config.secret_key else None
         self.rq = RQ(self.connection, self.config)
@@ -103,15 +107,17 @@ def execute(job_id: str, runtime: Runtime) -> Any:
     got, attempt = _start(runtime, job_id)
     ctx = _context(runtime, job_id, got, attempt)
     storages: list[Storage] = []
+    ran = False
     try:
         platform = _build(runtime, ctx, got, storages)
         result = mask_value(platform._run(ctx), ctx.secrets)  # RQ stores the result too
+        ran = True
     except JobSuspended as suspended:
         _wait(runtime, ctx, suspended, got)
     except BaseException as exc:
         _fail(runtime, ctx, exc, got)
     finally:
-        _release(runtime, ctx, storages)
+        _release(runtime, ctx, storages, ran=ran)
     signal.alarm(0)
     if ctx.cancelled:  # the platform noticed `ctx.cancelled` and returned early
         _end(runtime, ctx, Outcome("stopped"), {"result": result})
@@ -168,10 +174,16 @@ def _context(runtime: Runtime, job_id: str, got: dict[str, Any], attempt: int) -
         links=runtime.links,
         parent_id=got.get("parent_id"),
         children=got.get("children") or (),
+        dataset_max_rows=runtime.config.dataset_max_rows,
+        dataset_max_bytes=runtime.config.dataset_max_bytes,
     )
     if got.get("cancel_requested_at"):
         ctx.cancel()
     runtime.current = ctx
+    ctx.add_secrets(runtime.reach.secrets())  # an operator connection's secrets never reach the record either
+    # Database statements the job runs are bounded by its timeout and cancelled with it (server-side too);
+    # `_release` ends that however the job ends.
+    databases.job_started(timeout_s=got.get("timeout_s"), cancelled=lambda: ctx.cancelled)
     return ctx
 
 
@@ -198,12 +210,12 @@ def _unseal(runtime: Runtime, ctx: RunContext, got: dict[str, Any]) -> dict[str,
         if runtime.sealer is None:
             raise CollectorError("this job has sealed secrets but the worker has no COLLECTOR_SECRET_KEY")
         secrets = runtime.sealer.unseal(got["secrets"])
-        ctx.add_secrets(remember(str(v) for v in secrets.values()))
+        ctx.add_secrets(secret_values(secrets))
     if got.get("inputs"):  # what resumes delivered: may be secret, so masked like secrets
         if runtime.sealer is None:
             raise CollectorError("this job has sealed inputs but the worker has no COLLECTOR_SECRET_KEY")
         ctx.inputs = runtime.sealer.unseal(got["inputs"])
-        ctx.add_secrets(remember(input_secrets(ctx.inputs)))
+        ctx.add_secrets(input_secrets(ctx.inputs))
     return secrets
 
 
@@ -221,10 +233,12 @@ def _wait(runtime: Runtime, ctx: RunContext, suspended: JobSuspended, got: dict[
     _fail(runtime, ctx, JobCancelledError("cancelled"), got)
 
 
-def _release(runtime: Runtime, ctx: RunContext, storages: list[Storage]) -> None:
-    """However the job ended: no current job, its secrets no longer masked, its storage targets closed."""
+def _release(runtime: Runtime, ctx: RunContext, storages: list[Storage], *, ran: bool) -> None:
+    """However the job ended: no current job, its database statements still running cancelled unless `_run`
+    returned, its secrets no longer masked, its storage targets closed."""
     runtime.current = None
-    forget(ctx.secrets)
+    databases.job_ended(cancel=not ran)
+    ctx.release_secrets()
     for target in storages:
         try:
             target.close()
@@ -307,16 +321,19 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
     """Write a job's end (or retry) state, datasets, event and expiry in one round trip; waits out a Redis outage."""
     status = outcome.status
     runtime.outcome = outcome
+    duration_s = time.monotonic() - ctx._started  # the run's, not the time a full or absent Redis made it wait
 
     def write() -> None:
         with runtime.connection.pipeline(transaction=True) as pipe:
             Ends(runtime.store, runtime.rq).attempt_ended(
                 pipe, ctx.job_id, platform_id=ctx.platform_id, attempt=ctx.attempt, status=status,
                 fields={**ctx.final_fields(), **fields}, datasets=ctx.datasets,
-                duration_s=time.monotonic() - ctx._started, delay_s=outcome.delay_s)
+                duration_s=duration_s, delay_s=outcome.delay_s)
             pipe.execute()
 
     until_written(write, wait_s=runtime.config.redis_wait_s, what=f"job {ctx.job_id}: final state")
+    if status != "scheduled":
+        metrics.ended(job_id=ctx.job_id, platform_id=ctx.platform_id, status=status, duration_s=duration_s)
     if ctx.parent_id and status in ENDED:
         try:  # the parent may wait for this, its last child; the maintenance sweep is the backstop
             resume_parent(runtime.connection, runtime.config, ctx.parent_id)

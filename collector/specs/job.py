@@ -7,7 +7,8 @@ from typing import Any
 
 from marshmallow import ValidationError as MarshmallowError
 
-from collector.errors import ValidationError
+from collector import defaults
+from collector.errors import SettingError, ValidationError
 from collector.specs.policy import check_retry, check_timeout
 from collector.specs.registry import PlatformSpec, Registry
 from collector.specs.schema import flatten_errors
@@ -26,8 +27,9 @@ class JobSpec:
     timeout_s: int | None = None
 
 
-def validate_spec(body: Any, registry: Registry) -> JobSpec:
-    """Check a job spec; `ValidationError` lists every problem at once, each under its field path."""
+def validate_spec(body: Any, registry: Registry, *, max_timeout_s: int = defaults.MAX_TIMEOUT_S) -> JobSpec:
+    """Check a job spec; `ValidationError` lists every problem at once, each under its field path.
+    `max_timeout_s` is the longest `timeout_s` the service allows (COLLECTOR_MAX_TIMEOUT_S)."""
     if not isinstance(body, dict):
         raise ValidationError(
             f"the job spec must be a JSON object, not {type(body).__name__}",
@@ -57,12 +59,14 @@ def validate_spec(body: Any, registry: Registry) -> JobSpec:
             # Rules that span settings live in `__init__` (which does no I/O): check them before queueing.
             try:
                 platform.cls(**loaded)
+            except SettingError as exc:  # one setting refused (a path, a connection): named by its path
+                errors.update(flatten_errors(exc.details, "settings"))
             except (ValueError, TypeError) as exc:
                 errors["settings"] = [f"{exc}"]
     if body.get("retry") is not None:
         errors.update(check_retry(body["retry"]))
     if body.get("timeout_s") is not None:
-        errors.update(check_timeout(body["timeout_s"]))
+        errors.update(check_timeout(body["timeout_s"], max_timeout_s))
     if errors or platform is None:
         raise ValidationError(
             f"the job spec has {len(errors)} error(s); fix the fields named in details and send it again",

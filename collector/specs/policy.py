@@ -6,11 +6,11 @@ import dataclasses
 import random
 from typing import Any
 
+from collector import defaults
 from collector.config import Config
 
 MAX_RETRIES = 25            # more retries than this is a loop, not a policy
 MAX_DELAY_S = 24 * 3600     # no backoff waits longer than a day
-MAX_TIMEOUT_S = 7 * 24 * 3600
 RETRY_FIELDS = ("max", "backoff", "cap", "jitter")
 
 
@@ -81,8 +81,15 @@ def check_retry(value: Any) -> dict[str, list[str]]:
     return errors
 
 
-def check_timeout(value: Any) -> dict[str, list[str]]:
-    """Field errors of a spec's `timeout_s`."""
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_TIMEOUT_S:
-        return {"timeout_s": [f"give the job's timeout as whole seconds from 1 to {MAX_TIMEOUT_S} (got {value!r})"]}
+def check_timeout(value: Any, max_s: int = defaults.MAX_TIMEOUT_S) -> dict[str, list[str]]:
+    """Field errors of a spec's `timeout_s`: whole seconds up to `max_s` (COLLECTOR_MAX_TIMEOUT_S)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= max_s:
+        return {"timeout_s": [f"give the job's timeout as whole seconds from 1 to {max_s} (got {value!r}); "
+                              "COLLECTOR_MAX_TIMEOUT_S is the longest this service allows"]}
     return {}
+
+
+def job_timeout(spec_timeout_s: int | None, platform_timeout_s: int | None, config: Config) -> int:
+    """The timeout a job gets: the spec's, else the platform's `TIMEOUT_S`, else the service default; never
+    more than `COLLECTOR_MAX_TIMEOUT_S` (a platform's longer `TIMEOUT_S` is cut to it)."""
+    return min(spec_timeout_s or platform_timeout_s or config.job_timeout_s, config.max_timeout_s)

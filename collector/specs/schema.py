@@ -17,7 +17,7 @@ from marshmallow import Schema, fields, validate
 from marshmallow import ValidationError as MarshmallowError
 
 import storage
-from collector.errors import ContractError
+from collector.errors import ContractError, SettingError
 from collector.masking import MASK
 from collector.types import Secret, parse_date, parse_datetime
 from storage.base import Storage
@@ -38,15 +38,30 @@ class Setting:
     items: str | None = None
     backends: dict[str, list[dict[str, Any]]] | None = None
 
+    @property
+    def secret_mapping(self) -> bool:
+        """A `dict[str, Secret]`: its keys are plain, every value is a secret."""
+        return self.secret and self.type == "object"
+
     def describe(self) -> dict[str, Any]:
         shown: dict[str, Any] = {"name": self.name, "type": self.type, "required": self.required}
         if not self.required:
-            shown["default"] = MASK if self.secret and self.default is not None else self.default
+            shown["default"] = masked_secret(self.default, mapping=self.secret_mapping) if self.secret \
+                else self.default
         for extra in ("choices", "items", "backends"):
             if getattr(self, extra) is not None:
                 shown[extra] = getattr(self, extra)
         shown["secret"] = self.secret
         return shown
+
+
+def masked_secret(value: Any, *, mapping: bool) -> Any:
+    """A secret setting's value as it is shown: `***`, or a mapping's keys each with `***` (None stays None)."""
+    if value is None:
+        return None
+    if mapping and isinstance(value, dict):
+        return dict.fromkeys(value, MASK)
+    return MASK
 
 
 class StrictNumber(fields.Float):
@@ -104,6 +119,8 @@ class StorageSetting(fields.Field):
             raise MarshmallowError(errors)
         try:
             return available[kind].cls(**loaded)
+        except SettingError as exc:
+            raise MarshmallowError({"settings": exc.details}) from None
         except (ValueError, TypeError) as exc:
             raise MarshmallowError({"settings": [str(exc)]}) from None
 
@@ -154,10 +171,16 @@ def field_for(annotation: Any, *, where: str) -> tuple[fields.Field, dict[str, A
         return fields.List(fields.Raw(), **kwargs), info
     if origin is dict:
         info["type"] = "object"
+        args = typing.get_args(annotation)
+        if len(args) == 2 and args[1] is Secret:  # a mapping whose values are secret (request headers, say)
+            if args[0] is not str:
+                raise ContractError(f"{where}: a mapping of secrets is written dict[str, Secret]")
+            info["secret"] = True
+            return fields.Dict(keys=fields.String(), values=SecretString(), **kwargs), info
         return fields.Dict(keys=fields.String(), **kwargs), info
     raise ContractError(
         f"{where}: type {annotation!r} is not a setting type; use str, int, float, bool, dt.date, "
-        "dt.datetime, list, dict, Literal[...], Secret or Storage"
+        "dt.datetime, list, dict, Literal[...], Secret, dict[str, Secret] or Storage"
     )
 
 

@@ -3,44 +3,70 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 from collector.config import Config
 from collector.errors import ConfigError
-from collector.masking import MASK
+from collector.masking import given_secrets
 from collector.specs.job import JobSpec
 from collector.specs.registry import Registry
-from collector.specs.schema import storage_backends
+from collector.specs.schema import masked_secret, storage_backends
 
 
-def secret_paths(spec: JobSpec) -> list[tuple[str, ...]]:
-    """Where secrets sit in a spec's settings: secret settings and the secret settings of storage specs."""
-    paths: list[tuple[str, ...]] = []
+def secret_settings(spec: JobSpec) -> list[tuple[tuple[str, ...], bool]]:
+    """Where the secret settings given in a spec sit (`("token",)`, `("storage", "settings", "password")`), each
+    with whether it is a mapping of secrets (`dict[str, Secret]`, sealed whole, shown with each value masked)."""
+    found: list[tuple[tuple[str, ...], bool]] = []
     backends = storage_backends()
     for setting in spec.platform.settings.settings:
         value = spec.settings.get(setting.name)
         if value is None:
             continue
         if setting.secret:
-            paths.append((setting.name,))
+            found.append(((setting.name,), setting.secret_mapping))
         elif setting.type == "storage" and isinstance(value, dict) and value.get("type") in backends:
-            for sub in backends[value["type"]].settings.secret_names():
-                if value.get("settings", {}).get(sub) is not None:
-                    paths.append((setting.name, "settings", sub))
+            for sub in backends[value["type"]].settings.settings:
+                if sub.secret and value.get("settings", {}).get(sub.name) is not None:
+                    found.append(((setting.name, "settings", sub.name), sub.secret_mapping))
+    return found
+
+
+def secret_paths(spec: JobSpec) -> list[tuple[str, ...]]:
+    """Where secret values sit in a spec's settings: secret settings, each key of a mapping of secrets
+    (`("headers", "Authorization")`), and the secret settings of storage specs."""
+    paths: list[tuple[str, ...]] = []
+    for path, mapping in secret_settings(spec):
+        if mapping:
+            paths += [(*path, key) for key in _at(spec.settings, path) or {}]
+        else:
+            paths.append(path)
     return paths
 
 
+def _at(settings: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = settings
+    for part in path:
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def split_secrets(spec: JobSpec) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The settings with secrets masked, and the secrets by dotted path (to be sealed)."""
+    """The settings with secrets masked, and the secrets by dotted path of their setting (to be sealed)."""
     masked = copy.deepcopy(spec.settings)
     secrets: dict[str, Any] = {}
-    for path in secret_paths(spec):
+    for path, mapping in secret_settings(spec):
         parent = masked
         for part in path[:-1]:
             parent = parent[part]
         secrets[".".join(path)] = parent[path[-1]]
-        parent[path[-1]] = MASK
+        parent[path[-1]] = masked_secret(parent[path[-1]], mapping=mapping)
     return masked, secrets
+
+
+def secret_values(secrets: Mapping[str, Any]) -> list[str]:
+    """The texts of the secrets `split_secrets` gave (a mapping's values one by one), to mask wherever they show."""
+    return [text for value in secrets.values() for text in given_secrets(value)]
 
 
 def merge_secrets(masked: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
@@ -67,14 +93,14 @@ def secrets_in_body(body: Any, registry: Registry) -> list[str]:
     backends = storage_backends()
     for setting in platform.settings.settings:
         value = settings.get(setting.name)
-        if setting.secret and isinstance(value, str):
-            found.append(value)
+        if setting.secret:
+            found += given_secrets(value)
         elif setting.type == "storage" and isinstance(value, dict) and isinstance(value.get("type"), str) \
                 and value["type"] in backends:
             inner = value.get("settings")
             if isinstance(inner, dict):
-                found += [inner[n] for n in backends[value["type"]].settings.secret_names()
-                          if isinstance(inner.get(n), str)]
+                for name in backends[value["type"]].settings.secret_names():
+                    found += given_secrets(inner.get(name))
     return found
 
 

@@ -57,8 +57,11 @@ def bucket_for(seconds: float) -> str:
 
 
 def job_submitted(pipe: Pipeline, keys: Keys, *, job_id: str, platform_id: str) -> None:
-    """Hook of Submitter.submit: count the job and log it."""
+    """Hook of Submitter.submit: count the job; log it with `submitted` once the transaction went through."""
     count(pipe, keys, "submitted", platform_id)
+
+
+def submitted(*, job_id: str, platform_id: str) -> None:
     log.info("job submitted", extra={"job_id": job_id, "platform_id": platform_id, "event": "submitted"})
 
 
@@ -68,12 +71,16 @@ def job_started(pipe: Pipeline, keys: Keys, *, job_id: str) -> None:
 
 
 def job_ended(pipe: Pipeline, keys: Keys, *, job_id: str, platform_id: str, status: str, duration_s: float) -> None:
-    """Hook of the runner's end pipeline: count the end state, observe the duration and log it."""
+    """Hook of the runner's end pipeline: count the end state and observe the duration (`ended` logs it once
+    the pipeline went through)."""
     count(pipe, keys, status, platform_id)
     name = keys.metrics()
     pipe.hincrby(name, f"duration{SEP}{platform_id}{SEP}{bucket_for(duration_s)}", 1)
     pipe.hincrbyfloat(name, f"duration_sum{SEP}{platform_id}", round(duration_s, 6))
     pipe.hincrby(name, f"duration_count{SEP}{platform_id}", 1)
+
+
+def ended(*, job_id: str, platform_id: str, status: str, duration_s: float) -> None:
     log.info("job %s in %.3f s", status, duration_s,
              extra={"job_id": job_id, "platform_id": platform_id, "event": status, "duration_s": duration_s})
 

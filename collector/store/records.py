@@ -14,8 +14,9 @@ from redis.retry import Retry
 
 from collector import defaults
 from collector.config import Config
-from collector.errors import ServiceUnavailableError
+from collector.errors import RedisFullError, ServiceUnavailableError
 from collector.masking import mask_url
+from collector.store.datasets import KeptDataset, page_of
 from collector.types import iso
 
 # Fields stored as JSON; the others are plain strings.
@@ -31,7 +32,8 @@ DATASETS = ("original", "processed")
 # The order fields are shown in; fields a later version adds come after these.
 VIEW_ORDER = (
     "job_id", "status", "platform_id", "client_id", "settings", "progress", "result", "error", "attempt",
-    "worker", "created_at", "enqueued_at", "started_at", "ended_at", "stored_rows", "datasets", "waiting",
+    "worker", "created_at", "enqueued_at", "started_at", "ended_at", "stored_rows", "datasets", "datasets_page",
+    "waiting",
     "parent_id", "children",
 )
 
@@ -70,8 +72,9 @@ class Keys:
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
 
-    def dataset(self, job_id: str, name: str) -> str:
-        return f"{self.prefix}:job:{job_id}:dataset:{name}"
+    def dataset(self, job_id: str, name: str, chunk: int = 0) -> str:
+        """A dataset's rows `chunk * DATASET_CHUNK_ROWS` onwards, as a JSON array (the first chunk has no suffix)."""
+        return f"{self.prefix}:job:{job_id}:dataset:{name}" + (f":{chunk}" if chunk else "")
 
     def events(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}:events"
@@ -127,6 +130,10 @@ class Keys:
     def waiting_parents(self) -> str:
         """Set of jobs waiting for their children; resumed as soon as the last child ends."""
         return f"{self.prefix}:waiting:parents"
+
+    def submits(self, caller: str, window: int) -> str:
+        """A caller's submits in one rate window (a counter that expires with the window)."""
+        return f"{self.prefix}:submits:{window}:{caller}"
 
     def metrics(self) -> str:
         """Hash of counters and duration buckets every API and worker process adds to; `/metrics` reads it."""
@@ -186,6 +193,8 @@ class JobStore:
             fields = decode(raw)
             event = {"id": entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
                      "at": fields.get("at"), "type": fields.get("type")}
+            # A log line's fields (level, message) are plain; a job event's travel as JSON in `data`.
+            event.update({k: v for k, v in fields.items() if k not in ("at", "type", "data")})
             if fields.get("data"):
                 event.update(json.loads(fields["data"]))
             events.append(event)
@@ -202,15 +211,51 @@ class JobStore:
         return decode_fields(names, self.connection.hmget(key, list(names)))
 
     def save_datasets(
-        self, job_id: str, datasets: Mapping[str, tuple[int, bytes]], pipeline: Pipeline, ttl_s: int | None = None
+        self, job_id: str, datasets: Mapping[str, KeptDataset], pipeline: Pipeline, ttl_s: int | None = None
     ) -> dict[str, Any]:
-        """Queue the datasets' writes on `pipeline` (expiring in `ttl_s` when given); returns their
-        `{"rows", "bytes"}` summary."""
+        """Queue the datasets' writes on `pipeline` (expiring in `ttl_s` when given), one `SET` per chunk of
+        `DATASET_CHUNK_ROWS` rows; returns their summary (`{"rows", "bytes"}`, and what was cut)."""
         summary: dict[str, Any] = {}
-        for name, (rows, payload) in datasets.items():
-            pipeline.set(self.keys.dataset(job_id, name), payload, ex=ttl_s)
-            summary[name] = {"rows": rows, "bytes": len(payload)}
+        for name, kept in datasets.items():
+            for chunk, payload in enumerate(kept.chunks(defaults.DATASET_CHUNK_ROWS)):
+                pipeline.set(self.keys.dataset(job_id, name, chunk), payload, ex=ttl_s)
+            summary[name] = kept.summary()
         return summary
+
+    def read_datasets(self, job_id: str) -> dict[str, list[Any]]:
+        """Every kept row of the job's datasets (bounded by the dataset caps): for a local run's `--out`."""
+        summary = self.read(job_id, "datasets").get("datasets") or {}
+        kept = {name: int(info.get("rows", 0)) for name, info in summary.items() if name in DATASETS}
+        limit = max(kept.values(), default=0) or 1
+        with self.connection.pipeline(transaction=False) as pipe:
+            self._ask_pages(pipe, job_id, 0, limit)
+            return self._pages(job_id, pipe.execute(), kept, 0, limit)
+
+    def _ask_pages(self, pipe: Pipeline, job_id: str, offset: int, limit: int) -> None:
+        """Queue the GETs of the chunks that hold rows `offset` to `offset + limit` of every dataset."""
+        size = defaults.DATASET_CHUNK_ROWS
+        for name in DATASETS:
+            for chunk in range(offset // size, (offset + limit - 1) // size + 1):
+                pipe.get(self.keys.dataset(job_id, name, chunk))
+
+    def _pages(self, job_id: str, payloads: Sequence[bytes | None], kept: Mapping[str, int], offset: int,
+               limit: int) -> dict[str, list[Any]]:
+        """The rows of each dataset `_ask_pages` read (`kept`: name → rows the summary says were kept)."""
+        size = defaults.DATASET_CHUNK_ROWS
+        first = offset // size
+        span = (offset + limit - 1) // size - first + 1
+        pages: dict[str, list[Any]] = {}
+        for n, name in enumerate(DATASETS):
+            chunks = payloads[n * span:(n + 1) * span]
+            if name not in kept and all(chunk is None for chunk in chunks):
+                continue
+            rows = page_of(chunks, first_chunk=first, rows_per_chunk=size, offset=offset, limit=limit)
+            if not rows and first and kept.get(name, 0) > offset:
+                # Written before datasets were cut into chunks: every row is in the first key.
+                legacy = self.connection.get(self.keys.dataset(job_id, name))
+                rows = page_of([legacy], first_chunk=0, rows_per_chunk=size, offset=offset, limit=limit)
+            pages[name] = rows
+        return pages
 
     def expire(self, job_id: str, ttl_s: int, pipeline: Pipeline, datasets: Iterable[str] = DATASETS) -> None:
         """Let a record and everything beside it expire: it has ended."""
@@ -222,13 +267,15 @@ class JobStore:
     def ttl_for(self, status: str) -> int:
         return self.config.failed_record_ttl_s if status == "failed" else self.config.record_ttl_s
 
-    def view(self, job_id: str, *, full: bool = False) -> dict[str, Any] | None:
-        """What `GET /execution/get` answers: the record without hidden fields, datasets if `full`."""
+    def view(self, job_id: str, *, full: bool = False, offset: int = 0,
+             limit: int = defaults.FULL_PAGE_ROWS) -> dict[str, Any] | None:
+        """What `GET /execution/get` answers: the record without hidden fields; with `full`, rows `offset` to
+        `offset + limit` of each dataset, and `datasets_page` saying what was kept and where the next page starts.
+        One round trip: only the chunks holding the page are read, so an answer is never larger than a page."""
         with self.connection.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.keys.job(job_id))
             if full:
-                for name in DATASETS:
-                    pipe.get(self.keys.dataset(job_id, name))
+                self._ask_pages(pipe, job_id, offset, limit)
             raw, *payloads = pipe.execute()
         if not raw:
             return None
@@ -237,9 +284,11 @@ class JobStore:
             record.pop(name, None)
         summary = record.pop("datasets", {}) or {}
         if full:
-            record["datasets"] = {
-                name: json.loads(payload) for name, payload in zip(DATASETS, payloads, strict=True) if payload
-            }
+            kept = {name: int(info.get("rows", 0)) for name, info in summary.items() if name in DATASETS}
+            record["datasets"] = self._pages(job_id, payloads, kept, offset, limit)
+            more = offset + limit < max(kept.values(), default=0)
+            record["datasets_page"] = {"offset": offset, "limit": limit,
+                                       "next_offset": offset + limit if more else None, "kept": summary}
         else:
             record["datasets"] = summary
         record["job_id"] = job_id
@@ -255,4 +304,15 @@ def redis_down(config: Config, exc: Exception) -> ServiceUnavailableError:
         f"Redis at {where} is unreachable ({type(exc).__name__}); nothing was written. "
         "Check that Redis runs and COLLECTOR_REDIS_URL points to it, then retry.",
         details={"service": "redis"},
+    )
+
+
+def redis_full(config: Config) -> RedisFullError:
+    """The 503 for a Redis at its maxmemory: says where (password masked), that nothing was written, and what helps."""
+    where = mask_url(config.redis_url or "the configured Redis")
+    return RedisFullError(
+        f"Redis at {where} is full: it reached its maxmemory and refuses writes (OOM); nothing was written. "
+        "Records of ended jobs expire over time (COLLECTOR_RECORD_TTL_S): retry later, or ask the operator to "
+        "raise Redis' maxmemory or lower the record TTLs and dataset caps.",
+        details={"service": "redis", "reason": "maxmemory"},
     )

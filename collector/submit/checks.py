@@ -14,10 +14,11 @@ import redis
 from collector.config import Config
 from collector.errors import CheckTimeoutError, ConfigError
 from collector.masking import mask_text
+from collector.resources import reach
 from collector.sealing import Sealer
 from collector.specs.job import JobSpec
 from collector.specs.registry import PlatformSpec
-from collector.specs.secrets import split_secrets
+from collector.specs.secrets import secret_values, split_secrets
 from collector.store.records import Keys, encode
 from collector.store.rq import RQ
 from storage.base import Storage
@@ -47,6 +48,7 @@ def check_settings(platform: PlatformSpec, settings: dict[str, Any], secrets: li
     Never raises for what it tests: the answer is `{"ok", "message", "checks": [{"name", "ok", "message"}]}`,
     where a check's `ok` is None when that part has nothing to test.
     """
+    secrets = [*secrets, *reach.current().secrets()]  # an operator connection's secrets are never shown either
     try:
         kwargs = platform.settings.schema().load(settings)
         instance = platform.cls(**kwargs)
@@ -71,7 +73,7 @@ def check_settings(platform: PlatformSpec, settings: dict[str, Any], secrets: li
 
 def check_spec_locally(spec: JobSpec) -> dict[str, Any]:
     """`collector check`: the checks of a validated spec, in this process."""
-    secrets = [str(v) for v in split_secrets(spec)[1].values()]
+    secrets = secret_values(split_secrets(spec)[1])
     return check_settings(spec.platform, spec.settings, secrets)
 
 

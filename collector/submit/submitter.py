@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
 
 from collector.config import Config
 from collector.errors import ConfigError
+from collector.resources import reach
 from collector.sealing import Sealer
 from collector.specs.job import JobSpec, validate_spec
-from collector.specs.policy import RetryPolicy
+from collector.specs.policy import RetryPolicy, job_timeout
 from collector.specs.registry import Registry
 from collector.specs.secrets import split_secrets
 from collector.store import index, metrics
-from collector.store.records import JobStore, redis_down
+from collector.store.records import JobStore, redis_down, redis_full
 from collector.store.rq import RQ
 from collector.types import iso
 
@@ -28,26 +29,31 @@ class Submitter:
         self.connection = connection
         self.config = config
         self.registry = registry
+        reach.ensure(config)  # the connections and data root specs are checked against
         self.store = JobStore(connection, config)
         self.rq = RQ(connection, config)
         self.sealer = Sealer(config.secret_key) if config.secret_key else None
 
     def submit(
-        self, body: Any, *, job_id: str | None = None, extra: Mapping[str, Any] | None = None
+        self, body: Any, *, job_id: str | None = None, extra: Mapping[str, Any] | None = None,
+        admit: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         """Queue the job `body` describes. `job_id` and `extra` record fields are for collector's own
-        submitters (schedules, processes), never taken from a request."""
-        spec = validate_spec(body, self.registry)
+        submitters (schedules, processes), never taken from a request. `admit` is called once the spec is
+        valid, before anything is written (the API counts the caller's submit rate there)."""
+        spec = validate_spec(body, self.registry, max_timeout_s=self.config.max_timeout_s)
         job_id = job_id or uuid.uuid4().hex
         fields = new_record(spec, self.sealer, no_key=(
             f"platform {spec.platform.id!r} was given secrets but this service has no "
             "COLLECTOR_SECRET_KEY to seal them with; set it (the same value for API and workers)"
         ))
         policy = RetryPolicy.resolve(spec.retry, self.config)
-        timeout = spec.timeout_s or spec.platform.timeout_s or self.config.job_timeout_s
+        timeout = job_timeout(spec.timeout_s, spec.platform.timeout_s, self.config)
         fields.update(retry=policy.to_dict(), max_attempts=policy.max_attempts, timeout_s=timeout)
         fields.update(extra or {})
         try:
+            if admit is not None:
+                admit()
             with self.connection.pipeline(transaction=True) as pipe:
                 pipe.multi()  # explicit, or RQ would call multi() after our first command
                 self.store.create(job_id, fields, pipe)
@@ -58,6 +64,9 @@ class Submitter:
                 pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise redis_down(self.config, exc) from None
+        except redis.exceptions.OutOfMemoryError:  # refused as a whole (MULTI): nothing was written
+            raise redis_full(self.config) from None
+        metrics.submitted(job_id=job_id, platform_id=spec.platform.id)
         answer: dict[str, Any] = {"job_id": job_id, "status": "queued"}
         if spec.client_id is not None:
             answer["_id"] = spec.client_id

@@ -18,22 +18,26 @@ from collector.workflows.ends import Ends
 WAITING = frozenset({"queued", "scheduled", "deferred", "waiting"})
 
 
-def cancel(connection: redis.Redis, config: Config, job_id: str, *, by: str | None = None) -> dict[str, Any]:
+def cancel(connection: redis.Redis, config: Config, job_id: str, *, by: str | None = None,
+           reason: str | None = None) -> dict[str, Any]:
     """Cancel a job. A waiting job ends `canceled` at once; a running one gets `cancel_requested_at` and ends
     `stopped` when it stops (or is killed `cancel_grace_s` later). Ended jobs raise `ConflictError`.
-    The job's sub-jobs (and theirs) are cancelled with it."""
-    answer = _cancel_one(connection, config, job_id, by=by)
+    The job's sub-jobs (and theirs) are cancelled with it. `by` is who cancels (the API token's name, never what
+    the caller writes), recorded as `canceled_by`; `reason` is the caller's note, recorded as `cancel_reason`."""
+    answer = _cancel_one(connection, config, job_id, by=by, reason=reason)
     children = JobStore(connection, config).read(job_id, "children").get("children") or []
     if children:
         answer["children_canceled"] = cancel_children(connection, config, children, by=f"parent job {job_id}")
     return answer
 
 
-def _cancel_one(connection: redis.Redis, config: Config, job_id: str, *, by: str | None) -> dict[str, Any]:
+def _cancel_one(connection: redis.Redis, config: Config, job_id: str, *, by: str | None,
+                reason: str | None = None) -> dict[str, Any]:
     store = JobStore(connection, config)
     key = store.keys.job(job_id)
     rq = RQ(connection, config)
     who = by or "a client"
+    noted = {"cancel_reason": reason} if reason else {}
 
     def attempt(pipe: Pipeline) -> dict[str, Any]:
         # WATCH the record: a worker starting the job meanwhile changes it, and we look again.
@@ -57,20 +61,21 @@ def _cancel_one(connection: redis.Redis, config: Config, job_id: str, *, by: str
         if status in WAITING:
             job = rq.fetch(job_id)
             pipe.multi()
-            Ends(store, rq).canceled(pipe, job_id, job=job, who=who, now=now, platform_id=platform_id or "")
+            Ends(store, rq).canceled(pipe, job_id, job=job, who=who, now=now, platform_id=platform_id or "",
+                                     reason=reason)
             pipe.execute()
-            return {"job_id": job_id, "status": "canceled", "canceled_by": who, "canceled_at": now}
+            return {"job_id": job_id, "status": "canceled", "canceled_by": who, "canceled_at": now, **noted}
         if requested:
             pipe.unwatch()
             return {"job_id": job_id, "status": status, "cancel_requested_at": requested,
                     "message": "a cancel was already requested; the job stops soon"}
         pipe.multi()
-        store.update(job_id, {"cancel_requested_at": now, "canceled_by": who, "canceled_at": now}, pipe)
-        store.event(job_id, "cancel_requested", pipe, by=who)
+        store.update(job_id, {"cancel_requested_at": now, "canceled_by": who, "canceled_at": now, **noted}, pipe)
+        store.event(job_id, "cancel_requested", pipe, by=who, **({"reason": reason} if reason else {}))
         pipe.sadd(store.keys.cancels(), job_id)
         pipe.execute()
         return {
-            "job_id": job_id, "status": status, "cancel_requested_at": now, "canceled_by": who,
+            "job_id": job_id, "status": status, "cancel_requested_at": now, "canceled_by": who, **noted,
             "message": f"the job was asked to stop; it is killed if still running in "
             f"{config.cancel_grace_s:g} s, and ends 'stopped'",
         }

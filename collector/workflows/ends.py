@@ -14,6 +14,7 @@ from typing import Any
 from collector.config import Config
 from collector.specs.policy import RetryPolicy
 from collector.store import metrics
+from collector.store.datasets import KeptDataset
 from collector.store.records import DATASETS, JobStore
 from collector.store.rq import RQ, Job
 from collector.types import iso
@@ -44,7 +45,7 @@ class Ends:
         self.rq = rq
 
     def attempt_ended(self, pipe: Any, job_id: str, *, platform_id: str, attempt: int, status: str,
-                      fields: dict[str, Any], datasets: Mapping[str, tuple[int, bytes]], duration_s: float,
+                      fields: dict[str, Any], datasets: Mapping[str, KeptDataset], duration_s: float,
                       delay_s: float = 0.0) -> None:
         """What a worker writes when an attempt ends: `finished`, `failed` or `stopped` with the datasets it kept,
         or `scheduled` for another try in `delay_s`. RQ's side is the worker's own to write."""
@@ -81,11 +82,12 @@ class Ends:
                 self.rq.fail(pipe, job, message=cause, stopped=status == "stopped", worker_name=worker_name)
 
     def resumed(self, pipe: Any, job_id: str, *, job: Job | None, reason: str, fields: dict[str, Any],
-                timeout_s: Any = None) -> None:
+                timeout_s: Any = None, by: str | None = None) -> None:
         """A waiting job queued again (its input came, its children ended): it starts over from its checkpoint.
-        When RQ's job hash is gone (flushed), a new one is made with the same id."""
+        When RQ's job hash is gone (flushed), a new one is made with the same id. `by`: who resumed it."""
         self._leave_wait(pipe, job_id, "waiting", "wait_nonce")
-        self._requeue(pipe, job_id, job=job, fields=fields, kind="resumed", event={"reason": reason},
+        event = {"reason": reason, **({"by": by} if by else {})}
+        self._requeue(pipe, job_id, job=job, fields=fields, kind="resumed", event=event,
                       recreate_timeout_s=timeout_s or self.store.config.job_timeout_s)
 
     def retry_due(self, pipe: Any, job_id: str, *, job: Job | None) -> None:
@@ -103,23 +105,27 @@ class Ends:
         if job is not None:
             self.rq.fail(pipe, job, message=message)
 
-    def canceled(self, pipe: Any, job_id: str, *, job: Job | None, who: str, now: str, platform_id: str) -> None:
-        """A job canceled before it ran (queued, scheduled, deferred or waiting): it never runs."""
-        fields = {"canceled_by": who, "canceled_at": now, "ended_at": now}
-        self._ended(pipe, job_id, status="canceled", fields=fields, event={"by": who}, platform_id=platform_id)
+    def canceled(self, pipe: Any, job_id: str, *, job: Job | None, who: str, now: str, platform_id: str,
+                 reason: str | None = None) -> None:
+        """A job canceled before it ran (queued, scheduled, deferred or waiting): it never runs. `who` is the API
+        token's name; `reason` the caller's note (`cancel_reason`)."""
+        noted = {"cancel_reason": reason} if reason else {}
+        fields = {"canceled_by": who, "canceled_at": now, "ended_at": now, **noted}
+        event = {"by": who, **({"reason": reason} if reason else {})}
+        self._ended(pipe, job_id, status="canceled", fields=fields, event=event, platform_id=platform_id)
         self._leave_wait(pipe, job_id, "wait_nonce")
         self.rq.cancel(pipe, job_id, job=job, ttl=self.store.ttl_for("canceled"))
 
     # -- the pieces ----------------------------------------------------------------------------------------------
     def _ended(self, pipe: Any, job_id: str, *, status: str, fields: dict[str, Any], event: dict[str, Any],
-               platform_id: str, datasets: Mapping[str, tuple[int, bytes]] | None = None,
+               platform_id: str, datasets: Mapping[str, KeptDataset] | None = None,
                duration_s: float | None = None) -> None:
         """The record ends as `status` and expires with everything beside it; the end is counted."""
         store = self.store
         ttl = store.ttl_for(status)
         record = {"status": status, "ended_at": iso(), **fields}
         if datasets is not None:
-            summary = store.save_datasets(job_id, datasets, pipe, ttl_s=ttl)  # SET ... EX
+            summary = store.save_datasets(job_id, datasets, pipe, ttl_s=ttl)  # SET ... EX per chunk
             if summary:
                 record["datasets"] = summary
         store.update(job_id, record, pipe)

@@ -22,6 +22,7 @@ PROCESS_FIELDS = {"name", "version", "steps"}
 STEP_FIELDS = {"name", "tasks"}
 TASK_FIELDS = {"name", "platform_id", "settings", "manual", "prompt"}
 VERDICTS = {"OK", "FAIL"}
+NOTE_MAX_CHARS = 500  # longest note an ack or rerun keeps in the process's history
 JOB_ENDED = {"finished": "ok", "failed": "fail", "stopped": "fail", "canceled": "fail"}
 
 
@@ -100,6 +101,18 @@ def _check_task(task: Any, where: str, names: set[str], errors: dict[str, list[s
             errors.setdefault(f"{where}.{path}", []).extend(messages)
 
 
+def note_of(body: dict[str, Any]) -> str | None:
+    """The caller's note in an ack or rerun body: `note`, or `by`, which older clients sent as who acted."""
+    notes = [body[k] for k in ("note", "by") if body.get(k) is not None]
+    if any(not isinstance(n, str) or len(n) > NOTE_MAX_CHARS for n in notes):
+        raise ValidationError(f"a note is text of at most {NOTE_MAX_CHARS} characters",
+                              details={"note": [f"a string of at most {NOTE_MAX_CHARS} characters"]})
+    if len(notes) == 2 and notes[0] != notes[1]:
+        raise ValidationError('"by" is an older name of "note"; give one of them',
+                              details={"by": ["give note or by, not both"]})
+    return notes[0] if notes else None
+
+
 def definition_version(body: dict[str, Any]) -> str:
     if "version" in body:
         return str(body["version"])
@@ -116,8 +129,11 @@ class Processes:
         self.keys = submitter.store.keys
 
     # -- requests --------------------------------------------------------------------------------------
-    def run(self, body: Any) -> dict[str, Any]:
+    def run(self, body: Any, *, admit: Callable[[], None] | None = None) -> dict[str, Any]:
+        """Start a process; `admit` is called once the definition is valid, before anything is written."""
         validate_definition(body, self.submitter)
+        if admit is not None:
+            admit()
         process_id = uuid.uuid4().hex[:16]
         version = definition_version(body)
         steps = []
@@ -143,21 +159,23 @@ class Processes:
     def get(self, process_id: str) -> dict[str, Any]:
         return self.advance(process_id)
 
-    def ack(self, process_id: str, task_name: str, body: Any) -> dict[str, Any]:
+    def ack(self, process_id: str, task_name: str, body: Any, *, by: str) -> dict[str, Any]:
+        """Record `body`'s verdict on a task. `by` is who signs off (the API token's name); the body's own `by`,
+        which older clients sent, is only a note, like `note`."""
         if not isinstance(body, dict) or not isinstance(body.get("result"), str) or body["result"] not in VERDICTS:
             raise ValidationError(
-                'send {"result": "OK" or "FAIL", "by": who, "reason": why}',
+                'send {"result": "OK" or "FAIL", "reason": why, "note": anything else to keep}',
                 details={"result": ['must be "OK" or "FAIL"']},
             )
-        unknown = sorted(set(body) - {"result", "by", "reason"})
+        unknown = sorted(set(body) - {"result", "reason", "note", "by"})
         if unknown:
             details = {k: ["Unknown field."] for k in unknown}
             raise ValidationError("unknown fields in the acknowledgement", details=details)
-        by, reason = body.get("by"), body.get("reason")
-        if not isinstance(by, str) or not by:
-            raise ValidationError("say who acknowledges: {\"by\": \"name\"}", details={"by": ["required"]})
+        reason, note = body.get("reason"), note_of(body)
         if body["result"] == "FAIL" and not (isinstance(reason, str) and reason):
             raise ValidationError("a FAIL needs a reason", details={"reason": ["required with FAIL"]})
+        if reason is not None and not isinstance(reason, str):
+            raise ValidationError("the reason is text", details={"reason": ["Not a valid string."]})
 
         def change(doc: dict[str, Any]) -> None:
             step, task = self._find_open_task(doc, task_name)
@@ -172,21 +190,23 @@ class Processes:
                 )
             else:
                 task["given_up"] = True
-            task.update(acked_by=by, reason=reason, acked_at=iso())
+            task.update(acked_by=by, reason=reason, acked_at=iso(), **({"note": note} if note else {}))
             doc["history"].append({"at": iso(), "event": "ack", "step": step["name"], "task": task_name,
-                                   "result": body["result"], "by": by, "reason": reason})
+                                   "result": body["result"], "by": by, "reason": reason,
+                                   **({"note": note} if note else {})})
 
         self._update(process_id, change)
         return self.advance(process_id)
 
-    def rerun(self, process_id: str, task_name: str, by: str | None = None) -> dict[str, Any]:
+    def rerun(self, process_id: str, task_name: str, *, by: str, note: str | None = None) -> dict[str, Any]:
+        """Run a failed task again; `by` is who asked (the API token's name), `note` the caller's own words."""
         def change(doc: dict[str, Any]) -> None:
             step, task = self._find_open_task(doc, task_name)
             if task["status"] != "fail":
                 raise ConflictError(f"task {task_name!r} is {task['status']}; only a failed task can be re-run")
             task.update(status="pending", attempt=task["attempt"] + 1, result=None, error=None, given_up=False)
             doc["history"].append({"at": iso(), "event": "rerun", "step": step["name"], "task": task_name,
-                                   "by": by})
+                                   "by": by, **({"note": note} if note else {})})
 
         self._update(process_id, change)
         return self.advance(process_id)

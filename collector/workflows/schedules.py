@@ -8,22 +8,26 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
 from croniter import CroniterBadDateError, croniter
+from redis.client import Pipeline
 
-from collector.errors import NotFoundError, ValidationError
+from collector.errors import ConflictError, NotFoundError, ValidationError
 from collector.specs.job import validate_spec
 from collector.specs.secrets import merge_secrets, split_secrets
+from collector.store.records import run_watched
 from collector.submit.submitter import Submitter
 from collector.types import iso
 
 log = logging.getLogger(__name__)
 
 SCHEDULE_FIELDS = {"name", "spec", "cron", "interval_s"}
-MIN_INTERVAL_S = 1
 MAX_INTERVAL_S = 366 * 24 * 3600  # a year and a day: longer intervals are better said with cron
+CRON_SAMPLE_TICKS = 500           # ticks of a cron looked at for its shortest gap (a gap pattern repeats daily)
+CRON_SAMPLE_S = 2 * 366 * 24 * 3600  # ... and no further ahead than this (sparse crons need few ticks)
 
 
 def next_tick(*, cron: str | None, interval_s: int | None, anchor: float, after: float) -> float:
@@ -36,22 +40,41 @@ def next_tick(*, cron: str | None, interval_s: int | None, anchor: float, after:
     return anchor + max(steps, 1) * interval_s
 
 
+def shortest_gap(cron: str, *, start: float, below: float) -> float:
+    """The shortest time between two ticks of `cron` found in its next ticks; stops early once under `below`."""
+    ticks = croniter(cron, dt.datetime.fromtimestamp(start, dt.UTC))
+    previous = ticks.get_next(float)
+    shortest = math.inf
+    for _ in range(CRON_SAMPLE_TICKS):
+        tick = ticks.get_next(float)
+        shortest = min(shortest, tick - previous)
+        if shortest < below or tick > start + CRON_SAMPLE_S:
+            break
+        previous = tick
+    return shortest
+
+
 def validate_schedule(body: Any, submitter: Submitter) -> dict[str, Any]:
     """Check a schedule body; every problem at once, each under its path (`spec.settings.rows`, `cron`)."""
     if not isinstance(body, dict):
         raise ValidationError("a schedule must be a JSON object", details={"_schema": ["send an object"]})
     errors: dict[str, list[str]] = {k: ["Unknown field."] for k in sorted(set(body) - SCHEDULE_FIELDS)}
     cron, interval = body.get("cron"), body.get("interval_s")
+    least = submitter.config.schedule_min_interval_s
     if (cron is None) == (interval is None):
         errors["cron"] = ["give exactly one of cron (e.g. '0 * * * *') or interval_s (seconds)"]
     elif cron is not None and not (isinstance(cron, str) and croniter.is_valid(cron)):
         errors["cron"] = [f"{cron!r} is not a cron expression; use five fields like '*/15 * * * *'"]
     elif cron is not None and not _ever_due(cron):
         errors["cron"] = [f"{cron!r} never comes due (a date that does not exist, like 30 February)"]
+    elif cron is not None and (gap := shortest_gap(cron, start=time.time(), below=least)) < least:
+        errors["cron"] = [f"{cron!r} has ticks {gap:g} s apart; two ticks must be at least {least} s apart "
+                          "(COLLECTOR_SCHEDULE_MIN_INTERVAL_S)"]
     elif interval is not None and (
-        isinstance(interval, bool) or not isinstance(interval, int) or not MIN_INTERVAL_S <= interval <= MAX_INTERVAL_S
+        isinstance(interval, bool) or not isinstance(interval, int) or not least <= interval <= MAX_INTERVAL_S
     ):
-        errors["interval_s"] = [f"give a whole number of seconds from {MIN_INTERVAL_S} to {MAX_INTERVAL_S}"]
+        errors["interval_s"] = [f"give a whole number of seconds from {least} (COLLECTOR_SCHEDULE_MIN_INTERVAL_S) "
+                                f"to {MAX_INTERVAL_S} (got {interval!r})"]
     name = body.get("name")
     if name is not None and not (isinstance(name, str) and 0 < len(name) <= 200):
         errors["name"] = ["give a name of 1 to 200 characters"]
@@ -59,7 +82,7 @@ def validate_schedule(body: Any, submitter: Submitter) -> dict[str, Any]:
         errors["spec"] = ["Missing data for required field: the job spec to run on each tick."]
     else:
         try:
-            validate_spec(body["spec"], submitter.registry)
+            validate_spec(body["spec"], submitter.registry, max_timeout_s=submitter.config.max_timeout_s)
         except ValidationError as exc:
             errors.update({f"spec.{path}": messages for path, messages in exc.details.items()})
     if errors:
@@ -86,9 +109,11 @@ class Schedules:
         self.connection = submitter.connection
         self.keys = submitter.store.keys
 
-    def create(self, body: Any, *, now: float | None = None) -> dict[str, Any]:
+    def create(self, body: Any, *, now: float | None = None, admit: Callable[[], None] | None = None
+               ) -> dict[str, Any]:
+        """Store a schedule; `admit` is called once it is valid, before anything is written."""
         validate_schedule(body, self.submitter)
-        spec = validate_spec(body["spec"], self.submitter.registry)
+        spec = validate_spec(body["spec"], self.submitter.registry, max_timeout_s=self.submitter.config.max_timeout_s)
         masked, secrets = split_secrets(spec)
         stored_spec = {**body["spec"], "settings": masked}
         schedule_id = uuid.uuid4().hex[:16]
@@ -108,11 +133,27 @@ class Schedules:
             if self.submitter.sealer is None:
                 raise ValidationError("the spec has secrets but the service has no COLLECTOR_SECRET_KEY")
             fields["secrets"] = self.submitter.sealer.seal(secrets)
-        with self.connection.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.schedule(schedule_id), mapping={k: str(v) for k, v in fields.items()})
-            pipe.zadd(self.keys.schedules_due(), {schedule_id: due})
-            pipe.execute()
+        if admit is not None:
+            admit()
+        run_watched(self.connection, lambda pipe: self._add(pipe, schedule_id, fields, due))
         return self.get(schedule_id)
+
+    def _add(self, pipe: Pipeline, schedule_id: str, fields: dict[str, Any], due: float) -> None:
+        """Store a new schedule unless the service holds `COLLECTOR_MAX_SCHEDULES` already (WATCHed count)."""
+        most = self.submitter.config.max_schedules
+        pipe.watch(self.keys.schedules_due())
+        held = pipe.zcard(self.keys.schedules_due())
+        if most and held >= most:
+            pipe.unwatch()
+            raise ConflictError(
+                f"the service holds {held} schedules, the most COLLECTOR_MAX_SCHEDULES={most} allows; delete one "
+                "you no longer need (DELETE /schedules/ID) or ask the operator to raise the limit",
+                details={"schedules": held, "max_schedules": most},
+            )
+        pipe.multi()
+        pipe.hset(self.keys.schedule(schedule_id), mapping={k: str(v) for k, v in fields.items()})
+        pipe.zadd(self.keys.schedules_due(), {schedule_id: due})
+        pipe.execute()
 
     def get(self, schedule_id: str) -> dict[str, Any]:
         with self.connection.pipeline(transaction=False) as pipe:

@@ -19,6 +19,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
+from collector import defaults
 from collector.config import Config
 from collector.errors import ConfigError, ConflictError, ForbiddenError, NotFoundError, ValidationError
 from collector.sealing import Sealer
@@ -54,7 +55,7 @@ def input_secrets(inputs: Any) -> list[str]:
         return [t for v in inputs for t in input_secrets(v)]
     if isinstance(inputs, str | int | float) and not isinstance(inputs, bool):
         text = str(inputs)
-        return [text] if len(text) >= 4 else []
+        return [text] if len(text) >= defaults.SECRET_MASK_MIN_CHARS else []
     return []
 
 
@@ -139,9 +140,11 @@ def parse_resume(body: Any) -> tuple[str, dict[str, Any]]:
     return token, given
 
 
-def resume(connection: redis.Redis, config: Config, job_id: str, *, token: str, given: Any) -> dict[str, Any]:
+def resume(connection: redis.Redis, config: Config, job_id: str, *, token: str, given: Any,
+           by: str = "a client") -> dict[str, Any]:
     """`POST /execution/resume`: check the token, seal the input, queue the job again. Wrong or used tokens
-    raise `ForbiddenError`, a job not waiting for input `ConflictError`; neither changes anything."""
+    raise `ForbiddenError`, a job not waiting for input `ConflictError`; neither changes anything. `by` (the API
+    token's name) is recorded as `resumed_by` and on the `resumed` event."""
     if not config.secret_key:
         raise ConfigError("the API has no COLLECTOR_SECRET_KEY, so it cannot check resume tokens; set it (the same "
                           "value for the API and the workers)")
@@ -189,9 +192,10 @@ def resume(connection: redis.Redis, config: Config, job_id: str, *, token: str, 
             "inputs": sealer.seal(inputs),
             "wait_used": [*used, record["wait_nonce"]][-USED_KEPT:],
             "resumes": int(record.get("resumes") or 0) + 1,
-        }, timeout_s=record.get("timeout_s"))
+            "resumed_by": by,
+        }, timeout_s=record.get("timeout_s"), by=by)
         pipe.execute()
-        return {"job_id": job_id, "status": "queued", "resumed": wait["name"]}
+        return {"job_id": job_id, "status": "queued", "resumed": wait["name"], "resumed_by": by}
 
     return run_watched(connection, attempt)
 

@@ -95,3 +95,31 @@ def test_the_token_is_sent_as_bearer(config: Config) -> None:
         server.shutdown()
         server.server_close()
     assert seen == ["Bearer t0ken", "Bearer s3cret"]
+
+
+def test_the_client_and_from_job_work_with_a_named_token(config: Config) -> None:
+    import dataclasses
+
+    from collector.app import create_app
+    from tests.conftest import ServedApp
+
+    ci, ops = "ci-secret-0123456789abcdef", "ops-secret-0123456789abcdef"
+    served = ServedApp(create_app(dataclasses.replace(config, api_tokens=f"ci:submit:{ci},ops:operate:{ops}")))
+    try:
+        submitted = cli(served.url, "submit", "-", "--json", token=ci,
+                        stdin=json.dumps({"platform_id": "demo", "settings": {"rows": 3}}))
+        assert submitted.returncode == 0, submitted.stderr
+        job_id = json.loads(submitted.stdout)["job_id"]
+        assert json.loads(cli(served.url, "get", job_id, "--json", token=ci).stdout)["status"] == "queued"
+        refused = cli(served.url, "cancel", job_id, token=ci)
+        assert refused.returncode == 2 and "insufficient_scope" in refused.stderr and "'operate'" in refused.stderr
+        assert ci not in refused.stderr
+        canceled = cli(served.url, "cancel", job_id, "--json", token=ops)  # a POST without a body
+        assert canceled.returncode == 0, canceled.stderr
+        assert json.loads(canceled.stdout)["canceled_by"] == "ops"
+        replayed = cli(served.url, "run", "--from-job", job_id, token=ci)
+        assert replayed.returncode == 0, replayed.stderr
+        assert json.loads(replayed.stdout) == {"rows": 3}
+        assert cli(served.url, "get", job_id, token="not-a-token-0123456789").returncode == 2
+    finally:
+        served.close()

@@ -15,7 +15,7 @@ import pytest
 
 from collector.cli.embedded import free_port, server_binary
 from collector.errors import ConfigError
-from tests.conftest import ROOT, service_missing, wait_for
+from tests.conftest import service_missing, wait_for
 
 
 def http(method: str, url: str, body: object = None) -> dict:
@@ -55,8 +55,9 @@ def test_up_runs_everything_and_sigterm_stops_it_all(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
     log = open(tmp_path / "up.log", "wb")
+    # Run where a user would, away from the code: the default data root is ./data of that folder.
     proc = subprocess.Popen([sys.executable, "-m", "collector", "up", "--port", str(port), "--workers", "2"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     base = f"http://127.0.0.1:{port}"
     try:
         def up() -> bool:
@@ -69,6 +70,7 @@ def test_up_runs_everything_and_sigterm_stops_it_all(tmp_path: Path) -> None:
         output = (tmp_path / "up.log").read_text()
         assert f"{base}/rq" in output and f"{base}/system/alive" in output and f"{base}/docs" in output
         assert "open: no COLLECTOR_API_TOKENS, but 127.0.0.1 is loopback" in output
+        assert (tmp_path / "data").is_dir()
         job = http("POST", f"{base}/execution/run", {"_id": "t1", "platform_id": "demo", "settings": {"rows": 50}})
         wait_for(lambda: http("GET", f"{base}/execution/get?job_id={job['job_id']}")["status"] == "finished",
                  what="the demo job to finish")

@@ -67,9 +67,23 @@ def test_the_kit_fails_a_platform_that_leaks_its_secret(project: Path) -> None:
     assert in_project(project, "new-platform", "leaky").returncode == 0
     platform_file = project / "myplatforms" / "leaky.py"
     source = platform_file.read_text()
-    leak = '"amount": float(row["amount"])}'
-    assert leak in source
-    platform_file.write_text(source.replace(leak, '"amount": float(row["amount"]), "key": str(self.api_key)}'))
+    # A secret in a dataset row is masked by the service: the kit passes, the row shows "***".
+    row = '"amount": float(row["amount"])}'
+    assert row in source
+    source = source.replace(row, '"amount": float(row["amount"]), "key": str(self.api_key)}')
+    platform_file.write_text(source)
+    tests = run_pytest(project)
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    out = project / "out"
+    ran = in_project(project, "run", "-", "--set", "api_key=example-key", "--set", "start_date=2024-01-01",
+                     "--set", "end_date=2024-01-01", "--out", str(out), stdin='{"platform_id": "leaky"}')
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads((out / "processed.jsonl").read_text().splitlines()[0])["key"] == "***"
+    # Handed to a sub-job as a setting that is not secret there, it is the sub-job's data: the kit finds it.
+    start = "original: list[dict[str, Any]] = []"
+    assert start in source
+    platform_file.write_text(source.replace(start, start + '\n        ctx.spawn("http_json", {"url": '
+                                            'f"https://api.example.com/v1?key={self.api_key}"})'))
     tests = run_pytest(project)
     assert tests.returncode == 1
     assert "1 failed" in tests.stdout and "a secret is in Redis in plain text" in tests.stdout

@@ -6,15 +6,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import ServedApp
+from tests.conftest import ServedApp, service_missing
 
 
 def test_swagger_ui_renders_the_document_offline(served: ServedApp, tmp_path: Path) -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
-        pytest.skip("no chromium on PATH to render /docs with")
+        service_missing("no chromium on PATH to render /docs with (apt-get install chromium)")
     done = subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}",
          "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # nothing but this app resolves

@@ -87,7 +87,7 @@ def test_canceling_the_parent_cancels_its_children(api: ServedApp, start_pool: C
     wait_status(api, parent, "waiting")
     wait_for(lambda: any(c["status"] == "started" for c in view(api, parent)["children"]),
              what="a child to start")
-    status, answer = api.request("POST", f"/execution/cancel?job_id={parent}", {"canceled_by": "ops"})
+    status, answer = api.request("POST", f"/execution/cancel?job_id={parent}", {"reason": "wrong dates"})
     assert status == 200 and answer["status"] == "canceled"
     assert sorted(answer["children_canceled"]) == [f"{parent}-c{n}" for n in range(5)]
 

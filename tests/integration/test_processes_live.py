@@ -37,13 +37,13 @@ def test_a_release_process_with_sign_off_runs_to_the_end(
     assert step_task(view, "pull-b")["result"] == {"rows": 30}
     assert view["current_step"] == 0 and step_task(view, "push")["status"] == "pending", "publish waits for sign-off"
     status, view = served.request("POST", f"/process/ack?process_id={pid}&task=review",
-                                  {"result": "OK", "by": "ann", "reason": "counts match"})
+                                  {"result": "OK", "note": "ann", "reason": "counts match"})
     assert status == 200 and view["steps"][0]["status"] == "passed"
     view = wait_for(lambda: (v := get())["status"] == "passed" and v, what="the process to pass")
     assert [h["event"] for h in view["history"]] == [
         "created", "step_started", "ack", "step_passed", "step_started", "step_passed", "process_passed",
     ]
-    assert view["history"][2]["by"] == "ann"
+    assert view["history"][2]["by"] == "anonymous" and view["history"][2]["note"] == "ann"
     _, job = served.request("GET", f"/execution/get?job_id={step_task(view, 'push')['job_id']}")
     assert job["status"] == "finished" and job["process_id"] == pid
 
@@ -60,5 +60,5 @@ def test_a_failed_task_given_up_fails_the_process(served: ServedApp, start_pool:
                     == "blocked" and v, what="the step to block on the failure")
     assert "row 2" in step_task(view, "breaks")["error"]["message"]
     status, view = served.request("POST", f"/process/ack?process_id={pid}&task=breaks",
-                                  {"result": "FAIL", "by": "ops", "reason": "bad input"})
+                                  {"result": "FAIL", "reason": "bad input"})
     assert status == 200 and view["status"] == "failed"

@@ -17,6 +17,8 @@ from collector.config import Config
 from tests.conftest import PoolProcess, ServedApp, wait_for
 from tests.integration.reliability_kit import close, events, make_package, submit, view, wait_status, with_package
 
+XHR = {"X-Requested-With": "XMLHttpRequest"}  # what a POST without a JSON body carries to show it is no form
+
 
 class Kit:
     """The API and pools running the test platforms."""
@@ -131,19 +133,19 @@ def test_a_killed_child_with_retries_left_is_retried_at_once(kit: Kit, redis_cli
 
 def test_a_queued_job_cancelled_never_runs_and_a_second_cancel_conflicts(kit: Kit, redis_client: redis.Redis) -> None:
     job_id = submit(kit.served, "flaky", {"failures": 0})
-    status, body = kit.served.request("POST", f"/execution/cancel?job_id={job_id}", {"canceled_by": "alice"})
-    assert status == 200 and body["status"] == "canceled" and body["canceled_by"] == "alice", body
+    status, body = kit.served.request("POST", f"/execution/cancel?job_id={job_id}", {"reason": "not needed"})
+    assert status == 200 and body["status"] == "canceled" and body["canceled_by"] == "anonymous", body
     kit.pool(1)
     other = submit(kit.served, "flaky", {"failures": 0})
     wait_status(kit.served, other, "finished")
     record = view(kit.served, job_id)
     assert record["status"] == "canceled" and record["attempt"] == 0 and "started_at" not in record
-    assert record["canceled_by"] == "alice" and record["canceled_at"]
+    assert record["canceled_by"] == "anonymous" and record["cancel_reason"] == "not needed" and record["canceled_at"]
     assert redis_client.hget(f"rq:job:{job_id}", "status") == b"canceled"
     assert kinds(kit.served, job_id) == ["queued", "canceled"]
-    status, body = kit.served.request("POST", f"/execution/cancel?job_id={job_id}")
+    status, body = kit.served.request("POST", f"/execution/cancel?job_id={job_id}", headers=XHR)
     assert status == 409 and body["error"] == "conflict" and "already ended as 'canceled'" in body["message"]
-    status, body = kit.served.request("POST", "/execution/cancel?job_id=nope")
+    status, body = kit.served.request("POST", "/execution/cancel?job_id=nope", headers=XHR)
     assert status == 404
 
 
@@ -152,18 +154,19 @@ def test_a_running_job_cancelled_stops_at_once(kit: Kit, polite: bool) -> None:
     pool = kit.pool(1)
     job_id = submit(kit.served, "sleeper", {"seconds": 60, "polite": polite})
     wait_status(kit.served, job_id, "started")
-    status, body = kit.served.request("POST", f"/execution/cancel?job_id={job_id}&canceled_by=bob")
-    assert status == 202 and body["status"] == "started" and body["canceled_by"] == "bob", body
+    status, body = kit.served.request("POST", f"/execution/cancel?job_id={job_id}&reason=bob", headers=XHR)
+    assert status == 202 and body["status"] == "started" and body["canceled_by"] == "anonymous", body
     asked = time.monotonic()
     record = wait_status(kit.served, job_id, "stopped", timeout_s=5)
     assert time.monotonic() - asked < 3.0, "stopped well within the grace period"
-    assert record["canceled_by"] == "bob" and record["canceled_at"] and record["ended_at"]
+    assert record["canceled_by"] == "anonymous" and record["cancel_reason"] == "bob"
+    assert record["canceled_at"] and record["ended_at"]
     if polite:
         assert record["result"]["interrupted_at"] > 0, "the platform saw ctx.cancelled and returned"
     else:
-        assert record["error"]["type"] == "JobCancelledError" and "bob" in record["error"]["message"]
+        assert record["error"]["type"] == "JobCancelledError" and "anonymous" in record["error"]["message"]
     assert kinds(kit.served, job_id)[-2:] == ["cancel_requested", "stopped"]
-    status, _ = kit.served.request("POST", f"/execution/cancel?job_id={job_id}")
+    status, _ = kit.served.request("POST", f"/execution/cancel?job_id={job_id}", headers=XHR)
     assert status == 409
     after = submit(kit.served, "flaky", {"failures": 0})
     wait_status(kit.served, after, "finished")
@@ -174,7 +177,7 @@ def test_a_running_job_that_ignores_its_cancel_is_killed_after_the_grace_period(
     pool = kit.pool(1, cancel_grace_s=1.0)
     job_id = submit(kit.served, "sleeper", {"seconds": 60, "stubborn": True})
     first = wait_status(kit.served, job_id, "started")
-    kit.served.request("POST", f"/execution/cancel?job_id={job_id}")
+    assert kit.served.request("POST", f"/execution/cancel?job_id={job_id}", headers=XHR)[0] == 202
     record = wait_status(kit.served, job_id, "stopped", timeout_s=8)
     assert record["error"]["type"] == "JobCancelledError"
     assert "did not stop within 1 s" in record["error"]["message"]

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import pytest
 import redis
 
+from collector.app import create_app
+from collector.config import Config
 from tests.conftest import PoolProcess, ServedApp, wait_for
+
+
+@pytest.fixture
+def served(config: Config) -> Iterator[ServedApp]:
+    """The API of an operator who allows one-second schedules (COLLECTOR_SCHEDULE_MIN_INTERVAL_S=1)."""
+    served_app = ServedApp(create_app(dataclasses.replace(config, schedule_min_interval_s=1)))
+    yield served_app
+    served_app.close()
 
 
 def test_an_interval_schedule_runs_once_per_tick_with_two_pools(
@@ -22,7 +34,7 @@ def test_an_interval_schedule_runs_once_per_tick_with_two_pools(
     schedule_id = created["id"]
     wait_for(lambda: served.request("GET", f"/schedules/{schedule_id}")[1]["runs"] >= 3, timeout_s=20,
              what="three ticks")
-    served.request("DELETE", f"/schedules/{schedule_id}")
+    assert served.request("DELETE", f"/schedules/{schedule_id}", {})[0] == 200
     job_keys = [k.decode() for k in redis_client.scan_iter(f"collector:job:{schedule_id}-*")
                 if k.count(b":") == 2]
     ticks = sorted(int(k.rsplit("-", 1)[1]) for k in job_keys)

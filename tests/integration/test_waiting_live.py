@@ -94,7 +94,8 @@ def test_an_oauth_sign_in_waits_frees_its_worker_and_resumes_with_the_code(
     assert token.encode() not in dump
 
     status, answer = resume(served_kit, job_id, {"token": token, "input": {"code": CODE}})
-    assert status == 202 and answer == {"job_id": job_id, "status": "queued", "resumed": "signin"}
+    assert status == 202 and answer == {"job_id": job_id, "status": "queued", "resumed": "signin",
+                                        "resumed_by": "anonymous"}
     done = wait_status(served_kit, job_id, "finished", "failed")
     assert done["status"] == "finished", done.get("error")
     assert done["result"]["signed_in"] is True and done["result"]["code_chars"] == len(CODE)
@@ -166,7 +167,7 @@ def test_a_wait_past_its_timeout_fails_the_job_with_that_cause(
 def test_canceling_a_waiting_job_ends_it_at_once(served_kit: ServedApp, pool: PoolProcess, tmp_path: Path) -> None:
     job_id = submit(served_kit, "signin", {"marker_dir": str(tmp_path)})
     token = wait_status(served_kit, job_id, "waiting")["waiting"]["resume_token"]
-    status, answer = served_kit.request("POST", f"/execution/cancel?job_id={job_id}")
+    status, answer = served_kit.request("POST", f"/execution/cancel?job_id={job_id}", {})
     assert status == 200 and answer["status"] == "canceled"
     status, _ = resume(served_kit, job_id, {"token": token, "input": {"code": CODE}})
     assert status == 409

@@ -46,3 +46,13 @@ class TestVaultWithAWrongPassword(PlatformTests):
         assert dry_run.outcome.status == "failed"
         assert dry_run.outcome.error is not None
         assert dry_run.outcome.error["message"] == "login refused for ada with password ***"
+
+
+class TestHttpJsonOnRecordedResponses(PlatformTests):
+    """A built-in platform whose HTTP goes through the egress policy: the kit allows its loopback server."""
+
+    platform_id = "http_json"
+    sample_settings = {"url": RECORDED_URL + "/v1/items", "record_path": "items"}
+    recorded_responses = {"/v1/items": {"items": [{"id": 1, "tags": {"a": 1}}, {"id": 2}]}}
+    expected_result = {"records": 2, "pages": 1}
+    expected_rows = {"original": 1, "processed": 2}

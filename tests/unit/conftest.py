@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import fakeredis
 import pytest
@@ -23,8 +24,8 @@ def fake_redis() -> Iterator[fakeredis.FakeRedis]:
 
 
 @pytest.fixture
-def unit_config() -> Config:
-    return Config(secret_key=SECRET_KEY, progress_interval_s=0.05)
+def unit_config(data_dir: Path) -> Config:
+    return Config(secret_key=SECRET_KEY, progress_interval_s=0.05, data_dir=str(data_dir))
 
 
 @pytest.fixture

@@ -147,3 +147,23 @@ def test_from_job_asks_the_service_with_the_api_token_and_keeps_platform_setting
         with pytest.raises(SpecSourceError, match="answered 404 for job 'gone': no job 'gone'"):
             fetch_job_spec("gone", url=server.url)
         assert "Authorization" not in server.requests[1]["headers"]
+
+
+def test_a_replayed_job_asks_for_each_masked_header_and_runs_once_they_are_given(
+    registry: Registry, allow_loopback: None
+) -> None:
+    key = "hdr-key-0f1e2d3c4b"
+    source = {"/v1/items": {"items": [{"id": 1, "sent_key": key}]}}
+    with RecordedResponses(source) as api:
+        record = {"job_id": "j2", "status": "failed", "platform_id": "http_json", "settings": {
+            "url": api.url + "/v1/items", "record_path": "items", "headers": {"X-Api-Key": "***", "Accept": "***"}}}
+        with RecordedResponses({"/execution/get?job_id=j2": record}) as service:
+            body = fetch_job_spec("j2", url=service.url)
+        assert missing_secrets(check_spec(body, registry)) == ["headers.X-Api-Key", "headers.Accept"]
+        body = apply_sets(body, [f"headers.X-Api-Key={key}", "headers.Accept=application/json"])
+        assert missing_secrets(check_spec(body, registry)) == []
+        outcome = run_local(body, local_runtime(Config(egress_allow="127.0.0.1"), registry=registry))
+        assert outcome.ok, outcome.error
+        assert api.requests[0]["headers"]["X-Api-Key"] == key
+    assert outcome.record["settings"]["headers"] == {"X-Api-Key": "***", "Accept": "***"}
+    assert outcome.datasets["processed"] == [{"id": 1, "sent_key": "***"}]

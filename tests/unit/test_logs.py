@@ -76,6 +76,8 @@ def test_ctx_log_lines_go_to_the_events_stream_masked_and_capped(fake_redis: fak
         assert len(messages) == 4 and "page 0 fetched with ***" in messages[0]
         assert "hunter2" not in "".join(messages) and "more than 3 log lines" in messages[-1]
         assert entries[0][1][b"type"] == b"log" and entries[0][1][b"level"] == b"INFO"
+        shown = JobStore(fake_redis, unit_config).events("j1")[0]  # as GET /execution/events answers
+        assert shown["type"] == "log" and shown["level"] == "INFO" and "page 0 fetched with ***" in shown["message"]
         logging.getLogger("platforms.demo").info("no job here")  # lines without a job are not copied
         assert len(fake_redis.xrange(KEYS.events("j1"))) == 4
     finally:

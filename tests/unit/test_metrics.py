@@ -14,6 +14,7 @@ from collector.specs.registry import Registry
 from collector.store.records import Keys
 
 KEYS = Keys("collector")
+XHR = {"X-Requested-With": "XMLHttpRequest"}  # what a POST without a JSON body carries to show it is no form
 
 
 def samples(client: FlaskClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -78,7 +79,7 @@ def test_retries_and_cancels_are_counted(
     from collector.workflows.recovery import recover
 
     queued = client.post("/execution/run", json={"platform_id": "demo", "settings": {}}).get_json()["job_id"]
-    assert client.post(f"/execution/cancel?job_id={queued}").status_code == 200
+    assert client.post(f"/execution/cancel?job_id={queued}", headers=XHR).status_code == 200
     running = client.post("/execution/run", json={"platform_id": "demo", "settings": {}}).get_json()["job_id"]
     fake_redis.hset(f"collector:job:{running}", mapping={"status": "started", "worker": "w"})
     assert recover(fake_redis, unit_config, running, kind="died", cause="killed", worker_name="w") == "scheduled"

@@ -118,7 +118,7 @@ def test_the_other_endpoints_answer_as_documented(client: FlaskClient) -> None:
         ("post", f"/execution/cancel?job_id={job_id}", None, 409, "application/json"),
         ("get", "/metrics", None, 200, "text/plain"),
     ]:
-        response = client.open(path, method=method.upper(), json=body)
+        response = client.open(path, method=method.upper(), json=body, headers={"X-Requested-With": "test"})
         assert response.status_code == status, (path, response.get_data(as_text=True))
         route = re.sub(r"/schedules/[^?]+", "/schedules/{schedule_id}", path.split("?")[0])
         content = doc["paths"][route][method]["responses"][str(status)]["content"]
@@ -140,18 +140,36 @@ def test_secret_settings_are_write_only_without_defaults(tmp_path: Any, monkeypa
     assert settings["outcome"]["enum"] == ["succeed", "fail", "crash"]
 
 
-def test_with_tokens_every_operation_but_liveness_documents_401(fake_redis: fakeredis.FakeRedis,
-                                                                  registry: Registry) -> None:
+def test_with_tokens_every_operation_but_liveness_documents_401_and_its_scope(fake_redis: fakeredis.FakeRedis,
+                                                                               registry: Registry) -> None:
     token = "openapi-token-0123456789abcdef"
-    app = create_app(Config(secret_key="k", api_tokens=token), connection=fake_redis, registry=registry,
-                     dashboard=False)
+    app = create_app(Config(secret_key="k", api_tokens=f"docs:read:{token}"), connection=fake_redis,
+                     registry=registry, dashboard=False)
     client = app.test_client()
     assert client.get("/openapi.json").status_code == 401
     doc = client.get("/openapi.json", headers={"Authorization": f"Bearer {token}"}).get_json()
-    assert doc["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     for path, operations in doc["paths"].items():
         for method, operation in operations.items():
-            assert ("401" in operation["responses"]) is ((method, path) != ("get", "/system/alive")), (method, path)
+            secured = (method, path) != ("get", "/system/alive")
+            assert ("401" in operation["responses"]) is secured, (method, path)
+            assert ("403" in operation["responses"]) is secured, (method, path)
+            if secured:
+                assert operation["security"][0] == {"bearer": [operation["x-scope"]]}, (method, path)
+                assert operation["x-scope"] in operation["responses"]["403"]["description"]
+    scopes = {(method, path): op.get("x-scope") for path, ops in doc["paths"].items() for method, op in ops.items()}
+    assert scopes[("post", "/execution/run")] == "submit" and scopes[("post", "/execution/cancel")] == "operate"
+    assert scopes[("post", "/schedules")] == "admin" and scopes[("get", "/execution/get")] == "read"
+    assert {"basic": ["read"]} in doc["paths"]["/docs"]["get"]["security"]
+    assert "basic" not in str(doc["paths"]["/execution/run"]["post"]["security"])
+
+
+def test_open_mode_documents_the_cross_site_refusal_of_state_changing_operations(client: FlaskClient) -> None:
+    doc = document(client)
+    assert "Origin" in doc["paths"]["/execution/cancel"]["post"]["responses"]["403"]["description"]
+    assert "X-Requested-With" in doc["paths"]["/execution/cancel"]["post"]["responses"]["400"]["description"]
+    assert "403" not in doc["paths"]["/execution/get"]["get"]["responses"]
+    assert "security" not in doc
 
 
 def test_the_docs_page_loads_nothing_from_outside(client: FlaskClient) -> None:

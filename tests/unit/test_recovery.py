@@ -18,6 +18,8 @@ from collector.store.records import JobStore, run_watched
 from collector.submit.submitter import Submitter
 from collector.workflows.recovery import decide, enqueue_due, recover
 
+XHR = {"X-Requested-With": "XMLHttpRequest"}  # what a POST without a JSON body carries to show it is no form
+
 
 def run(client: FlaskClient, body: object) -> tuple[int, dict]:
     response = client.post("/execution/run", json=body)
@@ -140,24 +142,28 @@ def test_progress_raises_once_the_job_is_cancelled(fake_redis: fakeredis.FakeRed
 def test_cancel_through_the_api(client: FlaskClient, fake_redis: fakeredis.FakeRedis, unit_config: Config) -> None:
     _, body = run(client, {"platform_id": "demo", "settings": {}})
     job_id = body["job_id"]
-    response = client.post(f"/execution/cancel?job_id={job_id}", json={"canceled_by": "carol"})
+    response = client.post(f"/execution/cancel?job_id={job_id}", json={"reason": "wrong dates"})
     assert response.status_code == 200 and response.get_json()["status"] == "canceled"
+    assert response.get_json()["canceled_by"] == "anonymous" and response.get_json()["cancel_reason"] == "wrong dates"
     assert fake_redis.llen("rq:queue:collector") == 0
-    again = client.post(f"/execution/cancel?job_id={job_id}")
+    again = client.post(f"/execution/cancel?job_id={job_id}", headers=XHR)
     assert again.status_code == 409 and "already ended as 'canceled'" in again.get_json()["message"]
-    assert client.post("/execution/cancel").status_code == 400
-    assert client.post("/execution/cancel?job_id=missing").status_code == 404
+    assert client.post("/execution/cancel", headers=XHR).status_code == 400
+    assert client.post("/execution/cancel?job_id=missing", headers=XHR).status_code == 404
     bad = client.post(f"/execution/cancel?job_id={job_id}", json=["carol"])
     assert bad.status_code == 400
 
     _, body = run(client, {"platform_id": "demo", "settings": {}})
     running = body["job_id"]
     JobStore(fake_redis, unit_config).update(running, {"status": "started"})
-    response = client.post(f"/execution/cancel?job_id={running}&canceled_by=dave")
-    assert response.status_code == 202 and response.get_json()["canceled_by"] == "dave"
+    # `canceled_by`, which older clients send, names no one any more: it is kept as the reason.
+    response = client.post(f"/execution/cancel?job_id={running}&canceled_by=dave", headers=XHR)
+    assert response.status_code == 202 and response.get_json()["canceled_by"] == "anonymous"
+    assert response.get_json()["cancel_reason"] == "dave"
     assert fake_redis.sismember("collector:cancel-requests", running)
     events = client.get(f"/execution/events?job_id={running}").get_json()
-    assert [e["type"] for e in events] == ["queued", "cancel_requested"] and events[1]["by"] == "dave"
+    assert [e["type"] for e in events] == ["queued", "cancel_requested"]
+    assert events[1]["by"] == "anonymous" and events[1]["reason"] == "dave"
     assert client.get("/execution/events?job_id=missing").status_code == 404
 
 

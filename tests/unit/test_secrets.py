@@ -170,7 +170,7 @@ def test_an_unexpected_submit_failure_is_logged_without_the_secret(
 ) -> None:
     install_log_masking()
 
-    def broken(self: Submitter, body: Any) -> None:
+    def broken(self: Submitter, body: Any, **_: Any) -> None:
         raise RuntimeError(f"boom while sealing {body['settings']['api_key']}")
 
     monkeypatch.setattr(Submitter, "submit", broken)

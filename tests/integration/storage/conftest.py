@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -9,6 +10,8 @@ from typing import Any, NoReturn
 
 import pytest
 import sqlalchemy as sa
+
+from collector.config import Config
 
 HOST = "127.0.0.1"
 
@@ -46,7 +49,13 @@ def postgres_admin(*, host: str = HOST, port: int = 5432) -> Any:
 
 
 @pytest.fixture
-def mariadb_url() -> Iterator[str]:
+def config(config: Config) -> Config:
+    """The API and workers of these tests reach the databases on this host, as an operator allows them to."""
+    return dataclasses.replace(config, egress_allow=HOST)
+
+
+@pytest.fixture
+def mariadb_url(allow_loopback: None) -> Iterator[str]:
     admin = mariadb_admin()
     name = database_name()
     try:
@@ -60,7 +69,7 @@ def mariadb_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
+def postgres_url(allow_loopback: None) -> Iterator[str]:
     admin = postgres_admin()
     name = database_name()
     try:

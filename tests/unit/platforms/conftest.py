@@ -79,7 +79,7 @@ class LocalServer:
 
 
 @pytest.fixture
-def local_server() -> Iterator[LocalServer]:
+def local_server(allow_loopback: None) -> Iterator[LocalServer]:
     server = LocalServer()
     server.thread.start()
     try:

@@ -22,6 +22,7 @@ from collector.specs.job import validate_spec
 from collector.specs.registry import Registry
 from collector.store.records import JobStore
 from collector.submit.submitter import Submitter
+from collector.testkit import redis_contents
 from collector.types import Secret
 from platforms.http_json import HttpJson, dig, flatten, link_header_next
 from tests.unit.platforms.conftest import LocalServer, Seen, json_answer
@@ -333,14 +334,15 @@ def submit(fake: fakeredis.FakeRedis, config: Config, settings: dict[str, Any]) 
     return submitter.submit({"platform_id": "http_json", "settings": settings})["job_id"]
 
 
-def test_a_job_pages_through_the_api_into_storage(local_server: LocalServer, tmp_path: Path) -> None:
+def test_a_job_pages_through_the_api_into_storage(local_server: LocalServer, data_dir: Path) -> None:
     local_server.route("/items", paged(ITEMS))
-    fake, config = fakeredis.FakeRedis(), Config(secret_key="k", progress_interval_s=0.0)
+    fake, config = fakeredis.FakeRedis(), Config(secret_key="k", progress_interval_s=0.0, data_dir=str(data_dir),
+                                                 egress_allow="127.0.0.1")
     try:
-        out = tmp_path / "items.jsonl"
+        out = data_dir / "items.jsonl"
         job_id = submit(fake, config, {
             "url": local_server.url("/items"), "token": TOKEN, "record_path": "data.items", "pagination": "page",
-            "page_size": 2, "storage": {"type": "jsonl", "settings": {"path": str(out)}}})
+            "page_size": 2, "storage": {"type": "jsonl", "settings": {"path": "items.jsonl"}}})
         result = execute(job_id, Runtime(config, fake, Registry.discover("platforms")))
         assert result == {"records": 5, "pages": 3, "stored": 5}
         view = JobStore(fake, config).view(job_id, full=True)
@@ -357,7 +359,7 @@ def test_a_job_pages_through_the_api_into_storage(local_server: LocalServer, tmp
 
 def test_a_job_refused_by_the_api_fails_without_showing_the_token(local_server: LocalServer) -> None:
     local_server.route("/auth", echo_auth)
-    fake, config = fakeredis.FakeRedis(), Config(secret_key="k")
+    fake, config = fakeredis.FakeRedis(), Config(secret_key="k", egress_allow="127.0.0.1")
     try:
         job_id = submit(fake, config, {"url": local_server.url("/auth"), "token": TOKEN})
         with pytest.raises(JobFailedError, match="HTTP 401") as caught:
@@ -397,3 +399,58 @@ def test_a_next_link_that_is_not_http_is_fatal(local_server: LocalServer) -> Non
     local_server.route("/odd", lambda seen, n: json_answer({"items": [], "next": "ftp://elsewhere/x"}))
     with pytest.raises(FatalError, match="not an http"):
         run(HttpJson(url=local_server.url("/odd"), record_path="items", pagination="next_link"))
+
+
+API_KEY = "key-4c3b2a1f0e9d"
+
+
+def echo_everything(seen: Seen, _calls: int) -> Any:
+    """An API that returns the credentials it was sent in its records, as some do."""
+    return json_answer({"items": [{"auth": seen.headers.get("authorization"), "key": seen.headers.get("x-api-key"),
+                                   "echo": {seen.headers.get("x-api-key"): "as a key"}}]})
+
+
+def test_header_values_are_secrets_masked_in_errors_and_kept_to_the_first_host(local_server: LocalServer) -> None:
+    other = local_server.url("/next").replace("127.0.0.1", "localhost")
+    local_server.route("/first", lambda seen, n: json_answer({"items": [{"n": 1}], "next": other}))
+    local_server.route("/next", lambda seen, n: (302, {"Location": other.replace("/next", "/last")}, b""))
+    local_server.route("/last", lambda seen, n: json_answer({"items": [{"n": 2}]}))
+    platform = HttpJson(url=local_server.url("/first"), headers={"X-Api-Key": Secret(API_KEY)}, record_path="items",
+                        pagination="next_link")
+    result, ctx = run(platform)
+    assert result["records"] == 2 and API_KEY in ctx.secrets
+    assert local_server.seen("/first")[0].headers["x-api-key"] == API_KEY
+    assert "x-api-key" not in local_server.seen("/next")[0].headers
+    assert "x-api-key" not in local_server.seen("/last")[0].headers
+    local_server.route("/denied", lambda seen, n: json_answer({"error": "bad key", "got": seen.headers["x-api-key"]},
+                                                              403))
+    with pytest.raises(FatalError) as caught:
+        run(HttpJson(url=local_server.url("/denied"), headers={"X-Api-Key": Secret(API_KEY)}))
+    assert "HTTP 403" in str(caught.value) and API_KEY not in str(caught.value)
+
+
+def test_a_redirect_to_another_host_drops_secret_headers(local_server: LocalServer) -> None:
+    other = local_server.url("/landing").replace("127.0.0.1", "localhost")
+    local_server.route("/moved", lambda seen, n: (302, {"Location": other}, b""))
+    local_server.route("/landing", lambda seen, n: json_answer([{"n": 1}]))
+    run(HttpJson(url=local_server.url("/moved"), headers={"x-api-key": Secret(API_KEY), "X-Trace": Secret("t-1")}))
+    assert local_server.seen("/moved")[0].headers["x-api-key"] == API_KEY
+    assert {"x-api-key", "x-trace"}.isdisjoint(local_server.seen("/landing")[0].headers)
+
+
+def test_a_job_against_an_api_that_echoes_its_credentials_keeps_none(local_server: LocalServer) -> None:
+    local_server.route("/echo", echo_everything)
+    fake, config = fakeredis.FakeRedis(), Config(secret_key="k", egress_allow="127.0.0.1")
+    try:
+        job_id = submit(fake, config, {"url": local_server.url("/echo"), "token": TOKEN, "record_path": "items",
+                                       "headers": {"X-Api-Key": API_KEY}})
+        assert execute(job_id, Runtime(config, fake, Registry.discover("platforms"))) == {"records": 1, "pages": 1}
+        assert local_server.seen("/echo")[0].headers["x-api-key"] == API_KEY
+        view = JobStore(fake, config).view(job_id, full=True)
+        assert view is not None and view["settings"]["headers"] == {"X-Api-Key": "***"}
+        assert view["datasets"]["processed"] == [{"auth": "Bearer ***", "key": "***", "echo.***": "as a key"}]
+        assert view["datasets"]["original"][0]["body"]["items"][0]["echo"] == {"***": "as a key"}
+        everything = redis_contents(fake)
+        assert TOKEN.encode() not in everything and API_KEY.encode() not in everything
+    finally:
+        fake.close()

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from collector.resources import reach
 from storage import backends
 from storage.files import CsvStorage, JsonlStorage
 
@@ -38,6 +39,11 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+def relative(path: Path) -> str:
+    """`path` as a spec names it: relative to the data root."""
+    return os.path.relpath(path, reach.current().data_root.path)
+
+
 def store(storage: CsvStorage | JsonlStorage, rows: Any) -> int:
     try:
         return storage.write(rows)
@@ -55,9 +61,9 @@ def test_backends_are_registered() -> None:
     assert backends()["csv"] is CsvStorage and backends()["jsonl"] is JsonlStorage
 
 
-def test_csv_values_round_trip_as_text(tmp_path: Path) -> None:
-    path = tmp_path / "out" / "rows.csv"
-    assert store(CsvStorage(path=str(path)), [ROW]) == 1
+def test_csv_values_round_trip_as_text(data_root: Path) -> None:
+    path = data_root / "out" / "rows.csv"
+    assert store(CsvStorage(path=relative(path)), [ROW]) == 1
     (row,) = read_csv(path)
     assert int(row["id"]) == 7
     assert float(row["ratio"]) == 0.1 + 0.2
@@ -70,13 +76,13 @@ def test_csv_values_round_trip_as_text(tmp_path: Path) -> None:
     assert row["empty"] == ""
 
 
-def test_csv_header_is_written_once_across_appends(tmp_path: Path) -> None:
-    path = tmp_path / "rows.csv"
-    storage = CsvStorage(path=str(path), delimiter=";")
+def test_csv_header_is_written_once_across_appends(data_root: Path) -> None:
+    path = data_root / "rows.csv"
+    storage = CsvStorage(path=relative(path), delimiter=";")
     reported: list[int] = []
     storage.bind(reported.append)
     store(storage, ({"id": i, "v": f"x{i}"} for i in range(1500)))
-    store(CsvStorage(path=str(path), delimiter=";"), [{"v": "last", "id": 9999}])   # other key order
+    store(CsvStorage(path=relative(path), delimiter=";"), [{"v": "last", "id": 9999}])   # other key order
     lines = path.read_text(encoding="utf-8").splitlines()
     assert lines[0] == "id;v" and lines.count("id;v") == 1
     assert lines[-1] == "9999;last"
@@ -84,10 +90,10 @@ def test_csv_header_is_written_once_across_appends(tmp_path: Path) -> None:
     assert len(read_csv(path, ";")) == 1501
 
 
-def test_csv_new_columns_widen_the_header_and_keep_every_value(tmp_path: Path) -> None:
-    path = tmp_path / "rows.csv"
-    store(CsvStorage(path=str(path)), [{"id": 1, "a": "x"}])
-    store(CsvStorage(path=str(path)), [{"id": 2, "b": "y"}, {"id": 3, "a": "z", "c": 1}])
+def test_csv_new_columns_widen_the_header_and_keep_every_value(data_root: Path) -> None:
+    path = data_root / "rows.csv"
+    store(CsvStorage(path=relative(path)), [{"id": 1, "a": "x"}])
+    store(CsvStorage(path=relative(path)), [{"id": 2, "b": "y"}, {"id": 3, "a": "z", "c": 1}])
     assert read_csv(path) == [
         {"id": "1", "a": "x", "b": "", "c": ""},
         {"id": "2", "a": "", "b": "y", "c": ""},
@@ -95,32 +101,32 @@ def test_csv_new_columns_widen_the_header_and_keep_every_value(tmp_path: Path) -
     ]
 
 
-def test_csv_replace_swaps_the_file_and_keeps_its_permissions(tmp_path: Path) -> None:
-    path = tmp_path / "rows.csv"
-    store(CsvStorage(path=str(path)), [{"id": 1, "old": "o"}])
+def test_csv_replace_swaps_the_file_and_keeps_its_permissions(data_root: Path) -> None:
+    path = data_root / "rows.csv"
+    store(CsvStorage(path=relative(path)), [{"id": 1, "old": "o"}])
     path.chmod(0o640)
-    assert store(CsvStorage(path=str(path), mode="replace"), [{"id": 2, "new": "n"}]) == 1
+    assert store(CsvStorage(path=relative(path), mode="replace"), [{"id": 2, "new": "n"}]) == 1
     assert read_csv(path) == [{"id": "2", "new": "n"}]
     assert path.stat().st_mode & 0o777 == 0o640
-    assert os.listdir(tmp_path) == ["rows.csv"]         # no temporary file left behind
+    assert os.listdir(data_root) == ["rows.csv"]         # no temporary file left behind
 
 
 @pytest.mark.parametrize("cls", [CsvStorage, JsonlStorage])
-def test_failed_replace_leaves_the_old_file(tmp_path: Path, cls: type[CsvStorage | JsonlStorage]) -> None:
-    path = tmp_path / f"rows.{cls.TYPE}"
-    store(cls(path=str(path)), [{"id": 1, "name": "old"}])
+def test_failed_replace_leaves_the_old_file(data_root: Path, cls: type[CsvStorage | JsonlStorage]) -> None:
+    path = data_root / f"rows.{cls.TYPE}"
+    store(cls(path=relative(path)), [{"id": 1, "name": "old"}])
     before = path.read_bytes()
     with pytest.raises(RuntimeError, match="the source broke"):
-        store(cls(path=str(path), mode="replace"), failing_rows(2500))
+        store(cls(path=relative(path), mode="replace"), failing_rows(2500))
     assert path.read_bytes() == before
-    assert os.listdir(tmp_path) == [path.name]
+    assert os.listdir(data_root) == [path.name]
 
 
 @pytest.mark.parametrize("cls", [CsvStorage, JsonlStorage])
-def test_replace_then_append_within_one_storage(tmp_path: Path, cls: type[CsvStorage | JsonlStorage]) -> None:
-    path = tmp_path / f"rows.{cls.TYPE}"
-    store(cls(path=str(path)), [{"id": 0}])
-    storage = cls(path=str(path), mode="replace")
+def test_replace_then_append_within_one_storage(data_root: Path, cls: type[CsvStorage | JsonlStorage]) -> None:
+    path = data_root / f"rows.{cls.TYPE}"
+    store(cls(path=relative(path)), [{"id": 0}])
+    storage = cls(path=relative(path), mode="replace")
     try:
         storage.write([{"id": 1}])
         storage.write([{"id": 2}])
@@ -130,9 +136,9 @@ def test_replace_then_append_within_one_storage(tmp_path: Path, cls: type[CsvSto
     assert [int(r["id"]) for r in reader(path)] == [1, 2]
 
 
-def test_jsonl_values_round_trip(tmp_path: Path) -> None:
-    path = tmp_path / "rows.jsonl"
-    store(JsonlStorage(path=str(path)), [ROW, {"id": 8, "extra": [1, 2]}])
+def test_jsonl_values_round_trip(data_root: Path) -> None:
+    path = data_root / "rows.jsonl"
+    store(JsonlStorage(path=relative(path)), [ROW, {"id": 8, "extra": [1, 2]}])
     first, second = read_jsonl(path)
     assert first["id"] == 7 and first["ratio"] == 0.1 + 0.2 and first["flag"] is False
     assert decimal.Decimal(first["price"]) == ROW["price"]
@@ -142,16 +148,16 @@ def test_jsonl_values_round_trip(tmp_path: Path) -> None:
     assert second == {"id": 8, "extra": [1, 2]}
 
 
-def test_jsonl_appends(tmp_path: Path) -> None:
-    path = tmp_path / "rows.jsonl"
-    store(JsonlStorage(path=str(path)), [{"id": 1}])
-    assert store(JsonlStorage(path=str(path), mode="append"), [{"id": 2}, {"id": 3}]) == 2
+def test_jsonl_appends(data_root: Path) -> None:
+    path = data_root / "rows.jsonl"
+    store(JsonlStorage(path=relative(path)), [{"id": 1}])
+    assert store(JsonlStorage(path=relative(path), mode="append"), [{"id": 2}, {"id": 3}]) == 2
     assert read_jsonl(path) == [{"id": 1}, {"id": 2}, {"id": 3}]
 
 
-def test_settings_are_checked_and_described(tmp_path: Path) -> None:
+def test_settings_are_checked_and_described(data_root: Path) -> None:
     with pytest.raises(ValueError, match="mode must be append or replace"):
-        JsonlStorage(path=str(tmp_path / "x.jsonl"), mode="upsert")
+        JsonlStorage(path="x.jsonl", mode="upsert")
     with pytest.raises(ValueError, match="delimiter must be one character"):
-        CsvStorage(path=str(tmp_path / "x.csv"), delimiter=";;")
-    assert CsvStorage(path="/data/x.csv").describe() == "csv file /data/x.csv"
+        CsvStorage(path="x.csv", delimiter=";;")
+    assert CsvStorage(path="exports/x.csv").describe() == "csv file exports/x.csv"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from collector.errors import StorageError
+from collector.resources import reach
 from storage import backends, open_storage
 from storage.sql import MySQLStorage, PostgreSQLStorage, SQLiteStorage
 
@@ -53,7 +55,7 @@ def column_types(path: Path, table: str = "t") -> dict[str, str]:
 
 
 def write(path: Path, rows: Any, **settings: Any) -> int:
-    storage = SQLiteStorage(path=str(path), table=settings.pop("table", "t"), **settings)
+    storage = SQLiteStorage(path=relative(path), table=settings.pop("table", "t"), **settings)
     try:
         return storage.write(rows)
     finally:
@@ -61,8 +63,13 @@ def write(path: Path, rows: Any, **settings: Any) -> int:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "data" / "collected.sqlite"
+def db(data_root: Path) -> Path:
+    return data_root / "sqlite" / "collected.sqlite"
+
+
+def relative(path: Path) -> str:
+    """`path` as a spec names it: relative to the data root."""
+    return os.path.relpath(path, reach.current().data_root.path)
 
 
 def test_every_type_round_trips(db: Path) -> None:
@@ -121,7 +128,7 @@ def test_a_datetime_column_takes_none_aware_datetimes_and_dates_in_later_batches
 
 
 def test_append_adds_rows_and_reports_each_batch(db: Path) -> None:
-    storage = SQLiteStorage(path=str(db), table="t", batch_size=2)
+    storage = SQLiteStorage(path=relative(db), table="t", batch_size=2)
     reported: list[int] = []
     storage.bind(reported.append)
     try:
@@ -189,7 +196,7 @@ def test_replace_with_no_rows_empties_the_table(db: Path) -> None:
 
 def test_later_writes_of_a_replacing_storage_append(db: Path) -> None:
     write(db, [{"id": 0}])
-    storage = SQLiteStorage(path=str(db), table="t", mode="replace")
+    storage = SQLiteStorage(path=relative(db), table="t", mode="replace")
     try:
         storage.write([{"id": 1}])
         storage.write([{"id": 2}])
@@ -252,7 +259,7 @@ def test_failed_batch_rolls_back_and_leaves_earlier_batches(db: Path) -> None:
     write(db, [{"id": 0, "name": "base"}])
     rows = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 3, "name": "c", "extra": 1.5},
             {"id": 4, "name": object()}]
-    storage = SQLiteStorage(path=str(db), table="t", batch_size=2)
+    storage = SQLiteStorage(path=relative(db), table="t", batch_size=2)
     reported: list[int] = []
     storage.bind(reported.append)
     try:
@@ -314,9 +321,7 @@ def test_settings_schema_marks_passwords_secret() -> None:
     schema = pytest.importorskip("collector.specs.schema")
     for cls in (MySQLStorage, PostgreSQLStorage, SQLiteStorage):
         built = schema.build_settings_schema(cls, where=cls.TYPE)
-        assert {s.name for s in built.settings if s.required} == (
-            {"table"} if cls is not SQLiteStorage else {"path", "table"}
-        )
+        assert {s.name for s in built.settings if s.required} == {"table"}
     mysql_schema = schema.build_settings_schema(MySQLStorage, where="mysql")
     assert set(mysql_schema.secret_names()) == {"password", "url"}
 
@@ -324,7 +329,7 @@ def test_settings_schema_marks_passwords_secret() -> None:
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"table": "t"}, "give either url, or hostname, db and username"),
+        ({"table": "t"}, "give a connection, a url, or hostname, db and username"),
         ({"table": "t", "hostname": "h", "db": "d"}, "missing: username"),
         ({"table": "t", "url": "postgresql://u:pw@h/d"}, "must be a mysql or mariadb URL"),
         ({"table": "t", "url": "not a url"}, "not a SQLAlchemy database URL"),
@@ -345,7 +350,7 @@ def test_url_parse_error_hides_the_password() -> None:
     assert "hunter2" not in str(caught.value)
 
 
-def test_url_gets_the_driver_and_connection_errors_hide_the_password() -> None:
+def test_url_gets_the_driver_and_connection_errors_hide_the_password(allow_loopback: None) -> None:
     # Port 1 on localhost refuses at once: a connection error without needing a server.
     for storage in (
         MySQLStorage(table="mac_publishers", hostname="127.0.0.1", port=1, db="d", username="u",
@@ -369,7 +374,7 @@ def test_messages_mask_the_password_even_when_a_failure_echoes_it(db: Path) -> N
         def __str__(self) -> str:
             raise ValueError("cannot show hunter2-secret")
 
-    storage = SQLiteStorage(path=str(db), table="t")
+    storage = SQLiteStorage(path=relative(db), table="t")
     storage._secrets = lambda: ["hunter2-secret"]       # type: ignore[method-assign]
     try:
         with pytest.raises(StorageError) as caught:

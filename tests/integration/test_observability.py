@@ -38,8 +38,10 @@ def test_counters_cover_jobs_that_finished_failed_or_lost_their_worker(
     wait_for(lambda: all(served.request("GET", f"/execution/get?job_id={j}")[1]["status"] in ("finished", "failed")
                          for j in (ok, bad)), what="both jobs to end")
     slow = submit(served, {"rows": 1000, "delay_s": 0.01}, retry={"max": 0})
+    # Killed once it reports progress: its `started` line is logged by then (the record says `started` a moment
+    # before the worker logs it, and a kill in between would lose the line).
     record = wait_for(lambda: (r := served.request("GET", f"/execution/get?job_id={slow}")[1])["status"] == "started"
-                      and r, what="the slow job to start")
+                      and (r.get("progress") or {}).get("done") and r, what="the slow job to start")
     os.kill(int(redis_client.hget(f"rq:worker:{record['worker']}", "pid")), signal.SIGKILL)
     demo = (("platform", "demo"),)
     got = wait_for(lambda: (m := scrape(served)).get(("collector_jobs_failed_total", demo)) == 2 and m,

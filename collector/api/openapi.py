@@ -94,7 +94,7 @@ class JobView(Schema):
     status = fields.String(required=True)
     platform_id = fields.String()
     client_id = fields.String()
-    settings = fields.Dict(metadata={"description": "defaults filled in; secrets as \"***\""})
+    settings = fields.Dict(metadata={"description": "defaults filled in; secrets as `\"***\"`"})
     progress = fields.Dict(allow_none=True)
     result = fields.Raw(allow_none=True)
     error = fields.Dict(allow_none=True)
@@ -216,7 +216,7 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
         info={"description": (
             "A Redis-backed job executor for data collection. Request bodies: JSON objects of at most "
             f"{config.max_body_bytes} bytes, nested at most {config.max_json_depth} levels, strings of at most "
-            f"{config.max_string_chars} characters, integers within [-2**63, 2**63-1]; no NaN or Infinity."
+            f"{config.max_string_chars} characters, integers within `[-2**63, 2**63-1]`; no NaN or Infinity."
         )},
     )
     _custom_fields(plugin)

@@ -109,6 +109,14 @@ def emit(args: argparse.Namespace, data: Any, human: str, out: TextIO | None = N
     out.write((json.dumps(data, indent=2) if args.json else human) + "\n")
 
 
+def emit_error(exc: CollectorError, out: TextIO | None = None) -> None:
+    """A refused request for `--json`: the service's error body as it came, else one in the same shape."""
+    body = exc.body if isinstance(exc, ServiceError) else None
+    if not isinstance(body, dict):
+        body = {"error": exc.code, "message": exc.message, "details": exc.details}
+    (out or sys.stdout).write(json.dumps(body, indent=2) + "\n")
+
+
 def read_spec(path: str) -> Any:
     """The job spec in file `path` (`-`: standard input), as JSON."""
     try:
@@ -152,23 +160,25 @@ def cmd_submit(args: argparse.Namespace, config: Config) -> int:
     try:
         answer = client.submit(read_spec(args.spec))
     except ServiceError as exc:
-        if exc.status == 422 and isinstance(exc.body, dict):
+        if exc.status == 422 and isinstance(exc.body, dict) and not args.json:
             problems = "\n".join(f"  {path}: {'; '.join(map(str, msgs))}" for path, msgs in exc.details.items())
             raise CollectorError(f"{exc.body.get('message')}\n{problems}") from None
         raise
     if not args.wait:
-        emit(args, answer, f"job {answer['job_id']} {answer['status']}")
+        # A script (`id=$(collector submit -)`) wants the id alone; a person the sentence.
+        alone = args.quiet or not sys.stdout.isatty()
+        emit(args, answer, answer["job_id"] if alone else f"job {answer['job_id']} {answer['status']}")
         return 0
-    if not args.json:
+    if not (args.json or args.quiet):
         print(f"job {answer['job_id']} {answer['status']}", file=sys.stderr)
-    view = wait(client, answer["job_id"], out=sys.stderr, quiet=args.json)
+    view = wait(client, answer["job_id"], out=sys.stderr, quiet=args.json or args.quiet)
     emit(args, view, display.summary(view))
     return 0 if view.get("status") == "finished" else 1
 
 
 def cmd_get(args: argparse.Namespace, config: Config) -> int:
     view = client_for(args, config).get(args.job_id, full=args.full)
-    emit(args, view, display.record(view))
+    emit(args, view, display.record(view, pretty=args.full and sys.stdout.isatty()))
     return 0
 
 

@@ -133,9 +133,12 @@ def new_platform(args: argparse.Namespace, config: Config) -> int:
     written = scaffold(
         args.name, package=args.package or config.platforms_package,
         where=Path(args.dir) if args.dir else None, tests=Path(args.tests_dir) if args.tests_dir else None,
+        examples=Path(args.examples_dir) if args.examples_dir else None,
     )
     for path in written:
         print(f"wrote {path}")
-    say(f"next: fill in the TODOs in {written[0]}, then `collector run SPEC.json` and run the tests"
-        + (f" ({written[1]})" if len(written) > 1 else ""))
+    spec = next((p for p in written if p.suffix == ".json"), "SPEC.json")
+    tests = [str(p) for p in written if p.name.startswith("test_")]
+    say(f"next: fill in the TODOs in {written[0]}, then `collector run {spec}` and run the tests"
+        + (f" ({tests[0]})" if tests else ""))
     return 0

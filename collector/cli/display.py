@@ -179,11 +179,16 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
 
 
-def record(view: dict[str, Any]) -> str:
-    """`GET /execution/get` as `field  value` lines; nested values as compact JSON."""
+def record(view: dict[str, Any], *, pretty: bool = False) -> str:
+    """`GET /execution/get` as `field  value` lines; nested values as compact JSON, except the datasets' rows
+    with `pretty` (a person reading `get --full` on a terminal): indented JSON under the field."""
     width = max((len(k) for k in view), default=0)
     out = []
     for key, value in view.items():
+        if pretty and key == "datasets" and value:
+            out.append(key)
+            out.append("\n".join("  " + line for line in json.dumps(value, indent=2, default=str).splitlines()))
+            continue
         shown = value if isinstance(value, str) else json.dumps(value, default=str)
         out.append(f"{key.ljust(width)}  {shown}")
     return "\n".join(out)

@@ -30,6 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup(config)
         return int(args.handler(args, config) or 0)
     except CollectorError as exc:
+        if getattr(args, "json", False):  # a script reads stdout: the refusal goes there too, as JSON
+            from collector.cli import client
+
+            client.emit_error(exc)
         print(f"collector: {exc.message}", file=sys.stderr)
         return 2
 
@@ -69,11 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
                                        "connections file: password = {sealed = \"...\"}")
     seal.set_defaults(handler=cmd_seal)
 
-    new = sub.add_parser("new-platform", help="write platforms/NAME.py (and its tests) from a commented template")
+    new = sub.add_parser("new-platform",
+                         help="write platforms/NAME.py (its tests, examples/NAME.json) from a commented template")
     new.add_argument("name", metavar="NAME", help="the platform id: a lowercase Python identifier, e.g. acme_ads")
     new.add_argument("--package", help="the platforms package (default: COLLECTOR_PLATFORMS_PACKAGE)")
     new.add_argument("--dir", help="the folder to write NAME.py in (default: the package's folder)")
     new.add_argument("--tests-dir", help="the folder for test_NAME.py (default: tests/platforms beside it)")
+    new.add_argument("--examples-dir", help="the folder for NAME.json, a job spec (default: examples beside it)")
     new.set_defaults(handler=cmd_new_platform)
     add_client_commands(sub)
     return parser
@@ -135,11 +141,14 @@ def add_client_commands(sub: Any) -> None:
     submit = sub.add_parser("submit", parents=[common], help="submit a job spec (JSON file, '-' for stdin)")
     submit.add_argument("spec", metavar="SPEC.json")
     submit.add_argument("--wait", action="store_true", help="show progress until the job ends; exit 0 only if finished")
+    submit.add_argument("-q", "--quiet", action="store_true",
+                        help="print the job id alone (the default when standard output is not a terminal)")
     submit.set_defaults(handler=cmd_submit)
 
     get = sub.add_parser("get", parents=[common], help="everything known about a job")
     get.add_argument("job_id", metavar="ID")
-    get.add_argument("--full", action="store_true", help="include the datasets' rows")
+    get.add_argument("--full", action="store_true",
+                     help="include the datasets' rows (indented JSON when standard output is a terminal)")
     get.set_defaults(handler=cmd_get)
 
     jobs = sub.add_parser("list", parents=[common], help="recent jobs, newest first")

@@ -1,4 +1,5 @@
-"""`collector new-platform NAME`: a platform file (and its test file) from a template that passes the kit's tests."""
+"""`collector new-platform NAME`: a platform file (its test file, its example spec) from a template that passes the
+kit's tests."""
 
 from __future__ import annotations
 
@@ -53,8 +54,11 @@ def render(template: str, **values: str) -> str:
     return string.Template(text).substitute(values)
 
 
-def new_platform(name: str, *, package: str, where: Path | None = None, tests: Path | None = None) -> list[Path]:
-    """Write `<where>/<name>.py` and, when a tests folder is known, `<tests>/test_<name>.py`; returns both."""
+def new_platform(name: str, *, package: str, where: Path | None = None, tests: Path | None = None,
+                 examples: Path | None = None) -> list[Path]:
+    """Write `<where>/<name>.py`; when a tests folder is known, `<tests>/test_<name>.py`; when an examples folder
+    is (`examples/` beside the platforms folder, where every platform's spec is), `<examples>/<name>.json`, a job
+    spec that runs as it is. Returns what it wrote."""
     where = where or package_dir(package)
     if not where.is_dir():
         raise ScaffoldError(f"{where} is not a folder; give the platforms folder with --dir")
@@ -65,6 +69,11 @@ def new_platform(name: str, *, package: str, where: Path | None = None, tests: P
     test_file = tests / f"test_{name}.py" if tests is not None else None
     if test_file is not None and test_file.exists():
         raise ScaffoldError(f"{test_file} already exists; remove it or give another folder with --tests-dir")
+    if examples is None and (where.parent / "examples").is_dir():
+        examples = where.parent / "examples"
+    example = examples / f"{name}.json" if examples is not None else None
+    if example is not None and example.exists():
+        raise ScaffoldError(f"{example} already exists; remove it or give another folder with --examples-dir")
     values = {"platform_id": name, "class_name": class_name(name), "package": package,
               "test_file": _shown(test_file, where.parent)}
     written = [where / f"{name}.py"]
@@ -73,6 +82,10 @@ def new_platform(name: str, *, package: str, where: Path | None = None, tests: P
         test_file.parent.mkdir(parents=True, exist_ok=True)
         test_file.write_text(render("test_platform.py.tmpl", **values), encoding="utf-8")
         written.append(test_file)
+    if example is not None:
+        example.parent.mkdir(parents=True, exist_ok=True)
+        example.write_text(render("example.json.tmpl", **values), encoding="utf-8")
+        written.append(example)
     return written
 
 

@@ -18,7 +18,7 @@ from rq.job import Job, JobStatus
 from rq.worker import SimpleWorker
 
 from collector import defaults
-from collector.errors import ForeignJobError
+from collector.errors import ForeignJobError, JobFailedError
 from collector.pool.heartbeat import CollectorJob, LeanHeartbeats
 from collector.run.checks import run_check
 from collector.run.runner import Runtime, run_job
@@ -206,6 +206,14 @@ class CollectorWorker(LeanHeartbeats, SimpleWorker):
             job.retries_left = 0  # a retry count the job carries must not make it come back
             log.error("Worker %s: refused job %s: %s", self.name, job.id,
                       getattr(exc_info[1], "message", "its payload is not JSON"))
+            return
+        if isinstance(exc_info[1], JobFailedError):
+            # The runner logged the job's end in one line and recorded the traceback: RQ's own ERROR line would
+            # repeat it as twenty lines of traceback of the runner, not of the platform.
+            log.debug("Worker %s: job %s ended by %s", self.name, job.id, exc_info[1])
+            for handler in self._exc_handlers:  # handlers pushed on the worker still run, as in RQ
+                if handler(job, *exc_info) is False:
+                    break
             return
         super().handle_exception(job, *exc_info)
 

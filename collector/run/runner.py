@@ -149,6 +149,7 @@ def _start(runtime: Runtime, job_id: str) -> tuple[dict[str, Any], int]:
     got = decode_fields(START_FIELDS, values)
     if "platform_id" not in got:
         runtime.connection.delete(key, store.keys.events(job_id))  # do not leave the stub the HSET made
+        log.warning("job %s has no record (expired or deleted); nothing run", job_id)
         raise JobFailedError(f"job {job_id} has no record (expired or deleted); nothing to run")
     if got.get("status") in ENDED:
         # Cancelled (or ended) between being dequeued and starting: put the status back, run nothing.
@@ -253,7 +254,13 @@ def _fail(runtime: Runtime, ctx: RunContext, exc: BaseException, got: dict[str, 
     outcome, fields = _classify(exc, ctx, got, runtime)
     _end(runtime, ctx, outcome, fields)
     error = fields["error"]
-    log.info("job %s (%s) %s: %s: %s", ctx.job_id, ctx.platform_id, outcome.status, error["type"], error["message"])
+    # One line per end, at the level an operator alerts on: failed is an error, a retry a warning, a stop asked
+    # for is news. The traceback (masked, as recorded) only at DEBUG; the worker logs no other.
+    level = {"failed": logging.ERROR, "scheduled": logging.WARNING}.get(outcome.status, logging.INFO)
+    tags = {"job_id": ctx.job_id, "platform_id": ctx.platform_id, "event": outcome.status, "attempt": ctx.attempt}
+    log.log(level, "job %s (%s) %s: %s: %s", ctx.job_id, ctx.platform_id, outcome.status, error["type"],
+            error["message"], extra=tags)
+    log.debug("job %s (%s) traceback:\n%s", ctx.job_id, ctx.platform_id, error["traceback"].rstrip(), extra=tags)
     if runtime.on_failure is not None:
         runtime.on_failure(exc)
     raise JobFailedError(f"{error['type']}: {error['message']}") from None

@@ -142,9 +142,9 @@ def parse_resume(body: Any) -> tuple[str, dict[str, Any]]:
 
 def resume(connection: redis.Redis, config: Config, job_id: str, *, token: str, given: Any,
            by: str = "a client") -> dict[str, Any]:
-    """`POST /execution/resume`: check the token, seal the input, queue the job again. Wrong or used tokens
-    raise `ForbiddenError`, a job not waiting for input `ConflictError`; neither changes anything. `by` (the API
-    token's name) is recorded as `resumed_by` and on the `resumed` event."""
+    """`POST /execution/resume`: check the token, seal the input, queue the job again. A job not waiting for input
+    raises `ConflictError` (whatever the token), a wrong or used token `ForbiddenError`; neither changes anything.
+    `by` (the API token's name) is recorded as `resumed_by` and on the `resumed` event."""
     if not config.secret_key:
         raise ConfigError("the API has no COLLECTOR_SECRET_KEY, so it cannot check resume tokens; set it (the same "
                           "value for the API and the workers)")
@@ -163,20 +163,23 @@ def resume(connection: redis.Redis, config: Config, job_id: str, *, token: str, 
             raise NotFoundError(f"no job {job_id!r}: it never existed or its record expired; check the id",
                                 details={"job_id": job_id})
         used = list(record.get("wait_used") or [])
-        if any(_matches(config.secret_key, job_id, nonce, token) for nonce in used):
-            raise ForbiddenError(
-                f"this resume token of job {job_id} was already used; a token resumes once. "
-                "GET /execution/get shows the current one while the job waits",
-                details={"job_id": job_id, "token": ["already used"]},
-            )
+        reused = any(_matches(config.secret_key, job_id, nonce, token) for nonce in used)
         wait = record.get("waiting") or {}
+        # A job that does not wait is a conflict whatever the token: a used one must not hide that.
         if status != "waiting" or wait.get("kind") != "input":
             what = "its children" if wait.get("kind") == "children" else None
             raise ConflictError(
                 f"job {job_id} is {status!r}" + (f", waiting for {what} (it resumes by itself)" if what
                                                  else ", not waiting for input")
-                + "; only a job waiting for input (status 'waiting') can be resumed",
-                details={"job_id": job_id, "status": status},
+                + "; only a job waiting for input (status 'waiting') can be resumed"
+                + ("; this token was already used besides" if reused else ""),
+                details={"job_id": job_id, "status": status, **({"token": ["already used"]} if reused else {})},
+            )
+        if reused:
+            raise ForbiddenError(
+                f"this resume token of job {job_id} was already used; a token resumes once. "
+                "GET /execution/get shows the current one while the job waits",
+                details={"job_id": job_id, "token": ["already used"]},
             )
         if not _matches(config.secret_key, job_id, record.get("wait_nonce"), token):
             raise ForbiddenError(

@@ -25,6 +25,8 @@ class Rates(Platform):
             if exc.code == 429 or exc.code >= 500:
                 raise TransientError(f"{path} answered {exc.code}; the job may be retried later") from None
             raise FatalError(f"{path} answered {exc.code}; check base_url and api_key") from None
+        except OSError as exc:                # DNS, refused, reset, timed out (urllib's URLError is one)
+            raise TransientError(f"{path} could not be reached ({exc}); the job may be retried later") from None
 
     def _check(self) -> str:
         return f"signed in as {self._get('/v1/me')['account']}"

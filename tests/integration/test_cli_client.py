@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import re
 import subprocess
 import sys
@@ -123,3 +125,59 @@ def test_the_client_and_from_job_work_with_a_named_token(config: Config) -> None
         assert cli(served.url, "get", job_id, token="not-a-token-0123456789").returncode == 2
     finally:
         served.close()
+
+
+def on_terminal(url: str, *args: str, stdin: str = "") -> tuple[int, str]:
+    """The CLI with its standard output on a pseudo-terminal, as a person runs it: exit code and what it printed."""
+    leader, follower = pty.openpty()
+    env = {"PATH": "/usr/bin:/bin", "COLLECTOR_URL": url, "COLLECTOR_API_TOKEN": ""}
+    with subprocess.Popen([sys.executable, "-m", "collector", *args], stdin=subprocess.PIPE, stdout=follower,
+                          stderr=subprocess.PIPE, env=env, cwd=ROOT) as process:
+        os.close(follower)
+        process.stdin.write(stdin.encode())  # type: ignore[union-attr]
+        process.stdin.close()  # type: ignore[union-attr]
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        code = process.wait(timeout=60)
+    os.close(leader)
+    return code, b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+def test_submit_prints_the_id_alone_for_scripts_and_a_sentence_on_a_terminal(served: Any) -> None:
+    spec = json.dumps({"platform_id": "demo", "settings": {"rows": 2}})
+    piped = cli(served.url, "submit", "-", stdin=spec)
+    assert piped.returncode == 0 and re.fullmatch(r"[0-9a-f-]{8,}\n", piped.stdout), piped.stdout
+    code, shown = on_terminal(served.url, "submit", "-", stdin=spec)
+    assert code == 0 and re.fullmatch(r"job [0-9a-f-]{8,} queued\n", shown), shown
+    code, quiet = on_terminal(served.url, "submit", "-", "--quiet", stdin=spec)
+    assert code == 0 and re.fullmatch(r"[0-9a-f-]{8,}\n", quiet), quiet
+
+
+def test_json_prints_the_refusal_on_stdout(served: Any) -> None:
+    bad = json.dumps({"platform_id": "demo", "settings": {"rows": "x"}})
+    refused = cli(served.url, "submit", "-", "--json", stdin=bad)
+    assert refused.returncode == 2 and "settings.rows" in refused.stderr
+    body = json.loads(refused.stdout)
+    assert body["error"] == "validation_error" and "settings.rows" in body["details"]
+    missing = cli(served.url, "get", "nosuchjob", "--json")
+    assert missing.returncode == 2 and json.loads(missing.stdout)["error"] == "not_found"
+    down = cli("http://127.0.0.1:9", "list", "--json")
+    assert down.returncode == 2 and "cannot reach collector" in json.loads(down.stdout)["message"]
+
+
+def test_get_full_indents_the_rows_on_a_terminal(served: Any, start_pool: Callable[..., Any]) -> None:
+    start_pool(1)
+    done = cli(served.url, "submit", "examples/demo.json", "--wait", "--json")
+    job_id = json.loads(done.stdout)["job_id"]
+    code, shown = on_terminal(served.url, "get", job_id, "--full")
+    indented = r'^datasets\n  \{\n    "original": \[\n      \{\n        "n": 1,$'
+    assert code == 0 and re.search(indented, shown, re.M), shown
+    piped = cli(served.url, "get", job_id, "--full").stdout
+    assert re.search(r'^datasets\s+\{"original": \[\{"n": 1, "value": 1\}', piped, re.M), piped[:300]

@@ -103,3 +103,35 @@ def test_a_bad_or_taken_name_is_refused_and_nothing_is_written(project: Path, na
     assert done.returncode == 2 and says in done.stderr, done.stderr
     assert sorted(p.name for p in (project / "myplatforms").iterdir()) == before
     assert not (project / "tests" / "platforms").exists()
+
+
+def test_after_the_scaffold_in_a_copy_of_the_project_the_suite_stays_green(tmp_path: Path) -> None:
+    """`collector new-platform` in a copy of this project, as a developer runs it in theirs; then the tests that
+    check every platform (its example spec, its contract) and the new test file pass at once."""
+    copy = tmp_path / "project"
+    ignore = shutil.ignore_patterns("__pycache__", ".venv", ".git", "*.egg-info", ".pytest_cache", ".ruff_cache")
+    for part in ("platforms", "examples", "tests", "storage"):
+        shutil.copytree(ROOT / part, copy / part, ignore=ignore)
+    shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
+    env["PYTHONPATH"] = str(copy)
+    done = subprocess.run([sys.executable, "-m", "collector", "new-platform", "acme_ads"], cwd=copy, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    example = copy / "examples" / "acme_ads.json"
+    assert f"wrote {example}" in done.stdout.splitlines()
+    assert json.loads(example.read_text())["platform_id"] == "acme_ads"
+    assert (copy / "platforms" / "acme_ads.py").is_file()
+
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_examples.py",
+         "tests/test_contract.py", "tests/platforms/test_acme_ads.py"],
+        cwd=copy, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
+    assert "acme_ads" in subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only",
+         "tests/test_examples.py"], cwd=copy, env=env, capture_output=True, text=True, timeout=120).stdout
+    ran = subprocess.run([sys.executable, "-m", "collector", "run", "examples/acme_ads.json"], cwd=copy, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0 and json.loads(ran.stdout)["days"] == 3, ran.stderr

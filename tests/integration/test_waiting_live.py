@@ -132,7 +132,7 @@ def test_a_wrong_token_and_a_reused_token_are_refused_and_change_nothing(
     assert status == 202
     assert wait_status(served_kit, job_id, "finished", "failed")["status"] == "finished"
     status, answer = resume(served_kit, job_id, {"token": token, "input": {"code": "again"}})
-    assert status == 403 and "already used" in answer["message"]
+    assert status == 409 and answer["details"]["token"] == ["already used"], "the job no longer waits"
     assert view(served_kit, job_id)["attempt"] == 2, "a reused token queues nothing"
 
 

@@ -183,3 +183,21 @@ def test_the_docs_page_loads_nothing_from_outside(client: FlaskClient) -> None:
         with client.get("/" + asset) as response:
             assert response.status_code == 200 and len(response.data) > 100, asset
     assert "openapi.json" in html
+
+
+def descriptions(node: Any) -> list[str]:
+    """Every `description` text anywhere in the document."""
+    if isinstance(node, dict):
+        own = [node["description"]] if isinstance(node.get("description"), str) else []
+        return own + [text for value in node.values() for text in descriptions(value)]
+    if isinstance(node, list):
+        return [text for value in node for text in descriptions(value)]
+    return []
+
+
+def test_descriptions_render_as_written_in_the_docs_page(client: FlaskClient) -> None:
+    """Descriptions are Markdown in the docs page: `**` or `__` outside a code span would turn bold."""
+    texts = descriptions(document(client))
+    assert any("`[-2**63, 2**63-1]`" in text for text in texts)
+    bold = [text for text in texts if re.search(r"\*\*|__", re.sub(r"`[^`]*`", "", text))]
+    assert bold == [], f"put these in backticks: {bold}"

@@ -64,7 +64,14 @@ def test_resume_checks_the_token_once_and_seals_the_input(
     assert shown["status"] == "queued" and "inputs" not in shown and "waiting" not in shown
 
     again = client.post(f"/execution/resume?job_id={job_id}", json={"token": token, "input": {}})
-    assert again.status_code == 403 and "already used" in again.get_json()["message"]
+    assert again.status_code == 409, "a used token does not hide that the job no longer waits"
+    assert again.get_json()["details"] == {"job_id": job_id, "status": "queued", "token": ["already used"]}
+
+    wait = {"kind": "input", "name": "otp", "prompt": "the code sent by text"}
+    assert suspend(fake_redis, JobStore(fake_redis, unit_config), job_id, wait, {}) == "waiting"
+    old = client.post(f"/execution/resume?job_id={job_id}", json={"token": token, "input": {}})
+    assert old.status_code == 403 and "already used" in old.get_json()["message"]
+    assert client.get(f"/execution/get?job_id={job_id}").get_json()["waiting"]["name"] == "otp"
 
 
 def test_resume_of_a_job_not_waiting_is_a_conflict_and_bad_bodies_are_named(

@@ -109,6 +109,15 @@ def emit(args: argparse.Namespace, data: Any, human: str, out: TextIO | None = N
     out.write((json.dumps(data, indent=2) if args.json else human) + "\n")
 
 
+def describe(exc: CollectorError) -> str:
+    """What went wrong, for a person: the message; for a 422, every field error under its path."""
+    if isinstance(exc, ServiceError) and exc.status == 422 and isinstance(exc.body, dict):
+        problems = "\n".join(f"  {path}: {'; '.join(map(str, msgs if isinstance(msgs, list) else [msgs]))}"
+                             for path, msgs in exc.details.items())
+        return f"{exc.body.get('message')}\n{problems}"
+    return exc.message
+
+
 def emit_error(exc: CollectorError, out: TextIO | None = None) -> None:
     """A refused request for `--json`: the service's error body as it came, else one in the same shape."""
     body = exc.body if isinstance(exc, ServiceError) else None
@@ -157,13 +166,7 @@ def wait(client: Client, job_id: str, *, out: TextIO, quiet: bool = False, poll_
 
 def cmd_submit(args: argparse.Namespace, config: Config) -> int:
     client = client_for(args, config)
-    try:
-        answer = client.submit(read_spec(args.spec))
-    except ServiceError as exc:
-        if exc.status == 422 and isinstance(exc.body, dict) and not args.json:
-            problems = "\n".join(f"  {path}: {'; '.join(map(str, msgs))}" for path, msgs in exc.details.items())
-            raise CollectorError(f"{exc.body.get('message')}\n{problems}") from None
-        raise
+    answer = client.submit(read_spec(args.spec))
     if not args.wait:
         # A script (`id=$(collector submit -)`) wants the id alone; a person the sentence.
         alone = args.quiet or not sys.stdout.isatty()

@@ -30,11 +30,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup(config)
         return int(args.handler(args, config) or 0)
     except CollectorError as exc:
-        if getattr(args, "json", False):  # a script reads stdout: the refusal goes there too, as JSON
-            from collector.cli import client
+        from collector.cli import client
 
+        if getattr(args, "json", False):  # a script reads stdout: the refusal goes there too, as JSON
             client.emit_error(exc)
-        print(f"collector: {exc.message}", file=sys.stderr)
+        print(f"collector: {client.describe(exc)}", file=sys.stderr)
         return 2
 
 

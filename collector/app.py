@@ -78,7 +78,7 @@ def create_app(
     app.register_blueprint(docs.blueprint)
     app.register_blueprint(metrics.blueprint)
     if dashboard and config.redis_url:
-        mount_dashboard(app, config.redis_url)
+        mount_dashboard(app, config.redis_url, queue_name=config.queue_name)
     _register_error_handlers(app)
     if reaper and config.reap_interval_s > 0:
         thread = ReaperThread(connection, config)

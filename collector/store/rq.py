@@ -100,10 +100,12 @@ class RQ:
 
     def enqueue_check(self, pipe: Pipeline, check_id: str, *, linger_s: int, description: str) -> None:
         """Queue a connection check at the front (it is short and someone waits for it); `ttl`: never run once
-        nobody waits."""
+        nobody waits. A check that ran is deleted at once (`result_ttl=0`): the answer went to the caller, and
+        in the finished registry it would be counted by rq-dashboard long after its job hash, and so its line
+        in the list, had gone. One that failed stays, listed and counted, as long as a failed job does."""
         self.queue.enqueue_call(
-            CHECK_FUNCTION, job_id=check_id, timeout=linger_s, ttl=linger_s, result_ttl=linger_s,
-            failure_ttl=linger_s, description=description, at_front=True, pipeline=pipe,
+            CHECK_FUNCTION, job_id=check_id, timeout=linger_s, ttl=linger_s, result_ttl=0,
+            failure_ttl=self.config.failed_record_ttl_s, description=description, at_front=True, pipeline=pipe,
         )
 
     def requeue(self, pipe: Any, job: Job, *, at_front: bool = False) -> None:

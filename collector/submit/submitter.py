@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,6 +21,9 @@ from collector.store import index, metrics
 from collector.store.records import JobStore, redis_down, redis_full
 from collector.store.rq import RQ
 from collector.types import iso
+
+DESCRIPTION_ID_CHARS = 64  # of a client's `_id`, in the job's description on rq-dashboard
+UNSAFE_IN_DESCRIPTION = re.compile(r"[^A-Za-z0-9_.:/@#+=-]")
 
 
 class Submitter:
@@ -60,7 +64,7 @@ class Submitter:
                 self.store.event(job_id, "queued", pipe, platform_id=spec.platform.id)
                 index.add(pipe, self.store.keys, self.config, job_id)
                 metrics.job_submitted(pipe, self.store.keys, job_id=job_id, platform_id=spec.platform.id)
-                self.rq.enqueue(pipe, job_id, timeout=timeout, description=f"{spec.platform.id} job")
+                self.rq.enqueue(pipe, job_id, timeout=timeout, description=description(spec))
                 pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise redis_down(self.config, exc) from None
@@ -71,6 +75,17 @@ class Submitter:
         if spec.client_id is not None:
             answer["_id"] = spec.client_id
         return answer
+
+
+def description(spec: JobSpec) -> str:
+    """The job as rq-dashboard lists it: its platform and the client's `_id`. The `_id` is the client's text and
+    the dashboard's job page shows descriptions unescaped: only letters, digits and `-_.:/@#+=` pass, the rest
+    shows as `?`, and at most DESCRIPTION_ID_CHARS of it."""
+    if spec.client_id is None:
+        return f"{spec.platform.id} job"
+    shown = UNSAFE_IN_DESCRIPTION.sub("?", spec.client_id[:DESCRIPTION_ID_CHARS])
+    more = "…" if len(spec.client_id) > DESCRIPTION_ID_CHARS else ""
+    return f"{spec.platform.id} job, _id {shown}{more}"
 
 
 def new_record(spec: JobSpec, sealer: Sealer | None, *, no_key: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 from collections.abc import Callable
 
 from tests.conftest import PoolProcess, ServedApp, wait_for
@@ -43,3 +44,54 @@ def test_every_dashboard_page_loads_while_jobs_run_and_no_arguments_show(
              timeout_s=20, what="the failing job")
     status, body = served.request("GET", "/rq/0/data/jobs/collector/failed/8/asc/1.json")
     assert status == 200 and [j["id"] for j in body["jobs"]] == [ids[2]]
+
+
+def test_the_jobs_tab_opens_on_collectors_queue(served: ServedApp) -> None:
+    host, port = served.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.request("GET", "/rq/0/view/jobs")
+    answer = connection.getresponse()
+    location = answer.getheader("Location", "")
+    assert answer.status == 302 and location.endswith("/rq/0/view/jobs/collector/queued/8/asc/1"), location
+    connection.close()
+    status, page = served.request("GET", "/rq/0/view/jobs")   # followed, as a browser does
+    assert status == 200 and 'value="collector"' in page and "<strong>collector</strong>" in page
+    assert "<strong>default</strong>" not in page
+
+
+def test_descriptions_name_the_platform_and_the_client_id(served: ServedApp) -> None:
+    ids = {}
+    for client_id in ("first-demo", "<img src=x onerror=alert(1)>", None):
+        spec = {"platform_id": "demo", "settings": {"rows": 1}, **({"_id": client_id} if client_id else {})}
+        status, body = served.request("POST", "/execution/run", spec)
+        assert status == 202
+        ids[client_id] = body["job_id"]
+    shown = {}
+    for client_id, job_id in ids.items():
+        status, body = served.request("GET", f"/rq/0/data/job/{job_id}.json")
+        assert status == 200
+        shown[client_id] = body["description"]
+    assert shown == {"first-demo": "demo job, _id first-demo", None: "demo job",
+                     "<img src=x onerror=alert(1)>": "demo job, _id ?img?src=x?onerror=alert?1??"}
+    status, listed = served.request("GET", "/rq/0/data/jobs/collector/queued/8/asc/1.json")
+    assert status == 200 and {j["description"] for j in listed["jobs"]} == set(shown.values())
+
+
+def test_connection_checks_stay_out_of_the_finished_count(
+    served: ServedApp, start_pool: Callable[..., PoolProcess]
+) -> None:
+    start_pool(1)
+    status, body = served.request("POST", "/execution/run", {"platform_id": "demo", "settings": {"rows": 1}})
+    assert status == 202
+    job_id = body["job_id"]
+    wait_for(lambda: served.request("GET", f"/execution/get?job_id={job_id}")[1]["status"] == "finished",
+             timeout_s=30, what="the job to finish")
+    for _ in range(3):
+        status, answer = served.request("POST", "/platforms/check", {"platform_id": "demo", "settings": {}})
+        assert status == 200, answer
+    status, queues = served.request("GET", "/rq/0/data/queues.json")
+    assert status == 200
+    (queue,) = [q for q in queues["queues"] if q["name"] == "collector"]
+    status, finished = served.request("GET", "/rq/0/data/jobs/collector/finished/50/asc/1.json")
+    assert status == 200 and [j["id"] for j in finished["jobs"]] == [job_id]
+    assert queue["finished_job_registry_count"] == 1, "the count is what the list shows"

@@ -17,7 +17,8 @@ HARMLESS = {"NoSuchJobError", "get_call_string", "BaseRegistry", "DefaultSeriali
 
 
 def test_every_rq_name_rq_dashboard_calls_is_rebound_on_mount() -> None:
-    mount_dashboard(Flask("t"), "redis://127.0.0.1:1/0")  # setup only: nothing connects until a request
+    # Setup only: nothing connects until a request.
+    mount_dashboard(Flask("t"), "redis://127.0.0.1:1/0", queue_name="collector")
     from_rq = {name for name, value in vars(rq_dashboard.web).items()
                if str(getattr(value, "__module__", "")).split(".")[0] == "rq"}
     rebound = {name for name in vars(rq_dashboard.web) if name in REBOUND}

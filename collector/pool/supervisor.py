@@ -265,10 +265,8 @@ class Pool:
         """Settle the jobs of dead children (retry, fail, stop or requeue); kept for later while Redis is down."""
         while self._unsettled:
             job_id, kind, cause, name = self._unsettled[0]
-            status = recover(self.connection, self.config, job_id, kind=kind, cause=cause, worker_name=name)
+            recover(self.connection, self.config, job_id, kind=kind, cause=cause, worker_name=name)  # logs its line
             self._unsettled.pop(0)
-            if status:
-                log.error("pool %s: job %s %s: %s", self.name, job_id, status, cause)
 
     def _bury(self, name: str) -> None:
         """Settle the job a dead child held at once, and remove the child's worker registration."""

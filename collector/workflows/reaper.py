@@ -94,7 +94,7 @@ class Reaper:
             for job_id, owner in zip(job_ids, owners, strict=True):
                 if owner is not None and owner.decode() == pool:
                     status = recover(self.connection, self.config, job_id, kind="died", cause=cause, pool=pool)
-                    log.error("job %s of dead pool %s: %s", job_id, pool, status or "already settled")
+                    log.debug("job %s of dead pool %s: %s", job_id, pool, status or "already settled")
         self.rq.bury_workers(pool)
         self.connection.hdel(self.keys.pools(), pool)
         self.suspects.pop(pool, None)

@@ -63,7 +63,7 @@ def recover(
     key = store.keys.job(job_id)
     rq = RQ(connection, config)
 
-    def attempt(pipe: Pipeline) -> str | None:
+    def attempt(pipe: Pipeline) -> tuple[str, str, dict[str, Any]] | None:
         # WATCH the record: two reapers (or a reaper and a late worker) never both settle one job.
         pipe.watch(key)
         values = pipe.hmget(key, list(FIELDS))
@@ -83,9 +83,18 @@ def recover(
                                     kind=kind, worker_name=worker_name, platform_id=record.get("platform_id", ""),
                                     executions=executions)
         pipe.execute()
-        return new_status
+        return new_status, record.get("platform_id", ""), fields
 
-    return run_watched(connection, attempt)
+    settled = run_watched(connection, attempt)
+    if settled is None:
+        return None
+    new_status, platform_id, fields = settled
+    # One line per job, as the runner writes for a job that raised: an error only when the job failed for good.
+    level = {"failed": logging.ERROR, "scheduled": logging.WARNING}.get(new_status, logging.INFO)
+    error = fields.get("error") or {"type": "WorkerLost", "message": cause}
+    log.log(level, "job %s (%s) %s: %s: %s", job_id, platform_id, new_status, error.get("type"), error.get("message"),
+            extra={"job_id": job_id, "platform_id": platform_id, "event": new_status})
+    return new_status
 
 
 def enqueue_due(connection: redis.Redis, config: Config, *, limit: int = 100) -> int:

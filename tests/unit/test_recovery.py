@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import fakeredis
@@ -260,3 +261,24 @@ def test_one_retry_decision_for_a_transient_error_and_a_dead_worker(
     assert runtime.outcome is not None and (runtime.outcome.status, runtime.outcome.delay_s) == ("scheduled", 4.0)
     scheduled = [e for e in store.events(job_id) if e["type"] == "retry_scheduled"]
     assert scheduled[0]["delay_s"] == 4.0 and scheduled[0]["attempt"] == 2
+
+
+KILLED = "killed by signal 9 (SIGKILL)"
+
+
+def test_a_job_failed_by_its_workers_death_logs_one_error_line(
+    fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    failing = submit(fake_redis, unit_config, registry, {"platform_id": "demo", "settings": {}, "retry": {"max": 0}})
+    retried = submit(fake_redis, unit_config, registry, {"platform_id": "demo", "settings": {}, "retry": {"max": 2}})
+    store = JobStore(fake_redis, unit_config)
+    for job_id in (failing, retried):
+        store.update(job_id, {"status": "started", "attempt": 1})
+    with caplog.at_level(logging.DEBUG, logger="collector"):
+        assert recover(fake_redis, unit_config, failing, kind="died", cause=KILLED) == "failed"
+        assert recover(fake_redis, unit_config, retried, kind="died", cause=KILLED) == "scheduled"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == [
+        f"job {failing} (demo) failed: WorkerDiedError: killed by signal 9 (SIGKILL)"]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        f"job {retried} (demo) scheduled: WorkerDiedError: killed by signal 9 (SIGKILL)"]

@@ -75,7 +75,8 @@ def new_platform(name: str, *, package: str, where: Path | None = None, tests: P
     if example is not None and example.exists():
         raise ScaffoldError(f"{example} already exists; remove it or give another folder with --examples-dir")
     values = {"platform_id": name, "class_name": class_name(name), "package": package,
-              "test_file": _shown(test_file, where.parent)}
+              "test_file": _shown(test_file, where.parent),
+              "example_file": _shown(example, where.parent) if example is not None else "spec.json"}
     written = [where / f"{name}.py"]
     written[0].write_text(render("platform.py.tmpl", **values), encoding="utf-8")
     if test_file is not None:

@@ -1,5 +1,6 @@
-"""`/execution/run`, `get`, `cancel`, `resume`, `events` and `list`: submit a job, read what is known about it,
-cancel it, resume one that waits for input, list recent jobs (newest first, paginated, from the job index)."""
+"""`/execution/run`, `get`, `cancel`, `resume`, `retry`, `events` and `list`: submit a job, read what is known about
+it, cancel it, resume one that waits for input, retry one that ended by hand, list recent jobs (newest first,
+paginated, from the job index)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,11 @@ def cancel() -> tuple[dict[str, Any], int]:
     job_id = job_id_param()
     answer = services().cancel(job_id, by=caller(), reason=cancel_reason())
     return answer, 200 if answer["status"] == "canceled" else 202
+
+
+@blueprint.post("/execution/retry")
+def retry() -> tuple[dict[str, Any], int]:
+    return services().retry(job_id_param(), by=caller()), 202
 
 
 @blueprint.get("/execution/events")

@@ -23,6 +23,7 @@ from collector.types import iso
 JSON_FIELDS = frozenset({
     "settings", "progress", "result", "error", "datasets", "attempt", "stored_rows",
     "checkpoint", "retry", "max_attempts", "deaths", "timeout_s", "waiting", "children", "wait_used", "resumes",
+    "retries_by_hand",
 })
 # Fields never shown in an API answer.
 HIDDEN_FIELDS = frozenset({"secrets", "timeout_s", "inputs", "wait_nonce", "wait_used"})

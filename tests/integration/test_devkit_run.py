@@ -124,8 +124,9 @@ def test_a_failed_production_job_is_replayed_with_its_secrets_given_again(
         done = collector("run", "--from-job", job["job_id"], "--copy", "--set", "password=stale-password", **env)
         assert done.returncode == 1 and "FatalError: login refused for ada with password ***" in done.stderr
         # ... and the job, fixed, with the settings it had (rows=4).
-        done = collector("run", "--from-job", job["job_id"], "--copy", "--url", served.url, "--set", "password=open-sesame",
-                         "--out", str(tmp_path), COLLECTOR_PLATFORMS_PACKAGE=KIT_PLATFORMS)
+        done = collector("run", "--from-job", job["job_id"], "--copy", "--url", served.url,
+                         "--set", "password=open-sesame", "--out", str(tmp_path),
+                         COLLECTOR_PLATFORMS_PACKAGE=KIT_PLATFORMS)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout) == {"rows": 4}
         assert len((tmp_path / "original.jsonl").read_text().splitlines()) == 4

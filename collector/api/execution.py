@@ -10,7 +10,15 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
 from collector.api.auth import caller
-from collector.api.requests import cancel_reason, flag, job_id_param, list_query, page_params, read_json
+from collector.api.requests import (
+    after_param,
+    cancel_reason,
+    flag,
+    job_id_param,
+    list_query,
+    page_params,
+    read_json,
+)
 from collector.api.services import services
 
 blueprint = Blueprint("execution", __name__)
@@ -48,7 +56,7 @@ def retry() -> tuple[dict[str, Any], int]:
 
 @blueprint.get("/execution/events")
 def events() -> ResponseReturnValue:
-    return jsonify(services().events(job_id_param()))
+    return jsonify(services().events(job_id_param(), after=after_param()))
 
 
 @blueprint.get("/execution/list")

@@ -84,8 +84,8 @@ class Services:
                             f"/execution/get?job_id={job_id}&full=1&offset={page['next_offset']}&limit={limit}")
         return describe(self.connection, self.config, view)
 
-    def events(self, job_id: str) -> list[dict[str, Any]]:
-        found = self.store.events(job_id)
+    def events(self, job_id: str, *, after: str | None = None) -> list[dict[str, Any]]:
+        found = self.store.events(job_id, after=after)
         if not found and not self.store.exists(job_id):
             raise self._no_job(job_id)
         return found

@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--tests-dir", help="the folder for test_NAME.py (default: tests/platforms beside it)")
     new.set_defaults(handler=cmd_new_platform)
     add_client_commands(sub)
+    add_job_commands(sub)
     return parser
 
 
@@ -159,6 +160,13 @@ def add_client_commands(sub: Any) -> None:
 
     platforms = sub.add_parser("platforms", parents=[common], help="the platforms the service runs, with settings")
     platforms.set_defaults(handler=cmd_platforms)
+
+
+def add_job_commands(sub: Any) -> None:
+    """`resume`, `retry`, `events`: act on one job of a running service."""
+    from collector.cli.jobcommands import add_job_commands as add
+
+    add(sub)
 
 
 def cmd_submit(args: argparse.Namespace, config: Config) -> int:

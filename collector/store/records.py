@@ -186,9 +186,9 @@ class JobStore:
             self.keys.events(job_id), fields, maxlen=defaults.EVENTS_MAXLEN, approximate=True
         )
 
-    def events(self, job_id: str) -> list[dict[str, Any]]:
-        """The job's events, oldest first: `{"id", "at", "type", ...data}`."""
-        entries = self.connection.xrange(self.keys.events(job_id))
+    def events(self, job_id: str, *, after: str | None = None) -> list[dict[str, Any]]:
+        """The job's events, oldest first: `{"id", "at", "type", ...data}`; only those after event id `after`."""
+        entries = self.connection.xrange(self.keys.events(job_id), min=f"({after}" if after else "-")
         events = []
         for entry_id, raw in entries:
             fields = decode(raw)

@@ -31,6 +31,7 @@ REAP_INTERVAL_S = 2.0                    # how often pools and the API look for 
 REDIS_WAIT_S = 300.0                     # how long a job's final write waits for Redis to come back
 EVENTS_MAXLEN = 10000                    # events kept per job (approximately: XADD MAXLEN ~)
 CHECKPOINT_MAX_BYTES = 64 * 1024         # largest state `ctx.checkpoint` stores
+PLATFORM_EVENTS_PER_JOB = 1000           # `ctx.event` calls kept per attempt; later ones are dropped (with a warning)
 EVENT_MAX_BYTES = 4 * 1024               # largest data (as JSON) one `ctx.event` may carry
 EVENT_RESULT_MAX_BYTES = 2 * 1024        # a `finished` event carries the result up to this size, else its size
 LOG_FORMAT = "text"                      # `text` for people, `json` for one JSON object per line

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -25,6 +26,7 @@ from collector.submit.submitter import new_record
 from collector.workflows.claims import claim, settle
 
 ProgressObserver = Callable[[dict[str, Any]], None]
+CANCEL_POLL_S = 0.5  # how often a claimed job's run looks for a cancel asked for it
 
 
 class ObservedStore(JobStore):
@@ -124,10 +126,29 @@ def run_claimed(job_id: str, runtime: Runtime, *, on_progress: ProgressObserver 
         )
     claim(runtime.connection, runtime.config, job_id, by=runtime.worker_name)
     runtime.store = ObservedStore(runtime.connection, runtime.config, on_progress)
+    done = threading.Event()
+    relay = threading.Thread(target=_relay_cancels, args=(runtime, job_id, done), daemon=True)
+    relay.start()
     try:
         return _execute(job_id, runtime)
     finally:
+        done.set()
+        relay.join()
         settle(runtime.connection, runtime.config, job_id)
+
+
+def _relay_cancels(runtime: Runtime, job_id: str, done: threading.Event) -> None:
+    """What a pool's supervisor does for its children: a cancel asked for the claimed job (`POST
+    /execution/cancel`) reaches its run context, so `ctx.cancelled` turns true and `ctx.progress` raises."""
+    key = runtime.store.keys.cancels()
+    while not done.wait(CANCEL_POLL_S):
+        try:
+            asked = runtime.connection.sismember(key, job_id)
+        except redis.RedisError:
+            continue  # Redis is away: the job's own writes wait for it; look again later
+        current = runtime.current
+        if asked and current is not None and current.job_id == job_id:
+            current.cancel()
 
 
 def _execute(job_id: str, runtime: Runtime) -> LocalOutcome:

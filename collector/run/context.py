@@ -104,6 +104,7 @@ class RunContext:
         self.children: list[str] = list(children)  # ids of the sub-jobs spawned so far, in spawn order
         self._links = links
         self._spawned = 0
+        self._events = 0  # `ctx.event` calls so far: the first PLATFORM_EVENTS_PER_JOB are kept
 
     @property
     def cancelled(self) -> bool:
@@ -143,7 +144,8 @@ class RunContext:
     def event(self, name: str, **data: Any) -> None:
         """Add an event of the platform's own to the job's events (`GET /execution/events`), written now:
         `{"type": name, "origin": "platform", **data}`. `name` is lowercase (letters, digits, `_.-`) and not one
-        of the service's own types; `data` is JSON-able, at most `EVENT_MAX_BYTES` as JSON, secrets masked."""
+        of the service's own types; `data` is JSON-able, at most `EVENT_MAX_BYTES` as JSON, secrets masked. The first
+        `PLATFORM_EVENTS_PER_JOB` of an attempt are kept; later ones are dropped, with one warning on `ctx.log`."""
         if not isinstance(name, str) or not EVENT_NAME.match(name):
             raise ValueError(f"event name {name!r} must be 1-64 lowercase letters, digits, '_', '.' or '-', "
                              "starting with a letter")
@@ -161,6 +163,12 @@ class RunContext:
         if len(payload) > defaults.EVENT_MAX_BYTES:
             raise ValueError(f"event {name!r} carries {len(payload)} bytes of data, over {defaults.EVENT_MAX_BYTES}; "
                              "keep counts and ids in events, data in datasets")
+        self._events += 1
+        if self._events > defaults.PLATFORM_EVENTS_PER_JOB:
+            if self._events == defaults.PLATFORM_EVENTS_PER_JOB + 1:
+                self.log.warning("more than %d ctx.event calls: later ones are not kept",
+                                 defaults.PLATFORM_EVENTS_PER_JOB)
+            return
         shown = json.loads(mask_json(payload, self.secrets))
         until_written(lambda: self._store.event(self.job_id, name, origin="platform", **shown),
                       wait_s=self._redis_wait_s, what=f"job {self.job_id}: event {name}")

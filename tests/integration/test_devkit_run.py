@@ -173,3 +173,33 @@ def test_from_job_claims_a_queued_job_and_runs_it_here_as_that_job(
         assert done.returncode == 2 and "COLLECTOR_REDIS_URL" in done.stderr and "--copy" in done.stderr
     finally:
         served.close()
+
+
+def test_a_claimed_job_stops_when_it_is_cancelled(config: Config, redis_url: str, data_dir: Path) -> None:
+    served = ServedApp(create_app(config))
+    try:
+        status, job = served.request("POST", "/execution/run", {
+            "platform_id": "demo", "settings": {"rows": 100_000, "delay_s": 0.01}})
+        assert status == 202
+        job_id = job["job_id"]
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
+        environ.update(COLLECTOR_REDIS_URL=redis_url, COLLECTOR_DATA_DIR=str(data_dir))
+        claimed = subprocess.Popen([sys.executable, "-m", "collector", "run", "--from-job", job_id], cwd=ROOT,
+                                   env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: served.request("GET", f"/execution/get?job_id={job_id}")[1]["status"] == "started",
+                     timeout_s=60, what="the claimed job to start")
+            status, _ = served.request("POST", f"/execution/cancel?job_id={job_id}",
+                                       headers={"X-Requested-With": "XMLHttpRequest"})
+            assert status == 202
+            _, err = claimed.communicate(timeout=60)
+        finally:
+            if claimed.poll() is None:
+                claimed.kill()
+                claimed.wait()
+        assert claimed.returncode == 1, err
+        record = served.request("GET", f"/execution/get?job_id={job_id}")[1]
+        assert record["status"] == "stopped" and record["error"]["type"] == "JobCancelledError"
+        assert record["progress"]["done"] < 100_000
+    finally:
+        served.close()

@@ -103,3 +103,17 @@ def test_a_finished_event_carries_a_small_result_and_only_the_size_of_a_large_on
     assert result_summary({"rows": 3}) == {"rows": 3}
     large = result_summary({"ids": list(range(5000))})
     assert large["shown"] is False and large["bytes"] > defaults.EVENT_RESULT_MAX_BYTES
+
+
+def test_ctx_event_keeps_the_first_events_of_an_attempt_then_warns_once(
+    fake_redis: fakeredis.FakeRedis, unit_config: Config, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(defaults, "PLATFORM_EVENTS_PER_JOB", 2)
+    store = JobStore(fake_redis, unit_config)
+    ctx = RunContext(job_id="j2", platform_id="demo", attempt=1, store=store, interval_s=1.0)
+    for n in range(5):
+        ctx.event("page", n=n)
+    assert [e["n"] for e in store.events("j2")] == [0, 1]
+    assert [r.getMessage() for r in caplog.records].count("[demo j2] more than 2 ctx.event calls: later ones are "
+                                                          "not kept") == 1

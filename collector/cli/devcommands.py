@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -104,6 +105,7 @@ def run_claimed(args: argparse.Namespace, config: Config) -> int:
         bar.update({"status": "started", "progress": progress})
 
     say(f"claiming job {args.from_job} (Redis: COLLECTOR_REDIS_URL) to run it in this process as that job")
+    signal.signal(signal.SIGTERM, stop_claimed)  # the job then ends failed, as on Ctrl-C, not left `started`
     started = time.monotonic()
     try:
         with console_logging(bar):
@@ -117,6 +119,10 @@ def run_claimed(args: argparse.Namespace, config: Config) -> int:
         say(f"job {outcome.job_id} is {outcome.status} now: the service's workers take it from here")
         return EXIT_FAILED
     return report(args, outcome, time.monotonic() - started)
+
+
+def stop_claimed(signum: int, frame: Any) -> None:
+    raise SystemExit(f"stopped by signal {signal.Signals(signum).name} while it ran")
 
 
 def report(args: argparse.Namespace, outcome: Any, elapsed: float) -> int:

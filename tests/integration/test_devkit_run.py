@@ -201,5 +201,25 @@ def test_a_claimed_job_stops_when_it_is_cancelled(config: Config, redis_url: str
         record = served.request("GET", f"/execution/get?job_id={job_id}")[1]
         assert record["status"] == "stopped" and record["error"]["type"] == "JobCancelledError"
         assert record["progress"]["done"] < 100_000
+
+        # SIGTERM (a terminal closed, a container stopped) ends the claimed job failed, never left `started`.
+        status, job = served.request("POST", "/execution/run", {
+            "platform_id": "demo", "settings": {"rows": 100_000, "delay_s": 0.01}})
+        job_id = job["job_id"]
+        claimed = subprocess.Popen([sys.executable, "-m", "collector", "run", "--from-job", job_id], cwd=ROOT,
+                                   env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: served.request("GET", f"/execution/get?job_id={job_id}")[1]["status"] == "started",
+                     timeout_s=60, what="the second claimed job to start")
+            claimed.terminate()
+            _, err = claimed.communicate(timeout=60)
+        finally:
+            if claimed.poll() is None:
+                claimed.kill()
+                claimed.wait()
+        assert claimed.returncode == 1, err
+        record = served.request("GET", f"/execution/get?job_id={job_id}")[1]
+        assert record["status"] == "failed" and record["error"]["type"] == "SystemExit"
+        assert "stopped by signal SIGTERM" in record["error"]["message"]
     finally:
         served.close()

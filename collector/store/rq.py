@@ -139,7 +139,8 @@ class RQ:
     def claim(self, pipe: Any, job_id: str) -> None:
         """RQ's side of a job claimed to run outside the pool: off the queue, `started`."""
         pipe.lrem(self.queue.key, 0, job_id)
-        pipe.hset(Job.key_for(job_id), "status", JobStatus.STARTED.value)
+        if self.connection.exists(Job.key_for(job_id)):  # never a stub hash for a job RQ lost
+            pipe.hset(Job.key_for(job_id), "status", JobStatus.STARTED.value)
 
     def finish(self, pipe: Any, job: Job, *, ttl: int) -> None:
         """RQ's side of a job that finished outside the pool (a claimed one): `finished`, in the finished registry,

@@ -52,6 +52,7 @@ ROUTE_SCOPES: dict[str, str] = {
     "execution.list_jobs": "read",
     "execution.cancel": "operate",
     "execution.resume": "operate",
+    "execution.retry": "operate",
     "processes.get": "read",
     "processes.ack": "operate",
     "processes.rerun": "operate",

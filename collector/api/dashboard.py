@@ -4,6 +4,9 @@ rq-dashboard 0.9 passes no serializer to most of what it calls (`Job.fetch` in t
 `requeue_job`, the registries behind its lists and its empty action, `Queue.all`), so RQ would unpickle
 whatever a job hash holds. Every RQ name its module uses is rebound here to a class of `store/rq.py` (`REBOUND`)
 that always reads with `DashboardSerializer`.
+
+Its actions on jobs go through collector's own: Requeue (one job, or every failed one) retries by hand as
+`POST /execution/retry` does, and Delete of a job that has not ended cancels it as `POST /execution/cancel` does.
 """
 
 from __future__ import annotations
@@ -13,11 +16,15 @@ from typing import Any
 
 import rq_dashboard
 import rq_dashboard.web
-from flask import Flask, redirect, url_for
+from flask import Flask, jsonify, redirect, url_for
+from flask.typing import ResponseReturnValue
 
+from collector.api.auth import caller
+from collector.api.services import services
 from collector.store.rq import REBOUND, DashboardSerializer
 
 PREFIX = "/rq"
+BLUEPRINT = "rq_dashboard"  # the name rq-dashboard registers its views under
 
 
 def mount_dashboard(app: Flask, redis_url: str, *, queue_name: str) -> None:
@@ -30,7 +37,7 @@ def mount_dashboard(app: Flask, redis_url: str, *, queue_name: str) -> None:
     app.config["RQ_DASHBOARD_SHOW_FULL_ARGS"] = False
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=PREFIX)
     rq_dashboard.web.setup_rq_connection(app)
-    endpoint = f"{rq_dashboard.blueprint.name}.jobs_overview"
+    endpoint = f"{BLUEPRINT}.jobs_overview"
     jobs_overview = app.view_functions[endpoint]
     home = queue_name
 
@@ -42,3 +49,26 @@ def mount_dashboard(app: Flask, redis_url: str, *, queue_name: str) -> None:
         return jobs_overview(instance_number=instance_number, queue_name=queue_name, **rest)
 
     app.view_functions[endpoint] = on_collectors_queue
+
+    delete = app.view_functions[f"{BLUEPRINT}.delete_job_view"]
+
+    def delete_job(job_id: str, registry: object = None) -> ResponseReturnValue:
+        """A job that has not ended is canceled (a running one stops); an ended one is deleted from RQ."""
+        if services().cancel_unless_ended(job_id, by=caller(), reason="deleted in the dashboard"):
+            return jsonify(status="OK")
+        return delete(job_id=job_id)
+
+    app.view_functions[f"{BLUEPRINT}.requeue_job_view"] = requeue_job
+    app.view_functions[f"{BLUEPRINT}.requeue_all"] = requeue_all
+    app.view_functions[f"{BLUEPRINT}.delete_job_view"] = delete_job
+
+
+def requeue_job(job_id: str) -> ResponseReturnValue:
+    """Requeue: retry by hand, from the job's last checkpoint; a job that cannot be is answered with the reason."""
+    answer = services().retry(job_id, by=caller())
+    return jsonify({**answer, "status": "OK", "job_status": answer["status"]})  # the dashboard reads `status`
+
+
+def requeue_all(queue_name: str) -> ResponseReturnValue:
+    """Requeue All: retry every failed job by hand; those that cannot be are skipped."""
+    return jsonify(status="OK", **services().retry_failed(by=caller()))

@@ -1,5 +1,6 @@
-"""`/execution/run`, `get`, `cancel`, `resume`, `events` and `list`: submit a job, read what is known about it,
-cancel it, resume one that waits for input, list recent jobs (newest first, paginated, from the job index)."""
+"""`/execution/run`, `get`, `cancel`, `resume`, `retry`, `events` and `list`: submit a job, read what is known about
+it, cancel it, resume one that waits for input, retry one that ended by hand, list recent jobs (newest first,
+paginated, from the job index)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
 from collector.api.auth import caller
-from collector.api.requests import cancel_reason, flag, job_id_param, list_query, page_params, read_json
+from collector.api.requests import (
+    after_param,
+    cancel_reason,
+    flag,
+    job_id_param,
+    list_query,
+    page_params,
+    read_json,
+)
 from collector.api.services import services
 
 blueprint = Blueprint("execution", __name__)
@@ -40,9 +49,14 @@ def cancel() -> tuple[dict[str, Any], int]:
     return answer, 200 if answer["status"] == "canceled" else 202
 
 
+@blueprint.post("/execution/retry")
+def retry() -> tuple[dict[str, Any], int]:
+    return services().retry(job_id_param(), by=caller()), 202
+
+
 @blueprint.get("/execution/events")
 def events() -> ResponseReturnValue:
-    return jsonify(services().events(job_id_param()))
+    return jsonify(services().events(job_id_param(), after=after_param()))
 
 
 @blueprint.get("/execution/list")

@@ -95,9 +95,20 @@ def operations(run_request: dict[str, Any], *, min_interval_s: int) -> dict[str,
                           "403": response("the token is wrong or already used; nothing changed", ERROR),
                           **problems("400", "404", "409", "413", "422", "503")},
         }},
-        "/execution/events": {"get": {
-            "summary": "The job's events: status changes, retries, the platform's log lines (capped)",
+        "/execution/retry": {"post": {
+            "summary": "Queue a failed, stopped or canceled job again: a new attempt of the same id, from its last "
+                       "checkpoint",
+            "description": "Steps the job checkpointed do not run again; its retry budget and worker deaths start "
+                           "afresh. Who retried is the token's name, recorded as `retried_by`. Send "
+                           "`X-Requested-With` (there is no body).",
             "parameters": [job_id],
+            "responses": {"202": response("queued again", some_object("job_id", "status", "previous")),
+                          **problems("400", "404", "409", "503")},
+        }},
+        "/execution/events": {"get": {
+            "summary": "The job's events: status changes, retries, the platform's log lines and own events (capped)",
+            "parameters": [job_id, query("after", {"type": "string", "pattern": r"^[0-9]{1,20}-[0-9]{1,20}$"},
+                                         "only the events after this event id (to follow a job)")],
             "responses": {"200": response("the events, oldest first", {"type": "array", "items": {"type": "object"}}),
                           **problems("400", "404", "503")},
         }},

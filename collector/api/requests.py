@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import request
@@ -38,6 +39,20 @@ def job_id_param() -> str:
             details={"job_id": ["not a job id"]},
         )
     return job_id
+
+
+EVENT_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+
+
+def after_param() -> str | None:
+    """`after` of `GET /execution/events`: only the events after this event id (what `--follow` polls with)."""
+    after = request.args.get("after") or None
+    if after is not None and not EVENT_ID.fullmatch(after):
+        raise BadRequestError(
+            f"after {after[:80]!r} is not an event id; give the `id` of the last event you have, e.g. 1732380000000-0",
+            details={"after": ["not an event id"]},
+        )
+    return after
 
 
 def flag(name: str) -> bool:

@@ -12,18 +12,19 @@ from flask import current_app
 
 from collector import defaults
 from collector.config import Config
-from collector.errors import CollectorError, NotFoundError
+from collector.errors import CollectorError, ConflictError, NotFoundError
 from collector.masking import forget, mask_error, remember
 from collector.resources import reach
 from collector.specs.job import validate_spec
 from collector.specs.registry import Registry
 from collector.specs.secrets import secrets_in_body
 from collector.store import index, ratelimit
-from collector.store.records import JobStore
+from collector.store.records import ENDED, JobStore
 from collector.submit.checks import request_check
 from collector.submit.submitter import Submitter
 from collector.workflows.cancel import cancel
 from collector.workflows.processes import Processes
+from collector.workflows.retry import retry, retry_failed
 from collector.workflows.schedules import Schedules
 from collector.workflows.waiting import describe, input_secrets, parse_resume, resume
 
@@ -83,8 +84,8 @@ class Services:
                             f"/execution/get?job_id={job_id}&full=1&offset={page['next_offset']}&limit={limit}")
         return describe(self.connection, self.config, view)
 
-    def events(self, job_id: str) -> list[dict[str, Any]]:
-        found = self.store.events(job_id)
+    def events(self, job_id: str, *, after: str | None = None) -> list[dict[str, Any]]:
+        found = self.store.events(job_id, after=after)
         if not found and not self.store.exists(job_id):
             raise self._no_job(job_id)
         return found
@@ -101,6 +102,25 @@ class Services:
 
     def cancel(self, job_id: str, *, by: str, reason: str | None) -> dict[str, Any]:
         return cancel(self.connection, self.config, job_id, by=by, reason=reason)
+
+    def retry(self, job_id: str, *, by: str) -> dict[str, Any]:
+        """Queue a failed, stopped or canceled job again, from its last checkpoint, on behalf of `by`."""
+        return retry(self.connection, self.config, job_id, by=by)
+
+    def retry_failed(self, *, by: str) -> dict[str, Any]:
+        """Retry by hand every job in RQ's failed registry that can be (rq-dashboard's Requeue All)."""
+        return retry_failed(self.connection, self.config, by=by)
+
+    def cancel_unless_ended(self, job_id: str, *, by: str, reason: str) -> bool:
+        """Cancel `job_id` when it has a record and has not ended (rq-dashboard's Delete); False otherwise."""
+        status = self.store.read(job_id, "status").get("status")
+        if status is None or status in ENDED:
+            return False
+        try:
+            cancel(self.connection, self.config, job_id, by=by, reason=reason)
+        except ConflictError:  # it ended meanwhile: delete it as an ended job
+            return False
+        return True
 
     def list_jobs(self, **query: Any) -> dict[str, Any]:
         return index.list_jobs(self.connection, self.store.keys, **query)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -65,8 +66,10 @@ def prepared(args: argparse.Namespace, config: Config) -> tuple[Any, dict[str, A
 def run(args: argparse.Namespace, config: Config) -> int:
     """`collector run`: the job in this process, with a progress bar, its logs, its datasets and its result."""
     from collector.cli.display import ProgressBar, console_logging
-    from collector.devkit.local import run_local, write_datasets
+    from collector.devkit.local import run_local
 
+    if args.from_job and not getattr(args, "copy", False):
+        return run_claimed(args, config)
     ready = prepared(args, config)
     if isinstance(ready, int):
         return ready
@@ -82,7 +85,50 @@ def run(args: argparse.Namespace, config: Config) -> int:
     with console_logging(bar):
         outcome = run_local(body, runtime, on_progress=show)
     bar.close()
-    elapsed = time.monotonic() - started
+    return report(args, outcome, time.monotonic() - started)
+
+
+def run_claimed(args: argparse.Namespace, config: Config) -> int:
+    """`collector run --from-job ID`: claim the queued job from the service's Redis and run it here as that job."""
+    from collector.cli.display import ProgressBar, console_logging
+    from collector.devkit.local import local_runtime
+    from collector.devkit.local import run_claimed as claimed
+    from collector.errors import ConflictError, NotFoundError
+
+    if args.spec or args.set:
+        raise SpecSourceError("a claimed job runs as it was submitted: give --from-job ID alone, or add --copy to "
+                              "run a copy of its spec with SPEC.json or --set changes")
+    runtime = local_runtime(config)
+    bar = ProgressBar(sys.stderr)
+
+    def show(progress: dict[str, Any]) -> None:
+        bar.update({"status": "started", "progress": progress})
+
+    say(f"claiming job {args.from_job} (Redis: COLLECTOR_REDIS_URL) to run it in this process as that job")
+    signal.signal(signal.SIGTERM, stop_claimed)  # the job then ends failed, as on Ctrl-C, not left `started`
+    started = time.monotonic()
+    try:
+        with console_logging(bar):
+            outcome = claimed(args.from_job, runtime, on_progress=show, key_given=bool(config.secret_key))
+    except (ConflictError, NotFoundError) as exc:
+        bar.close()
+        say(f"collector: {exc.message}")
+        return EXIT_USAGE
+    bar.close()
+    if outcome.status not in ("finished", "failed", "stopped", "canceled"):
+        say(f"job {outcome.job_id} is {outcome.status} now: the service's workers take it from here")
+        return EXIT_FAILED
+    return report(args, outcome, time.monotonic() - started)
+
+
+def stop_claimed(signum: int, frame: Any) -> None:
+    raise SystemExit(f"stopped by signal {signal.Signals(signum).name} while it ran")
+
+
+def report(args: argparse.Namespace, outcome: Any, elapsed: float) -> int:
+    """What a local run prints: its datasets (written with --out), then the result or the error."""
+    from collector.devkit.local import write_datasets
+
     for name, rows in outcome.datasets.items():
         kept = outcome.kept.get(name) or {}
         cut = (f" (the first of {kept['total_rows']}: COLLECTOR_DATASET_MAX_ROWS/_BYTES cut the rest)"

@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_arguments(run)
     run.add_argument("--out", metavar="DIR", help="write the original/processed datasets to DIR as JSON lines")
     run.add_argument("--pdb", action="store_true", help="enter the debugger at the exception when the job fails")
+    run.add_argument("--copy", action="store_true",
+                     help="with --from-job: run a copy of its spec (fetched over HTTP) instead of claiming the job")
     run.set_defaults(handler=cmd_run)
 
     check = sub.add_parser("check", help="test a spec's connection and credentials without collecting anything")
@@ -82,13 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--examples-dir", help="the folder for NAME.json, a job spec (default: examples beside it)")
     new.set_defaults(handler=cmd_new_platform)
     add_client_commands(sub)
+    add_job_commands(sub)
     return parser
 
 
 def _add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", nargs="?", metavar="SPEC.json",
                         help='a JSON file {"platform_id": ..., "settings": {...}}; - reads stdin')
-    parser.add_argument("--from-job", metavar="ID", help="take the spec of job ID from a running service instead")
+    parser.add_argument("--from-job", metavar="ID",
+                        help="`run`: claim the queued job ID from the service's Redis (COLLECTOR_REDIS_URL) and run "
+                             "it here as that job; `check` (and `run --copy`): take its spec from the service")
     parser.add_argument("--url", help="the service --from-job asks (default: COLLECTOR_URL)")
     parser.add_argument("--set", action="append", metavar="NAME=VALUE",
                         help="set a setting (JSON or text; dotted for nested: storage.settings.password=...)")
@@ -164,6 +169,13 @@ def add_client_commands(sub: Any) -> None:
 
     platforms = sub.add_parser("platforms", parents=[common], help="the platforms the service runs, with settings")
     platforms.set_defaults(handler=cmd_platforms)
+
+
+def add_job_commands(sub: Any) -> None:
+    """`resume`, `retry`, `events`: act on one job of a running service."""
+    from collector.cli.jobcommands import add_job_commands as add
+
+    add(sub)
 
 
 def cmd_submit(args: argparse.Namespace, config: Config) -> int:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,15 +16,17 @@ import fakeredis
 import redis
 
 from collector.config import Config
-from collector.errors import JobFailedError, ValidationError
+from collector.errors import ConfigError, JobFailedError, ValidationError
 from collector.run.runner import Runtime, execute
 from collector.sealing import new_key
 from collector.specs.job import JobSpec, validate_spec
 from collector.specs.registry import Registry
 from collector.store.records import DATASETS, JobStore, connect
 from collector.submit.submitter import new_record
+from collector.workflows.claims import claim, settle
 
 ProgressObserver = Callable[[dict[str, Any]], None]
+CANCEL_POLL_S = 0.5  # how often a claimed job's run looks for a cancel asked for it
 
 
 class ObservedStore(JobStore):
@@ -100,7 +103,55 @@ def run_local(body: Any, runtime: Runtime, *, on_progress: ProgressObserver | No
     """
     spec = check_spec(body, runtime.registry)
     runtime.store = ObservedStore(runtime.connection, runtime.config, on_progress)
-    job_id = write_record(runtime, spec)
+    return _execute(write_record(runtime, spec), runtime)
+
+
+def run_claimed(job_id: str, runtime: Runtime, *, on_progress: ProgressObserver | None = None,
+                key_given: bool = True) -> LocalOutcome:
+    """Claim the queued job `job_id` of the service whose Redis `runtime` uses, and run it in this process as that
+    job: its record, its attempt count, its retry policy, its events (a retry it earns is left to the pool).
+    `ConflictError` with the reason when it is not queued; `ConfigError` when its secrets need a key this process
+    lacks (`key_given` False: `local_runtime` made one up, which opens nothing of the service's; nothing claimed)."""
+    if not runtime.config.redis_url:
+        raise ConfigError(
+            f"claiming job {job_id} runs it as that job, so this process writes its record: set "
+            "COLLECTOR_REDIS_URL (and COLLECTOR_SECRET_KEY) as the workers have them, or give --copy to run a copy "
+            "of its spec here instead"
+        )
+    sealed = runtime.store.read(job_id, "secrets", "inputs")
+    if sealed and not key_given:
+        raise ConfigError(
+            f"job {job_id} has sealed secrets or inputs: set COLLECTOR_SECRET_KEY to the key the workers use to "
+            "claim it (nothing was claimed)"
+        )
+    claim(runtime.connection, runtime.config, job_id, by=runtime.worker_name)
+    runtime.store = ObservedStore(runtime.connection, runtime.config, on_progress)
+    done = threading.Event()
+    relay = threading.Thread(target=_relay_cancels, args=(runtime, job_id, done), daemon=True)
+    relay.start()
+    try:
+        return _execute(job_id, runtime)
+    finally:
+        done.set()
+        relay.join()
+        settle(runtime.connection, runtime.config, job_id)
+
+
+def _relay_cancels(runtime: Runtime, job_id: str, done: threading.Event) -> None:
+    """What a pool's supervisor does for its children: a cancel asked for the claimed job (`POST
+    /execution/cancel`) reaches its run context, so `ctx.cancelled` turns true and `ctx.progress` raises."""
+    key = runtime.store.keys.cancels()
+    while not done.wait(CANCEL_POLL_S):
+        try:
+            asked = runtime.connection.sismember(key, job_id)
+        except redis.RedisError:
+            continue  # Redis is away: the job's own writes wait for it; look again later
+        current = runtime.current
+        if asked and current is not None and current.job_id == job_id:
+            current.cancel()
+
+
+def _execute(job_id: str, runtime: Runtime) -> LocalOutcome:
     failures: list[BaseException] = []
     previous_hook, runtime.on_failure = runtime.on_failure, failures.append
     try:

@@ -26,6 +26,12 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 WAIT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+EVENT_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+# The service's own event types: a platform's `ctx.event` may not take their names (it would pass for the service).
+SERVICE_EVENTS = frozenset({
+    "queued", "started", "checkpoint", "retry_scheduled", "requeued", "worker_lost", "cancel_requested", "canceled",
+    "skipped", "waiting", "resumed", "finished", "failed", "stopped", "log", "retried", "claimed",
+})
 # Redis errors a job's writes wait out: an outage, and a Redis at its maxmemory that refuses writes (OOM).
 REDIS_WAITS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.OutOfMemoryError)
 _KEEP = object()
@@ -98,6 +104,7 @@ class RunContext:
         self.children: list[str] = list(children)  # ids of the sub-jobs spawned so far, in spawn order
         self._links = links
         self._spawned = 0
+        self._events = 0  # `ctx.event` calls so far: the first PLATFORM_EVENTS_PER_JOB are kept
 
     @property
     def cancelled(self) -> bool:
@@ -133,6 +140,38 @@ class RunContext:
 
         until_written(write, wait_s=self._redis_wait_s, what=f"job {self.job_id}: checkpoint")
         self.state = state
+
+    def event(self, name: str, **data: Any) -> None:
+        """Add an event of the platform's own to the job's events (`GET /execution/events`), written now:
+        `{"type": name, "origin": "platform", **data}`. `name` is lowercase (letters, digits, `_.-`) and not one
+        of the service's own types; `data` is JSON-able, at most `EVENT_MAX_BYTES` as JSON, secrets masked. The first
+        `PLATFORM_EVENTS_PER_JOB` of an attempt are kept; later ones are dropped, with one warning on `ctx.log`."""
+        if not isinstance(name, str) or not EVENT_NAME.match(name):
+            raise ValueError(f"event name {name!r} must be 1-64 lowercase letters, digits, '_', '.' or '-', "
+                             "starting with a letter")
+        if name in SERVICE_EVENTS:
+            raise ValueError(f"event name {name!r} is one of the service's own events; name it after what the "
+                             "platform saw, e.g. 'page_fetched'")
+        taken = sorted(set(data) & {"id", "at", "type", "origin"})
+        if taken:
+            raise ValueError(f"event {name!r}: {', '.join(taken)} name the event's own fields; call the data "
+                             "something else")
+        try:
+            payload = json.dumps(data)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"event {name!r}: its data must be JSON-able ({exc})") from None
+        if len(payload) > defaults.EVENT_MAX_BYTES:
+            raise ValueError(f"event {name!r} carries {len(payload)} bytes of data, over {defaults.EVENT_MAX_BYTES}; "
+                             "keep counts and ids in events, data in datasets")
+        self._events += 1
+        if self._events > defaults.PLATFORM_EVENTS_PER_JOB:
+            if self._events == defaults.PLATFORM_EVENTS_PER_JOB + 1:
+                self.log.warning("more than %d ctx.event calls: later ones are not kept",
+                                 defaults.PLATFORM_EVENTS_PER_JOB)
+            return
+        shown = json.loads(mask_json(payload, self.secrets))
+        until_written(lambda: self._store.event(self.job_id, name, origin="platform", **shown),
+                      wait_s=self._redis_wait_s, what=f"job {self.job_id}: event {name}")
 
     def wait_for(self, name: str, *, prompt: str = "", timeout_s: float | None = None, state: Any = _KEEP) -> Any:
         """The input a client sent for `name` (`POST /execution/resume`); until one came, the job waits.

@@ -23,6 +23,7 @@ from collector.types import iso
 JSON_FIELDS = frozenset({
     "settings", "progress", "result", "error", "datasets", "attempt", "stored_rows",
     "checkpoint", "retry", "max_attempts", "deaths", "timeout_s", "waiting", "children", "wait_used", "resumes",
+    "retries_by_hand",
 })
 # Fields never shown in an API answer.
 HIDDEN_FIELDS = frozenset({"secrets", "timeout_s", "inputs", "wait_nonce", "wait_used"})
@@ -185,9 +186,9 @@ class JobStore:
             self.keys.events(job_id), fields, maxlen=defaults.EVENTS_MAXLEN, approximate=True
         )
 
-    def events(self, job_id: str) -> list[dict[str, Any]]:
-        """The job's events, oldest first: `{"id", "at", "type", ...data}`."""
-        entries = self.connection.xrange(self.keys.events(job_id))
+    def events(self, job_id: str, *, after: str | None = None) -> list[dict[str, Any]]:
+        """The job's events, oldest first: `{"id", "at", "type", ...data}`; only those after event id `after`."""
+        entries = self.connection.xrange(self.keys.events(job_id), min=f"({after}" if after else "-")
         events = []
         for entry_id, raw in entries:
             fields = decode(raw)

@@ -57,6 +57,9 @@ class RQ:
         return [raw.decode() for raw in self.connection.zrangebyscore(self.scheduled_key, 0, time.time(),
                                                                       start=0, num=limit)]
 
+    def failed_job_ids(self) -> list[str]:
+        return self.queue.failed_job_registry.get_job_ids(cleanup=False)
+
     def started_job_ids(self) -> list[str]:
         return self.queue.started_job_registry.get_job_ids(cleanup=False)
 
@@ -113,6 +116,40 @@ class RQ:
         if at_front:
             pipe.lrem(self.queue.key, 0, job.id)
         self.queue._enqueue_job(job, pipeline=pipe, at_front=at_front)
+
+    def requeue_ended(self, pipe: Any, job_id: str, *, job: Job | None, timeout: int) -> None:
+        """RQ's side of an ended job queued again by hand: out of the failed and canceled registries, no longer
+        expiring, back on the queue; a new RQ job with the same id when its hash is gone (expired, deleted)."""
+        pipe.zrem(self.queue.failed_job_registry.key, job_id)
+        pipe.zrem(self.queue.canceled_job_registry.key, job_id)
+        pipe.zrem(self.queue.finished_job_registry.key, job_id)
+        pipe.lrem(self.queue.key, 0, job_id)
+        if job is None:
+            self.enqueue(pipe, job_id, timeout=timeout)
+        else:
+            self.queue._enqueue_job(job, pipeline=pipe)  # saves it with no expiry (its ttl is None)
+
+    def queued_here(self, pipe: Any, job_id: str) -> bool:
+        """Whether `job_id` waits in the queue (the caller WATCHes `queue_key`, so a worker taking it meanwhile
+        fails the caller's EXEC)."""
+        return pipe.lpos(self.queue.key, job_id) is not None
+
+    @property
+    def queue_key(self) -> str:
+        return self.queue.key
+
+    def claim(self, pipe: Any, job_id: str) -> None:
+        """RQ's side of a job claimed to run outside the pool: off the queue, `started`."""
+        pipe.lrem(self.queue.key, 0, job_id)
+        if self.connection.exists(Job.key_for(job_id)):  # never a stub hash for a job RQ lost
+            pipe.hset(Job.key_for(job_id), "status", JobStatus.STARTED.value)
+
+    def finish(self, pipe: Any, job: Job, *, ttl: int) -> None:
+        """RQ's side of a job that finished outside the pool (a claimed one): `finished`, in the finished registry,
+        expiring with its record."""
+        job.set_status(JobStatus.FINISHED, pipeline=pipe)
+        self.queue.finished_job_registry.add(job, ttl=ttl, pipeline=pipe)
+        pipe.expire(job.key, ttl)
 
     def schedule(self, pipe: Any, job_id: str, *, at: float, exists: bool = True) -> None:
         """RQ's side of a retry: the job waits in the scheduled registry until `at` (unix seconds); its status

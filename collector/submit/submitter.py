@@ -61,7 +61,7 @@ class Submitter:
             with self.connection.pipeline(transaction=True) as pipe:
                 pipe.multi()  # explicit, or RQ would call multi() after our first command
                 self.store.create(job_id, fields, pipe)
-                self.store.event(job_id, "queued", pipe, platform_id=spec.platform.id)
+                self.store.event(job_id, "queued", pipe, platform_id=spec.platform.id, settings=fields["settings"])
                 index.add(pipe, self.store.keys, self.config, job_id)
                 metrics.job_submitted(pipe, self.store.keys, job_id=job_id, platform_id=spec.platform.id)
                 self.rq.enqueue(pipe, job_id, timeout=timeout, description=description(spec))

@@ -7,10 +7,12 @@ is the one retry decision, for a transient error and for a dead worker alike.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
 
+from collector import defaults
 from collector.config import Config
 from collector.specs.policy import RetryPolicy
 from collector.store import metrics
@@ -18,6 +20,10 @@ from collector.store.datasets import KeptDataset
 from collector.store.records import DATASETS, JobStore
 from collector.store.rq import RQ, Job
 from collector.types import iso
+
+# What a retry by hand clears from the record: how the last attempt ended, and a cancel it answered.
+RETRY_CLEARS = ("error", "result", "ended_at", "retry_at", "cancel_requested_at", "canceled_by", "canceled_at",
+                "cancel_reason")
 
 
 def retry_delay(record: Mapping[str, Any], config: Config) -> float | None:
@@ -30,6 +36,12 @@ def retry_delay(record: Mapping[str, Any], config: Config) -> float | None:
     if tries >= max_attempts:
         return None
     return policy.delay(max(tries, 1))
+
+
+def result_summary(result: Any) -> Any:
+    """What a `finished` event says of the result: the result itself (already masked) when small, else its size."""
+    size = len(json.dumps(result, default=str))
+    return result if size <= defaults.EVENT_RESULT_MAX_BYTES else {"bytes": size, "shown": False}
 
 
 def timeout_message(timeout_s: Any) -> str:
@@ -52,6 +64,8 @@ class Ends:
         event: dict[str, Any] = {"attempt": attempt}
         if "error" in fields:
             event["error"] = {k: fields["error"][k] for k in ("type", "message")}
+        if status == "finished" and "result" in fields:
+            event["result"] = result_summary(fields["result"])
         if status == "scheduled":
             self._retry(pipe, job_id, delay_s=delay_s, fields=fields, event=event, platform_id=platform_id)
         else:
@@ -115,6 +129,38 @@ class Ends:
         self._ended(pipe, job_id, status="canceled", fields=fields, event=event, platform_id=platform_id)
         self._leave_wait(pipe, job_id, "wait_nonce")
         self.rq.cancel(pipe, job_id, job=job, ttl=self.store.ttl_for("canceled"))
+
+    def retried(self, pipe: Any, job_id: str, *, job: Job | None, by: str, previous: str, fields: dict[str, Any],
+                timeout_s: int, platform_id: str) -> None:
+        """An ended job (failed, stopped, canceled) queued again by hand: a new attempt of the same id that starts
+        from its last checkpoint. What said how it ended goes; the record keeps no expiry until it ends again."""
+        keys = self.store.keys
+        pipe.hdel(keys.job(job_id), *RETRY_CLEARS)
+        pipe.persist(keys.job(job_id))
+        pipe.persist(keys.events(job_id))
+        pipe.srem(keys.cancels(), job_id)
+        self._leave_wait(pipe, job_id, "wait_nonce")
+        self.store.update(job_id, {"status": "queued", "enqueued_at": iso(), **fields}, pipe)
+        self.store.event(job_id, "retried", pipe, by=by, previous=previous,
+                         retries_by_hand=fields.get("retries_by_hand"))
+        self.rq.requeue_ended(pipe, job_id, job=job, timeout=timeout_s)
+        metrics.count(pipe, keys, "retried", platform_id)
+
+    def claimed(self, pipe: Any, job_id: str, *, by: str) -> None:
+        """A queued job taken off the queue to run outside the pool (`collector run --from-job`), as that job."""
+        self.store.update(job_id, {"claimed_by": by, "claimed_at": iso()}, pipe)
+        self.store.event(job_id, "claimed", pipe, by=by)
+        self.rq.claim(pipe, job_id)
+
+    def claim_settled(self, pipe: Any, job_id: str, *, job: Job | None, status: str, message: str) -> None:
+        """RQ's side of a claimed job's end (its record's end is written as any attempt's): a worker writes it for
+        the jobs it runs, so the process that claimed one writes it here. A retry or a wait has its side already."""
+        if job is None:
+            return
+        if status == "finished":
+            self.rq.finish(pipe, job, ttl=self.store.ttl_for(status))
+        elif status in ("failed", "stopped"):
+            self.rq.fail(pipe, job, message=message, stopped=status == "stopped")
 
     # -- the pieces ----------------------------------------------------------------------------------------------
     def _ended(self, pipe: Any, job_id: str, *, status: str, fields: dict[str, Any], event: dict[str, Any],

@@ -119,7 +119,7 @@ def test_the_client_and_from_job_work_with_a_named_token(config: Config) -> None
         canceled = cli(served.url, "cancel", job_id, "--json", token=ops)  # a POST without a body
         assert canceled.returncode == 0, canceled.stderr
         assert json.loads(canceled.stdout)["canceled_by"] == "ops"
-        replayed = cli(served.url, "run", "--from-job", job_id, token=ci)
+        replayed = cli(served.url, "run", "--from-job", job_id, "--copy", token=ci)
         assert replayed.returncode == 0, replayed.stderr
         assert json.loads(replayed.stdout) == {"rows": 3}
         assert cli(served.url, "get", job_id, token="not-a-token-0123456789").returncode == 2

@@ -117,21 +117,109 @@ def test_a_failed_production_job_is_replayed_with_its_secrets_given_again(
                           ["status"] == "failed" and r, what="the production job to fail")
         assert failed["error"]["message"] == "login refused for ada with password ***"
         env = {"COLLECTOR_PLATFORMS_PACKAGE": KIT_PLATFORMS, "COLLECTOR_URL": served.url}
-        done = collector("run", "--from-job", job["job_id"], **env)
+        done = collector("run", "--from-job", job["job_id"], "--copy", **env)
         assert done.returncode == 2
         assert "password" in done.stderr and "--set password=..." in done.stderr
         # The same failure, reproduced here (where --pdb could step into it) ...
-        done = collector("run", "--from-job", job["job_id"], "--set", "password=stale-password", **env)
+        done = collector("run", "--from-job", job["job_id"], "--copy", "--set", "password=stale-password", **env)
         assert done.returncode == 1 and "FatalError: login refused for ada with password ***" in done.stderr
         # ... and the job, fixed, with the settings it had (rows=4).
-        done = collector("run", "--from-job", job["job_id"], "--url", served.url, "--set", "password=open-sesame",
-                         "--out", str(tmp_path), COLLECTOR_PLATFORMS_PACKAGE=KIT_PLATFORMS)
+        done = collector("run", "--from-job", job["job_id"], "--copy", "--url", served.url,
+                         "--set", "password=open-sesame", "--out", str(tmp_path),
+                         COLLECTOR_PLATFORMS_PACKAGE=KIT_PLATFORMS)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout) == {"rows": 4}
         assert len((tmp_path / "original.jsonl").read_text().splitlines()) == 4
-        done = collector("run", "--from-job", "no-such-job", **env)
+        done = collector("run", "--from-job", "no-such-job", "--copy", **env)
         assert done.returncode == 2 and "answered 404" in done.stderr
     finally:
         served.close()
-    done = collector("run", "--from-job", "x", "--url", served.url)
+    done = collector("run", "--from-job", "x", "--copy", "--url", served.url)
     assert done.returncode == 2 and "cannot reach the service" in done.stderr
+
+
+def test_from_job_claims_a_queued_job_and_runs_it_here_as_that_job(
+    config: Config, redis_url: str, redis_client: redis.Redis, data_dir: Path
+) -> None:
+    kit_config = dataclasses.replace(config, platforms_package=KIT_PLATFORMS)
+    served = ServedApp(create_app(kit_config))
+    try:  # no pool: the job waits in the queue until this process claims it
+        status, job = served.request("POST", "/execution/run", {
+            "platform_id": "vault", "settings": {"username": "ada", "password": "open-sesame", "rows": 4}})
+        assert status == 202
+        job_id = job["job_id"]
+        env = {"COLLECTOR_PLATFORMS_PACKAGE": KIT_PLATFORMS, "COLLECTOR_REDIS_URL": redis_url,
+               "COLLECTOR_DATA_DIR": str(data_dir)}
+        done = collector("run", "--from-job", job_id, **env)  # no key: its sealed secrets cannot be opened
+        assert done.returncode == 2 and "COLLECTOR_SECRET_KEY" in done.stderr and "nothing was claimed" in done.stderr
+        assert redis_client.lrange("rq:queue:collector", 0, -1) == [job_id.encode()]
+
+        done = collector("run", "--from-job", job_id, COLLECTOR_SECRET_KEY=config.secret_key, **env)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {"rows": 4} and "open-sesame" not in done.stderr
+        record = served.request("GET", f"/execution/get?job_id={job_id}")[1]
+        assert record["status"] == "finished" and record["attempt"] == 1 and record["result"] == {"rows": 4}
+        assert record["claimed_by"].startswith("local:") and record["worker"] == record["claimed_by"]
+        assert record["datasets"]["original"]["rows"] == 4
+        kinds = [e["type"] for e in served.request("GET", f"/execution/events?job_id={job_id}")[1]]
+        assert [k for k in kinds if k != "log"] == ["queued", "claimed", "started", "finished"]
+        assert redis_client.llen("rq:queue:collector") == 0, "taken off the queue: no worker runs it again"
+        assert redis_client.hget(f"rq:job:{job_id}", "status") == b"finished"
+        assert not redis_client.keys("collector:job:local-*"), "no copy was made"
+
+        done = collector("run", "--from-job", job_id, COLLECTOR_SECRET_KEY=config.secret_key, **env)
+        assert done.returncode == 2 and "cannot be claimed: it ended 'finished'" in done.stderr
+        done = collector("run", "--from-job", job_id, COLLECTOR_URL=served.url)  # no Redis: it cannot be claimed
+        assert done.returncode == 2 and "COLLECTOR_REDIS_URL" in done.stderr and "--copy" in done.stderr
+    finally:
+        served.close()
+
+
+def test_a_claimed_job_stops_when_it_is_cancelled(config: Config, redis_url: str, data_dir: Path) -> None:
+    served = ServedApp(create_app(config))
+    try:
+        status, job = served.request("POST", "/execution/run", {
+            "platform_id": "demo", "settings": {"rows": 100_000, "delay_s": 0.01}})
+        assert status == 202
+        job_id = job["job_id"]
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
+        environ.update(COLLECTOR_REDIS_URL=redis_url, COLLECTOR_DATA_DIR=str(data_dir))
+        claimed = subprocess.Popen([sys.executable, "-m", "collector", "run", "--from-job", job_id], cwd=ROOT,
+                                   env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: served.request("GET", f"/execution/get?job_id={job_id}")[1]["status"] == "started",
+                     timeout_s=60, what="the claimed job to start")
+            status, _ = served.request("POST", f"/execution/cancel?job_id={job_id}",
+                                       headers={"X-Requested-With": "XMLHttpRequest"})
+            assert status == 202
+            _, err = claimed.communicate(timeout=60)
+        finally:
+            if claimed.poll() is None:
+                claimed.kill()
+                claimed.wait()
+        assert claimed.returncode == 1, err
+        record = served.request("GET", f"/execution/get?job_id={job_id}")[1]
+        assert record["status"] == "stopped" and record["error"]["type"] == "JobCancelledError"
+        assert record["progress"]["done"] < 100_000
+
+        # SIGTERM (a terminal closed, a container stopped) ends the claimed job failed, never left `started`.
+        status, job = served.request("POST", "/execution/run", {
+            "platform_id": "demo", "settings": {"rows": 100_000, "delay_s": 0.01}})
+        job_id = job["job_id"]
+        claimed = subprocess.Popen([sys.executable, "-m", "collector", "run", "--from-job", job_id], cwd=ROOT,
+                                   env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: served.request("GET", f"/execution/get?job_id={job_id}")[1]["status"] == "started",
+                     timeout_s=60, what="the second claimed job to start")
+            claimed.terminate()
+            _, err = claimed.communicate(timeout=60)
+        finally:
+            if claimed.poll() is None:
+                claimed.kill()
+                claimed.wait()
+        assert claimed.returncode == 1, err
+        record = served.request("GET", f"/execution/get?job_id={job_id}")[1]
+        assert record["status"] == "failed" and record["error"]["type"] == "SystemExit"
+        assert "stopped by signal SIGTERM" in record["error"]["message"]
+    finally:
+        served.close()

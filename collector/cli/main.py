@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--tests-dir", help="the folder for test_NAME.py (default: tests/platforms beside it)")
     new.set_defaults(handler=cmd_new_platform)
     add_client_commands(sub)
+    from collector.cli.processes import add_process_commands
+
+    add_process_commands(sub)
     return parser
 
 

@@ -163,7 +163,7 @@ def operations(run_request: dict[str, Any], *, min_interval_s: int) -> dict[str,
                           **problems("400", "404", "409", "413", "422", "503")},
         }},
         "/process/rerun": {"post": {
-            "summary": "Run a failed task again while its step is open",
+            "summary": "Run a task of the open step again (one that came to ok or fail), as a new attempt",
             "parameters": [process_id, TASK_PARAM],
             "description": "Who asks is the token's name, recorded as `by` in the history.",
             "requestBody": json_body({"type": "object", "additionalProperties": False, "properties": {

@@ -20,14 +20,17 @@ def inbox(processes: Processes, *, limit: int = defaults.INBOX_MAX_ITEMS) -> dic
     """Everything waiting for a person, oldest first. Each item names what to call (`action`, the endpoint's
     name in `endpoint`) and its `kind`: `input` (a job's `ctx.wait_for`), `sign-off` (a manual task), `decision`
     (a step blocked on failed tasks: re-run them or finalize the step)."""
-    items = _waiting_jobs(processes, limit) + _process_items(processes)
+    jobs, unread = _waiting_jobs(processes, limit * 2)
+    items = jobs + _process_items(processes)
     items.sort(key=lambda item: (item.get("since") or "", item.get("job_id") or item.get("process_id") or ""))
-    return {"items": items[:limit], "count": len(items), "truncated": len(items) > limit}
+    return {"items": items[:limit], "count": len(items) + unread, "truncated": len(items) > limit or unread > 0}
 
 
-def _waiting_jobs(processes: Processes, limit: int) -> list[dict[str, Any]]:
+def _waiting_jobs(processes: Processes, most: int) -> tuple[list[dict[str, Any]], int]:
+    """Jobs waiting for input (reading at most `most` waits, soonest deadline first), and how many were left."""
     connection, keys = processes.connection, processes.keys
-    ids = [raw.decode() for raw in connection.zrange(keys.wait_deadlines(), 0, limit * 2)]
+    ids = [raw.decode() for raw in connection.zrange(keys.wait_deadlines(), 0, most - 1)]
+    unread = max(0, connection.zcard(keys.wait_deadlines()) - len(ids))
     with connection.pipeline(transaction=False) as pipe:
         for job_id in ids:
             pipe.hmget(keys.job(job_id), list(WAIT_FIELDS))
@@ -44,7 +47,7 @@ def _waiting_jobs(processes: Processes, limit: int) -> list[dict[str, Any]]:
             "prompt": wait.get("prompt", ""), "expects": wait.get("expects"), "until": wait.get("until"),
             "action": f"POST /execution/resume?job_id={job_id}", "endpoint": "execution.resume",
         })
-    return items
+    return items, unread
 
 
 def _process_items(processes: Processes) -> list[dict[str, Any]]:

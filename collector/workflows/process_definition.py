@@ -113,6 +113,16 @@ def _check_task(task: Any, where: str, names: set[str], errors: dict[str, list[s
             if message:
                 _err(errors, ".".join((where, "settings", *path)), message)
         settings = {k: v for k, v in settings.items() if k not in referring}
+        platform = submitter.registry.get(task.get("platform_id")) if isinstance(task.get("platform_id"), str) else None
+        known = {s.name: s for s in platform.settings.settings} if platform else {}
+        for key in sorted(referring):
+            setting = known.get(key)
+            if platform and setting is None:
+                _err(errors, f"{where}.settings.{key}", "Unknown field.")
+            elif setting is not None and (setting.secret or setting.type == "storage"):
+                # Its value would be kept in the process's definition in plain text, beside the reference.
+                _err(errors, f"{where}.settings.{key}", "a secret or storage setting cannot take another task's "
+                                                        "result; give its value, or a connection name")
     try:
         validate_spec({"platform_id": task.get("platform_id"), "settings": settings}, submitter.registry)
     except ValidationError as exc:

@@ -218,6 +218,9 @@ def test_references_are_checked_when_the_process_is_defined(processes: Processes
     with pytest.raises(ValidationError) as caught:
         processes.run(referring({"rows": {"$result": "pull.rows", "extra": 1}}))
     assert "steps.1.tasks.1.settings.rows" in caught.value.details
+    with pytest.raises(ValidationError) as caught:
+        processes.run(referring({"colour": {"$result": "pull.rows"}}))
+    assert caught.value.details == {"steps.1.tasks.1.settings.colour": ["Unknown field."]}
     assert fake_redis.dbsize() == 0
 
 
@@ -259,3 +262,14 @@ def test_the_process_routes(client) -> None:
     assert client.get("/process/list?status=bogus").status_code == 400
     assert client.get("/process/list?limit=0").status_code == 400
     assert client.get("/process/list?cursor=%%%").status_code == 400
+
+
+def test_a_secret_setting_cannot_come_from_a_reference(processes: Processes, fake_redis) -> None:
+    body = two_steps()
+    body["steps"][1]["tasks"].append({"name": "call", "platform_id": "http_json", "settings": {
+        "url": "https://api.example/items", "token": {"$result": "pull.token"}}})
+    with pytest.raises(ValidationError) as caught:
+        processes.run(body)
+    assert list(caught.value.details) == ["steps.1.tasks.1.settings.token"]
+    assert "secret" in caught.value.details["steps.1.tasks.1.settings.token"][0]
+    assert fake_redis.dbsize() == 0

@@ -188,10 +188,10 @@ def operations(run_request: dict[str, Any], *, min_interval_s: int) -> dict[str,
         "/process/list": {"get": {
             "summary": "Processes, newest first, a page at a time",
             "parameters": [
-                query("status", {"type": "string", "enum": list(PROCESS_STATUSES)}, "only processes in this status"),
+                query("status", {"type": "string", "enum": ["", *PROCESS_STATUSES]}, "only processes in this status"),
                 query("name", {"type": "string", "maxLength": 200}, "only processes of this definition name"),
-                query("limit", {"type": "integer", "minimum": 1, "maximum": defaults.LIST_MAX_LIMIT,
-                                "default": defaults.LIST_LIMIT}, "processes per page"),
+                query("limit", {"type": "integer", "minimum": 1, "maximum": defaults.LIST_MAX_LIMIT},
+                      f"processes per page (default {defaults.LIST_LIMIT})"),
                 query("cursor", {"type": "string"}, "next_cursor of the previous page")],
             "responses": {"200": response("a page of processes", {
                 "type": "object", "required": ["processes", "next_cursor"],

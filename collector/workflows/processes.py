@@ -236,7 +236,20 @@ class Processes:
         for job_id, settings, task in to_submit:
             spec = {"platform_id": task["platform_id"], "settings": settings}
             self.submitter.submit(spec, job_id=job_id, extra={"process_id": process_id})
+        if to_submit:
+            self._cancel_strays(process_id, [job_id for job_id, _, _ in to_submit])
         return self._view(doc)
+
+    def _cancel_strays(self, process_id: str, job_ids: list[str]) -> None:
+        """A step finalized FAIL between our write and our submits leaves jobs no task waits for: stop them."""
+        doc = self.read(process_id)
+        wanted = {t["job_id"] for s in doc["steps"] for t in s["tasks"] if t["status"] == "running"} if doc else set()
+        for job_id in set(job_ids) - wanted:
+            try:
+                cancel(self.connection, self.submitter.config, job_id, by=SYSTEM,
+                       reason=f"its task in process {process_id} was closed before it started")
+            except (ConflictError, NotFoundError):
+                pass
 
     def _start(self, doc: dict[str, Any], step: dict[str, Any], task: dict[str, Any],
                to_submit: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:

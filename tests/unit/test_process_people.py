@@ -273,3 +273,23 @@ def test_a_secret_setting_cannot_come_from_a_reference(processes: Processes, fak
     assert list(caught.value.details) == ["steps.1.tasks.1.settings.token"]
     assert "secret" in caught.value.details["steps.1.tasks.1.settings.token"][0]
     assert fake_redis.dbsize() == 0
+
+
+def test_a_job_submitted_after_its_step_was_finalized_fail_is_cancelled(processes: Processes, fake_redis,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    submit = processes.submitter.submit
+    finalized: list[str] = []
+
+    def finalize_first(spec: dict, **kwargs: object) -> dict:
+        if not finalized:  # someone finalizes between the process's write and the job's submit
+            finalized.append(processes.finalize(process_id[0], "collect", {"result": "FAIL"}, by="ops")["status"])
+        return submit(spec, **kwargs)
+
+    process_id: list[str] = []
+    monkeypatch.setattr(processes.submitter, "submit", finalize_first)
+    monkeypatch.setattr(processes, "advance", lambda pid, _real=processes.advance: (
+        process_id.append(pid), _real(pid))[1])
+    view = processes.run(two_steps())
+    assert finalized == ["failed"] and processes.read(view["process_id"])["status"] == "failed"
+    job_id = f"{view['process_id']}-s0t0-1"
+    assert fake_redis.hget(f"collector:job:{job_id}", "status") == b"canceled"

@@ -35,6 +35,7 @@ VERDICTS = {"OK", "FAIL"}
 JOB_ENDED = {"finished": "ok", "failed": "fail", "stopped": "fail", "canceled": "fail"}
 STATUSES = ("running", "passed", "failed", "void")
 SYSTEM = "collector"  # who made a change no person asked for (a job started or ended)
+INDEX_SWEEP = 50  # oldest index entries each new process checks for expired processes
 OPEN = ("pending", "running", "waiting")  # task statuses that have not come to an outcome yet
 # What one attempt of a task keeps once a rerun starts the next.
 ATTEMPT_FIELDS = ("attempt", "status", "job_id", "result", "error", "started_at", "ended_at", "acked_by", "acked_at",
@@ -90,9 +91,20 @@ class Processes:
             pipe.sadd(self.keys.processes_active(), process_id)
             pipe.zadd(self.keys.processes_index(), {process_id: time.time()})
             pipe.execute()
+        self._forget_expired()
         view = self.advance(process_id)
         view["replaced"] = replaced
         return view
+
+    def _forget_expired(self) -> None:
+        """Drop the oldest index entries whose process has expired, so the index grows no larger than what is kept
+        (listing drops the ones it meets, too)."""
+        index = self.keys.processes_index()
+        oldest = [raw.decode() for raw in self.connection.zrange(index, 0, INDEX_SWEEP - 1)]
+        docs = self.connection.mget([self.keys.process(i) for i in oldest]) if oldest else []
+        gone = [process_id for process_id, raw in zip(oldest, docs, strict=True) if raw is None]
+        if gone:
+            self.connection.zrem(index, *gone)
 
     def get(self, process_id: str) -> dict[str, Any]:
         return self.advance(process_id)

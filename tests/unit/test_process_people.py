@@ -162,6 +162,9 @@ def test_processes_are_listed_newest_first_by_page_and_filter(processes: Process
     assert seen == ids[::-1]
     failed = list_processes(processes, limit=10, status="failed")["processes"]
     assert [p["process_id"] for p in failed] == [ids[0]] and failed[0]["tasks"]["legal"] == "canceled"
+    processes.connection.delete(f"collector:process:{ids[0]}")  # expired
+    processes.run(manual_only("p9"))
+    assert processes.connection.zscore("collector:processes", ids[0]) is None, "a new process sweeps the index"
     named = list_processes(processes, limit=10, name="p1")["processes"]
     assert {p["process_id"] for p in named} == {ids[1], ids[3]}
     assert named[0]["step"] == {"name": "check", "status": "running"}

@@ -21,6 +21,7 @@ STEP_FIELDS = {"name", "tasks"}
 TASK_FIELDS = {"name", "platform_id", "settings", "manual", "prompt"}
 NOTE_MAX_CHARS = 500  # longest note an ack, rerun or finalize keeps in the process's history
 REFERENCE = "$result"
+VERDICTS = {"OK", "FAIL"}
 
 
 def _err(errors: dict[str, list[str]], path: str, message: str) -> None:
@@ -198,6 +199,22 @@ def _put(settings: Any, path: tuple[str, ...], value: Any) -> None:
         parent[int(path[-1])] = value
     elif path:
         parent[path[-1]] = value
+
+
+def parse_verdict(body: Any, *, extra: frozenset[str] = frozenset()) -> tuple[str, str | None, str | None]:
+    """The `result`, `reason` and note of an ack or finalize body; `ValidationError` when malformed."""
+    if not isinstance(body, dict) or not isinstance(body.get("result"), str) or body["result"] not in VERDICTS:
+        raise ValidationError(
+            'send {"result": "OK" or "FAIL", "reason": why, "note": anything else to keep}',
+            details={"result": ['must be "OK" or "FAIL"']},
+        )
+    unknown = sorted(set(body) - {"result", "reason", "note"} - extra)
+    if unknown:
+        raise ValidationError("unknown fields in the request", details={k: ["Unknown field."] for k in unknown})
+    reason = body.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise ValidationError("the reason is text", details={"reason": ["Not a valid string."]})
+    return body["result"], reason, note_of(body)
 
 
 def note_of(body: dict[str, Any]) -> str | None:

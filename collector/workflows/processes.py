@@ -25,13 +25,12 @@ from collector.types import iso
 from collector.workflows.cancel import cancel
 from collector.workflows.process_definition import (
     definition_version,
-    note_of,
+    parse_verdict,
     references,
     resolve,
     validate_definition,
 )
 
-VERDICTS = {"OK", "FAIL"}
 JOB_ENDED = {"finished": "ok", "failed": "fail", "stopped": "fail", "canceled": "fail"}
 STATUSES = ("running", "passed", "failed", "void")
 SYSTEM = "collector"  # who made a change no person asked for (a job started or ended)
@@ -40,22 +39,6 @@ OPEN = ("pending", "running", "waiting")  # task statuses that have not come to 
 # What one attempt of a task keeps once a rerun starts the next.
 ATTEMPT_FIELDS = ("attempt", "status", "job_id", "result", "error", "started_at", "ended_at", "acked_by", "acked_at",
                   "reason", "note")
-
-
-def parse_verdict(body: Any, *, extra: frozenset[str] = frozenset()) -> tuple[str, str | None, str | None]:
-    """The `result`, `reason` and note of an ack or finalize body; `ValidationError` when malformed."""
-    if not isinstance(body, dict) or not isinstance(body.get("result"), str) or body["result"] not in VERDICTS:
-        raise ValidationError(
-            'send {"result": "OK" or "FAIL", "reason": why, "note": anything else to keep}',
-            details={"result": ['must be "OK" or "FAIL"']},
-        )
-    unknown = sorted(set(body) - {"result", "reason", "note"} - extra)
-    if unknown:
-        raise ValidationError("unknown fields in the request", details={k: ["Unknown field."] for k in unknown})
-    reason = body.get("reason")
-    if reason is not None and not isinstance(reason, str):
-        raise ValidationError("the reason is text", details={"reason": ["Not a valid string."]})
-    return body["result"], reason, note_of(body)
 
 
 class Processes:

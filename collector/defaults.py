@@ -37,6 +37,7 @@ EVENT_RESULT_MAX_BYTES = 2 * 1024        # a `finished` event carries the result
 LOG_FORMAT = "text"                      # `text` for people, `json` for one JSON object per line
 LIST_LIMIT = 20                          # jobs `GET /execution/list` answers when not told
 LIST_MAX_LIMIT = 200                     # most jobs one `GET /execution/list` page may hold
+INBOX_MAX_ITEMS = 500                    # most items `GET /inbox` answers (oldest first; `truncated` says more wait)
 LIST_SCAN = 1000                         # most index entries one filtered list request reads before answering
 LOG_EVENTS_PER_JOB = 1000                # `ctx.log` lines kept on a job's events stream; later ones are counted
 WAIT_TIMEOUT_S = 24 * 3600              # how long `ctx.wait_for` waits for outside input when not told

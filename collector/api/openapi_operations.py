@@ -11,6 +11,7 @@ from typing import Any
 from collector import defaults
 from collector.store.index import PLATFORM_ID, STATUSES
 from collector.store.records import JOB_ID
+from collector.workflows.processes import STATUSES as PROCESS_STATUSES
 from collector.workflows.schedules import MAX_INTERVAL_S
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -57,6 +58,8 @@ def some_object(*required: str) -> dict[str, Any]:
 REASON = {"type": "string", "maxLength": 500}
 NOTE = {"type": "string", "maxLength": 500, "description": "the caller's words, kept in the history"}
 TASK_PARAM = {"name": "task", "in": "query", "required": True, "description": "the task's name in the definition",
+              "schema": {"type": "string", "minLength": 1, "maxLength": 200}}
+STEP_PARAM = {"name": "step", "in": "query", "required": True, "description": "the step's name in the definition",
               "schema": {"type": "string", "minLength": 1, "maxLength": 200}}
 JOB_LINK = "the id POST /execution/run answered"
 
@@ -171,7 +174,7 @@ def operations(run_request: dict[str, Any], *, min_interval_s: int) -> dict[str,
                           **problems("400", "404", "409", "413", "422", "503")},
         }},
         "/process/rerun": {"post": {
-            "summary": "Run a failed task again while its step is open",
+            "summary": "Run a task of the open step again (one that came to ok or fail), as a new attempt",
             "parameters": [process_id, TASK_PARAM],
             "description": "Who asks is the token's name, recorded as `by` in the history.",
             "requestBody": json_body({"type": "object", "additionalProperties": False, "properties": {
@@ -179,6 +182,42 @@ def operations(run_request: dict[str, Any], *, min_interval_s: int) -> dict[str,
                 required=False),
             "responses": {"200": response("the process, the task queued again", some_object("process_id", "status")),
                           **problems("400", "404", "409", "413", "422", "503")},
+        }},
+        "/process/finalize": {"post": {
+            "summary": "Close the open step by hand: OK skips its failed tasks and moves on, FAIL fails the process",
+            "parameters": [process_id, STEP_PARAM],
+            "description": "OK needs every task of the step to have an outcome; FAIL cancels the tasks still running "
+                           "or waiting. Who finalizes is the token's name, recorded as `finalized_by`.",
+            "requestBody": json_body({"type": "object", "required": ["result"], "additionalProperties": False,
+                                      "properties": {
+                "result": {"type": "string", "enum": ["OK", "FAIL"]},
+                "reason": {"type": "string"}, "note": NOTE}}),
+            "responses": {"200": response("the process after the step was finalized",
+                                          some_object("process_id", "status")),
+                          **problems("400", "404", "409", "413", "422", "503")},
+        }},
+        "/process/list": {"get": {
+            "summary": "Processes, newest first, a page at a time",
+            "parameters": [
+                query("status", {"type": "string", "enum": ["", *PROCESS_STATUSES]}, "only processes in this status"),
+                query("name", {"type": "string", "maxLength": 200}, "only processes of this definition name"),
+                query("limit", {"type": "integer", "minimum": 1, "maximum": defaults.LIST_MAX_LIMIT},
+                      f"processes per page (default {defaults.LIST_LIMIT})"),
+                query("cursor", {"type": "string"}, "next_cursor of the previous page")],
+            "responses": {"200": response("a page of processes", {
+                "type": "object", "required": ["processes", "next_cursor"],
+                "properties": {"processes": {"type": "array", "items": some_object("process_id", "name", "status")},
+                               "next_cursor": {"type": ["string", "null"]}}}),
+                **problems("400", "503")},
+        }},
+        "/inbox": {"get": {
+            "summary": "Everything waiting for a person, oldest first: jobs waiting for input, manual tasks waiting "
+                       "for sign-off, steps blocked on failed tasks",
+            "responses": {"200": response("the items, each with its kind, what to call and the scope it needs", {
+                "type": "object", "required": ["items", "count", "truncated"],
+                "properties": {"items": {"type": "array", "items": some_object("kind", "since", "action", "scope")},
+                               "count": {"type": "integer"}, "truncated": {"type": "boolean"}}}),
+                **problems("503")},
         }},
         "/schedules": {
             "post": {

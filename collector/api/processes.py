@@ -1,4 +1,4 @@
-"""`/process/…`: step processes with platform tasks and manual sign-off."""
+"""`/process/…`: step processes with platform tasks and manual sign-off; `/inbox`: what waits for a person."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from typing import Any
 from flask import Blueprint
 
 from collector.api.auth import caller
-from collector.api.requests import process_id_param, read_json, rerun_note, task_param
+from collector.api.requests import (
+    process_id_param,
+    process_list_query,
+    read_json,
+    rerun_note,
+    step_param,
+    task_param,
+)
 from collector.api.services import services
 
 blueprint = Blueprint("processes", __name__)
@@ -23,6 +30,11 @@ def get() -> dict[str, Any]:
     return services().processes.get(process_id_param())
 
 
+@blueprint.get("/process/list")
+def list_processes() -> dict[str, Any]:
+    return services().list_processes(**process_list_query())
+
+
 @blueprint.post("/process/ack")
 def ack() -> dict[str, Any]:
     return services().processes.ack(process_id_param(), task_param(), read_json(), by=caller())
@@ -31,3 +43,13 @@ def ack() -> dict[str, Any]:
 @blueprint.post("/process/rerun")
 def rerun() -> dict[str, Any]:
     return services().processes.rerun(process_id_param(), task_param(), by=caller(), note=rerun_note())
+
+
+@blueprint.post("/process/finalize")
+def finalize() -> dict[str, Any]:
+    return services().processes.finalize(process_id_param(), step_param(), read_json(), by=caller())
+
+
+@blueprint.get("/inbox")
+def inbox() -> dict[str, Any]:
+    return services().inbox()

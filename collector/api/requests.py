@@ -13,7 +13,8 @@ from collector.api.services import services
 from collector.errors import BadRequestError
 from collector.store.index import PLATFORM_ID, STATUSES, Cursor
 from collector.store.records import JOB_ID
-from collector.workflows.processes import note_of
+from collector.workflows.process_definition import note_of
+from collector.workflows.processes import STATUSES as PROCESS_STATUSES
 
 TRUE_WORDS = {"", "1", "true", "yes"}
 
@@ -164,6 +165,32 @@ def task_param() -> str:
     if not task or len(task) > 200:
         raise BadRequestError("task is missing; call with &task=<the task's name in the process definition>")
     return task
+
+
+def step_param() -> str:
+    step = request.args.get("step")
+    if not step or len(step) > 200:
+        raise BadRequestError("step is missing; call with &step=<the step's name in the process definition>")
+    return step
+
+
+def process_list_query() -> dict[str, Any]:
+    """`GET /process/list`'s parameters: `limit`, `cursor`, `status` and `name`, each checked."""
+    args = request.args
+    status = args.get("status") or None
+    if status is not None and status not in PROCESS_STATUSES:
+        raise BadRequestError(f"status {status[:40]!r} is not a process status; use one of {list(PROCESS_STATUSES)}",
+                              details={"status": [f"one of {list(PROCESS_STATUSES)}"]})
+    name = args.get("name") or None
+    if name is not None and len(name) > 200:
+        raise BadRequestError("name is at most 200 characters, like a process's name",
+                              details={"name": ["at most 200 characters"]})
+    return {
+        "limit": parse_limit(args.get("limit")),
+        "cursor": Cursor.decode(args["cursor"]) if args.get("cursor") else None,
+        "status": status,
+        "name": name,
+    }
 
 
 def rerun_note() -> str | None:

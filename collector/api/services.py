@@ -11,6 +11,7 @@ import redis
 from flask import current_app
 
 from collector import defaults
+from collector.api.auth import ROUTE_SCOPES
 from collector.config import Config
 from collector.errors import CollectorError, ConflictError, NotFoundError
 from collector.masking import forget, mask_error, remember
@@ -23,6 +24,7 @@ from collector.store.records import ENDED, JobStore
 from collector.submit.checks import request_check
 from collector.submit.submitter import Submitter
 from collector.workflows.cancel import cancel
+from collector.workflows.inbox import inbox, list_processes
 from collector.workflows.processes import Processes
 from collector.workflows.retry import retry, retry_failed
 from collector.workflows.schedules import Schedules
@@ -134,6 +136,16 @@ class Services:
     def run_process(self, body: Any, *, by: str) -> dict[str, Any]:
         """Start the process `body` defines (a submit of `by`)."""
         return self.processes.run(body, admit=lambda: self.admit(by))
+
+    def list_processes(self, **query: Any) -> dict[str, Any]:
+        return list_processes(self.processes, **query)
+
+    def inbox(self) -> dict[str, Any]:
+        """What waits for a person, oldest first, each item with the scope its action needs."""
+        answer = inbox(self.processes)
+        for item in answer["items"]:
+            item["scope"] = ROUTE_SCOPES[item.pop("endpoint")]
+        return answer
 
     def create_schedule(self, body: Any, *, by: str) -> dict[str, Any]:
         """Store the schedule `body` describes (a submit of `by`)."""

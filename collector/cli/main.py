@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     new.set_defaults(handler=cmd_new_platform)
     add_client_commands(sub)
     add_job_commands(sub)
+    add_process_commands(sub)
     return parser
 
 
@@ -174,6 +175,13 @@ def add_client_commands(sub: Any) -> None:
 def add_job_commands(sub: Any) -> None:
     """`resume`, `retry`, `events`: act on one job of a running service."""
     from collector.cli.jobcommands import add_job_commands as add
+
+    add(sub)
+
+
+def add_process_commands(sub: Any) -> None:
+    """`processes`, `inbox`, `ack`, `rerun`, `finalize`: step processes and what waits for a person."""
+    from collector.cli.processes import add_process_commands as add
 
     add(sub)
 

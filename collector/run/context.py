@@ -173,13 +173,15 @@ class RunContext:
         until_written(lambda: self._store.event(self.job_id, name, origin="platform", **shown),
                       wait_s=self._redis_wait_s, what=f"job {self.job_id}: event {name}")
 
-    def wait_for(self, name: str, *, prompt: str = "", timeout_s: float | None = None, state: Any = _KEEP) -> Any:
+    def wait_for(self, name: str, *, prompt: str = "", timeout_s: float | None = None, state: Any = _KEEP,
+                 expects: Mapping[str, str] | None = None) -> Any:
         """The input a client sent for `name` (`POST /execution/resume`); until one came, the job waits.
 
         Waiting ends this attempt: the job is recorded `waiting` with `prompt` and a single-use resume token,
         and its worker is free. A resume queues the job again and `_run` starts over with `ctx.state` (the
         last checkpoint; give `state=` to checkpoint it here) and `ctx.inputs[name]`, so work done before the
-        wait is skipped by looking at `ctx.state`. No input within `timeout_s` fails the job."""
+        wait is skipped by looking at `ctx.state`. No input within `timeout_s` fails the job. `expects` says what
+        the input should hold (field name → what it is), shown with the prompt to whoever resumes the job."""
         if not isinstance(name, str) or not WAIT_NAME.match(name):
             raise ValueError(f"wait_for name {name!r} must be 1-64 letters, digits, '.', '-' or '_'")
         if name in self.inputs:
@@ -187,6 +189,10 @@ class RunContext:
         if not isinstance(prompt, str) or len(prompt) > 2000:
             raise ValueError("wait_for prompt must be a string of at most 2000 characters")
         timeout = _wait_timeout(timeout_s, defaults.WAIT_TIMEOUT_S)
+        if expects is not None and not (isinstance(expects, Mapping) and len(expects) <= 50 and all(
+                isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 500
+                for k, v in expects.items())):
+            raise ValueError("wait_for expects must map up to 50 input field names to what each holds, as text")
         if self._links is None or not self._links.can_take_input:
             raise ValueError(
                 "ctx.wait_for needs COLLECTOR_SECRET_KEY (resume tokens are derived and inputs sealed with it); "
@@ -195,6 +201,7 @@ class RunContext:
         if state is not _KEEP:
             self.checkpoint(state)
         raise JobSuspended({"kind": "input", "name": name, "prompt": mask_text(prompt, self.secrets),
+                            **({"expects": dict(expects)} if expects else {}),
                             "timeout_s": timeout})
 
     def spawn(self, platform_id: str, settings: Mapping[str, Any] | None = None, *,

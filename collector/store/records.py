@@ -102,6 +102,10 @@ class Keys:
         """Set of the processes run under one definition name (to void old versions)."""
         return f"{self.prefix}:processes:name:{name}"
 
+    def processes_index(self) -> str:
+        """Sorted set of every process id, scored by creation time (epoch seconds): what `/process/list` reads."""
+        return f"{self.prefix}:processes"
+
     def schedule(self, schedule_id: str) -> str:
         return f"{self.prefix}:schedule:{schedule_id}"
 

@@ -1,10 +1,15 @@
-"""Step processes: ordered steps of platform and manual tasks, each step signed off before the next starts."""
+"""Step processes: ordered steps of platform and manual tasks, each step signed off before the next starts.
+
+A task goes `pending` → `running` (a platform job) or `waiting` (a person's ack) → `ok` or `fail`; an operator
+re-runs it (a new attempt: `pending` again) or finalizes its step: OK skips the failed tasks (`skipped`), FAIL
+cancels what still runs (`canceled`) and fails the process. Every change is an entry in the process's history.
+"""
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -12,116 +17,32 @@ from typing import Any
 from redis.client import Pipeline
 
 from collector.errors import ConflictError, NotFoundError, ValidationError
-from collector.specs.job import validate_spec
+from collector.specs.job import JobSpec, validate_spec
 from collector.specs.secrets import merge_secrets, split_secrets
 from collector.store.records import run_watched
 from collector.submit.submitter import Submitter
 from collector.types import iso
+from collector.workflows.cancel import cancel
+from collector.workflows.process_definition import (
+    definition_version,
+    parse_verdict,
+    references,
+    resolve,
+    validate_definition,
+)
 
-PROCESS_FIELDS = {"name", "version", "steps"}
-STEP_FIELDS = {"name", "tasks"}
-TASK_FIELDS = {"name", "platform_id", "settings", "manual", "prompt"}
-VERDICTS = {"OK", "FAIL"}
-NOTE_MAX_CHARS = 500  # longest note an ack or rerun keeps in the process's history
 JOB_ENDED = {"finished": "ok", "failed": "fail", "stopped": "fail", "canceled": "fail"}
-
-
-def _err(errors: dict[str, list[str]], path: str, message: str) -> None:
-    errors.setdefault(path, []).append(message)
-
-
-def validate_definition(body: Any, submitter: Submitter) -> dict[str, Any]:
-    """Check a process definition; all errors at once under paths like `steps.0.tasks.1.settings.rows`."""
-    if not isinstance(body, dict):
-        raise ValidationError("a process must be a JSON object", details={"_schema": ["send an object"]})
-    errors: dict[str, list[str]] = {}
-    for key in sorted(set(body) - PROCESS_FIELDS):
-        _err(errors, key, "Unknown field.")
-    if not isinstance(body.get("name"), str) or not 0 < len(body["name"]) <= 200:
-        _err(errors, "name", "give the process a name of 1 to 200 characters")
-    if "version" in body and not isinstance(body["version"], str | int):
-        _err(errors, "version", "give the definition's version as a string")
-    steps = body.get("steps")
-    if not isinstance(steps, list) or not steps:
-        _err(errors, "steps", "give a non-empty list of steps, each {name, tasks: [...]}")
-        steps = []
-    step_names: set[str] = set()
-    task_names: set[str] = set()
-    for i, step in enumerate(steps):
-        where = f"steps.{i}"
-        if not _named_object(step, where, STEP_FIELDS, step_names, errors, shape="a step is an object {name, tasks}",
-                             naming="give each step a unique, non-empty name"):
-            continue
-        tasks = step.get("tasks")
-        if not isinstance(tasks, list) or not tasks:
-            _err(errors, f"{where}.tasks", "give a non-empty list of tasks")
-            continue
-        for j, task in enumerate(tasks):
-            _check_task(task, f"{where}.tasks.{j}", task_names, errors, submitter)
-    if errors:
-        raise ValidationError(
-            f"the process has {len(errors)} error(s); fix the fields named in details and send it again",
-            details=errors,
-        )
-    return body
-
-
-def _named_object(item: Any, where: str, allowed: set[str], names: set[str], errors: dict[str, list[str]], *,
-                  shape: str, naming: str) -> bool:
-    """Check a step or a task: an object with known fields and a name not used before. False when not an object."""
-    if not isinstance(item, dict):
-        _err(errors, where, shape)
-        return False
-    for key in sorted(set(item) - allowed):
-        _err(errors, f"{where}.{key}", "Unknown field.")
-    name = item.get("name")
-    if not isinstance(name, str) or not name or name in names:
-        _err(errors, f"{where}.name", naming)
-    names.add(str(name))
-    return True
-
-
-def _check_task(task: Any, where: str, names: set[str], errors: dict[str, list[str]], submitter: Submitter) -> None:
-    if not _named_object(task, where, TASK_FIELDS, names, errors,
-                         shape="a task is an object: {name, platform_id, settings} or {name, manual: true, prompt}",
-                         naming="give each task a name unique in the process (acks name it)"):
-        return
-    if task.get("manual") is True:
-        if not isinstance(task.get("prompt", ""), str):
-            _err(errors, f"{where}.prompt", "say what the person should check, as a string")
-        if "platform_id" in task or "settings" in task:
-            _err(errors, where, "a manual task has no platform_id or settings")
-        return
-    if "manual" in task:
-        _err(errors, f"{where}.manual", "only `manual: true` is meaningful; leave it out for platform tasks")
-    try:
-        validate_spec({k: task[k] for k in ("platform_id", "settings") if k in task}, submitter.registry)
-    except ValidationError as exc:
-        for path, messages in exc.details.items():
-            errors.setdefault(f"{where}.{path}", []).extend(messages)
-
-
-def note_of(body: dict[str, Any]) -> str | None:
-    """The caller's note in an ack or rerun body: `note`, or `by`, which older clients sent as who acted."""
-    notes = [body[k] for k in ("note", "by") if body.get(k) is not None]
-    if any(not isinstance(n, str) or len(n) > NOTE_MAX_CHARS for n in notes):
-        raise ValidationError(f"a note is text of at most {NOTE_MAX_CHARS} characters",
-                              details={"note": [f"a string of at most {NOTE_MAX_CHARS} characters"]})
-    if len(notes) == 2 and notes[0] != notes[1]:
-        raise ValidationError('"by" is an older name of "note"; give one of them',
-                              details={"by": ["give note or by, not both"]})
-    return notes[0] if notes else None
-
-
-def definition_version(body: dict[str, Any]) -> str:
-    if "version" in body:
-        return str(body["version"])
-    canonical = json.dumps(body["steps"], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+STATUSES = ("running", "passed", "failed", "void")
+SYSTEM = "collector"  # who made a change no person asked for (a job started or ended)
+INDEX_SWEEP = 50  # oldest index entries each new process checks for expired processes
+OPEN = ("pending", "running", "waiting")  # task statuses that have not come to an outcome yet
+# What one attempt of a task keeps once a rerun starts the next.
+ATTEMPT_FIELDS = ("attempt", "status", "job_id", "result", "error", "started_at", "ended_at", "acked_by", "acked_at",
+                  "reason", "note")
 
 
 class Processes:
-    """Creates processes, records acknowledgements and reruns, and advances them as their jobs end."""
+    """Creates processes, records acknowledgements, reruns and finalizations, and advances them as jobs end."""
 
     def __init__(self, submitter: Submitter) -> None:
         self.submitter = submitter
@@ -151,10 +72,22 @@ class Processes:
             pipe.set(self.keys.process(process_id), json.dumps(doc))
             pipe.sadd(self.keys.processes_named(body["name"]), process_id)
             pipe.sadd(self.keys.processes_active(), process_id)
+            pipe.zadd(self.keys.processes_index(), {process_id: time.time()})
             pipe.execute()
+        self._forget_expired()
         view = self.advance(process_id)
         view["replaced"] = replaced
         return view
+
+    def _forget_expired(self) -> None:
+        """Drop the oldest index entries whose process has expired, so the index grows no larger than what is kept
+        (listing drops the ones it meets, too)."""
+        index = self.keys.processes_index()
+        oldest = [raw.decode() for raw in self.connection.zrange(index, 0, INDEX_SWEEP - 1)]
+        docs = self.connection.mget([self.keys.process(i) for i in oldest]) if oldest else []
+        gone = [process_id for process_id, raw in zip(oldest, docs, strict=True) if raw is None]
+        if gone:
+            self.connection.zrem(index, *gone)
 
     def get(self, process_id: str) -> dict[str, Any]:
         return self.advance(process_id)
@@ -162,54 +95,113 @@ class Processes:
     def ack(self, process_id: str, task_name: str, body: Any, *, by: str) -> dict[str, Any]:
         """Record `body`'s verdict on a task. `by` is who signs off (the API token's name); the body's own `by`,
         which older clients sent, is only a note, like `note`."""
-        if not isinstance(body, dict) or not isinstance(body.get("result"), str) or body["result"] not in VERDICTS:
-            raise ValidationError(
-                'send {"result": "OK" or "FAIL", "reason": why, "note": anything else to keep}',
-                details={"result": ['must be "OK" or "FAIL"']},
-            )
-        unknown = sorted(set(body) - {"result", "reason", "note", "by"})
-        if unknown:
-            details = {k: ["Unknown field."] for k in unknown}
-            raise ValidationError("unknown fields in the acknowledgement", details=details)
-        reason, note = body.get("reason"), note_of(body)
-        if body["result"] == "FAIL" and not (isinstance(reason, str) and reason):
+        result, reason, note = parse_verdict(body, extra=frozenset({"by"}))
+        if result == "FAIL" and not reason:
             raise ValidationError("a FAIL needs a reason", details={"reason": ["required with FAIL"]})
-        if reason is not None and not isinstance(reason, str):
-            raise ValidationError("the reason is text", details={"reason": ["Not a valid string."]})
 
         def change(doc: dict[str, Any]) -> None:
             step, task = self._find_open_task(doc, task_name)
             if task["kind"] == "manual":
                 if task["status"] not in ("waiting", "fail"):
                     raise ConflictError(f"task {task_name!r} is {task['status']}; only a waiting task takes an ack")
-                task["status"] = "ok" if body["result"] == "OK" else "fail"
-            elif not (task["status"] == "fail" and body["result"] == "FAIL"):
+            elif not (task["status"] == "fail" and result == "FAIL"):
                 raise ConflictError(
                     f"platform task {task_name!r} is {task['status']}; its job decides OK. Ack FAIL on a failed "
                     "platform task to give it up, which fails its step and the process."
                 )
             else:
                 task["given_up"] = True
-            task.update(acked_by=by, reason=reason, acked_at=iso(), **({"note": note} if note else {}))
+            task.update(acked_by=by, reason=reason, acked_at=iso(), ended_at=iso(), **({"note": note} if note else {}))
             doc["history"].append({"at": iso(), "event": "ack", "step": step["name"], "task": task_name,
-                                   "result": body["result"], "by": by, "reason": reason,
+                                   "attempt": task["attempt"], "result": result, "by": by, "reason": reason,
                                    **({"note": note} if note else {})})
+            if task["status"] != (outcome := "ok" if result == "OK" else "fail"):
+                self._set(doc, step, task, outcome, by=by)
 
         self._update(process_id, change)
         return self.advance(process_id)
 
     def rerun(self, process_id: str, task_name: str, *, by: str, note: str | None = None) -> dict[str, Any]:
-        """Run a failed task again; `by` is who asked (the API token's name), `note` the caller's own words."""
+        """Run a task of the open step again as a new attempt; `by` is who asked (the API token's name), `note`
+        the caller's own words. The earlier attempt is kept in the task's `attempts`."""
         def change(doc: dict[str, Any]) -> None:
             step, task = self._find_open_task(doc, task_name)
-            if task["status"] != "fail":
-                raise ConflictError(f"task {task_name!r} is {task['status']}; only a failed task can be re-run")
-            task.update(status="pending", attempt=task["attempt"] + 1, result=None, error=None, given_up=False)
+            if task["status"] not in ("ok", "fail"):
+                raise ConflictError(f"task {task_name!r} is {task['status']}; a task is re-run once it came to an "
+                                    "outcome (ok or fail), while its step is not finalized")
+            task.setdefault("earlier", []).append({k: task.get(k) for k in ATTEMPT_FIELDS if task.get(k) is not None})
+            for field in ("acked_by", "acked_at", "reason", "note", "started_at", "ended_at"):
+                task.pop(field, None)
+            task.update(attempt=task["attempt"] + 1, result=None, error=None, given_up=False, job_id=None)
             doc["history"].append({"at": iso(), "event": "rerun", "step": step["name"], "task": task_name,
-                                   "by": by, **({"note": note} if note else {})})
+                                   "attempt": task["attempt"], "by": by, **({"note": note} if note else {})})
+            self._set(doc, step, task, "pending", by=by)
 
         self._update(process_id, change)
         return self.advance(process_id)
+
+    def finalize(self, process_id: str, step_name: str, body: Any, *, by: str) -> dict[str, Any]:
+        """Close the open step by hand. OK skips its failed tasks and moves on (every task must have come to an
+        outcome); FAIL cancels what still runs or waits and fails the process."""
+        result, reason, note = parse_verdict(body)
+        said = {k: v for k, v in (("reason", reason), ("note", note)) if v}
+        to_cancel: list[str] = []
+
+        def change(doc: dict[str, Any]) -> None:
+            to_cancel.clear()
+            if doc["status"] != "running":
+                raise ConflictError(f"process {doc['id']} is {doc['status']}; its steps are final")
+            index = next((i for i, s in enumerate(doc["steps"]) if s["name"] == step_name), None)
+            if index is None:
+                raise NotFoundError(f"process {doc['id']} has no step {step_name!r}; its steps are "
+                                    f"{[s['name'] for s in doc['steps']]}")
+            step = doc["steps"][index]
+            if step["finalized_at"] or index != doc["current_step"]:
+                open_step = doc["steps"][doc["current_step"]]["name"]
+                raise ConflictError(f"step {step_name!r} is {step['status']}, not open; the open step is "
+                                    f"{open_step!r}")
+            self._collect(doc, step)
+            if result == "OK":
+                busy = [t["name"] for t in step["tasks"] if t["status"] in OPEN]
+                if busy:
+                    raise ConflictError(f"tasks {busy} of step {step_name!r} have no outcome yet; wait for them (ack "
+                                        "a manual one), or finalize FAIL to stop them")
+                for task in step["tasks"]:
+                    if task["status"] == "fail":
+                        self._set(doc, step, task, "skipped", by=by)
+            else:
+                for task in step["tasks"]:
+                    if task["status"] in OPEN:
+                        if task["status"] == "running" and task.get("job_id"):
+                            to_cancel.append(task["job_id"])
+                        self._set(doc, step, task, "canceled", by=by)
+            step.update(finalized_by=by, **said)
+            doc["history"].append({"at": iso(), "event": "step_finalized", "step": step_name, "result": result,
+                                   "by": by, **said})
+            if result == "FAIL":
+                self._close_step(doc, step, "failed")
+                self._end(doc, "failed")
+
+        self._update(process_id, change)
+        for job_id in to_cancel:
+            try:
+                cancel(self.connection, self.submitter.config, job_id, by=by,
+                       reason=f"step {step_name!r} of process {process_id} finalized FAIL")
+            except (ConflictError, NotFoundError):
+                pass  # it ended meanwhile: nothing to stop
+        return self.advance(process_id)
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def read(self, process_id: str) -> dict[str, Any] | None:
+        """The stored document as it is (no advancing), or None when unknown or expired."""
+        raw = self.connection.get(self.keys.process(process_id))
+        return json.loads(raw) if raw is not None else None
+
+    def active(self) -> list[dict[str, Any]]:
+        """Every running process's document."""
+        ids = sorted(raw.decode() for raw in self.connection.smembers(self.keys.processes_active()))
+        docs = self.connection.mget([self.keys.process(i) for i in ids]) if ids else []
+        return [json.loads(raw) for raw in docs if raw is not None]
 
     # -- driving ---------------------------------------------------------------------------------------
     def advance_all(self) -> None:
@@ -228,69 +220,117 @@ class Processes:
                 if step["status"] == "pending":
                     step["status"] = "running"
                     doc["history"].append({"at": iso(), "event": "step_started", "step": step["name"]})
-                self._collect(step)
+                self._collect(doc, step)
                 for task in step["tasks"]:
                     if task["status"] == "pending":
-                        if task["kind"] == "manual":
-                            task["status"] = "waiting"
-                        else:
-                            task["job_id"] = f"{doc['id']}-{task['key']}-{task['attempt']}"
-                            task["status"] = "running"
-                            to_submit.append((task["job_id"], task, {"process_id": doc["id"]}))
+                        self._start(doc, step, task, to_submit)
                 if not self._finalize(doc, step):
                     break
 
         doc = self._update(process_id, change)
-        for job_id, task, extra in to_submit:
-            spec = {"platform_id": task["platform_id"], "settings": task["settings"]}
-            if task.get("secrets"):
-                sealer = self.submitter.sealer
-                assert sealer is not None
-                spec["settings"] = merge_secrets(task["settings"], sealer.unseal(task["secrets"]))
-            self.submitter.submit(spec, job_id=job_id, extra=extra)
+        for job_id, settings, task in to_submit:
+            spec = {"platform_id": task["platform_id"], "settings": settings}
+            self.submitter.submit(spec, job_id=job_id, extra={"process_id": process_id})
+        if to_submit:
+            self._cancel_strays(process_id, [job_id for job_id, _, _ in to_submit])
         return self._view(doc)
 
-    def _collect(self, step: dict[str, Any]) -> None:
+    def _cancel_strays(self, process_id: str, job_ids: list[str]) -> None:
+        """A step finalized FAIL between our write and our submits leaves jobs no task waits for: stop them."""
+        doc = self.read(process_id)
+        wanted = {t["job_id"] for s in doc["steps"] for t in s["tasks"] if t["status"] == "running"} if doc else set()
+        for job_id in set(job_ids) - wanted:
+            try:
+                cancel(self.connection, self.submitter.config, job_id, by=SYSTEM,
+                       reason=f"its task in process {process_id} was closed before it started")
+            except (ConflictError, NotFoundError):
+                pass
+
+    def _start(self, doc: dict[str, Any], step: dict[str, Any], task: dict[str, Any],
+               to_submit: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
+        """A pending task starts: a manual one waits for its ack, a platform one gets its settings (references
+        resolved) and a job; settings that do not hold up fail the task with the reason."""
+        task["started_at"] = iso()
+        if task["kind"] == "manual":
+            self._set(doc, step, task, "waiting", by=SYSTEM)
+            return
+        settings = task["settings"]
+        if task.get("secrets"):
+            sealer = self.submitter.sealer
+            assert sealer is not None
+            settings = merge_secrets(settings, sealer.unseal(task["secrets"]))
+        try:
+            if task.get("refers"):
+                results = {t["name"]: t["result"] for s in doc["steps"][:doc["current_step"]] for t in s["tasks"]
+                           if t["status"] == "ok"}
+                settings = resolve(settings, results)
+            validate_spec({"platform_id": task["platform_id"], "settings": settings}, self.submitter.registry)
+        except ValidationError as exc:
+            task.update(error={"type": "ValidationError", "message": exc.message, "details": exc.details},
+                        ended_at=iso())
+            self._set(doc, step, task, "fail", by=SYSTEM)
+            return
+        task["job_id"] = f"{doc['id']}-{task['key']}-{task['attempt']}"
+        self._set(doc, step, task, "running", by=SYSTEM, job_id=task["job_id"])
+        to_submit.append((task["job_id"], settings, task))
+
+    def _collect(self, doc: dict[str, Any], step: dict[str, Any]) -> None:
         running = [t for t in step["tasks"] if t["status"] == "running"]
         if not running:
             return
         with self.connection.pipeline(transaction=False) as pipe:
             for task in running:
-                pipe.hmget(self.submitter.store.keys.job(task["job_id"]), ["status", "result", "error"])
+                pipe.hmget(self.submitter.store.keys.job(task["job_id"]), ["status", "result", "error", "ended_at"])
             answers = pipe.execute()
-        for task, (status, result, error) in zip(running, answers, strict=True):
+        for task, (status, result, error, ended_at) in zip(running, answers, strict=True):
             if status is None:  # the submit never landed (Redis went away in between): submit again
                 task["status"] = "pending"
                 continue
-            verdict = JOB_ENDED.get(status.decode()) if status else None
+            verdict = JOB_ENDED.get(status.decode())
             if verdict:
-                task["status"] = verdict
                 task["result"] = json.loads(result) if result else None
                 task["error"] = json.loads(error) if error else None
+                task["ended_at"] = ended_at.decode() if ended_at else iso()
+                self._set(doc, step, task, verdict, by=SYSTEM, job_id=task["job_id"], job_status=status.decode())
 
     def _finalize(self, doc: dict[str, Any], step: dict[str, Any]) -> bool:
         """Freeze a step that passed (True: go on) or that was given up (process failed)."""
         statuses = [t["status"] for t in step["tasks"]]
-        now = iso()
-        if all(s == "ok" for s in statuses):
-            step.update(status="passed", finalized_at=now)
-            doc["history"].append({"at": now, "event": "step_passed", "step": step["name"]})
+        if all(s in ("ok", "skipped") for s in statuses):
+            self._close_step(doc, step, "passed")
             if doc["current_step"] + 1 == len(doc["steps"]):
                 self._end(doc, "passed")
                 return False
             doc["current_step"] += 1
             return True
         if any(t.get("given_up") for t in step["tasks"]):
-            step.update(status="failed", finalized_at=now)
-            doc["history"].append({"at": now, "event": "step_failed", "step": step["name"]})
+            self._close_step(doc, step, "failed")
             self._end(doc, "failed")
         elif "fail" in statuses and not any(s in ("pending", "running") for s in statuses):
-            step["status"] = "blocked"  # a failed task waits: re-run it, or ack FAIL to give it up
+            if step["status"] != "blocked":
+                step["status"] = "blocked"  # a person decides: re-run, or finalize the step OK or FAIL
+                doc["history"].append({"at": iso(), "event": "step_blocked", "step": step["name"],
+                                       "failed": [t["name"] for t in step["tasks"] if t["status"] == "fail"]})
+        elif step["status"] == "blocked":
+            step["status"] = "running"
         return False
+
+    def _close_step(self, doc: dict[str, Any], step: dict[str, Any], status: str) -> None:
+        step.update(status=status, finalized_at=iso())
+        doc["history"].append({"at": step["finalized_at"], "event": f"step_{status}", "step": step["name"]})
 
     def _end(self, doc: dict[str, Any], status: str) -> None:
         doc.update(status=status, ended_at=iso())
         doc["history"].append({"at": doc["ended_at"], "event": f"process_{status}"})
+
+    @staticmethod
+    def _set(doc: dict[str, Any], step: dict[str, Any], task: dict[str, Any], status: str, *, by: str,
+             **more: Any) -> None:
+        """Change a task's status and say so in the history: who, when, which attempt, from what to what."""
+        entry = {"at": iso(), "event": "task", "step": step["name"], "task": task["name"], "attempt": task["attempt"],
+                 "from": task["status"], "status": status, "by": by, **more}
+        task["status"] = status
+        doc["history"].append(entry)
 
     # -- storage ---------------------------------------------------------------------------------------
     def _new_task(self, task: dict[str, Any], *, key: str) -> dict[str, Any]:
@@ -298,20 +338,27 @@ class Processes:
                 "error": None}
         if task.get("manual"):
             return {**base, "kind": "manual", "prompt": task.get("prompt", "")}
-        spec = validate_spec({"platform_id": task["platform_id"], "settings": task.get("settings", {})},
-                             self.submitter.registry)
+        given = task.get("settings", {})
+        refers = sorted({path[0] for path, _ in references(given)})
+        if refers:  # checked in full when the task starts, with the values referred to
+            platform = self.submitter.registry.platforms[task["platform_id"]]
+            spec = JobSpec(platform, {k: v for k, v in given.items() if k not in refers}, None)
+        else:
+            spec = validate_spec({"platform_id": task["platform_id"], "settings": given}, self.submitter.registry)
         masked, secrets = split_secrets(spec)
+        masked.update({k: given[k] for k in refers})
         sealed = None
         if secrets:
             if self.submitter.sealer is None:
                 raise ValidationError("the process has secrets but the service has no COLLECTOR_SECRET_KEY")
             sealed = self.submitter.sealer.seal(secrets)
-        return {**base, "kind": "platform", "platform_id": spec.platform.id, "settings": masked, "secrets": sealed}
+        return {**base, "kind": "platform", "platform_id": spec.platform.id, "settings": masked, "secrets": sealed,
+                **({"refers": refers} if refers else {})}
 
     def _find_open_task(self, doc: dict[str, Any], name: str) -> tuple[dict[str, Any], dict[str, Any]]:
         if doc["status"] != "running":
             raise ConflictError(f"process {doc['id']} is {doc['status']}; it takes no more acks or reruns")
-        self._collect(doc["steps"][doc["current_step"]])  # judge the task by its job's latest state
+        self._collect(doc, doc["steps"][doc["current_step"]])  # judge the task by its job's latest state
         for index, step in enumerate(doc["steps"]):
             for task in step["tasks"]:
                 if task["name"] == name:
@@ -367,6 +414,6 @@ class Processes:
         for step in view["steps"]:
             for task in step["tasks"]:
                 task.pop("secrets", None)
+                current = {k: task.get(k) for k in ATTEMPT_FIELDS if task.get(k) is not None}
+                task["attempts"] = [*task.pop("earlier", []), current]
         return view
-
-

@@ -89,7 +89,8 @@ def suspend(connection: redis.Redis, store: JobStore, job_id: str, wait: dict[st
         else:
             shown: dict[str, Any] = {"kind": wait["kind"], "since": iso()}
             if wait["kind"] == "input":
-                shown.update(name=wait["name"], prompt=wait.get("prompt", ""))
+                shown.update(name=wait["name"], prompt=wait.get("prompt", ""),
+                             **({"expects": wait["expects"]} if wait.get("expects") else {}))
             else:
                 shown["children"] = pending
             if timeout:

@@ -74,8 +74,8 @@ def test_a_process_runs_step_by_step_with_sign_off(processes: Processes, fake_re
     view = processes.get(pid)
     assert view["status"] == "passed" and view["ended_at"]
     acks = [h for h in view["history"] if h["event"] == "ack"]
-    assert acks == [{"at": acks[0]["at"], "event": "ack", "step": "collect", "task": "review", "result": "OK",
-                     "by": "ann", "reason": "totals match"}]
+    assert acks == [{"at": acks[0]["at"], "event": "ack", "step": "collect", "task": "review", "attempt": 1,
+                     "result": "OK", "by": "ann", "reason": "totals match"}]
     assert fake_redis.sismember("collector:processes:active", pid) == 0
 
 
@@ -139,7 +139,9 @@ def test_process_api(client) -> None:
     assert odd.status_code == 422 and "result" in odd.get_json()["details"]
     ok = client.post(f"/process/ack?process_id={pid}&task=review", json={"result": "OK", "by": "ann"})
     assert ok.status_code == 200
-    conflict = client.post(f"/process/rerun?process_id={pid}&task=review", headers=XHR)
+    again = client.post(f"/process/rerun?process_id={pid}&task=review", headers=XHR)
+    assert again.status_code == 200 and again.get_json()["steps"][0]["tasks"][1]["attempt"] == 2
+    conflict = client.post(f"/process/rerun?process_id={pid}&task=push", headers=XHR)
     assert conflict.status_code == 409 and conflict.get_json()["error"] == "conflict"
     assert client.get("/process/get").status_code == 400
     assert client.get("/process/get?process_id=missing").status_code == 404

@@ -123,6 +123,15 @@ def run_request_schema(platform_id: str, settings: type[Schema]) -> type[Schema]
             "_id": fields.Raw(metadata={"type": ["string", "integer", "null"], "description": "your reference"}),
             "platform_id": fields.String(required=True, validate=validate.OneOf([platform_id])),
             "settings": fields.Nested(settings, load_default=dict),
+            "notify": fields.Raw(metadata={
+                "type": "array", "maxItems": defaults.NOTIFY_MAX_TARGETS,
+                "description": "webhooks to tell when the job finishes, fails or waits for a person: "
+                               '[{"connection": "<an http connection with a secret>", "on": ["finished", '
+                               '"failed", "waiting"]}]',
+                "items": {"type": "object", "required": ["connection"], "additionalProperties": False,
+                          "properties": {"connection": {"type": "string"},
+                                         "on": {"type": "array", "minItems": 1, "items": {
+                                             "type": "string", "enum": ["finished", "failed", "waiting"]}}}}}),
         },
         name=f"RunRequest_{platform_id}",
     )
@@ -289,7 +298,7 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
             "for browsers, on the pages under /rq and /docs only: any user name, the token as password")})
     for path, operations in paths.items():
         for method, operation in operations.items():
-            if (method, path) != ("get", "/system/alive"):
+            if (method, path) not in (("get", "/system/alive"), ("get", "/execution/callback")):
                 _declare_access(path, method, operation, scope=(scopes or {}).get((path, method), "read"),
                                 secured=secured)
     for path, operations in paths.items():

@@ -95,6 +95,23 @@ def operations(run_request: dict[str, Any], *, min_interval_s: int) -> dict[str,
                           "403": response("the token is wrong or already used; nothing changed", ERROR),
                           **problems("400", "404", "409", "413", "422", "503")},
         }},
+        "/execution/callback": {"get": {
+            "summary": ("Resume a job waiting for input by a link (an identity provider's redirect): the "
+                        "query is its input"),
+            "description": "Needs no API token: the link's `token` (waiting.callback of GET /execution/get, or the "
+                           "`callback` of a waiting notification) is the job's one-use resume token. Every other "
+                           "query field becomes the input (one value as text, a repeated one as a list). Answers "
+                           "JSON, or a short HTML page when the client asks for HTML.",
+            "security": [],
+            "parameters": [{"name": "token", "in": "query", "required": True,
+                            "description": "<job id>.<resume token>; single use",
+                            "schema": {"type": "string", "minLength": 3, "maxLength": 270}}],
+            "responses": {"202": {"description": "queued again", "content": {
+                              "application/json": {"schema": some_object("job_id", "status", "resumed")},
+                              "text/html": {"schema": {"type": "string"}}}},
+                          "403": response("the token is wrong or already used; nothing changed", ERROR),
+                          **problems("400", "404", "409", "422", "503")},
+        }},
         "/execution/events": {"get": {
             "summary": "The job's events: status changes, retries, the platform's log lines (capped)",
             "parameters": [job_id],

@@ -18,6 +18,7 @@ from collector.store.datasets import KeptDataset
 from collector.store.records import DATASETS, JobStore
 from collector.store.rq import RQ, Job
 from collector.types import iso
+from collector.workflows.notify import queue_for
 
 
 def retry_delay(record: Mapping[str, Any], config: Config) -> float | None:
@@ -130,6 +131,11 @@ class Ends:
                 record["datasets"] = summary
         store.update(job_id, record, pipe)
         store.event(job_id, status, pipe, **event)
+        if status in ("finished", "failed"):
+            told = {"result": fields["result"]} if "result" in fields else {}
+            if "error" in fields:
+                told["error"] = {k: fields["error"].get(k) for k in ("type", "message")}
+            queue_for(pipe, store, job_id, status, status=status, **told)
         store.expire(job_id, ttl, pipe, DATASETS if datasets is None else [n for n in DATASETS if n not in datasets])
         if duration_s is None:
             metrics.count(pipe, store.keys, status, platform_id)

@@ -150,6 +150,15 @@ def operations(run_request: dict[str, Any], *, min_interval_s: int) -> dict[str,
                                       "properties": {
                 "name": {"type": "string", "minLength": 1, "maxLength": 200},
                 "version": {"type": ["string", "integer"]},
+                "notify": {"type": "array", "maxItems": defaults.NOTIFY_MAX_TARGETS,
+                           "description": "webhooks told of step changes, manual tasks waiting for sign-off and the "
+                                          'end: [{"connection": "<an http connection with a secret>", "on": '
+                                          '["step", "waiting", "finished", "failed"]}]',
+                           "items": {"type": "object", "required": ["connection"], "additionalProperties": False,
+                                     "properties": {"connection": {"type": "string"},
+                                                    "on": {"type": "array", "minItems": 1, "items": {
+                                                        "type": "string",
+                                                        "enum": ["step", "waiting", "finished", "failed"]}}}}},
                 "steps": {"type": "array", "minItems": 1, "items": {
                     "type": "object", "required": ["name", "tasks"], "properties": {
                         "name": {"type": "string", "minLength": 1},

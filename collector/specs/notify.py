@@ -8,12 +8,14 @@ from collector import defaults
 from collector.errors import SettingError
 from collector.resources import reach
 
-# What a target may be told of: the ends of a job a person acts on, and its waits for a person.
+# What a target may be told of: the ends of a job a person acts on, and its waits for a person; a step process's
+# targets also hear of its step changes (and `finished`/`failed` are the process's own end, `waiting` a manual task).
 EVENTS = ("finished", "failed", "waiting")
+PROCESS_EVENTS = ("step", "finished", "failed", "waiting")
 TARGET_FIELDS = {"connection", "on"}
 
 
-def check_notify(value: Any) -> dict[str, list[str]]:
+def check_notify(value: Any, *, events: tuple[str, ...] = EVENTS) -> dict[str, list[str]]:
     """Every problem of a `notify` list, each under its path (`notify.0.connection`); empty when it is fine.
 
     Each target names an `http` connection of the operator that has a `secret` to sign deliveries with, and the
@@ -40,12 +42,12 @@ def check_notify(value: Any) -> dict[str, list[str]]:
                 errors[f"{path}.connection"] = [
                     f"connection {name!r} has no secret to sign notifications with; the operator adds "
                     'secret = {sealed = "..."} (or {env = "VARIABLE"}) to its entry in COLLECTOR_CONNECTIONS']
-        on = target.get("on", list(EVENTS))
-        if not isinstance(on, list) or not on or any(e not in EVENTS for e in on):
-            errors[f"{path}.on"] = [f"give a non-empty list of events out of {list(EVENTS)} (got {on!r})"]
+        on = target.get("on", list(events))
+        if not isinstance(on, list) or not on or any(e not in events for e in on):
+            errors[f"{path}.on"] = [f"give a non-empty list of events out of {list(events)} (got {on!r})"]
     return errors
 
 
-def targets(value: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+def targets(value: list[dict[str, Any]] | None, *, events: tuple[str, ...] = EVENTS) -> list[dict[str, Any]]:
     """A checked `notify` list in its stored form: each target's connection and events, defaults filled."""
-    return [{"connection": t["connection"], "on": list(t.get("on", EVENTS))} for t in value or []]
+    return [{"connection": t["connection"], "on": list(t.get("on", events))} for t in value or []]

@@ -25,21 +25,22 @@ class Delivery:
     """One claimed delivery: what to send to which connection, and how often it was tried before."""
 
     id: str
-    job_id: str
+    job_id: str                   # the job's id, or the process's when `subject` is "process"
     connection: str
     event: str
     body: dict[str, Any]
     tries: int
+    subject: str = "job"
 
 
 def queue(pipe: Pipeline | Redis, keys: Keys, *, job_id: str, connection: str, event: str,
-          body: dict[str, Any]) -> str:
+          body: dict[str, Any], subject: str = "job") -> str:
     """Add a delivery due now (on `pipe`, inside the caller's transaction when it has one); returns its id."""
     delivery_id = uuid.uuid4().hex
     key = keys.delivery(delivery_id)
     pipe.hset(key, mapping={"job_id": job_id, "connection": connection, "event": event,
                             "body": json.dumps(body, default=str), "tries": 0, "created_at": iso(),
-                            "claimed_until": 0})
+                            "claimed_until": 0, "subject": subject})
     pipe.expire(key, defaults.NOTIFY_KEEP_S)
     pipe.zadd(keys.deliveries_due(), {delivery_id: time.time()})
     return delivery_id
@@ -79,7 +80,7 @@ def _claim(connection: Redis, keys: Keys, delivery_id: str, *, now: float, lease
         except WatchError:  # another process claimed it first
             return None
     return Delivery(id=delivery_id, job_id=raw["job_id"], connection=raw["connection"], event=raw["event"],
-                    body=json.loads(raw["body"]), tries=int(raw.get("tries") or 0))
+                    body=json.loads(raw["body"]), tries=int(raw.get("tries") or 0), subject=raw.get("subject", "job"))
 
 
 def settle(connection: Redis, keys: Keys, delivery: Delivery, *, retry_at: float | None) -> None:

@@ -24,6 +24,7 @@ from collector.store import deliveries
 from collector.store.deliveries import Delivery
 from collector.store.records import JobStore
 from collector.types import iso
+from collector.workflows.processes import note_history
 from collector.workflows.waiting import callback_token
 
 log = logging.getLogger(__name__)
@@ -76,25 +77,35 @@ def _deliver(connection: redis.Redis, config: Config, store: JobStore, delivery:
     except Exception as exc:  # a broken delivery must not stop the pool's maintenance
         error = mask_text(f"{type(exc).__name__}: {exc}", reach.current().secrets())
     else:
-        store.event(delivery.job_id, "notify", **outcome, outcome="delivered")
+        _record(connection, store, delivery, **outcome, outcome="delivered")
         deliveries.settle(connection, store.keys, delivery, retry_at=None)
         return
     if attempt >= defaults.NOTIFY_ATTEMPTS:
-        store.event(delivery.job_id, "notify", **outcome, outcome="gave_up", error=error)
+        _record(connection, store, delivery, **outcome, outcome="gave_up", error=error)
         deliveries.settle(connection, store.keys, delivery, retry_at=None)
-        log.warning("job %s: notification %s to %s given up after %d tries: %s", delivery.job_id, delivery.event,
-                    delivery.connection, attempt, error)
+        log.warning("%s %s: notification %s to %s given up after %d tries: %s", delivery.subject, delivery.job_id,
+                    delivery.event, delivery.connection, attempt, error)
         return
     retry_at = time.time() + backoff(attempt)
-    store.event(delivery.job_id, "notify", **outcome, outcome="retrying", error=error, retry_at=iso(retry_at))
+    _record(connection, store, delivery, **outcome, outcome="retrying", error=error, retry_at=iso(retry_at))
     deliveries.settle(connection, store.keys, delivery, retry_at=retry_at)
+
+
+def _record(connection: redis.Redis, store: JobStore, delivery: Delivery, /, **fields: Any) -> None:
+    """A try, as an event of its job, or as an entry of its process's history."""
+    if delivery.subject == "process":
+        # the history's `event` says what the entry is; the notification's own event goes under `notification`
+        note_history(connection, store.keys, delivery.job_id,
+                     {**fields, "event": "notify", "notification": fields.get("event")})
+    else:
+        store.event(delivery.job_id, "notify", **fields)
 
 
 def _body(store: JobStore, config: Config, delivery: Delivery) -> dict[str, Any]:
     """What is sent: the queued body, and for a job still waiting for input the link that resumes it (its token is
     derived here from the wait's nonce: Redis never holds it)."""
     body = {**delivery.body, "delivery": delivery.id}
-    if delivery.event == "waiting" and config.secret_key:
+    if delivery.event == "waiting" and delivery.subject == "job" and config.secret_key:
         record = store.read(delivery.job_id, "status", "wait_nonce")
         if record.get("status") == "waiting" and record.get("wait_nonce"):
             token = callback_token(config.secret_key, delivery.job_id, record["wait_nonce"])

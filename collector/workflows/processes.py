@@ -9,16 +9,19 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from redis import Redis
 from redis.client import Pipeline
 
 from collector.errors import ConflictError, NotFoundError, ValidationError
 from collector.specs.job import validate_spec
+from collector.specs.notify import PROCESS_EVENTS, check_notify, targets
 from collector.specs.secrets import merge_secrets, split_secrets
-from collector.store.records import run_watched
+from collector.store.records import Keys, run_watched
 from collector.submit.submitter import Submitter
 from collector.types import iso
+from collector.workflows.notify import queue_for_process
 
-PROCESS_FIELDS = {"name", "version", "steps"}
+PROCESS_FIELDS = {"name", "version", "steps", "notify"}
 STEP_FIELDS = {"name", "tasks"}
 TASK_FIELDS = {"name", "platform_id", "settings", "manual", "prompt"}
 VERDICTS = {"OK", "FAIL"}
@@ -41,6 +44,8 @@ def validate_definition(body: Any, submitter: Submitter) -> dict[str, Any]:
         _err(errors, "name", "give the process a name of 1 to 200 characters")
     if "version" in body and not isinstance(body["version"], str | int):
         _err(errors, "version", "give the definition's version as a string")
+    if body.get("notify") is not None:  # webhooks told of step changes, sign-offs awaited and the end
+        errors.update(check_notify(body["notify"], events=PROCESS_EVENTS))
     steps = body.get("steps")
     if not isinstance(steps, list) or not steps:
         _err(errors, "steps", "give a non-empty list of steps, each {name, tasks: [...]}")
@@ -120,6 +125,25 @@ def definition_version(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
+def note_history(connection: Redis, keys: Keys, process_id: str, entry: dict[str, Any]) -> None:
+    """Add `entry` (a notification's try) to a process's history; nothing when the process expired."""
+    key = keys.process(process_id)
+
+    def attempt(pipe: Pipeline) -> None:
+        pipe.watch(key)
+        raw = pipe.get(key)
+        if raw is None:
+            pipe.unwatch()
+            return
+        doc = json.loads(raw)
+        doc["history"].append({"at": iso(), **entry})
+        pipe.multi()
+        pipe.set(key, json.dumps(doc), keepttl=True)
+        pipe.execute()
+
+    run_watched(connection, attempt)
+
+
 class Processes:
     """Creates processes, records acknowledgements and reruns, and advances them as their jobs end."""
 
@@ -145,6 +169,7 @@ class Processes:
             "id": process_id, "name": body["name"], "version": version, "status": "running", "current_step": 0,
             "steps": steps, "created_at": now, "ended_at": None, "replaced_by": None,
             "history": [{"at": now, "event": "created", "version": version}],
+            "notify": targets(body.get("notify"), events=PROCESS_EVENTS),
         }
         replaced = self._void_older(body["name"], version, process_id)
         with self.connection.pipeline(transaction=True) as pipe:
@@ -335,6 +360,7 @@ class Processes:
             pipe.multi()
             if doc != before:
                 pipe.set(key, json.dumps(doc))
+                queue_for_process(pipe, self.keys, before, doc)
             if doc["status"] != "running":
                 pipe.srem(self.keys.processes_active(), process_id)
                 pipe.expire(key, self.submitter.config.failed_record_ttl_s)

@@ -202,3 +202,45 @@ def test_unknown_or_unsigned_targets_are_refused_at_submit(served: ServedApp, re
                                                          "notify": [{"connection": "nope"}]})
     assert status == 422 and "notify.0.connection" in body["details"], body
     assert redis_client.llen("rq:queue:collector") == 0
+
+
+def test_a_process_tells_its_step_changes_the_sign_off_it_waits_for_and_its_end(
+    served: ServedApp, pool: PoolProcess, receiver: LocalServer
+) -> None:
+    receiver.route("/hook", lambda seen, n: json_answer({}))
+    status, view = served.request("POST", "/process/run", {
+        "name": "release", "notify": [{"connection": "ops-hook"}],
+        "steps": [{"name": "collect", "tasks": [
+                      {"name": "pull", "platform_id": "demo", "settings": {"rows": 2}},
+                      {"name": "review", "manual": True, "prompt": "check the counts"}]},
+                  {"name": "publish", "tasks": [{"name": "push", "platform_id": "demo", "settings": {"rows": 1}}]}],
+    })
+    assert status == 201, view
+    pid = view["process_id"]
+
+    def told() -> list[dict[str, Any]]:
+        return [verified(seen) for seen in receiver.requests if seen.path == "/hook"
+                and json.loads(seen.body).get("process_id") == pid]
+
+    (waiting,) = wait_for(lambda: [b for b in told() if b["event"] == "waiting"], timeout_s=30,
+                          what="the sign-off notification")
+    assert waiting["task"] == "review" and waiting["prompt"] == "check the counts" and waiting["step"] == "collect"
+    wait_for(lambda: served.request("GET", f"/process/get?process_id={pid}")[1]["steps"][0]["tasks"][0]["status"]
+             == "ok", timeout_s=30, what="the pull to finish")
+    status, _ = served.request("POST", f"/process/ack?process_id={pid}&task=review", {"result": "OK"})
+    assert status == 200
+    wait_for(lambda: any(b["event"] == "finished" for b in told()), timeout_s=30, what="the process's end")
+    steps = [(b["step"], b["step_status"]) for b in told() if b["event"] == "step"]
+    assert steps == [("collect", "running"), ("collect", "passed"), ("publish", "running"), ("publish", "passed")]
+
+    def tries() -> list[dict[str, Any]]:
+        return [h for h in served.request("GET", f"/process/get?process_id={pid}")[1]["history"]
+                if h["event"] == "notify"]
+
+    history = wait_for(lambda: len(tries()) >= 6 and tries(), what="the 6 tries in the history")
+    assert all(h["outcome"] == "delivered" and h["connection"] == "ops-hook" for h in history), history
+    assert sorted(h["notification"] for h in history) == ["finished", "step", "step", "step", "step", "waiting"]
+    status, body = served.request("POST", "/process/run", {"name": "bad", "notify": [{"connection": "ops-hook",
+                                  "on": ["exploded"]}], "steps": [{"name": "s", "tasks": [{"name": "m",
+                                  "manual": True}]}]})
+    assert status == 422 and "notify.0.on" in body["details"], body

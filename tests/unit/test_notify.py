@@ -26,6 +26,7 @@ from collector.store.rq import RQ
 from collector.submit.submitter import Submitter
 from collector.workflows.delivery import backoff, deliver_due, sign
 from collector.workflows.ends import Ends
+from collector.workflows.notify import process_changes
 from collector.workflows.waiting import suspend
 from tests.unit.conftest import SECRET_KEY
 
@@ -138,3 +139,21 @@ def test_the_callback_link_resumes_once_with_the_query_as_input_and_needs_no_api
     again = client.get(f"{link}&code=again")
     assert again.status_code == 403 and "already used" in again.get_json()["message"]
     assert json.loads(fake_redis.hget(store.keys.job(job_id), "resumes")) == 1
+
+
+def test_a_process_change_tells_step_statuses_manual_waits_and_the_end() -> None:
+    before = {"id": "p1", "status": "running", "steps": [
+        {"name": "collect", "status": "running", "tasks": [{"name": "pull", "kind": "platform", "status": "running"},
+                                                           {"name": "ok?", "kind": "manual", "status": "pending"}]},
+        {"name": "publish", "status": "pending", "tasks": []}]}
+    blocked = {**before, "steps": [
+        {**before["steps"][0], "status": "blocked", "tasks": [{"name": "pull", "kind": "platform", "status": "fail"},
+                                                              {"name": "ok?", "kind": "manual", "status": "waiting"}]},
+        before["steps"][1]]}
+    assert process_changes(before, blocked) == [("step", {"step": "collect", "step_status": "blocked"}),
+                                                ("waiting", {"step": "collect", "task": "ok?", "prompt": None})]
+    failed = {**blocked, "status": "failed", "steps": [{**blocked["steps"][0], "status": "failed"},
+                                                       blocked["steps"][1]]}
+    assert process_changes(blocked, failed) == [("step", {"step": "collect", "step_status": "failed"}),
+                                                ("failed", {})]
+    assert process_changes(failed, failed) == []

@@ -5,19 +5,24 @@ and its end. Pools send them (workflows/delivery.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from collector.store import deliveries
 from collector.store.records import JobStore, Keys
 from collector.types import iso
 
+NAMED = ("notify", "platform_id", "client_id", "schedule_id")  # the record's fields a notification needs
 
-def queue_for(pipe: Any, store: JobStore, job_id: str, event: str, **data: Any) -> int:
+
+def queue_for(pipe: Any, store: JobStore, job_id: str, event: str, *, known: Mapping[str, Any] | None = None,
+              **data: Any) -> int:
     """Queue on `pipe` a delivery of `event` to every target of the job that asked for it; how many.
 
-    The targets are read on a connection of their own (they never change after submit), so this works inside
-    the caller's MULTI."""
-    fields = store.read(job_id, "notify", "platform_id", "client_id", "schedule_id")
+    `known` holds the record's NAMED fields when the caller has read them (a worker, at the job's start); else
+    they are read on a connection of their own (they never change after submit), which works inside the
+    caller's MULTI."""
+    fields = {k: v for k, v in (known if known is not None else store.read(job_id, *NAMED)).items() if v is not None}
     wanted = [t for t in fields.pop("notify", None) or [] if event in (t.get("on") or ())]
     if not wanted:
         return 0

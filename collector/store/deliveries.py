@@ -96,6 +96,14 @@ def settle(connection: Redis, keys: Keys, delivery: Delivery, *, retry_at: float
         pipe.execute()
 
 
+def release(connection: Redis, keys: Keys, delivery: Delivery) -> None:
+    """Hand back a claimed delivery untried: due now, for whichever process looks next."""
+    with connection.pipeline(transaction=True) as pipe:
+        pipe.hset(keys.delivery(delivery.id), "claimed_until", 0)
+        pipe.zadd(keys.deliveries_due(), {delivery.id: time.time()}, xx=True)
+        pipe.execute()
+
+
 def pending(connection: Redis, keys: Keys) -> int:
     """How many deliveries wait to be sent (for diagnostics and tests)."""
     return int(connection.zcard(keys.deliveries_due()))

@@ -50,7 +50,7 @@ def deliver_due(connection: redis.Redis, config: Config, *, budget_s: float = de
     tried = 0
     for delivery in deliveries.claim_due(connection, store.keys, limit=limit):
         if time.monotonic() - started > budget_s:  # hand it back: the next tick (here or elsewhere) sends it
-            deliveries.settle(connection, store.keys, delivery, retry_at=time.time())
+            deliveries.release(connection, store.keys, delivery)
             continue
         _deliver(connection, config, store, delivery)
         tried += 1

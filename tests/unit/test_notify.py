@@ -157,3 +157,16 @@ def test_a_process_change_tells_step_statuses_manual_waits_and_the_end() -> None
     assert process_changes(blocked, failed) == [("step", {"step": "collect", "step_status": "failed"}),
                                                 ("failed", {})]
     assert process_changes(failed, failed) == []
+
+
+def test_a_tick_past_its_budget_hands_deliveries_back_untried(
+    hooked: Config, fake_redis: fakeredis.FakeRedis, registry: Registry
+) -> None:
+    store = JobStore(fake_redis, hooked)
+    job_id = submitted(fake_redis, hooked, registry, [{"connection": "hook"}, {"connection": "hook"}])
+    wait = {"kind": "input", "name": "signin", "prompt": "sign in", "timeout_s": 60}
+    assert suspend(fake_redis, store, job_id, wait, {}) == "waiting"
+    assert deliver_due(fake_redis, hooked, budget_s=-1) == 0
+    back = deliveries.claim_due(fake_redis, store.keys, limit=10)
+    assert len(back) == 2 and all(d.tries == 0 for d in back)
+    assert not [e for e in store.events(job_id) if e["type"] == "notify"]

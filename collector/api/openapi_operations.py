@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from collector import defaults
+from collector.specs.notify import EVENTS, PROCESS_EVENTS
 from collector.store.index import PLATFORM_ID, STATUSES
 from collector.store.records import JOB_ID
 from collector.workflows.schedules import MAX_INTERVAL_S
@@ -52,6 +53,17 @@ def json_body(schema: dict[str, Any], *, required: bool = True) -> dict[str, Any
 
 def some_object(*required: str) -> dict[str, Any]:
     return {"type": "object", "required": list(required)}
+
+
+def notify_schema(events: tuple[str, ...], description: str) -> dict[str, Any]:
+    """A `notify` list: operator connections to tell of `events` (null: none)."""
+    return {"type": ["array", "null"], "maxItems": defaults.NOTIFY_MAX_TARGETS,
+            "description": f'{description}: [{{"connection": "<an http connection with a secret>", "on": '
+                           f"{list(events)}}}] (default: every event)".replace("'", '"'),
+            "items": {"type": "object", "required": ["connection"], "additionalProperties": False,
+                      "properties": {"connection": {"type": "string"},
+                                     "on": {"type": "array", "minItems": 1,
+                                            "items": {"type": "string", "enum": list(events)}}}}}
 
 
 REASON = {"type": "string", "maxLength": 500}
@@ -150,15 +162,8 @@ def operations(run_request: dict[str, Any], *, min_interval_s: int) -> dict[str,
                                       "properties": {
                 "name": {"type": "string", "minLength": 1, "maxLength": 200},
                 "version": {"type": ["string", "integer"]},
-                "notify": {"type": "array", "maxItems": defaults.NOTIFY_MAX_TARGETS,
-                           "description": "webhooks told of step changes, manual tasks waiting for sign-off and the "
-                                          'end: [{"connection": "<an http connection with a secret>", "on": '
-                                          '["step", "waiting", "finished", "failed"]}]',
-                           "items": {"type": "object", "required": ["connection"], "additionalProperties": False,
-                                     "properties": {"connection": {"type": "string"},
-                                                    "on": {"type": "array", "minItems": 1, "items": {
-                                                        "type": "string",
-                                                        "enum": ["step", "waiting", "finished", "failed"]}}}}},
+                "notify": notify_schema(PROCESS_EVENTS, "webhooks told of step changes, manual tasks waiting for "
+                                                        "sign-off and the process's end"),
                 "steps": {"type": "array", "minItems": 1, "items": {
                     "type": "object", "required": ["name", "tasks"], "properties": {
                         "name": {"type": "string", "minLength": 1},
@@ -202,7 +207,8 @@ def operations(run_request: dict[str, Any], *, min_interval_s: int) -> dict[str,
                                           "properties": {
                     "spec": run_request, "name": {"type": "string", "minLength": 1, "maxLength": 200},
                     "cron": {"type": "string", "description": "five fields, e.g. '*/15 * * * *' (UTC)"},
-                    "interval_s": {"type": "integer", "minimum": min_interval_s, "maximum": MAX_INTERVAL_S}}}),
+                    "interval_s": {"type": "integer", "minimum": min_interval_s, "maximum": MAX_INTERVAL_S},
+                    "notify": notify_schema(EVENTS, "webhooks of every job the schedule makes")}}),
                 "responses": {"201": response("the schedule", some_object("id", "next_run_at")),
                               "409": response("the service holds COLLECTOR_MAX_SCHEDULES schedules already", ERROR),
                               **problems("400", "413", "422", "429", "503")},

@@ -148,6 +148,8 @@ def test_a_finished_job_is_told_signed_and_retried_after_a_500(
     assert second.headers["x-collector-event"] == "finished" and second.headers["content-type"] == "application/json"
     assert HOOK_SECRET.encode() not in kept(live.redis_url or "")
     assert HOOK_SECRET not in pool.output()
+    for path in ("/platforms/get", f"/execution/get?job_id={job_id}", f"/execution/events?job_id={job_id}"):
+        assert HOOK_SECRET not in json.dumps(served.request("GET", path)[1]), path
 
 
 def test_a_failed_job_is_told_with_its_error(served: ServedApp, pool: PoolProcess, receiver: LocalServer) -> None:

@@ -29,6 +29,7 @@ from collector.workflows.ends import Ends
 from collector.workflows.notify import process_changes
 from collector.workflows.waiting import suspend
 from tests.unit.conftest import SECRET_KEY
+from tests.unit.platforms.conftest import LocalServer
 
 HOOK_SECRET = "unit-hook-secret-8d2f"
 
@@ -170,3 +171,30 @@ def test_a_tick_past_its_budget_hands_deliveries_back_untried(
     back = deliveries.claim_due(fake_redis, store.keys, limit=10)
     assert len(back) == 2 and all(d.tries == 0 for d in back)
     assert not [e for e in store.events(job_id) if e["type"] == "notify"]
+
+
+def test_a_redirect_of_the_hook_to_a_private_address_meets_the_egress_policy(
+    unit_config: Config, fake_redis: fakeredis.FakeRedis, registry: Registry, tmp_path: Path
+) -> None:
+    server = LocalServer()
+    server.thread.start()
+    try:
+        server.route("/hook", lambda seen, n: (302, {"Location": "http://169.254.169.254/latest/meta-data"}, b""))
+        sealed = Sealer(SECRET_KEY).seal(HOOK_SECRET)
+        path = tmp_path / "hooks.toml"
+        path.write_text(f'[hook]\nkind = "http"\nbase_url = "{server.base}/hook"\nsecret = {{sealed = "{sealed}"}}\n')
+        config = dataclasses.replace(unit_config, connections=str(path))
+        reach.ensure(config)
+        store = JobStore(fake_redis, config)
+        job_id = submitted(fake_redis, config, registry, [{"connection": "hook"}])
+        assert suspend(fake_redis, store, job_id, {"kind": "input", "name": "x", "timeout_s": 60}, {}) == "waiting"
+        assert deliver_due(fake_redis, config) == 1
+        (seen,) = server.seen("/hook")  # the operator's own host was reached, signed; the redirect was not followed
+        assert seen.headers["x-collector-signature"] == sign(HOOK_SECRET, seen.body)
+        (tried,) = [e for e in store.events(job_id) if e["type"] == "notify"]
+        assert tried["outcome"] == "retrying" and "169.254.169.254 (link-local)" in tried["error"], tried
+    finally:
+        server.release.set()
+        server.httpd.shutdown()
+        server.httpd.server_close()
+        server.thread.join(5)

@@ -1,13 +1,15 @@
-"""`/execution/run`, `get`, `cancel`, `resume`, `retry`, `events` and `list`: submit a job, read what is known about
-it, cancel it, resume one that waits for input, retry one that ended by hand, list recent jobs (newest first,
+"""`/execution/run`, `get`, `cancel`, `resume`, `callback`, `retry`, `events` and `list`: submit a job, read what is
+known about it, cancel it, resume one that waits for input (by POST, or by a GET link), retry one that ended by
+hand, list recent jobs (newest first,
 paginated, from the job index)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
+from markupsafe import escape
 
 from collector.api.auth import caller
 from collector.api.requests import (
@@ -40,6 +42,21 @@ def get() -> dict[str, Any]:
 def resume() -> tuple[dict[str, Any], int]:
     job_id = job_id_param()
     return services().resume(job_id, read_json(), by=caller()), 202
+
+
+@blueprint.get("/execution/callback")
+def callback() -> ResponseReturnValue:
+    return _page(services().callback(request.args.to_dict(flat=False)), 202)
+
+
+def _page(answer: dict[str, Any], status: int) -> ResponseReturnValue:
+    """JSON, or a small HTML page for a browser (a person sent here by an identity provider's redirect)."""
+    if request.accept_mimetypes.best_match(["application/json", "text/html"]) != "text/html":
+        return answer, status
+    text = f"Job {answer['job_id']} received {answer['resumed']!r} and is queued again. You may close this page."
+    page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>collector</title></head>"
+            f"<body><p>{escape(text)}</p></body></html>")
+    return Response(page, status=status, mimetype="text/html")
 
 
 @blueprint.post("/execution/cancel")

@@ -11,9 +11,10 @@ from marshmallow import INCLUDE, RAISE, Schema, fields, validate
 
 from collector import __version__, defaults
 from collector.api.limits import INT_MAX, INT_MIN
-from collector.api.openapi_operations import ERROR, problems, response
+from collector.api.openapi_operations import ERROR, notify_schema, problems, response
 from collector.api.openapi_operations import operations as more_operations
 from collector.config import Config
+from collector.specs.notify import EVENTS
 from collector.specs.registry import Registry
 from collector.specs.schema import DateSetting, SecretString, StorageSetting, StrictNumber, storage_backends
 from collector.store.records import JOB_ID
@@ -123,6 +124,8 @@ def run_request_schema(platform_id: str, settings: type[Schema]) -> type[Schema]
             "_id": fields.Raw(metadata={"type": ["string", "integer", "null"], "description": "your reference"}),
             "platform_id": fields.String(required=True, validate=validate.OneOf([platform_id])),
             "settings": fields.Nested(settings, load_default=dict),
+            "notify": fields.Raw(metadata=notify_schema(
+                EVENTS, "webhooks to tell when the job finishes, fails or waits for a person")),
         },
         name=f"RunRequest_{platform_id}",
     )
@@ -289,7 +292,7 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
             "for browsers, on the pages under /rq and /docs only: any user name, the token as password")})
     for path, operations in paths.items():
         for method, operation in operations.items():
-            if (method, path) != ("get", "/system/alive"):
+            if (method, path) not in (("get", "/system/alive"), ("get", "/execution/callback")):
                 _declare_access(path, method, operation, scope=(scopes or {}).get((path, method), "read"),
                                 secured=secured)
     for path, operations in paths.items():

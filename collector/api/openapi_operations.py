@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from collector import defaults
+from collector.specs.notify import EVENTS, PROCESS_EVENTS
 from collector.store.index import PLATFORM_ID, STATUSES
 from collector.store.records import JOB_ID
 from collector.workflows.processes import STATUSES as PROCESS_STATUSES
@@ -55,6 +56,17 @@ def some_object(*required: str) -> dict[str, Any]:
     return {"type": "object", "required": list(required)}
 
 
+def notify_schema(events: tuple[str, ...], description: str) -> dict[str, Any]:
+    """A `notify` list: operator connections to tell of `events` (null: none)."""
+    return {"type": ["array", "null"], "maxItems": defaults.NOTIFY_MAX_TARGETS,
+            "description": f'{description}: [{{"connection": "<an http connection with a secret>", "on": '
+                           f"{list(events)}}}] (default: every event)".replace("'", '"'),
+            "items": {"type": "object", "required": ["connection"], "additionalProperties": False,
+                      "properties": {"connection": {"type": "string"},
+                                     "on": {"type": "array", "minItems": 1,
+                                            "items": {"type": "string", "enum": list(events)}}}}}
+
+
 REASON = {"type": "string", "maxLength": 500}
 NOTE = {"type": "string", "maxLength": 500, "description": "the caller's words, kept in the history"}
 TASK_PARAM = {"name": "task", "in": "query", "required": True, "description": "the task's name in the definition",
@@ -97,6 +109,23 @@ def operations(run_request: dict[str, Any], *, min_interval_s: int) -> dict[str,
             "responses": {"202": response("queued again", some_object("job_id", "status", "resumed")),
                           "403": response("the token is wrong or already used; nothing changed", ERROR),
                           **problems("400", "404", "409", "413", "422", "503")},
+        }},
+        "/execution/callback": {"get": {
+            "summary": ("Resume a job waiting for input by a link (an identity provider's redirect): the "
+                        "query is its input"),
+            "description": "Needs no API token: the link's `token` (waiting.callback of GET /execution/get, or the "
+                           "`callback` of a waiting notification) is the job's one-use resume token. Every other "
+                           "query field becomes the input (one value as text, a repeated one as a list). Answers "
+                           "JSON, or a short HTML page when the client asks for HTML.",
+            "security": [],
+            "parameters": [{"name": "token", "in": "query", "required": True,
+                            "description": "<job id>.<resume token>; single use",
+                            "schema": {"type": "string", "minLength": 3, "maxLength": 270}}],
+            "responses": {"202": {"description": "queued again", "content": {
+                              "application/json": {"schema": some_object("job_id", "status", "resumed")},
+                              "text/html": {"schema": {"type": "string"}}}},
+                          "403": response("the token is wrong or already used; nothing changed", ERROR),
+                          **problems("400", "404", "409", "422", "503")},
         }},
         "/execution/retry": {"post": {
             "summary": "Queue a failed, stopped or canceled job again: a new attempt of the same id, from its last "
@@ -147,6 +176,8 @@ def operations(run_request: dict[str, Any], *, min_interval_s: int) -> dict[str,
                                       "properties": {
                 "name": {"type": "string", "minLength": 1, "maxLength": 200},
                 "version": {"type": ["string", "integer"]},
+                "notify": notify_schema(PROCESS_EVENTS, "webhooks told of step changes, manual tasks waiting for "
+                                                        "sign-off and the process's end"),
                 "steps": {"type": "array", "minItems": 1, "items": {
                     "type": "object", "required": ["name", "tasks"], "properties": {
                         "name": {"type": "string", "minLength": 1},
@@ -226,7 +257,8 @@ def operations(run_request: dict[str, Any], *, min_interval_s: int) -> dict[str,
                                           "properties": {
                     "spec": run_request, "name": {"type": "string", "minLength": 1, "maxLength": 200},
                     "cron": {"type": "string", "description": "five fields, e.g. '*/15 * * * *' (UTC)"},
-                    "interval_s": {"type": "integer", "minimum": min_interval_s, "maximum": MAX_INTERVAL_S}}}),
+                    "interval_s": {"type": "integer", "minimum": min_interval_s, "maximum": MAX_INTERVAL_S},
+                    "notify": notify_schema(EVENTS, "webhooks of every job the schedule makes")}}),
                 "responses": {"201": response("the schedule", some_object("id", "next_run_at")),
                               "409": response("the service holds COLLECTOR_MAX_SCHEDULES schedules already", ERROR),
                               **problems("400", "413", "422", "429", "503")},

@@ -28,7 +28,7 @@ from collector.workflows.inbox import inbox, list_processes
 from collector.workflows.processes import Processes
 from collector.workflows.retry import retry, retry_failed
 from collector.workflows.schedules import Schedules
-from collector.workflows.waiting import describe, input_secrets, parse_resume, resume
+from collector.workflows.waiting import describe, input_secrets, parse_callback, parse_resume, resume
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,16 @@ class Services:
         if not found and not self.store.exists(job_id):
             raise self._no_job(job_id)
         return found
+
+    def callback(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        """`GET /execution/callback`: resume a waiting job with the query as its input; the link's token is its
+        proof (an identity provider's redirect carries no API token). Inputs are masked in every log line."""
+        job_id, token, given = parse_callback(query)
+        secrets = remember([token, *input_secrets(given)])
+        try:
+            return resume(self.connection, self.config, job_id, token=token, given=given, by="callback link")
+        finally:
+            forget(secrets)
 
     def resume(self, job_id: str, body: Any, *, by: str) -> dict[str, Any]:
         """Deliver the input a waiting job asked for, on behalf of `by`; inputs may be secret, so masked in every

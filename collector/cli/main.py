@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from collector import __version__, defaults
+from collector.cli.schedulecommands import add_schedule_commands
 from collector.config import Config
 from collector.errors import CollectorError
 from collector.masking import install_log_masking
@@ -170,6 +171,7 @@ def add_client_commands(sub: Any) -> None:
 
     platforms = sub.add_parser("platforms", parents=[common], help="the platforms the service runs, with settings")
     platforms.set_defaults(handler=cmd_platforms)
+    add_schedule_commands(sub, common)
 
 
 def add_job_commands(sub: Any) -> None:

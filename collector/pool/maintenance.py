@@ -1,5 +1,6 @@
 """Periodic work every pool supervisor does between reaping children: fire due schedules, advance processes,
-settle waiting jobs (time out stale waits, queue parents whose children ended)."""
+settle waiting jobs (time out stale waits, queue parents whose children ended), send due webhook notifications
+(bounded: NOTIFY_TIMEOUT_S per delivery, none started after NOTIFY_BUDGET_S)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collector import defaults
 from collector.config import Config
 from collector.specs.registry import Registry
 from collector.submit.submitter import Submitter
+from collector.workflows.delivery import deliver_due
 from collector.workflows.processes import Processes
 from collector.workflows.schedules import Schedules
 from collector.workflows.waiting import sweep
@@ -32,6 +34,7 @@ class Maintenance:
             ("schedules", Schedules(self.submitter).fire_due),
             ("processes", Processes(self.submitter).advance_all),
             ("waits", lambda: sweep(connection, config)),
+            ("notifications", lambda: deliver_due(connection, config)),
         ]
 
     def tick(self) -> None:

@@ -30,7 +30,7 @@ KINDS = ("database", "http", "files")
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 KEYS = {
     "database": ("url", "password"),
-    "http": ("base_url", "headers", "token", "username", "password"),
+    "http": ("base_url", "headers", "token", "username", "password", "secret"),
     "files": ("root", "read_only"),
 }
 SETTING = "COLLECTOR_CONNECTIONS"
@@ -46,6 +46,7 @@ class Connection:
     base_url: str = ""                                              # http
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)   # http: credentials included
     root: Root | None = None                                        # files
+    signing_key: str = ""                                           # http: what webhook deliveries are signed with
     secrets: tuple[str, ...] = ()                                   # values masked wherever they could show
 
     def __repr__(self) -> str:
@@ -224,7 +225,11 @@ class _Reader:
             pair = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
             headers["Authorization"] = f"Basic {pair}"
             secrets.append(pair)
-        return Connection(name=name, kind="http", base_url=base, headers=headers, secrets=tuple(secrets))
+        signing_key = ""
+        if "secret" in entry:  # the HMAC key notifications to this connection are signed with; never sent
+            signing_key = self.value(name, "secret", entry["secret"], secret=True, found=secrets)
+        return Connection(name=name, kind="http", base_url=base, headers=headers, signing_key=signing_key,
+                          secrets=tuple(secrets))
 
     def _files(self, name: str, entry: dict[str, Any]) -> Connection:
         raw = entry.get("root")

@@ -29,6 +29,7 @@ from collector.types import iso
 from collector.workflows.cancel import cancel_children
 from collector.workflows.children import JobLinks, resume_parent
 from collector.workflows.ends import Ends, retry_delay, timeout_message
+from collector.workflows.notify import NAMED
 from collector.workflows.waiting import input_secrets, suspend
 from storage.base import Storage
 
@@ -98,7 +99,8 @@ def run_job() -> Any:
 
 
 START_FIELDS = ("platform_id", "settings", "secrets", "status", "checkpoint", "retry", "max_attempts",
-                "cancel_requested_at", "canceled_by", "timeout_s", "inputs", "parent_id", "children", "resumes")
+                "cancel_requested_at", "canceled_by", "timeout_s", "inputs", "parent_id", "children", "resumes",
+                "notify", "client_id", "schedule_id")
 
 
 def execute(job_id: str, runtime: Runtime) -> Any:
@@ -120,9 +122,9 @@ def execute(job_id: str, runtime: Runtime) -> Any:
         _release(runtime, ctx, storages, ran=ran)
     signal.alarm(0)
     if ctx.cancelled:  # the platform noticed `ctx.cancelled` and returned early
-        _end(runtime, ctx, Outcome("stopped"), {"result": result})
+        _end(runtime, ctx, Outcome("stopped"), {"result": result}, got)
         raise JobFailedError(f"job {job_id} stopped on request")
-    _end(runtime, ctx, Outcome("finished"), {"result": result})
+    _end(runtime, ctx, Outcome("finished"), {"result": result}, got)
     return result
 
 
@@ -252,7 +254,7 @@ def _fail(runtime: Runtime, ctx: RunContext, exc: BaseException, got: dict[str, 
     """Record how a job that raised ended (or when it is retried) and raise the masked error to RQ."""
     signal.alarm(0)  # the final write must not be cut short by the timeout alarm
     outcome, fields = _classify(exc, ctx, got, runtime)
-    _end(runtime, ctx, outcome, fields)
+    _end(runtime, ctx, outcome, fields, got)
     error = fields["error"]
     # One line per end, at the level an operator alerts on: failed is an error, a retry a warning, a stop asked
     # for is news. The traceback (masked, as recorded) only at DEBUG; the worker logs no other.
@@ -324,8 +326,9 @@ def _restore(runtime: Runtime, job_id: str, status: str) -> None:
         pipe.execute()
 
 
-def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, Any]) -> None:
-    """Write a job's end (or retry) state, datasets, event and expiry in one round trip; waits out a Redis outage."""
+def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, Any], got: dict[str, Any]) -> None:
+    """Write a job's end (or retry) state, datasets, event, notifications and expiry in one round trip (`got`: the
+    record as read at the start); waits out a Redis outage."""
     status = outcome.status
     runtime.outcome = outcome
     duration_s = time.monotonic() - ctx._started  # the run's, not the time a full or absent Redis made it wait
@@ -335,7 +338,8 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
             Ends(runtime.store, runtime.rq).attempt_ended(
                 pipe, ctx.job_id, platform_id=ctx.platform_id, attempt=ctx.attempt, status=status,
                 fields={**ctx.final_fields(), **fields}, datasets=ctx.datasets,
-                duration_s=duration_s, delay_s=outcome.delay_s)
+                duration_s=duration_s, delay_s=outcome.delay_s,
+                known={name: got.get(name) for name in NAMED})
             pipe.execute()
 
     until_written(write, wait_s=runtime.config.redis_wait_s, what=f"job {ctx.job_id}: final state")

@@ -9,11 +9,12 @@ from marshmallow import ValidationError as MarshmallowError
 
 from collector import defaults
 from collector.errors import SettingError, ValidationError
+from collector.specs.notify import check_notify, targets
 from collector.specs.policy import check_retry, check_timeout
 from collector.specs.registry import PlatformSpec, Registry
 from collector.specs.schema import flatten_errors
 
-SPEC_FIELDS = {"_id", "platform_id", "settings", "retry", "timeout_s"}
+SPEC_FIELDS = {"_id", "platform_id", "settings", "retry", "timeout_s", "notify"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +26,7 @@ class JobSpec:
     client_id: str | None
     retry: dict[str, Any] | None = None
     timeout_s: int | None = None
+    notify: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # webhook targets (specs/notify.py)
 
 
 def validate_spec(body: Any, registry: Registry, *, max_timeout_s: int = defaults.MAX_TIMEOUT_S) -> JobSpec:
@@ -67,6 +69,8 @@ def validate_spec(body: Any, registry: Registry, *, max_timeout_s: int = default
         errors.update(check_retry(body["retry"]))
     if body.get("timeout_s") is not None:
         errors.update(check_timeout(body["timeout_s"], max_timeout_s))
+    if body.get("notify") is not None:
+        errors.update(check_notify(body["notify"]))
     if errors or platform is None:
         raise ValidationError(
             f"the job spec has {len(errors)} error(s); fix the fields named in details and send it again",
@@ -78,4 +82,5 @@ def validate_spec(body: Any, registry: Registry, *, max_timeout_s: int = default
         None if client_id is None else str(client_id),
         retry=body.get("retry"),
         timeout_s=body.get("timeout_s"),
+        notify=targets(body.get("notify")),
     )

@@ -23,7 +23,7 @@ from collector.types import iso
 JSON_FIELDS = frozenset({
     "settings", "progress", "result", "error", "datasets", "attempt", "stored_rows",
     "checkpoint", "retry", "max_attempts", "deaths", "timeout_s", "waiting", "children", "wait_used", "resumes",
-    "retries_by_hand",
+    "retries_by_hand", "notify",
 })
 # Fields never shown in an API answer.
 HIDDEN_FIELDS = frozenset({"secrets", "timeout_s", "inputs", "wait_nonce", "wait_used"})
@@ -139,6 +139,14 @@ class Keys:
     def submits(self, caller: str, window: int) -> str:
         """A caller's submits in one rate window (a counter that expires with the window)."""
         return f"{self.prefix}:submits:{window}:{caller}"
+
+    def deliveries_due(self) -> str:
+        """Sorted set: webhook delivery id → when it is next tried (epoch seconds); pools deliver what is due."""
+        return f"{self.prefix}:notify:due"
+
+    def delivery(self, delivery_id: str) -> str:
+        """One webhook delivery: job, connection name, event, body (never a secret), tries so far."""
+        return f"{self.prefix}:notify:delivery:{delivery_id}"
 
     def metrics(self) -> str:
         """Hash of counters and duration buckets every API and worker process adds to; `/metrics` reads it."""

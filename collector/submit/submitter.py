@@ -103,6 +103,8 @@ def new_record(spec: JobSpec, sealer: Sealer | None, *, no_key: str) -> dict[str
     }
     if spec.client_id is not None:
         fields["client_id"] = spec.client_id
+    if spec.notify:
+        fields["notify"] = spec.notify
     if secrets:
         if sealer is None:
             raise ConfigError(no_key)

@@ -20,6 +20,7 @@ from collector.store.datasets import KeptDataset
 from collector.store.records import DATASETS, JobStore
 from collector.store.rq import RQ, Job
 from collector.types import iso
+from collector.workflows.notify import queue_for
 
 # What a retry by hand clears from the record: how the last attempt ended, and a cancel it answered.
 RETRY_CLEARS = ("error", "result", "ended_at", "retry_at", "cancel_requested_at", "canceled_by", "canceled_at",
@@ -58,9 +59,10 @@ class Ends:
 
     def attempt_ended(self, pipe: Any, job_id: str, *, platform_id: str, attempt: int, status: str,
                       fields: dict[str, Any], datasets: Mapping[str, KeptDataset], duration_s: float,
-                      delay_s: float = 0.0) -> None:
+                      delay_s: float = 0.0, known: Mapping[str, Any] | None = None) -> None:
         """What a worker writes when an attempt ends: `finished`, `failed` or `stopped` with the datasets it kept,
-        or `scheduled` for another try in `delay_s`. RQ's side is the worker's own to write."""
+        or `scheduled` for another try in `delay_s`. RQ's side is the worker's own to write. `known`: the record's
+        `notify` and what a notification names, as the worker read them (spares reading them again)."""
         event: dict[str, Any] = {"attempt": attempt}
         if "error" in fields:
             event["error"] = {k: fields["error"][k] for k in ("type", "message")}
@@ -70,7 +72,7 @@ class Ends:
             self._retry(pipe, job_id, delay_s=delay_s, fields=fields, event=event, platform_id=platform_id)
         else:
             self._ended(pipe, job_id, status=status, fields=fields, event=event, platform_id=platform_id,
-                        datasets=datasets, duration_s=duration_s)
+                        datasets=datasets, duration_s=duration_s, known=known)
         pipe.srem(self.store.keys.cancels(), job_id)
 
     def worker_lost(self, pipe: Any, job_id: str, *, job: Job | None, status: str, fields: dict[str, Any],
@@ -165,7 +167,7 @@ class Ends:
     # -- the pieces ----------------------------------------------------------------------------------------------
     def _ended(self, pipe: Any, job_id: str, *, status: str, fields: dict[str, Any], event: dict[str, Any],
                platform_id: str, datasets: Mapping[str, KeptDataset] | None = None,
-               duration_s: float | None = None) -> None:
+               duration_s: float | None = None, known: Mapping[str, Any] | None = None) -> None:
         """The record ends as `status` and expires with everything beside it; the end is counted."""
         store = self.store
         ttl = store.ttl_for(status)
@@ -176,6 +178,11 @@ class Ends:
                 record["datasets"] = summary
         store.update(job_id, record, pipe)
         store.event(job_id, status, pipe, **event)
+        if status in ("finished", "failed"):
+            told = {"result": fields["result"]} if "result" in fields else {}
+            if "error" in fields:
+                told["error"] = {k: fields["error"].get(k) for k in ("type", "message")}
+            queue_for(pipe, store, job_id, status, known=known, status=status, **told)
         store.expire(job_id, ttl, pipe, DATASETS if datasets is None else [n for n in DATASETS if n not in datasets])
         if duration_s is None:
             metrics.count(pipe, store.keys, status, platform_id)

@@ -14,9 +14,10 @@ from typing import Any
 
 from collector.errors import ValidationError
 from collector.specs.job import validate_spec
+from collector.specs.notify import PROCESS_EVENTS, check_notify
 from collector.submit.submitter import Submitter
 
-PROCESS_FIELDS = {"name", "version", "steps"}
+PROCESS_FIELDS = {"name", "version", "steps", "notify"}
 STEP_FIELDS = {"name", "tasks"}
 TASK_FIELDS = {"name", "platform_id", "settings", "manual", "prompt"}
 NOTE_MAX_CHARS = 500  # longest note an ack, rerun or finalize keeps in the process's history
@@ -39,6 +40,8 @@ def validate_definition(body: Any, submitter: Submitter) -> dict[str, Any]:
         _err(errors, "name", "give the process a name of 1 to 200 characters")
     if "version" in body and not isinstance(body["version"], str | int):
         _err(errors, "version", "give the definition's version as a string")
+    if body.get("notify") is not None:  # webhooks told of step changes, sign-offs awaited and the end
+        errors.update(check_notify(body["notify"], events=PROCESS_EVENTS))
     steps = body.get("steps")
     if not isinstance(steps, list) or not steps:
         _err(errors, "steps", "give a non-empty list of steps, each {name, tasks: [...]}")

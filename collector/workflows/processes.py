@@ -14,15 +14,18 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from redis import Redis
 from redis.client import Pipeline
 
 from collector.errors import ConflictError, NotFoundError, ValidationError
 from collector.specs.job import JobSpec, validate_spec
+from collector.specs.notify import PROCESS_EVENTS, targets
 from collector.specs.secrets import merge_secrets, split_secrets
-from collector.store.records import run_watched
+from collector.store.records import Keys, run_watched
 from collector.submit.submitter import Submitter
 from collector.types import iso
 from collector.workflows.cancel import cancel
+from collector.workflows.notify import queue_for_process
 from collector.workflows.process_definition import (
     definition_version,
     parse_verdict,
@@ -39,6 +42,25 @@ OPEN = ("pending", "running", "waiting")  # task statuses that have not come to 
 # What one attempt of a task keeps once a rerun starts the next.
 ATTEMPT_FIELDS = ("attempt", "status", "job_id", "result", "error", "started_at", "ended_at", "acked_by", "acked_at",
                   "reason", "note")
+
+
+def note_history(connection: Redis, keys: Keys, process_id: str, entry: dict[str, Any]) -> None:
+    """Add `entry` (a notification's try) to a process's history; nothing when the process expired."""
+    key = keys.process(process_id)
+
+    def attempt(pipe: Pipeline) -> None:
+        pipe.watch(key)
+        raw = pipe.get(key)
+        if raw is None:
+            pipe.unwatch()
+            return
+        doc = json.loads(raw)
+        doc["history"].append({"at": iso(), **entry})
+        pipe.multi()
+        pipe.set(key, json.dumps(doc), keepttl=True)
+        pipe.execute()
+
+    run_watched(connection, attempt)
 
 
 class Processes:
@@ -66,6 +88,7 @@ class Processes:
             "id": process_id, "name": body["name"], "version": version, "status": "running", "current_step": 0,
             "steps": steps, "created_at": now, "ended_at": None, "replaced_by": None,
             "history": [{"at": now, "event": "created", "version": version}],
+            "notify": targets(body.get("notify"), events=PROCESS_EVENTS),
         }
         replaced = self._void_older(body["name"], version, process_id)
         with self.connection.pipeline(transaction=True) as pipe:
@@ -382,6 +405,7 @@ class Processes:
             pipe.multi()
             if doc != before:
                 pipe.set(key, json.dumps(doc))
+                queue_for_process(pipe, self.keys, before, doc)
             if doc["status"] != "running":
                 pipe.srem(self.keys.processes_active(), process_id)
                 pipe.expire(key, self.submitter.config.failed_record_ttl_s)

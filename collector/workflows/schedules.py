@@ -17,6 +17,7 @@ from redis.client import Pipeline
 
 from collector.errors import ConflictError, NotFoundError, ValidationError
 from collector.specs.job import validate_spec
+from collector.specs.notify import check_notify
 from collector.specs.secrets import merge_secrets, split_secrets
 from collector.store.records import run_watched
 from collector.submit.submitter import Submitter
@@ -24,7 +25,7 @@ from collector.types import iso
 
 log = logging.getLogger(__name__)
 
-SCHEDULE_FIELDS = {"name", "spec", "cron", "interval_s"}
+SCHEDULE_FIELDS = {"name", "spec", "cron", "interval_s", "notify"}
 MAX_INTERVAL_S = 366 * 24 * 3600  # a year and a day: longer intervals are better said with cron
 CRON_SAMPLE_TICKS = 500           # ticks of a cron looked at for its shortest gap (a gap pattern repeats daily)
 CRON_SAMPLE_S = 2 * 366 * 24 * 3600  # ... and no further ahead than this (sparse crons need few ticks)
@@ -78,6 +79,8 @@ def validate_schedule(body: Any, submitter: Submitter) -> dict[str, Any]:
     name = body.get("name")
     if name is not None and not (isinstance(name, str) and 0 < len(name) <= 200):
         errors["name"] = ["give a name of 1 to 200 characters"]
+    if body.get("notify") is not None:  # the targets of every job the schedule makes (over the spec's own)
+        errors.update(check_notify(body["notify"]))
     if "spec" not in body:
         errors["spec"] = ["Missing data for required field: the job spec to run on each tick."]
     else:
@@ -116,6 +119,8 @@ class Schedules:
         spec = validate_spec(body["spec"], self.submitter.registry, max_timeout_s=self.submitter.config.max_timeout_s)
         masked, secrets = split_secrets(spec)
         stored_spec = {**body["spec"], "settings": masked}
+        if body.get("notify") is not None:
+            stored_spec["notify"] = body["notify"]
         schedule_id = uuid.uuid4().hex[:16]
         now = time.time() if now is None else now
         due = next_tick(cron=body.get("cron"), interval_s=body.get("interval_s"), anchor=now, after=now)

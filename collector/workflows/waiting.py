@@ -14,6 +14,7 @@ import hmac
 import logging
 import secrets
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -23,12 +24,13 @@ from collector import defaults
 from collector.config import Config
 from collector.errors import ConfigError, ConflictError, ForbiddenError, NotFoundError, ValidationError
 from collector.sealing import Sealer
-from collector.store.records import ENDED, JobStore, decode_fields, run_watched
+from collector.store.records import ENDED, JOB_ID, JobStore, decode_fields, run_watched
 from collector.store.rq import RQ
 from collector.types import iso
 from collector.workflows.cancel import cancel_children
 from collector.workflows.children import read_children, resume_parent
 from collector.workflows.ends import Ends
+from collector.workflows.notify import queue_for
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,11 @@ def resume_token(secret_key: str, job_id: str, nonce: str) -> str:
     key = hashlib.sha256(f"collector-resume:{secret_key}".encode()).digest()
     mac = hmac.new(key, f"{job_id}\0{nonce}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def callback_token(secret_key: str, job_id: str, nonce: str) -> str:
+    """The token of `GET /execution/callback`: the job's id and its resume token, so the link alone resumes it."""
+    return f"{job_id}.{resume_token(secret_key, job_id, nonce)}"
 
 
 def _matches(secret_key: str, job_id: str, nonce: str | None, token: str) -> bool:
@@ -107,6 +114,8 @@ def suspend(connection: redis.Redis, store: JobStore, job_id: str, wait: dict[st
             rq.defer(pipe, job_id)
             store.event(job_id, "waiting", pipe, wait=wait["kind"],
                         **{k: v for k, v in shown.items() if k not in ("since", "kind")})
+            if wait["kind"] == "input":  # a person is needed; a wait for children ends by itself
+                queue_for(pipe, store, job_id, "waiting", status="waiting", waiting=shown)
             status = "waiting"
         pipe.srem(store.keys.cancels(), job_id)
         pipe.execute()
@@ -139,6 +148,28 @@ def parse_resume(body: Any) -> tuple[str, dict[str, Any]]:
             details=errors,
         )
     return token, given
+
+
+CALLBACK_MAX_FIELDS = 50  # query fields a callback's input may have
+
+
+def parse_callback(query: Mapping[str, list[str]]) -> tuple[str, str, dict[str, Any]]:
+    """The job id, resume token and input of a `GET /execution/callback` query: `token` is `<job id>.<resume
+    token>` (as a notification or GET /execution/get gives it), the other fields are the input (one value as
+    text, repeated ones as a list). `ValidationError` lists every problem at once."""
+    errors: dict[str, list[str]] = {}
+    tokens = query.get("token") or []
+    job_id, _, token = (tokens[0] if len(tokens) == 1 else "").rpartition(".")
+    if len(tokens) != 1 or not JOB_ID.fullmatch(job_id) or not token or len(token) > 200:
+        errors["token"] = ["give the callback token once: waiting.callback of GET /execution/get, or the "
+                           "callback link of a waiting notification"]
+    given = {k: v[0] if len(v) == 1 else list(v) for k, v in query.items() if k != "token"}
+    if len(given) > CALLBACK_MAX_FIELDS:
+        errors["_schema"] = [f"at most {CALLBACK_MAX_FIELDS} query fields (got {len(given)})"]
+    if errors:
+        raise ValidationError(f"the callback has {len(errors)} error(s); open the link as it was given",
+                              details=errors)
+    return job_id, token, given
 
 
 def resume(connection: redis.Redis, config: Config, job_id: str, *, token: str, given: Any,
@@ -276,6 +307,7 @@ def describe(connection: redis.Redis, config: Config, view: dict[str, Any]) -> d
         if nonce and config.secret_key:
             wait["resume_token"] = resume_token(config.secret_key, job_id, nonce)
             wait["resume"] = f"POST /execution/resume?job_id={job_id} with {{\"token\": ..., \"input\": {{...}}}}"
+            wait["callback"] = f"/execution/callback?token={callback_token(config.secret_key, job_id, nonce)}"
     elif view.get("status") != "waiting":
         view.pop("waiting", None)
     children = view.get("children")

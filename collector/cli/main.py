@@ -270,12 +270,27 @@ def cmd_up(args: argparse.Namespace, config: Config) -> int:
 
         serve_until_signal(app, host=args.host, port=args.port, config=config, on_ready=ready)
     finally:
-        if pool is not None:
-            stop_process(pool, config.shutdown_grace_s + 5)
-        if embedded is not None:
-            embedded.stop()
-        log.info("stopped")
+        # The API has stopped; the workers finish (or requeue) their jobs within the grace, and Redis, in a session
+        # of its own that a terminal's Ctrl-C does not reach, stops last, once they have written what they hold.
+        grace = config.shutdown_grace_s
+        _stopping(f"stopping: running jobs get {grace:g} s (COLLECTOR_SHUTDOWN_GRACE_S) to finish, then are "
+                  "requeued; Redis stops last")
+        try:
+            if pool is not None:
+                stop_process(pool, grace + 5)
+        finally:
+            if embedded is not None:
+                embedded.stop()
+            log.info("stopped")
     return 0
+
+
+def _stopping(note: str) -> None:
+    """Log `note` once the service stops; a further Ctrl-C or SIGTERM says it again instead of breaking the stop
+    off half-way (which would leave workers writing to a Redis that is gone)."""
+    log.info(note)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: log.warning("already %s", note))
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout_s: float) -> None:

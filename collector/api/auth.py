@@ -3,7 +3,7 @@ route declares (`ROUTE_SCOPES`, the one place it is declared), and the guard aga
 
 Checks, in order, on every request:
 1. API tokens in the query string are refused (400): URLs end up in logs, proxies and browser history.
-2. `GET /system/alive` is open to anyone.
+2. `GET /system/alive` (liveness) and `GET /system/ready` (readiness) are open to anyone.
 3. Authentication: `Authorization: Bearer <token>` everywhere. Browsers cannot send a bearer token when they open
    a page, so the browser pages (GETs under `/rq` and `/docs`, and `/openapi.json` the docs page loads) also take
    basic auth with the token as the password; so do rq-dashboard's buttons, which post from such a page.
@@ -66,7 +66,7 @@ ROUTE_SCOPES: dict[str, str] = {
     "docs.docs_asset": "read",
     "static": "read",
 }
-OPEN_ENDPOINTS = frozenset({"system.alive"})  # liveness probes carry no credentials
+OPEN_ENDPOINTS = frozenset({"system.alive", "system.ready"})  # liveness and readiness probes carry no credentials
 DASHBOARD = "/rq"  # rq-dashboard's routes, by path: reading needs `read`, its actions (requeue, delete, …) `admin`
 DASHBOARD_READ, DASHBOARD_ACT = "read", "admin"
 BROWSER_PAGES = ("/rq", "/docs", "/openapi.json")  # GETs a browser makes itself: basic auth is taken here

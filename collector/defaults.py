@@ -18,6 +18,7 @@ CHECK_TIMEOUT_S = 10                     # how long POST /platforms/check waits 
 MAX_JSON_DEPTH = 32                      # deepest nesting of arrays/objects a request body may have
 MAX_STRING_CHARS = 64 * 1024             # longest string (or object key) a request body may hold
 MIN_TOKEN_CHARS = 16                     # shortest API token accepted: shorter ones are guessable
+MIN_SECRET_KEY_BYTES = 32                # shortest COLLECTOR_SECRET_KEY accepted: it seals secrets, signs resume tokens
 RETRY_MAX = 2                            # retries of a job after a transient error or a worker death
 RETRY_BACKOFF_S = 2.0                    # delay before the first retry; doubles each retry
 RETRY_BACKOFF_CAP_S = 300.0              # longest delay between two retries

@@ -156,14 +156,39 @@ class HttpClient:
     def mask(self, text: str) -> str:
         return mask_text(text, self.secrets)
 
-    def request(self, url: str, *, method: str = "GET", body: bytes | None = None) -> tuple[bytes, Any]:
-        """The response body and headers; `TransientError` once retries are spent, `FatalError` on other 4xx."""
+    def _headers(self, url: str, body: bytes | None) -> dict[str, str]:
         headers = dict(self.headers)
         if self.auth_origin is not None and origin(url) != self.auth_origin:
             # credentials only go to the host they were given for
             headers = {k: v for k, v in headers.items() if k.lower() not in self.private}
         if body is not None:
             headers["Content-Type"] = "application/json"
+        return headers
+
+    def probe(self, url: str, *, method: str = "GET", body: bytes | None = None) -> str:
+        """One request, no retry, the body left unread: a connection check's `"GET <url> answered HTTP 200 OK"`.
+        The egress policy, redirect rules and credentials apply as for `request`; `FatalError` on a 4xx (a wrong
+        token says so), `TransientError` on a 5xx, a timeout or a connection that fails, all with the reason."""
+        request = urllib.request.Request(url, data=body, headers=self._headers(url, body), method=method)
+        try:
+            with self.opener.open(request, timeout=self.timeout_s) as response:
+                return self.mask(f"{method} {url} answered HTTP {response.status} {response.reason}")
+        except EgressError as exc:
+            raise EgressError(self.mask(exc.message)) from None
+        except urllib.error.HTTPError as exc:
+            snippet = read_quietly(exc)
+            what = f"{method} {url} answered HTTP {exc.code} {exc.reason}: {snippet.strip()!r}"
+            if exc.code in RETRY_STATUSES:
+                raise TransientError(self.mask(what)) from None
+            hint = " (check the token, username or password)" if exc.code in (401, 403) else ""
+            raise FatalError(self.mask(what + hint)) from None
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise TransientError(self.mask(f"{method} {url} failed: {type(exc).__name__}: {reason}")) from None
+
+    def request(self, url: str, *, method: str = "GET", body: bytes | None = None) -> tuple[bytes, Any]:
+        """The response body and headers; `TransientError` once retries are spent, `FatalError` on other 4xx."""
+        headers = self._headers(url, body)
         for attempt in range(self.max_retries + 1):
             wait = min(self.backoff_s * 2**attempt, MAX_BACKOFF_S)
             request = urllib.request.Request(url, data=body, headers=headers, method=method)

@@ -9,7 +9,20 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from collector import defaults
 from collector.errors import ConfigError
+
+
+def check_key(secret_key: str) -> None:
+    """`ConfigError` for a `COLLECTOR_SECRET_KEY` too short to resist guessing (it opens every sealed secret and
+    signs resume tokens); checked when a process starts, so a weak key never seals anything."""
+    size = len(secret_key.encode())
+    if size < defaults.MIN_SECRET_KEY_BYTES:
+        raise ConfigError(
+            f"COLLECTOR_SECRET_KEY is {size} bytes long; it must be at least {defaults.MIN_SECRET_KEY_BYTES} "
+            "(it opens every sealed secret and signs resume tokens): set a long random string, e.g. "
+            "`openssl rand -hex 32`, the same for every API and worker process"
+        )
 
 
 class Sealer:

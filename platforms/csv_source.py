@@ -170,6 +170,29 @@ class CsvSource(Platform):
             summary["stored"] = self.storage.rows_written
         return summary
 
+    def _check(self) -> str:
+        """A `path`: the file is there and its first line reads in `encoding`. A `url`: one GET through the egress
+        policy (with the connection's credentials), the body left unread."""
+        if self.file is None:
+            return self._client(on_retry=None).probe(str(self.url))
+        try:
+            with self.file.open("r", encoding=self._codec(), newline="") as file:
+                file.readline()
+        except FileNotFoundError:
+            raise FatalError(f"no file at path {self.path!r} on this worker; check the path") from None
+        except UnicodeDecodeError as exc:
+            raise FatalError(f"{self.path} is not {self.encoding} ({exc.reason} at byte {exc.start}); "
+                             "set encoding (e.g. latin-1)") from None
+        except OSError as exc:
+            raise FatalError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        return f"{self.file.display} is there and readable"
+
+    def _client(self, *, on_retry: Callable[[str], None] | None) -> HttpClient:
+        accept = {"Accept": "text/csv, */*"}
+        if self.named is not None:
+            return self.named.http_client(headers=accept, timeout_s=self.timeout_s, on_retry=on_retry)
+        return HttpClient(headers=accept, secrets=[], timeout_s=self.timeout_s, on_retry=on_retry)
+
     def _read(self, ctx) -> tuple[list[str], list[list[str]]]:
         """Column names and the data lines (each padded to the width of the header)."""
         source = self.path if self.path is not None else mask_text(str(self.url))
@@ -178,12 +201,7 @@ class CsvSource(Platform):
                 with self.file.open("r", encoding=self._codec(), newline="") as file:
                     lines = list(csv.reader(itertools.islice(file, self.skip_rows, None), delimiter=self.delimiter))
             else:
-                accept = {"Accept": "text/csv, */*"}
-                if self.named is not None:
-                    client = self.named.http_client(headers=accept, timeout_s=self.timeout_s, on_retry=ctx.log.warning)
-                else:
-                    client = HttpClient(headers=accept, secrets=[], timeout_s=self.timeout_s, on_retry=ctx.log.warning)
-                raw, _ = client.request(str(self.url))
+                raw, _ = self._client(on_retry=ctx.log.warning).request(str(self.url))
                 text = io.StringIO(raw.decode(self._codec()), newline="")
                 lines = list(csv.reader(itertools.islice(text, self.skip_rows, None), delimiter=self.delimiter))
         except FileNotFoundError:

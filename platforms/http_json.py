@@ -171,8 +171,14 @@ class HttpJson(Platform):
             summary["stored"] = self.storage.rows_written
         return summary
 
-    def _pages(self) -> Iterator[tuple[str, Any, list[Any]]]:
-        """(url, body, records) per page until the pagination style says there are no more, or max_pages."""
+    def _check(self) -> str:
+        """The first request the job would send (credentials, parameters and, for POST, the body), once and without
+        reading the answer: the host is reached through the egress policy, and a 401/403 says the credentials
+        were refused."""
+        url, data = self._prepare(self.url, self._first_paging(), first=True)
+        return self.client.probe(url, method=self.method, body=data)
+
+    def _first_paging(self) -> dict[str, Any]:
         paging: dict[str, Any] = {}
         if self.pagination == "page":
             paging[self.page_param] = self.start_page
@@ -180,6 +186,11 @@ class HttpJson(Platform):
             paging[self.offset_param] = 0
         if self.page_size and self.pagination in ("page", "offset"):
             paging[self.size_param if self.pagination == "page" else self.limit_param] = self.page_size
+        return paging
+
+    def _pages(self) -> Iterator[tuple[str, Any, list[Any]]]:
+        """(url, body, records) per page until the pagination style says there are no more, or max_pages."""
+        paging = self._first_paging()
         url: str | None = self.url
         seen: set[str] = set()
         pages, last_raw = 0, b""

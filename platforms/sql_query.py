@@ -70,9 +70,7 @@ class SqlQuery(Platform):
     def _mask(self, text: str) -> str:
         return mask_text(text, self._secrets())
 
-    def _run(self, ctx):
-        ctx.add_secrets(self._secrets())
-        backend = self._url.get_backend_name()
+    def _engine(self) -> sa.Engine:
         url = self._url
         if self.file is not None:
             # Checked again here, folder by folder without following a symlink, right before SQLite opens it.
@@ -83,11 +81,29 @@ class SqlQuery(Platform):
         options: dict[str, Any] = {"poolclass": sa.pool.NullPool, "hide_parameters": True}
         try:
             if self.named is not None:
-                engine = self.named.create_engine(drivername=self._url.drivername, **options)
-            else:
-                engine = databases.create_engine(url, **options)
+                return self.named.create_engine(drivername=self._url.drivername, **options)
+            return databases.create_engine(url, **options)
         except (ArgumentError, NoSuchModuleError) as exc:
             raise FatalError(self._mask(f"cannot use url {self._url!r}: {exc}")) from None
+
+    def _check(self) -> str:
+        """Connect and log in as the job would (read-only session, through the egress policy) and run `SELECT 1`;
+        the query itself is not run."""
+        engine = self._engine()
+        try:
+            with self._connect(engine, self._url.get_backend_name()) as connection:
+                connection.execute(sa.text("SELECT 1")).scalar_one()
+        except SQLAlchemyError as exc:
+            error = TransientError if isinstance(exc, OperationalError) else FatalError
+            raise error(self._describe(exc, doing="connecting to the")) from None
+        finally:
+            engine.dispose()
+        return f"connected to the {self._where()} and ran SELECT 1"
+
+    def _run(self, ctx):
+        ctx.add_secrets(self._secrets())
+        backend = self._url.get_backend_name()
+        engine = self._engine()
         sample: list[dict[str, Any]] = []
         rows = chunks = 0
         try:
@@ -142,13 +158,16 @@ class SqlQuery(Platform):
             connection.close()
             raise
 
-    def _describe(self, exc: SQLAlchemyError) -> str:
-        reason = getattr(exc, "orig", None) or exc
-        host = f" at {self._url.host}:{self._url.port or 'default port'}" if self._url.host else ""
-        where = f"{self._url.get_backend_name()} database {self._url.database!r}{host}"
+    def _where(self) -> str:
         if self.named is not None:
-            where = f"{self._url.get_backend_name()} database of connection {self.named.name!r}"
-        return self._mask(f"query on {where} failed: {type(reason).__name__}: {reason}")
+            return f"{self._url.get_backend_name()} database of connection {self.named.name!r}"
+        host = f" at {self._url.host}:{self._url.port or 'default port'}" if self._url.host else ""
+        return f"{self._url.get_backend_name()} database {self._url.database!r}{host}"
+
+    def _describe(self, exc: SQLAlchemyError, *, doing: str = "query on") -> str:
+        reason = getattr(exc, "orig", None) or exc
+        text = " ".join(f"{reason}".split())   # drivers' multi-line texts on one line
+        return self._mask(f"{doing} {self._where()} failed: {type(reason).__name__}: {text}")
 
 
 def sqlite_file(url: URL) -> LocalFile | None:

@@ -65,6 +65,14 @@ class FileStorage(Storage):
         where = f" of connection {self.connection!r}" if self.connection else ""
         return f"{self.KIND} file {self.path}{where}"
 
+    def _check(self) -> str:
+        """The file could be written now (its folder there or creatable, the file a regular, writable one), found
+        without writing or creating anything."""
+        try:
+            return self.file.check_writable()
+        except PermissionError as exc:
+            raise StorageError(f"cannot write to {self.describe()}: {exc}", details={"path": self.path}) from None
+
     def _error(self, doing: str, exc: BaseException) -> StorageError:
         message = f"could not write to {self.describe()} ({doing}): {exc}"
         return StorageError(message, details={"path": self.path})

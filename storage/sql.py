@@ -9,9 +9,10 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from collector.errors import SettingError
+from collector.errors import SettingError, StorageError, UnsafePathError
+from collector.masking import mask_text
 from collector.resources import databases, reach
 from collector.resources.connections import Connection as NamedConnection
 from collector.resources.dataroot import LocalFile
@@ -50,6 +51,25 @@ class SQLStorage(SQLTableWriter):
             self._replaced = True
             return count
         return self._write_batches(conn, rows)
+
+    def _check(self) -> str:
+        """Connect and log in as a write would (through the egress policy) and run `SELECT 1`; no table is made and
+        nothing is written."""
+        try:
+            engine = self._create_engine()
+            try:
+                with engine.connect() as conn:
+                    conn.exec_driver_sql("SELECT 1").scalar_one()
+            finally:
+                engine.dispose()
+        except (StorageError, UnsafePathError):
+            raise
+        except Exception as exc:
+            reason = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else f"{exc}"
+            reason = f"{type(getattr(exc, 'orig', None) or exc).__name__}: {' '.join(reason.split())}"
+            message = mask_text(f"could not connect to {self.describe()}: {reason}", self._secrets())
+            raise StorageError(message[:2000], details={"table": self.table}) from None
+        return f"connected to {self.describe()} and ran SELECT 1"
 
     # -- modes
 
@@ -331,6 +351,14 @@ class SQLiteStorage(SQLStorage):
     def describe(self) -> str:
         where = f" (connection {self.connection!r})" if self.connection else ""
         return f"{super().describe()}{where}"
+
+    def _check(self) -> str:
+        if self._file is not None and not self._file.exists():
+            try:   # connecting would create the database file: say whether it could be, instead
+                return self._file.check_writable()
+            except PermissionError as exc:
+                raise StorageError(f"cannot write to {self.describe()}: {exc}", details={"table": self.table}) from None
+        return super()._check()
 
     def _create_engine(self) -> Engine:
         options: dict[str, Any] = {"hide_parameters": True, "json_serializer": dump_json}

@@ -3,8 +3,9 @@ route declares (`ROUTE_SCOPES`, the one place it is declared), and the guard aga
 
 Checks, in order, on every request:
 1. API tokens in the query string are refused (400): URLs end up in logs, proxies and browser history.
-2. `GET /system/alive` is open to anyone; so is `GET /execution/callback`, whose link carries a job's one-use
-   resume token (its `token` query field is that, not an API token).
+2. `GET /system/alive` (liveness) and `GET /system/ready` (readiness) are open to anyone; so is
+   `GET /execution/callback`, whose link carries a job's one-use resume token (its `token` query field is that,
+   not an API token).
 3. Authentication: `Authorization: Bearer <token>` everywhere. Browsers cannot send a bearer token when they open
    a page, so the browser pages (GETs under `/rq` and `/docs`, and `/openapi.json` the docs page loads) also take
    basic auth with the token as the password; so do rq-dashboard's buttons, which post from such a page.
@@ -71,8 +72,8 @@ ROUTE_SCOPES: dict[str, str] = {
     "docs.docs_asset": "read",
     "static": "read",
 }
-# Liveness probes carry no credentials; a callback link's own token (a job's resume token) is its proof.
-OPEN_ENDPOINTS = frozenset({"system.alive", "execution.callback"})
+# Liveness and readiness probes carry no credentials; a callback link's own token (a job's resume token) is its proof.
+OPEN_ENDPOINTS = frozenset({"system.alive", "system.ready", "execution.callback"})
 LINK_ENDPOINTS = frozenset({"execution.callback"})  # its `token` query field is no API token: not refused
 DASHBOARD = "/rq"  # rq-dashboard's routes, by path: reading needs `read`, its actions (requeue, delete, …) `admin`
 DASHBOARD_READ, DASHBOARD_ACT = "read", "admin"

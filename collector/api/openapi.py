@@ -20,6 +20,8 @@ from collector.specs.schema import DateSetting, SecretString, StorageSetting, St
 from collector.store.records import JOB_ID
 
 OPENAPI_VERSION = "3.1.0"
+# Open to anyone, so no 401: the probes carry no token; a callback link's own token is its proof.
+OPEN_OPERATIONS = {("get", "/system/alive"), ("get", "/system/ready"), ("get", "/execution/callback")}
 
 
 class ErrorAnswer(Schema):
@@ -36,6 +38,12 @@ class AliveAnswer(Schema):
     version = fields.String(required=True)
 
 
+class ReadyAnswer(Schema):
+    ready = fields.Boolean(required=True)
+    version = fields.String(required=True)
+    reason = fields.String(metadata={"description": "why this API cannot take jobs now (only when not ready)"})
+
+
 class DiagnosticsAnswer(Schema):
     class Meta:
         unknown = INCLUDE
@@ -43,6 +51,11 @@ class DiagnosticsAnswer(Schema):
     alive = fields.Boolean(required=True)
     version = fields.String(required=True)
     healthy = fields.Boolean(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["ok", "degraded", "down"]), metadata={
+        "description": "down: Redis is unreachable (503); degraded: the service works, but not all of it (see "
+                       "degraded); ok otherwise"})
+    degraded = fields.List(fields.String(), required=True,
+                           metadata={"description": "what does not work, e.g. a platform file that failed to load"})
     platforms = fields.Dict()
     redis = fields.Dict()
     queues = fields.Dict()
@@ -223,7 +236,8 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
         )},
     )
     _custom_fields(plugin)
-    for name, schema in [("Error", ErrorAnswer), ("Alive", AliveAnswer), ("Diagnostics", DiagnosticsAnswer),
+    for name, schema in [("Error", ErrorAnswer), ("Alive", AliveAnswer), ("Ready", ReadyAnswer),
+                         ("Diagnostics", DiagnosticsAnswer),
                          ("Platforms", PlatformsAnswer), ("RunAccepted", RunAccepted), ("JobView", JobView)]:
         spec.components.schema(name, schema=schema)
     for kind, backend in sorted(storage_backends().items()):
@@ -241,6 +255,12 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
             "post": {"summary": "Diagnostics of Redis, queues, workers and platforms", "responses": {
                 "200": response("healthy", {"$ref": "#/components/schemas/Diagnostics"}),
                 "503": response("a service is down", {"$ref": "#/components/schemas/Diagnostics"})}},
+        },
+        "/system/ready": {
+            "get": {"summary": "Readiness: whether this API can take jobs now (Redis answers)", "security": [],
+                    "responses": {"200": response("ready", {"$ref": "#/components/schemas/Ready"}),
+                                  "503": response("not ready; `reason` says why",
+                                                  {"$ref": "#/components/schemas/Ready"})}},
         },
         "/platforms/get": {"get": {"summary": "Every platform with its settings", "responses": {
             "200": response("the platforms", {"$ref": "#/components/schemas/Platforms"})}}},
@@ -292,7 +312,7 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
             "for browsers, on the pages under /rq and /docs only: any user name, the token as password")})
     for path, operations in paths.items():
         for method, operation in operations.items():
-            if (method, path) not in (("get", "/system/alive"), ("get", "/execution/callback")):
+            if (method, path) not in OPEN_OPERATIONS:
                 _declare_access(path, method, operation, scope=(scopes or {}).get((path, method), "read"),
                                 secured=secured)
     for path, operations in paths.items():

@@ -1,4 +1,5 @@
-"""`/system/alive`: liveness (GET) and diagnostics of every connected service (POST)."""
+"""`/system/alive`: liveness (GET) and diagnostics of every connected service (POST); `/system/ready`: readiness
+(whether this API can take jobs now: Redis answers)."""
 
 from __future__ import annotations
 
@@ -21,16 +22,38 @@ def alive() -> dict[str, Any]:
     return {"alive": True, "version": __version__}
 
 
+@blueprint.get("/system/ready")
+def ready() -> tuple[dict[str, Any], int]:
+    body = readiness(services())
+    return body, 200 if body["ready"] else 503
+
+
 @blueprint.post("/system/alive")
 def diagnostics() -> tuple[dict[str, Any], int]:
     body = diagnose(services())
     return body, 200 if body["healthy"] else 503
 
 
+def readiness(svc: Services) -> dict[str, Any]:
+    """Whether this API can serve jobs now: Redis answers a PING (liveness, `GET /system/alive`, stays 200 while
+    it does not, so an orchestrator keeps the process and stops sending it traffic instead of restarting it)."""
+    body: dict[str, Any] = {"ready": True, "version": __version__}
+    try:
+        svc.connection.ping()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        body["ready"] = False
+        body["reason"] = (f"Redis at {mask_url(svc.config.redis_url or '')} is unreachable ({type(exc).__name__}); "
+                          "jobs can be neither queued nor read: check that Redis runs and COLLECTOR_REDIS_URL")
+    return body
+
+
 def diagnose(svc: Services) -> dict[str, Any]:
     """Redis (ping, version, memory, eviction policy), the queue's registries, the workers and the platforms."""
-    body: dict[str, Any] = {"alive": True, "version": __version__, "healthy": True}
+    body: dict[str, Any] = {"alive": True, "version": __version__, "healthy": True, "status": "ok", "degraded": []}
     body["platforms"] = {"count": len(svc.registry.platforms), "broken": svc.registry.broken}
+    # Degraded: the service works, but not all of it (a platform's file failed to load: its jobs are refused).
+    body["degraded"] += [f"platform {name!r} is not available: {svc.registry.file_of(name)} failed to load ({why})"
+                         for name, why in sorted(svc.registry.broken.items())]
     try:
         body["redis"] = _redis(svc.connection)
         body["redis"]["url"] = mask_url(svc.config.redis_url or "")
@@ -45,6 +68,7 @@ def diagnose(svc: Services) -> dict[str, Any]:
             "url": mask_url(svc.config.redis_url or ""),
             "error": f"{type(exc).__name__}: unreachable; check that Redis runs and COLLECTOR_REDIS_URL",
         }
+    body["status"] = "down" if not body["healthy"] else "degraded" if body["degraded"] else "ok"
     return body
 
 

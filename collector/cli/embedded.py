@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -14,11 +18,28 @@ import redis
 
 from collector.errors import ConfigError
 
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal the kernel sends this process when the thread that started it ends
+try:  # loaded here, not between fork and exec
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+except OSError:
+    _LIBC = None
+
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _detach(*, with_parent: bool) -> None:
+    """In the server process before exec: a session of its own, so a terminal's Ctrl-C (SIGINT to the whole
+    foreground process group) does not reach it and the service can stop it last, once workers and API have
+    written what they hold; and, on Linux, SIGTERM from the kernel should the process that started it die
+    without stopping it (no Redis left running, orphaned, in a session nobody's Ctrl-C reaches)."""
+    os.setsid()
+    if with_parent and _LIBC is not None:
+        with contextlib.suppress(AttributeError):
+            _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def server_binary() -> str:
@@ -60,7 +81,10 @@ class EmbeddedRedis:
             "--save", "", "--appendonly", "yes" if self.appendonly else "no",
             "--maxmemory-policy", "noeviction", "--loglevel", "warning",
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # The kernel ties the death signal to the starting thread: only the main thread's outlives the server.
+        main = threading.current_thread() is threading.main_thread()
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        preexec_fn=lambda: _detach(with_parent=main))
         deadline = time.monotonic() + timeout_s
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         while True:

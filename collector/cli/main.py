@@ -9,13 +9,16 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from collector import __version__, defaults
 from collector.cli.schedulecommands import add_schedule_commands
 from collector.config import Config
 from collector.errors import CollectorError
 from collector.masking import install_log_masking
+
+if TYPE_CHECKING:
+    from collector.specs.registry import Registry
 
 log = logging.getLogger("collector")
 
@@ -115,11 +118,12 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_seal(args: argparse.Namespace, config: Config) -> int:
     """Print the secret on standard input sealed with COLLECTOR_SECRET_KEY (asked for without echo on a terminal)."""
-    from collector.sealing import Sealer
+    from collector.sealing import Sealer, check_key
 
     if not config.secret_key:
         raise CollectorError("COLLECTOR_SECRET_KEY is not set; seal with the key the API and the workers use, "
                              "or they cannot open the value")
+    check_key(config.secret_key)
     if sys.stdin.isatty():
         import getpass
 
@@ -247,7 +251,8 @@ def warn_if_open(config: Config, host: str) -> str:
     from collector.api.auth import is_loopback
 
     if config.api_tokens or config.api_tokens_file:
-        note = "API tokens required (COLLECTOR_API_TOKENS): every endpoint but GET /system/alive needs one"
+        note = ("API tokens required (COLLECTOR_API_TOKENS): every endpoint but GET /system/alive and /system/ready "
+                "needs one")
         log.info(note)
     elif is_loopback(host):
         note = f"open: no COLLECTOR_API_TOKENS, but {host} is loopback, so only this machine can reach the API"
@@ -264,8 +269,10 @@ def cmd_up(args: argparse.Namespace, config: Config) -> int:
     from collector.app import create_app
     from collector.cli.embedded import EmbeddedRedis
     from collector.cli.server import serve_until_signal
-    from collector.sealing import new_key
+    from collector.sealing import check_key, new_key
 
+    if config.secret_key:
+        check_key(config.secret_key)  # before anything starts: the API and the workers would refuse it
     embedded: EmbeddedRedis | None = None
     pool: subprocess.Popen[bytes] | None = None
     env = dict(os.environ)
@@ -285,28 +292,52 @@ def cmd_up(args: argparse.Namespace, config: Config) -> int:
         access = warn_if_open(config, args.host)
 
         def ready(port: int) -> None:
-            base = f"http://{args.host}:{port}"
-            print(
-                f"\ncollector {__version__} is up\n"
-                f"  API        {base}/system/alive\n"
-                f"  platforms  {base}/platforms/get\n"
-                f"  dashboard  {base}/rq\n"
-                f"  workers    {args.workers} (pid {pool.pid if pool else '?'})\n"
-                f"  Redis      {config.redis_url if embedded else '(COLLECTOR_REDIS_URL)'}\n"
-                f"  access     {access}\n"
-                f"  API docs   {base}/docs\n"
-                "Press Ctrl-C to stop everything.\n",
-                flush=True,
-            )
+            print(banner(f"http://{args.host}:{port}", workers=f"{args.workers} (pid {pool.pid if pool else '?'})",
+                         redis=config.redis_url if embedded else "(COLLECTOR_REDIS_URL)", access=access,
+                         registry=app.extensions["collector"].registry), flush=True)
 
         serve_until_signal(app, host=args.host, port=args.port, config=config, on_ready=ready)
     finally:
-        if pool is not None:
-            stop_process(pool, config.shutdown_grace_s + 5)
-        if embedded is not None:
-            embedded.stop()
-        log.info("stopped")
+        # The API has stopped; the workers finish (or requeue) their jobs within the grace, and Redis, in a session
+        # of its own that a terminal's Ctrl-C does not reach, stops last, once they have written what they hold.
+        grace = config.shutdown_grace_s
+        _stopping(f"stopping: running jobs get {grace:g} s (COLLECTOR_SHUTDOWN_GRACE_S) to finish, then are "
+                  "requeued; Redis stops last")
+        try:
+            if pool is not None:
+                stop_process(pool, grace + 5)
+        finally:
+            if embedded is not None:
+                embedded.stop()
+            log.info("stopped")
     return 0
+
+
+def _stopping(note: str) -> None:
+    """Log `note` once the service stops; a further Ctrl-C or SIGTERM says it again instead of breaking the stop
+    off half-way (which would leave workers writing to a Redis that is gone)."""
+    log.info(note)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: log.warning("already %s", note))
+
+
+def banner(base: str, *, workers: str, redis: str | None, access: str, registry: Registry) -> str:
+    """What `up` prints once it serves: where everything is, and the platform files that failed to load."""
+    lines = [
+        f"\ncollector {__version__} is up",
+        f"  API        {base}/system/alive",
+        f"  platforms  {base}/platforms/get",
+        f"  dashboard  {base}/rq",
+        f"  workers    {workers}",
+        f"  Redis      {redis}",
+        f"  access     {access}",
+        f"  API docs   {base}/docs",
+    ]
+    for name, why in sorted(registry.broken.items()):
+        lines.append(f"  BROKEN     platform {name!r}: {registry.file_of(name)} failed to load ({why}); "
+                     "its jobs are refused until it is fixed and the service restarted")
+    lines.append("Press Ctrl-C to stop everything.\n")
+    return "\n".join(lines)
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout_s: float) -> None:

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import mmap
 import os
+import signal
 import struct
 import time
 from typing import Any
@@ -163,6 +164,21 @@ class CollectorWorker(LeanHeartbeats, SimpleWorker):
 
     def _quiet(self) -> Any:
         return self._log_to(_WithoutInfo(logging.getLogger("rq.worker")))
+
+    def _install_signal_handlers(self) -> None:
+        super()._install_signal_handlers()
+        self._ignore_terminal()
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        super().request_stop(signum, frame)
+        self._ignore_terminal()
+
+    @staticmethod
+    def _ignore_terminal() -> None:
+        """A child stops when its supervisor says so (SIGTERM). A terminal's Ctrl-C reaches every process of the
+        foreground group, and RQ takes a second one as a cold shutdown that breaks the running job off: the
+        supervisor, which gets the same Ctrl-C, gives running jobs their grace instead."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         with self._quiet():

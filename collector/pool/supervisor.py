@@ -236,7 +236,9 @@ class Pool:
             self.slots.clear(index)
             kind, cause = self._kill_reasons.pop(pid, ("died", describe_exit(status)))
             if not clean:
-                log.error("pool %s: worker %s died: %s", self.name, name, cause)
+                # A kill the shutdown ordered is what the operator asked for: a warning, not an error to alert on.
+                (log.warning if kind == "shutdown" else log.error)("pool %s: worker %s died: %s", self.name, name,
+                                                                   cause)
             if job_id:
                 self._unsettled.append((job_id, kind, cause, name))
             if job_id or not clean:

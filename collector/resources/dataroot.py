@@ -201,6 +201,39 @@ class LocalFile:
         except (FileNotFoundError, NotADirectoryError):
             return False
 
+    def check_writable(self) -> str:
+        """Whether a job could write this file now, found without writing or creating anything: a note saying so,
+        or `UnsafePathError` (a symlink, not a regular file, a code file) or `PermissionError` with the reason."""
+        self._check_write()
+        folder, missing = self.root.path, list(self.parts[:-1])
+        if not os.path.isdir(folder):
+            raise PermissionError(f"{self.root.label} ({folder}) does not exist on this worker; the worker creates "
+                                  "the data root at start, a files connection's root must exist")
+        while missing:
+            below = os.path.join(folder, missing[0])
+            try:
+                entry = os.lstat(below)
+            except FileNotFoundError:
+                break
+            if stat.S_ISLNK(entry.st_mode) or not stat.S_ISDIR(entry.st_mode):
+                where = "/".join(self.parts[: len(self.parts) - len(missing)])
+                raise self._refused(f"{where!r} is {'a symlink' if stat.S_ISLNK(entry.st_mode) else 'not a folder'}")
+            folder = below
+            missing.pop(0)
+        if missing:
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise PermissionError(f"cannot create folders in {folder}: this worker's user may not write there")
+            return f"{self.display} can be created under {self.root.label}"
+        with self.folder(create=False) as fd:
+            entry = self._check_entry(fd)
+        if entry is None:
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise PermissionError(f"cannot create {self.display}: this worker's user may not write in {folder}")
+            return f"{self.display} can be created under {self.root.label}"
+        if not os.access(self.path, os.W_OK):
+            raise PermissionError(f"{self.display} is there, but this worker's user may not write to it")
+        return f"{self.display} is there and writable"
+
     def checked_path(self, *, create_folders: bool) -> str:
         """The file's path for a library that opens files itself (SQLite), checked component by component right
         before: no symlink on the way, and the file a regular one (or not there yet)."""

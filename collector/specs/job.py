@@ -29,6 +29,13 @@ class JobSpec:
     notify: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # webhook targets (specs/notify.py)
 
 
+def broken_platform(registry: Registry, platform_id: str) -> str:
+    """Why the platform `platform_id`, whose file is there, cannot take jobs: the file failed to load."""
+    return (f"platform {platform_id!r} is not available: its file {registry.file_of(platform_id)} failed to load "
+            f"({registry.broken[platform_id]}); the operator must fix the file and restart the service "
+            "(GET /platforms/get lists the broken platforms)")
+
+
 def validate_spec(body: Any, registry: Registry, *, max_timeout_s: int = defaults.MAX_TIMEOUT_S) -> JobSpec:
     """Check a job spec; `ValidationError` lists every problem at once, each under its field path.
     `max_timeout_s` is the longest `timeout_s` the service allows (COLLECTOR_MAX_TIMEOUT_S)."""
@@ -47,6 +54,8 @@ def validate_spec(body: Any, registry: Registry, *, max_timeout_s: int = default
     platform = registry.get(platform_id) if isinstance(platform_id, str) else None
     if platform_id is None:
         errors["platform_id"] = [f"Missing data for required field; one of {sorted(registry.platforms)}."]
+    elif platform is None and platform_id in registry.broken:
+        errors["platform_id"] = [broken_platform(registry, platform_id)]
     elif platform is None:
         errors["platform_id"] = [f"{platform_id!r} is not a platform; use one of {sorted(registry.platforms)}."]
     settings = body.get("settings", {})
@@ -72,10 +81,10 @@ def validate_spec(body: Any, registry: Registry, *, max_timeout_s: int = default
     if body.get("notify") is not None:
         errors.update(check_notify(body["notify"]))
     if errors or platform is None:
-        raise ValidationError(
-            f"the job spec has {len(errors)} error(s); fix the fields named in details and send it again",
-            details=errors,
-        )
+        message = f"the job spec has {len(errors)} error(s); fix the fields named in details and send it again"
+        if isinstance(platform_id, str) and platform_id in registry.broken:
+            message = broken_platform(registry, platform_id)
+        raise ValidationError(message, details=errors)
     return JobSpec(
         platform,
         {**platform.settings.defaults, **settings},

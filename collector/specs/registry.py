@@ -64,6 +64,10 @@ class Registry:
     def get(self, platform_id: str) -> PlatformSpec | None:
         return self.platforms.get(platform_id)
 
+    def file_of(self, platform_id: str) -> str:
+        """The file of a platform, as people name it: `platforms/demo.py`."""
+        return f"{self.package.replace('.', '/')}/{platform_id}.py"
+
 
 def load_platform(module_name: str, platform_id: str) -> PlatformSpec:
     """Import one platform module and check it against the contract; `ContractError` says what is wrong."""

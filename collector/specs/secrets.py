@@ -9,6 +9,7 @@ from typing import Any
 from collector.config import Config
 from collector.errors import ConfigError
 from collector.masking import given_secrets
+from collector.sealing import check_key
 from collector.specs.job import JobSpec
 from collector.specs.registry import Registry
 from collector.specs.schema import masked_secret, storage_backends
@@ -115,8 +116,10 @@ def platforms_with_secrets(registry: Registry) -> list[str]:
 
 
 def require_secret_key(config: Config, registry: Registry, *, process: str) -> None:
-    """Refuse to start `process` without `COLLECTOR_SECRET_KEY` when some platform could be given secrets."""
+    """Refuse to start `process` with a `COLLECTOR_SECRET_KEY` that is too short, or without one when some platform
+    could be given secrets."""
     if config.secret_key:
+        check_key(config.secret_key)
         return
     needing = platforms_with_secrets(registry)
     if needing:

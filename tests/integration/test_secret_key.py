@@ -34,3 +34,15 @@ def test_the_worker_starts_without_a_key_when_no_platform_has_secrets(config: Co
     done = subprocess.run([sys.executable, "-m", "collector", "worker", "-n", "1", "--burst"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["worker", "-n", "1", "--burst"], ["up", "--port", "0"],
+                                     ["seal"]])
+def test_a_short_key_stops_every_process_at_start(command: list[str], config: Config) -> None:
+    env = worker_env(config)
+    env["COLLECTOR_SECRET_KEY"] = "short-key"
+    done = subprocess.run([sys.executable, "-m", "collector", *command], env=env, cwd=ROOT, input="a secret",
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "COLLECTOR_SECRET_KEY is 9 bytes long; it must be at least 32" in done.stderr
+    assert "short-key" not in done.stderr and done.stdout == ""

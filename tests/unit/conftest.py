@@ -13,7 +13,7 @@ from collector.app import create_app
 from collector.config import Config
 from collector.specs.registry import Registry
 
-SECRET_KEY = "unit-test-key"
+SECRET_KEY = "unit-test-key-that-is-32-bytes-long"
 
 
 @pytest.fixture

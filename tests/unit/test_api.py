@@ -141,3 +141,39 @@ def test_rules_spanning_settings_are_checked_before_queueing(
     status, body = run(client, {"platform_id": "demo", "settings": {"rows": -1}})
     assert status == 422 and "negative" in body["details"]["settings"][0]
     assert fake_redis.dbsize() == 0
+
+
+def test_ready_answers_200_while_redis_answers(client: FlaskClient) -> None:
+    response = client.get("/system/ready")
+    assert response.status_code == 200
+    assert response.get_json() == {"ready": True, "version": __version__}
+
+
+def test_ready_answers_503_with_the_reason_while_redis_is_unreachable_and_a_refused_submit_logs_no_submit(
+    unit_config, registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    from collector.app import create_app
+    from collector.store.records import connect
+
+    dead = connect("redis://:hunter2secret@127.0.0.1:1/0")
+    client = create_app(unit_config, connection=dead, registry=registry, dashboard=False).test_client()
+    response = client.get("/system/ready")
+    body = response.get_json()
+    assert response.status_code == 503 and body["ready"] is False
+    assert "unreachable" in body["reason"] and "COLLECTOR_REDIS_URL" in body["reason"]
+    assert "hunter2secret" not in response.get_data(as_text=True)
+    assert client.get("/system/alive").status_code == 200  # liveness: the process itself is fine
+    with caplog.at_level("INFO"):
+        assert client.post("/execution/run", json={"platform_id": "demo"}).status_code == 503
+    assert "job submitted" not in caplog.text and "submitted" not in [r.__dict__.get("event") for r in caplog.records]
+
+
+def test_ready_needs_no_token(unit_config, registry, fake_redis: fakeredis.FakeRedis) -> None:
+    import dataclasses
+
+    from collector.app import create_app
+
+    config = dataclasses.replace(unit_config, api_tokens="ops:read:ready-token-0123456789abcdef")
+    client = create_app(config, connection=fake_redis, registry=registry, dashboard=False).test_client()
+    assert client.get("/system/ready").status_code == 200
+    assert client.post("/system/alive").status_code == 401

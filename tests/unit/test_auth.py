@@ -18,6 +18,7 @@ from collector.errors import ConfigError
 from collector.masking import mask_text
 from collector.specs.registry import Registry
 from collector.store.records import JobStore
+from tests.unit.conftest import SECRET_KEY as KEY
 
 SECRETS = {name: f"{name}-token-0123456789abcdef" for name in ("reader", "ci", "ops", "root")}
 TOKENS = ",".join([f"reader:read:{SECRETS['reader']}", f"ci:submit:{SECRETS['ci']}",
@@ -156,7 +157,7 @@ def test_malformed_token_lists_refuse_to_start_and_never_show_a_secret(
     raw: str, expected: str, fake_redis: fakeredis.FakeRedis, registry: Registry
 ) -> None:
     with pytest.raises(ConfigError) as caught:
-        create_app(Config(secret_key="k", api_tokens=raw), connection=fake_redis, registry=registry)
+        create_app(Config(secret_key=KEY, api_tokens=raw), connection=fake_redis, registry=registry)
     message = caught.value.message
     assert expected in message
     assert "0123456789abcdef" not in message and "x" * 16 not in message and "Sup3r" not in message
@@ -164,7 +165,7 @@ def test_malformed_token_lists_refuse_to_start_and_never_show_a_secret(
 
 def test_a_bare_token_list_is_refused_with_the_new_form(fake_redis: fakeredis.FakeRedis, registry: Registry) -> None:
     with pytest.raises(ConfigError) as caught:
-        create_app(Config(secret_key="k", api_tokens="bare-token-0123456789abcdef"), connection=fake_redis,
+        create_app(Config(secret_key=KEY, api_tokens="bare-token-0123456789abcdef"), connection=fake_redis,
                    registry=registry)
     assert "ci:submit:<token>" in caught.value.message and "read, submit, operate, admin" in caught.value.message
 
@@ -173,19 +174,19 @@ def test_the_tokens_file_takes_one_token_a_line(tmp_path: Path, fake_redis: fake
                                                 registry: Registry) -> None:
     path = tmp_path / "tokens"
     path.write_text(f"# who may call the API\nci:submit:{SECRETS['ci']}\n\n  ops:operate:{SECRETS['ops']}  \n")
-    app = create_app(Config(secret_key="k", api_tokens_file=str(path)), connection=fake_redis, registry=registry,
+    app = create_app(Config(secret_key=KEY, api_tokens_file=str(path)), connection=fake_redis, registry=registry,
                      dashboard=False)
     client = app.test_client()
     assert client.post("/execution/run", json=DEMO, headers=bearer("ci")).status_code == 202
     assert client.post("/execution/run", json=DEMO, headers=bearer("ops")).status_code == 403
     path.write_text(f"ci:submit:{SECRETS['ci']}\nbroken-line-0123456789abcdef\n")
     with pytest.raises(ConfigError, match=r"tokens\) line 2 is not name:scopes:token"):
-        create_app(Config(secret_key="k", api_tokens_file=str(path)), connection=fake_redis, registry=registry)
+        create_app(Config(secret_key=KEY, api_tokens_file=str(path)), connection=fake_redis, registry=registry)
     with pytest.raises(ConfigError, match="cannot be read"):
-        create_app(Config(secret_key="k", api_tokens_file=str(tmp_path / "missing")), connection=fake_redis,
+        create_app(Config(secret_key=KEY, api_tokens_file=str(tmp_path / "missing")), connection=fake_redis,
                    registry=registry)
     with pytest.raises(ConfigError, match="set one of them"):
-        create_app(Config(secret_key="k", api_tokens=TOKENS, api_tokens_file=str(path)), connection=fake_redis,
+        create_app(Config(secret_key=KEY, api_tokens=TOKENS, api_tokens_file=str(path)), connection=fake_redis,
                    registry=registry)
 
 
@@ -195,7 +196,7 @@ def test_the_tokens_file_is_read_from_the_environment(tmp_path: Path) -> None:
 
 
 def test_empty_token_list_means_open(fake_redis: fakeredis.FakeRedis, registry: Registry) -> None:
-    app = create_app(Config(secret_key="k", api_tokens=" , "), connection=fake_redis, registry=registry,
+    app = create_app(Config(secret_key=KEY, api_tokens=" , "), connection=fake_redis, registry=registry,
                      dashboard=False)
     assert app.test_client().get("/platforms/get").status_code == 200
 
@@ -203,7 +204,7 @@ def test_empty_token_list_means_open(fake_redis: fakeredis.FakeRedis, registry: 
 # -- scopes --------------------------------------------------------------------------------------------------------
 
 def test_every_route_declares_its_scope_in_one_table(fake_redis: fakeredis.FakeRedis, registry: Registry) -> None:
-    app = create_app(Config(secret_key="k", redis_url="redis://127.0.0.1:1/0"), connection=fake_redis,
+    app = create_app(Config(secret_key=KEY, redis_url="redis://127.0.0.1:1/0"), connection=fake_redis,
                      registry=registry)
     assert "rq_dashboard" in app.blueprints
     undeclared = [rule.endpoint for rule in app.url_map.iter_rules()
@@ -254,7 +255,7 @@ def test_flask_g_caller_is_the_token_name_or_anonymous(app: Flask, fake_redis: f
         assert flask.g.caller == "ci"
         client.get("/system/alive")
         assert flask.g.caller == "anonymous"
-    open_app = create_app(Config(secret_key="k"), connection=fake_redis, registry=registry, dashboard=False)
+    open_app = create_app(Config(secret_key=KEY), connection=fake_redis, registry=registry, dashboard=False)
     with open_app.test_client() as client:
         client.get("/platforms/get", headers=bearer("root"))
         assert flask.g.caller == "anonymous"

@@ -22,6 +22,7 @@ from collector.specs.registry import Registry
 from collector.store.records import JobStore
 from collector.submit.submitter import Submitter
 from storage.files import CsvStorage, JsonlStorage
+from tests.unit.conftest import SECRET_KEY as KEY
 
 PLATFORMS_DIR = Path(platforms.__path__[0])
 # A job with a storage target and no source file: three rows from an in-memory SQLite.
@@ -149,7 +150,7 @@ def dump(fake: fakeredis.FakeRedis) -> bytes:
 def test_a_symlink_planted_after_submit_fails_the_job_and_nothing_is_read(
     data_dir: Path, tmp_path: Path, platform_id: str
 ) -> None:
-    config = Config(secret_key="k", data_dir=str(data_dir))
+    config = Config(secret_key=KEY, data_dir=str(data_dir))
     outside = tmp_path / "outside.db"
     with closing(sqlite3.connect(outside)) as db:
         db.execute("CREATE TABLE secrets (v TEXT)")
@@ -245,7 +246,7 @@ def test_the_api_refuses_to_start_on_a_data_root_holding_code(
     from collector.app import create_app
 
     with pytest.raises(ConfigError, match="COLLECTOR_DATA_DIR"):
-        create_app(Config(secret_key="k", data_dir=str(PLATFORMS_DIR.parent)), connection=fake_redis,
+        create_app(Config(secret_key=KEY, data_dir=str(PLATFORMS_DIR.parent)), connection=fake_redis,
                    registry=registry, dashboard=False)
 
 

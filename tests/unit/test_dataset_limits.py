@@ -23,6 +23,7 @@ from collector.specs.registry import Registry
 from collector.store.datasets import keep_rows
 from collector.store.records import JobStore
 from collector.submit.submitter import Submitter
+from tests.unit.conftest import SECRET_KEY as KEY
 
 
 def run_demo(fake_redis: fakeredis.FakeRedis, config: Config, registry: Registry, rows: int) -> str:
@@ -44,7 +45,7 @@ def oversized() -> Any:
     """The attack, scaled down and run once for this module: one 60-byte request (`demo`, rows: 1000000) kept
     159 MB in Redis for 7 days. Returns the fake Redis, the config, the job id and the log lines of the run."""
     connection = fakeredis.FakeRedis()
-    config = Config(secret_key="unit-test-key", progress_interval_s=0.05)
+    config = Config(secret_key=KEY, progress_interval_s=0.05)
     handler = logging.handlers.BufferingHandler(1000)
     handler.setLevel(logging.WARNING)
     logging.getLogger().addHandler(handler)

@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from collector.app import create_app
 from collector.config import Config
 from collector.specs.registry import Registry
+from tests.unit.conftest import SECRET_KEY as KEY
 
 # Routes that are not the API's own: static files of the docs page and of the dashboard.
 UNDOCUMENTED = re.compile(r"^/(docs/assets/|rq/)")
@@ -82,7 +83,8 @@ def test_answers_match_their_documented_schemas(client: FlaskClient) -> None:
     doc = document(client)
     job_id = client.post("/execution/run", json={"platform_id": "demo"}).get_json()["job_id"]
     for method, path, status in [
-        ("get", "/system/alive", 200), ("post", "/system/alive", 200), ("get", "/platforms/get", 200),
+        ("get", "/system/alive", 200), ("get", "/system/ready", 200), ("post", "/system/alive", 200),
+        ("get", "/platforms/get", 200),
         ("get", f"/execution/get?job_id={job_id}", 200), ("get", "/execution/get?job_id=nope", 404),
         ("get", "/execution/get?job_id=a:b", 400), ("get", "/openapi.json", 200),
     ]:
@@ -132,7 +134,7 @@ def test_secret_settings_are_write_only_without_defaults(tmp_path: Any, monkeypa
 
     monkeypatch.syspath_prepend(str(tmp_path))
     registry = Registry.discover(make_package(tmp_path, "openapiplatforms", leaky=LEAKY))
-    app = create_app(Config(secret_key="k"), connection=fakeredis.FakeRedis(), registry=registry, dashboard=False)
+    app = create_app(Config(secret_key=KEY), connection=fakeredis.FakeRedis(), registry=registry, dashboard=False)
     settings = document(app.test_client())["components"]["schemas"]["Settings_leaky"]["properties"]
     for name in ("password", "token"):
         assert settings[name]["format"] == "password" and settings[name]["writeOnly"] is True
@@ -143,7 +145,7 @@ def test_secret_settings_are_write_only_without_defaults(tmp_path: Any, monkeypa
 def test_with_tokens_every_operation_but_liveness_documents_401_and_its_scope(fake_redis: fakeredis.FakeRedis,
                                                                                registry: Registry) -> None:
     token = "openapi-token-0123456789abcdef"
-    app = create_app(Config(secret_key="k", api_tokens=f"docs:read:{token}"), connection=fake_redis,
+    app = create_app(Config(secret_key=KEY, api_tokens=f"docs:read:{token}"), connection=fake_redis,
                      registry=registry, dashboard=False)
     client = app.test_client()
     assert client.get("/openapi.json").status_code == 401
@@ -151,7 +153,8 @@ def test_with_tokens_every_operation_but_liveness_documents_401_and_its_scope(fa
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     for path, operations in doc["paths"].items():
         for method, operation in operations.items():
-            secured = (method, path) not in (("get", "/system/alive"), ("get", "/execution/callback"))
+            secured = (method, path) not in {("get", "/system/alive"), ("get", "/system/ready"),
+                                              ("get", "/execution/callback")}
             assert ("401" in operation["responses"]) is secured, (method, path)
             # the callback link needs no API token; its 403 is a wrong or used resume token
             assert ("403" in operation["responses"]) is (secured or path == "/execution/callback"), (method, path)

@@ -24,6 +24,7 @@ from collector.specs.schema import storage_backends
 from collector.specs.secrets import platforms_with_secrets, require_secret_key
 from collector.submit.submitter import Submitter
 from tests.secret_platforms import LEAKY, VAULTED, VaultStorage, install_vault, make_package
+from tests.unit.conftest import SECRET_KEY as KEY
 
 API_KEY, DB_PASSWORD = "api-key-3f9a1c0d2b", "db-pw-77e1c2d9aa"
 
@@ -117,8 +118,8 @@ def test_the_shipped_platforms_with_secrets_need_a_key(registry: Registry, fake_
         create_app(Config(), connection=fake_redis, registry=registry, dashboard=False)
     for platform_id in ("http_json", "sql_query"):
         assert platform_id in caught.value.message
-    require_secret_key(Config(secret_key="k"), registry, process="API")
-    assert create_app(Config(secret_key="k"), connection=fake_redis, registry=registry, dashboard=False)
+    require_secret_key(Config(secret_key=KEY), registry, process="API")
+    assert create_app(Config(secret_key=KEY), connection=fake_redis, registry=registry, dashboard=False)
 
 
 @pytest.mark.parametrize("secret", ["plain-secret-1", "p@ss/w:rd&x=y", 'quo"te\\back'])
@@ -231,3 +232,17 @@ def test_a_failing_backend_leaks_no_secret_into_the_record(
     everything = b"".join(k + v for k, v in fake_redis.hgetall(f"collector:job:{job_id}").items())
     assert b"ConnectionError" in everything and b"vault://admin:***@" in everything
     assert DB_PASSWORD.encode() not in everything and API_KEY.encode() not in everything
+
+
+@pytest.mark.parametrize("key", ["kq", "change-me", "x" * 31, "é" * 15])
+def test_a_short_key_is_refused_at_start_with_the_reason(key: str, registry: Registry,
+                                                         fake_redis: fakeredis.FakeRedis) -> None:
+    with pytest.raises(ConfigError, match=r"COLLECTOR_SECRET_KEY is \d+ bytes long; it must be at least 32") as caught:
+        create_app(Config(secret_key=key), connection=fake_redis, registry=registry, dashboard=False)
+    assert key not in caught.value.message.replace("COLLECTOR_SECRET_KEY", "")
+    assert fake_redis.dbsize() == 0
+
+
+def test_a_key_of_32_bytes_starts(registry: Registry, fake_redis: fakeredis.FakeRedis) -> None:
+    app = create_app(Config(secret_key="é" * 16), connection=fake_redis, registry=registry, dashboard=False)
+    assert app.test_client().get("/system/alive").status_code == 200

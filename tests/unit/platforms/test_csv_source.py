@@ -20,6 +20,7 @@ from collector.specs.registry import Registry
 from collector.store.records import JobStore
 from collector.submit.submitter import Submitter
 from platforms.csv_source import CsvSource, infer_type
+from tests.unit.conftest import SECRET_KEY as KEY
 from tests.unit.platforms.conftest import LocalServer, json_answer
 
 PUBLISHERS = (
@@ -170,7 +171,7 @@ def test_infer_type_needs_every_cell_to_fit() -> None:
 
 
 def test_a_job_reads_the_file_into_sqlite_storage(data_root: Path) -> None:
-    fake, config = fakeredis.FakeRedis(), Config(secret_key="k", data_dir=str(data_root))
+    fake, config = fakeredis.FakeRedis(), Config(secret_key=KEY, data_dir=str(data_root))
     database = data_root / "out.db"
     try:
         registry = Registry.discover("platforms")
@@ -196,7 +197,7 @@ def test_the_example_spec_validates_and_runs(data_root: Path) -> None:
     root = Path(__file__).resolve().parents[3]
     spec = json.loads((root / "examples" / "csv_source.json").read_text())
     fake = fakeredis.FakeRedis()
-    config = Config(secret_key="k", data_dir=str(data_root), connections=str(root / "examples" / "connections.toml"))
+    config = Config(secret_key=KEY, data_dir=str(data_root), connections=str(root / "examples" / "connections.toml"))
     try:
         registry = Registry.discover("platforms")
         job_id = Submitter(connection=fake, config=config, registry=registry).submit(spec)["job_id"]

@@ -22,6 +22,7 @@ from collector.http_client import HttpClient
 from collector.specs.registry import Registry
 from platforms.csv_source import CsvSource
 from platforms.http_json import HttpJson
+from tests.unit.conftest import SECRET_KEY as KEY
 from tests.unit.platforms.conftest import LocalServer, json_answer
 
 METADATA_SPELLINGS = [
@@ -83,7 +84,7 @@ def test_other_schemes_are_refused_under_the_field(client: FlaskClient) -> None:
 
 
 def test_the_allow_list_opens_hosts_and_networks(fake_redis: fakeredis.FakeRedis, registry: Registry) -> None:
-    config = Config(secret_key="k", egress_allow="127.0.0.1, 10.0.0.0/8, Metadata.Internal")
+    config = Config(secret_key=KEY, egress_allow="127.0.0.1, 10.0.0.0/8, Metadata.Internal")
     client = create_app(config, connection=fake_redis, registry=registry, dashboard=False).test_client()
     for url in ("http://127.0.0.1:8080/x", "http://10.20.30.40/x", "http://metadata.internal/x",
                 "http://[::ffff:10.1.1.1]/x", "https://api.example.com/v1"):
@@ -292,7 +293,7 @@ def test_a_job_is_refused_at_connect_time_and_not_retried(
 
     local_server.route("/items", lambda seen, calls: json_answer([{"id": 1}]))
     port = local_server.httpd.server_address[1]
-    config = Config(secret_key="k")
+    config = Config(secret_key=KEY)
     registry = Registry.discover("platforms")
     job_id = Submitter(connection=fake_redis, config=config, registry=registry).submit(
         {"platform_id": "http_json", "settings": {"url": f"http://localhost:{port}/items"}})["job_id"]

@@ -25,6 +25,7 @@ from collector.submit.submitter import Submitter
 from collector.testkit import redis_contents
 from collector.types import Secret
 from platforms.http_json import HttpJson, dig, flatten, link_header_next
+from tests.unit.conftest import SECRET_KEY as KEY
 from tests.unit.platforms.conftest import LocalServer, Seen, json_answer
 
 TOKEN = "tok-9f8e7d6c5b4a"
@@ -336,7 +337,7 @@ def submit(fake: fakeredis.FakeRedis, config: Config, settings: dict[str, Any]) 
 
 def test_a_job_pages_through_the_api_into_storage(local_server: LocalServer, data_dir: Path) -> None:
     local_server.route("/items", paged(ITEMS))
-    fake, config = fakeredis.FakeRedis(), Config(secret_key="k", progress_interval_s=0.0, data_dir=str(data_dir),
+    fake, config = fakeredis.FakeRedis(), Config(secret_key=KEY, progress_interval_s=0.0, data_dir=str(data_dir),
                                                  egress_allow="127.0.0.1")
     try:
         out = data_dir / "items.jsonl"
@@ -359,7 +360,7 @@ def test_a_job_pages_through_the_api_into_storage(local_server: LocalServer, dat
 
 def test_a_job_refused_by_the_api_fails_without_showing_the_token(local_server: LocalServer) -> None:
     local_server.route("/auth", echo_auth)
-    fake, config = fakeredis.FakeRedis(), Config(secret_key="k", egress_allow="127.0.0.1")
+    fake, config = fakeredis.FakeRedis(), Config(secret_key=KEY, egress_allow="127.0.0.1")
     try:
         job_id = submit(fake, config, {"url": local_server.url("/auth"), "token": TOKEN})
         with pytest.raises(JobFailedError, match="HTTP 401") as caught:
@@ -375,7 +376,7 @@ def test_a_job_with_an_unknown_pagination_style_is_refused_at_submit() -> None:
     fake = fakeredis.FakeRedis()
     try:
         with pytest.raises(ValidationError) as caught:
-            submit(fake, Config(secret_key="k"), {"url": "http://x", "pagination": "pages"})
+            submit(fake, Config(secret_key=KEY), {"url": "http://x", "pagination": "pages"})
         assert "settings.pagination" in caught.value.details and fake.keys("*") == []
     finally:
         fake.close()
@@ -440,7 +441,7 @@ def test_a_redirect_to_another_host_drops_secret_headers(local_server: LocalServ
 
 def test_a_job_against_an_api_that_echoes_its_credentials_keeps_none(local_server: LocalServer) -> None:
     local_server.route("/echo", echo_everything)
-    fake, config = fakeredis.FakeRedis(), Config(secret_key="k", egress_allow="127.0.0.1")
+    fake, config = fakeredis.FakeRedis(), Config(secret_key=KEY, egress_allow="127.0.0.1")
     try:
         job_id = submit(fake, config, {"url": local_server.url("/echo"), "token": TOKEN, "record_path": "items",
                                        "headers": {"X-Api-Key": API_KEY}})

@@ -27,6 +27,7 @@ from collector.submit.submitter import Submitter
 from collector.types import Secret
 from platforms.sql_query import SqlQuery
 from storage.base import Row, Storage
+from tests.unit.conftest import SECRET_KEY as KEY
 
 
 class RecordingContext:
@@ -169,7 +170,7 @@ def test_a_url_that_is_not_a_url_is_refused_without_echoing_it() -> None:
 def test_a_job_streams_the_query_into_sqlite_storage(data_root: Path) -> None:
     source = make_db(data_root / "source.db", 1234)
     target = data_root / "target.db"
-    fake, config = fakeredis.FakeRedis(), Config(secret_key="k", data_dir=str(data_root))
+    fake, config = fakeredis.FakeRedis(), Config(secret_key=KEY, data_dir=str(data_root))
     try:
         registry = Registry.discover("platforms")
         job_id = Submitter(connection=fake, config=config, registry=registry).submit({
@@ -198,7 +199,7 @@ def test_the_examples_chain_csv_into_sqlite_then_query_it(data_root: Path) -> No
     query = json.loads((examples / "sql_query.json").read_text())
     # Both examples name their databases and outputs relative to the data root; the CSV comes from a connection.
     fake = fakeredis.FakeRedis()
-    config = Config(secret_key="k", data_dir=str(data_root), connections=str(examples / "connections.toml"))
+    config = Config(secret_key=KEY, data_dir=str(data_root), connections=str(examples / "connections.toml"))
     try:
         registry = Registry.discover("platforms")
         submitter = Submitter(connection=fake, config=config, registry=registry)

@@ -1,0 +1,124 @@
+"""Nothing stranded, clean recovery: jobs a worker took and lost are found and settled, with real worker processes."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from collector.app import create_app
+from collector.config import Config
+from tests.conftest import PoolProcess, ServedApp, wait_for
+from tests.integration.reliability_kit import close, events, make_package, submit, view, wait_status, with_package
+
+QUEUE = "rq:queue:collector"
+
+
+class Kit:
+    """The API and pools running the test platforms."""
+
+    def __init__(self, config: Config, tmp_path: Path, start_pool: Callable[..., PoolProcess]) -> None:
+        self.config, self.tmp_path, self._start_pool = config, tmp_path, start_pool
+        self.served = ServedApp(create_app(config))
+
+    def pool(self, size: int = 1, **changes: Any) -> PoolProcess:
+        env = {f"COLLECTOR_{name.upper()}": str(value) for name, value in changes.items()}
+        return self._start_pool(size, dataclasses.replace(self.config, **changes), PYTHONPATH=str(self.tmp_path),
+                                **env)
+
+
+@pytest.fixture
+def kit(config: Config, tmp_path: Path, start_pool: Callable[..., PoolProcess],
+        monkeypatch: pytest.MonkeyPatch) -> Iterator[Kit]:
+    make_package(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    kit = Kit(with_package(config), tmp_path, start_pool)
+    yield kit
+    close(kit.served)
+
+
+def child_pid(redis_client: redis.Redis, worker: str) -> int:
+    return int(redis_client.hget(f"rq:worker:{worker}", "pid"))
+
+
+def kinds(served: ServedApp, job_id: str) -> list[str]:
+    return [e["type"] for e in events(served, job_id)]
+
+
+def test_a_child_killed_between_taking_a_job_and_noting_it_gives_the_job_back(
+    kit: Kit, redis_client: redis.Redis
+) -> None:
+    pool = kit.pool(1)
+    [worker] = pool.worker_names()
+    pid = child_pid(redis_client, worker)
+    os.kill(pid, signal.SIGSTOP)  # frozen inside its BLMOVE: Redis hands it the job, the child never sees it
+    try:
+        job_id = submit(kit.served, "flaky", {"failures": 0})
+        claims = f"{QUEUE}:intermediate:{worker}"
+        wait_for(lambda: redis_client.lrange(claims, 0, -1) == [job_id.encode()],
+                 what="the frozen child to have taken the job into its claims")
+        assert view(kit.served, job_id)["status"] == "queued" and redis_client.llen(QUEUE) == 0
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    record = wait_status(kit.served, job_id, "finished", "failed", timeout_s=30)
+    assert record["status"] == "finished" and record["attempt"] == 1, record
+    assert record["worker"] != worker
+    found = kinds(kit.served, job_id)
+    assert found[:3] == ["queued", "worker_lost", "requeued"], found
+    requeued = next(e for e in events(kit.served, job_id) if e["type"] == "requeued")
+    assert requeued["reason"] == "never started" and "signal 9" in requeued["cause"]
+    assert not redis_client.exists(claims), "the dead child's claims are forgotten"
+    assert redis_client.lpos(f"{QUEUE}:intermediate", job_id) is None
+    assert pool.process.poll() is None
+
+
+def test_a_retry_that_succeeds_clears_the_earlier_error_and_its_events_keep_it(kit: Kit) -> None:
+    kit.pool(1)
+    job_id = submit(kit.served, "flaky", {"failures": 1}, retry={"max": 2, "backoff": 0.1, "jitter": 0})
+    record = wait_status(kit.served, job_id, "finished", "failed", timeout_s=30)
+    assert record["status"] == "finished" and record["attempt"] == 2, record
+    assert "error" not in record and "retry_at" not in record, record
+    [retry] = [e for e in events(kit.served, job_id) if e["type"] == "retry_scheduled"]
+    assert retry["error"]["type"] == "TransientError" and "attempt 1" in retry["error"]["message"]
+
+
+def test_recovering_a_job_clears_rqs_intermediate_list_and_failed_registry(
+    kit: Kit, redis_client: redis.Redis
+) -> None:
+    kit.pool(1)
+    job_id = submit(kit.served, "sleeper", {"seconds": 3}, retry={"max": 1, "backoff": 0.1, "jitter": 0})
+    first = wait_status(kit.served, job_id, "started")
+    # What a worker of another version, or RQ's own cleanup, may have left behind for this job.
+    redis_client.rpush(f"{QUEUE}:intermediate", job_id)
+    redis_client.zadd("rq:failed:collector", {job_id: 9e9})
+    os.kill(child_pid(redis_client, first["worker"]), signal.SIGKILL)
+    record = wait_status(kit.served, job_id, "finished", "failed", timeout_s=30)
+    assert record["status"] == "finished" and record["attempt"] == 2 and record["deaths"] == 1, record
+    assert "error" not in record, "the dead worker's error went with the successful retry"
+    assert redis_client.lpos(f"{QUEUE}:intermediate", job_id) is None
+    assert redis_client.zscore("rq:failed:collector", job_id) is None
+    assert redis_client.hget(f"rq:job:{job_id}", "status") == b"finished"
+    assert any(e["type"] == "worker_lost" for e in events(kit.served, job_id))
+
+
+def test_a_retry_after_a_worker_death_goes_to_the_head_of_the_queue(kit: Kit, redis_client: redis.Redis) -> None:
+    kit.pool(1)
+    job_id = submit(kit.served, "sleeper", {"seconds": 30}, retry={"max": 1, "backoff": 0, "jitter": 0})
+    first = wait_status(kit.served, job_id, "started")
+    backlog = [submit(kit.served, "sleeper", {"seconds": 1.5}) for _ in range(4)]
+    os.kill(child_pid(redis_client, first["worker"]), signal.SIGKILL)
+    again = wait_for(lambda: (r := view(kit.served, job_id))["attempt"] == 2 and r["status"] == "started" and r,
+                     timeout_s=20, what="the retry to start")
+    records = [view(kit.served, other) for other in backlog]
+    ahead = [r for r in records if r.get("started_at") and r["started_at"] < again["started_at"]]
+    # Behind the backlog it would start after all four (6 s of work); at the head, at most the one the new worker
+    # may have taken before the retry was requeued runs first.
+    assert len(ahead) <= 1, [(r["job_id"], r["status"], r.get("started_at")) for r in records]
+    requeued = [e for e in events(kit.served, job_id) if e["type"] == "requeued"]
+    assert requeued and requeued[-1]["reason"] == "retry due"

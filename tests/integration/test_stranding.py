@@ -23,9 +23,10 @@ QUEUE = "rq:queue:collector"
 class Kit:
     """The API and pools running the test platforms."""
 
-    def __init__(self, config: Config, tmp_path: Path, start_pool: Callable[..., PoolProcess]) -> None:
+    def __init__(self, config: Config, tmp_path: Path, start_pool: Callable[..., PoolProcess], *,
+                 reaper: bool = False) -> None:
         self.config, self.tmp_path, self._start_pool = config, tmp_path, start_pool
-        self.served = ServedApp(create_app(config))
+        self.served = ServedApp(create_app(config, reaper=reaper))
 
     def pool(self, size: int = 1, **changes: Any) -> PoolProcess:
         env = {f"COLLECTOR_{name.upper()}": str(value) for name, value in changes.items()}
@@ -57,6 +58,8 @@ def test_a_child_killed_between_taking_a_job_and_noting_it_gives_the_job_back(
     pool = kit.pool(1)
     [worker] = pool.worker_names()
     pid = child_pid(redis_client, worker)
+    wait_for(lambda: any(c.get("cmd") == "blmove" for c in redis_client.client_list()),
+             what="the child to wait in its BLMOVE")
     os.kill(pid, signal.SIGSTOP)  # frozen inside its BLMOVE: Redis hands it the job, the child never sees it
     try:
         job_id = submit(kit.served, "flaky", {"failures": 0})
@@ -122,3 +125,61 @@ def test_a_retry_after_a_worker_death_goes_to_the_head_of_the_queue(kit: Kit, re
     assert len(ahead) <= 1, [(r["job_id"], r["status"], r.get("started_at")) for r in records]
     requeued = [e for e in events(kit.served, job_id) if e["type"] == "requeued"]
     assert requeued and requeued[-1]["reason"] == "retry due"
+
+
+@pytest.fixture
+def sweeping(config: Config, tmp_path: Path, start_pool: Callable[..., PoolProcess],
+             monkeypatch: pytest.MonkeyPatch) -> Iterator[Kit]:
+    """The kit with an API whose reaper sweeps every second (COLLECTOR_SWEEP_INTERVAL_S=1)."""
+    make_package(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    kit = Kit(with_package(config, sweep_interval_s=1.0, reap_interval_s=0.2), tmp_path, start_pool, reaper=True)
+    yield kit
+    close(kit.served)
+
+
+def test_the_sweep_puts_a_queued_job_that_is_in_no_queue_back_at_the_head(
+    sweeping: Kit, redis_client: redis.Redis
+) -> None:
+    job_id = submit(sweeping.served, "flaky", {"failures": 0})
+    assert 0 < redis_client.ttl(f"collector:job:{job_id}") <= sweeping.config.open_record_ttl_s, "the safety net"
+    assert redis_client.lrem(QUEUE, 0, job_id) == 1  # lost: the queue emptied, or a worker gone with it
+    requeued = wait_for(lambda: [e for e in events(sweeping.served, job_id) if e["type"] == "requeued"],
+                        timeout_s=20, what="the sweep to find the stray job")
+    assert redis_client.lindex(QUEUE, 0) == job_id.encode(), "back at the head of the queue"
+    assert requeued[0]["reason"] == "never started" and "found by the sweep" in requeued[0]["cause"]
+    lost = [e for e in events(sweeping.served, job_id) if e["type"] == "worker_lost"]
+    assert len(lost) == 1, "settled once"
+    sweeping.pool(1)
+    record = wait_status(sweeping.served, job_id, "finished", "failed", timeout_s=20)
+    assert record["status"] == "finished" and record["attempt"] == 1, record
+    assert 0 < redis_client.ttl(f"collector:job:{job_id}") <= sweeping.config.record_ttl_s
+    assert redis_client.zscore("collector:jobs:open", job_id) is None, "an ended job leaves the open jobs"
+
+
+def test_the_sweep_retries_a_started_job_no_live_worker_holds(sweeping: Kit, redis_client: redis.Redis) -> None:
+    job_id = submit(sweeping.served, "flaky", {"failures": 0}, retry={"max": 2, "backoff": 0.1, "jitter": 0})
+    # What a worker whose pool was lost (and already forgotten) leaves behind: `started`, in no queue, no slot.
+    with redis_client.pipeline() as pipe:
+        pipe.lrem(QUEUE, 0, job_id)
+        pipe.hset(f"collector:job:{job_id}", mapping={"status": "started", "attempt": "1", "worker": "gone.1.1",
+                                                      "pool": "gone", "started_at": "2026-01-01T00:00:00.000Z"})
+        pipe.execute()
+    sweeping.pool(1, sweep_interval_s=1.0)
+    record = wait_status(sweeping.served, job_id, "finished", "failed", timeout_s=30)
+    assert record["status"] == "finished" and record["attempt"] == 2 and record["deaths"] == 1, record
+    [lost] = [e for e in events(sweeping.served, job_id) if e["type"] == "worker_lost"]
+    assert "no live worker held it" in lost["cause"] and "found by the sweep" in lost["cause"]
+    assert not redis_client.exists("collector:sweep:strays")
+
+
+def test_the_sweep_leaves_jobs_that_wait_run_or_are_scheduled_alone(sweeping: Kit, redis_client: redis.Redis) -> None:
+    pool = sweeping.pool(1, sweep_interval_s=1.0)
+    running = submit(sweeping.served, "sleeper", {"seconds": 6})
+    wait_status(sweeping.served, running, "started")
+    waiting = [submit(sweeping.served, "flaky", {"failures": 0}) for _ in range(2)]
+    retried = submit(sweeping.served, "flaky", {"failures": 1}, retry={"max": 1, "backoff": 5, "jitter": 0})
+    for job_id in (running, *waiting, retried):
+        wait_status(sweeping.served, job_id, "finished", timeout_s=40)
+        assert "worker_lost" not in kinds(sweeping.served, job_id), job_id
+    assert pool.process.poll() is None

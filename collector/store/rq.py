@@ -227,6 +227,13 @@ class ClaimingQueue(Queue):
         return super().dequeue_any(*args, **kwargs)
 
     @classmethod
+    def lpop(cls, queue_keys: list[str], timeout: int | None, connection: Redis | None = None) -> Any:
+        """RQ pops (no intermediate list at all) where it cannot tell the server's version; a child claims always."""
+        if len(queue_keys) == 1 and connection is not None:
+            return cls.lmove(connection, queue_keys[0], timeout)
+        return super().lpop(queue_keys, timeout, connection=connection)
+
+    @classmethod
     def lmove(cls, connection: Redis, queue_key: str, timeout: int | None) -> Any:
         claims = claims_key(queue_key, cls.claimant)
         if cls._taken is not None:

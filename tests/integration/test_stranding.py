@@ -183,3 +183,38 @@ def test_the_sweep_leaves_jobs_that_wait_run_or_are_scheduled_alone(sweeping: Ki
         wait_status(sweeping.served, job_id, "finished", timeout_s=40)
         assert "worker_lost" not in kinds(sweeping.served, job_id), job_id
     assert pool.process.poll() is None
+
+
+def test_a_dead_pools_reaper_gives_back_the_jobs_its_children_had_taken(
+    config: Config, tmp_path: Path, start_pool: Callable[..., PoolProcess], monkeypatch: pytest.MonkeyPatch,
+    redis_client: redis.Redis,
+) -> None:
+    make_package(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    kit = Kit(with_package(config, sweep_interval_s=0.0, reap_interval_s=0.2), tmp_path, start_pool, reaper=True)
+    try:
+        pool = kit.pool(1, pool_heartbeat_ttl_s=2, sweep_interval_s=0.0)
+        [worker] = pool.worker_names()
+        pid = child_pid(redis_client, worker)
+        wait_for(lambda: any(c.get("cmd") == "blmove" for c in redis_client.client_list()),
+                 what="the child to wait in its BLMOVE")
+        os.kill(pid, signal.SIGSTOP)
+        job_id = submit(kit.served, "flaky", {"failures": 0})
+        wait_for(lambda: redis_client.lrange(f"{QUEUE}:intermediate:{worker}", 0, -1) == [job_id.encode()],
+                 what="the frozen child to have taken the job")
+        pool.process.kill()  # the whole pool: its children die with it
+        pool.process.wait(10)
+        requeued = wait_for(lambda: [e for e in events(kit.served, job_id) if e["type"] == "requeued"],
+                            timeout_s=30, what="the reaper to give the job back")
+        assert requeued[0]["reason"] == "never started" and f"worker pool {pool_name(worker)}" in requeued[0]["cause"]
+        assert not redis_client.exists(f"{QUEUE}:intermediate:{worker}")
+        kit.pool(1)
+        record = wait_status(kit.served, job_id, "finished", "failed", timeout_s=20)
+        assert record["status"] == "finished" and record["attempt"] == 1, record
+    finally:
+        close(kit.served)
+
+
+def pool_name(worker: str) -> str:
+    """`host.pid` of the worker `host.pid.slot.generation`."""
+    return worker.rsplit(".", 2)[0]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import random
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -218,3 +221,43 @@ def test_a_dead_pools_reaper_gives_back_the_jobs_its_children_had_taken(
 def pool_name(worker: str) -> str:
     """`host.pid` of the worker `host.pid.slot.generation`."""
     return worker.rsplit(".", 2)[0]
+
+
+@pytest.fixture
+def unlimited(config: Config, tmp_path: Path, start_pool: Callable[..., PoolProcess],
+              monkeypatch: pytest.MonkeyPatch) -> Iterator[Kit]:
+    """The kit with no submit rate limit, and the API's reaper on (it sweeps every 2 s)."""
+    make_package(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    kit = Kit(with_package(config, submits_per_minute=0, sweep_interval_s=2.0), tmp_path, start_pool, reaper=True)
+    yield kit
+    close(kit.served)
+
+
+def test_under_repeated_kill_9_of_children_every_job_ends_once(unlimited: Kit, redis_client: redis.Redis) -> None:
+    kit = unlimited
+    pool = kit.pool(2)
+    jobs = [submit(kit.served, "sleeper", {"seconds": 0.05}, retry={"max": 5, "backoff": 0.05, "jitter": 0})
+            for _ in range(150)]
+    killed = 0
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline:
+        names = pool.worker_names()
+        pids = [int(p) for name in names if (p := redis_client.hget(f"rq:worker:{name}", "pid"))]
+        if pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(random.choice(pids), signal.SIGKILL)
+                killed += 1
+        time.sleep(0.7)
+    assert killed >= 10
+
+    def open_jobs() -> list[str]:
+        return [j for j in jobs if view(kit.served, j)["status"] not in ("finished", "failed")]
+
+    left = wait_for(lambda: not open_jobs() or None, timeout_s=120, what="every job to end") and open_jobs()
+    assert left == []
+    for job_id in jobs:
+        ends = [e["type"] for e in events(kit.served, job_id) if e["type"] in ("finished", "failed", "stopped")]
+        assert len(ends) == 1, (job_id, kinds(kit.served, job_id))
+    assert redis_client.llen(f"{QUEUE}:intermediate") == 0
+    assert pool.process.poll() is None

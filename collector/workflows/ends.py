@@ -65,8 +65,9 @@ class Ends:
 
     def worker_lost(self, pipe: Any, job_id: str, *, job: Job | None, status: str, fields: dict[str, Any],
                     delay_s: float, cause: str, kind: str, worker_name: str, platform_id: str,
-                    executions: list[str]) -> None:
-        """A job whose worker is gone, as `recovery.decide` settled it: retried, requeued, failed or stopped."""
+                    executions: list[str]) -> str:
+        """A job whose worker is gone, as `recovery.decide` settled it: retried, requeued, failed or stopped.
+        Returns the status written (`failed` instead of `queued` when RQ's job is gone)."""
         event: dict[str, Any] = {"cause": cause}
         if "error" in fields:
             event["error"] = fields["error"]
@@ -90,6 +91,7 @@ class Ends:
             self._ended(pipe, job_id, status=status, fields=fields, event=event, platform_id=platform_id)
             if job is not None:
                 self.rq.fail(pipe, job, message=cause, stopped=status == "stopped", worker_name=worker_name)
+        return status
 
     def resumed(self, pipe: Any, job_id: str, *, job: Job | None, reason: str, fields: dict[str, Any],
                 timeout_s: Any = None, by: str | None = None) -> None:

@@ -86,9 +86,9 @@ def recover(
         job = rq.fetch(job_id)
         executions = rq.executions(job)
         pipe.multi()
-        Ends(store, rq).worker_lost(pipe, job_id, job=job, status=new_status, fields=fields, delay_s=delay, cause=cause,
-                                    kind=kind, worker_name=worker_name, platform_id=record.get("platform_id", ""),
-                                    executions=executions)
+        new_status = Ends(store, rq).worker_lost(
+            pipe, job_id, job=job, status=new_status, fields=fields, delay_s=delay, cause=cause, kind=kind,
+            worker_name=worker_name, platform_id=record.get("platform_id", ""), executions=executions)
         pipe.execute()
         return new_status
 

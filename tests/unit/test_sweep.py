@@ -13,6 +13,7 @@ from collector.config import Config
 from collector.specs.registry import Registry
 from collector.store.records import JobStore
 from collector.submit.submitter import Submitter
+from collector.workflows.recovery import recover
 from collector.workflows.sweep import Sweep
 
 QUEUE = "rq:queue:collector"
@@ -108,3 +109,15 @@ def test_an_expired_record_leaves_the_open_jobs(
     fake_redis.delete(f"collector:job:{job_id}")
     Sweep(fake_redis, config).sweep(now=time.time() + 60)
     assert fake_redis.zscore("collector:jobs:open", job_id) is None
+
+
+def test_a_job_to_put_back_without_its_rq_job_fails_instead_of_waiting_for_nothing(
+    fake_redis: fakeredis.FakeRedis, config: Config, registry: Registry
+) -> None:
+    job_id = submit(fake_redis, config, registry)
+    fake_redis.lrem(QUEUE, 0, job_id)
+    fake_redis.delete(f"rq:job:{job_id}")
+    assert recover(fake_redis, config, job_id, kind="died", cause="lost") == "failed"
+    record = JobStore(fake_redis, config).read(job_id)
+    assert record["status"] == "failed" and "RQ's job is gone" in record["error"]["message"]
+    assert fake_redis.zscore("collector:jobs:open", job_id) is None and fake_redis.llen(QUEUE) == 0

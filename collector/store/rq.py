@@ -169,6 +169,18 @@ class RQ:
             lists = pipe.execute()
         return {raw.decode() for ids in lists for raw in ids}
 
+    def registered_workers(self) -> list[str]:
+        """The names of RQ's registered workers whose registration has not expired."""
+        keys = sorted(Worker.all_keys(connection=self.connection))
+        if not keys:
+            return []
+        with self.connection.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.exists(key)
+            alive = pipe.execute()
+        return [key.removeprefix(Worker.redis_worker_namespace_prefix) for key, ok in zip(keys, alive, strict=True)
+                if ok]
+
     def worker_names(self, pool: str) -> list[str]:
         """The RQ worker registrations of `pool`'s children (their names start with the pool's)."""
         return [w.name for w in Worker.all(connection=self.connection, serializer=JSONSerializer)

@@ -103,7 +103,10 @@ class Sweep:
             beat = json.loads(raw)
             running.update(beat.get("jobs") or ())
             workers.extend(beat.get("workers") or ())
-        waiting = self.rq.queued_ids() | self.rq.claimed_by(workers)
+        # Claims of every registered worker: a dead child stays registered until its supervisor (or the pool
+        # reaper) has settled its claims, so a job there is never settled twice.
+        registered = set(workers) | set(self.rq.registered_workers())
+        waiting = self.rq.queued_ids() | self.rq.claimed_by(sorted(registered))
         return Held(waiting=waiting, running=running, silent=silent)
 
     @staticmethod

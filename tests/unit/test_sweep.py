@@ -121,3 +121,19 @@ def test_a_job_to_put_back_without_its_rq_job_fails_instead_of_waiting_for_nothi
     record = JobStore(fake_redis, config).read(job_id)
     assert record["status"] == "failed" and "RQ's job is gone" in record["error"]["message"]
     assert fake_redis.zscore("collector:jobs:open", job_id) is None and fake_redis.llen(QUEUE) == 0
+
+
+def test_a_job_in_the_claims_of_a_registered_worker_waits_for_its_supervisor(
+    fake_redis: fakeredis.FakeRedis, config: Config, registry: Registry
+) -> None:
+    job_id = submit(fake_redis, config, registry)
+    fake_redis.lmove(QUEUE, f"{QUEUE}:intermediate:p.0.1")  # taken by a child that died; not yet settled
+    fake_redis.sadd("rq:workers", "rq:worker:p.0.1")
+    fake_redis.hset("rq:worker:p.0.1", "state", "busy")
+    sweep = Sweep(fake_redis, config)
+    later = time.time() + 60
+    assert sweep.sweep(now=later) == {} and sweep.sweep(now=later + 10) == {}
+    fake_redis.delete("rq:worker:p.0.1")  # its registration expired without anyone settling its claims
+    assert sweep.sweep(now=later + 20) == {}
+    assert sweep.sweep(now=later + 30) == {job_id: "queued"}
+    assert fake_redis.lrange(QUEUE, 0, -1) == [job_id.encode()]

@@ -102,13 +102,20 @@ class Ends:
         self._requeue(pipe, job_id, job=job, fields=fields, kind="resumed", event=event,
                       recreate_timeout_s=timeout_s or self.store.config.job_timeout_s)
 
-    def retry_due(self, pipe: Any, job_id: str, *, job: Job | None, at_front: bool = False) -> None:
-        """A retry whose time has come leaves the scheduled registry for the queue (when RQ still has the job);
-        `at_front`: at the head of the queue, ahead of any backlog (a retry after its worker died)."""
+    def retry_due(self, pipe: Any, job_id: str, *, job: Job | None, at_front: bool = False,
+                  platform_id: str | None = None) -> None:
+        """A retry whose time has come leaves the scheduled registry for the queue; `at_front`: at the head of the
+        queue, ahead of any backlog (a retry after its worker died). A `scheduled` job (`platform_id` given) whose
+        RQ job is gone cannot run again: it fails rather than wait for nothing."""
         self.rq.unschedule(pipe, job_id)
         if job is not None:
             self._requeue(pipe, job_id, job=job, fields={}, kind="requeued", event={"reason": "retry due"},
                           at_front=at_front)
+        elif platform_id is not None:
+            error = {"type": "WorkerDiedError", "message": "its retry came due but RQ's job is gone (expired or "
+                     "deleted), so it cannot be queued again; submit the job anew"}
+            self._ended(pipe, job_id, status="failed", fields={"error": error}, event={"error": error},
+                        platform_id=platform_id)
 
     def wait_timed_out(self, pipe: Any, job_id: str, *, job: Job | None, message: str, platform_id: str) -> None:
         """A job that waited past its deadline (for input, or for its children) fails."""

@@ -116,16 +116,18 @@ def enqueue_due(connection: redis.Redis, config: Config, *, limit: int = 100) ->
         with connection.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(key)
-                status, error = pipe.hmget(key, ["status", "error"])
+                status, error, platform_id = pipe.hmget(key, ["status", "error", "platform_id"])
                 job = None
+                lost: str | None = None
                 if status == b"scheduled":
                     job = rq.fetch(job_id)
                     if job is None:
-                        log.warning("scheduled job %s has no RQ job any more; dropped", job_id)
+                        log.warning("scheduled job %s has no RQ job any more; it fails", job_id)
+                        lost = (platform_id or b"").decode()
                 pipe.multi()
                 # A job whose worker died already waited its turn once: its retry goes to the head of the queue.
                 died = error is not None and json.loads(error).get("type") == "WorkerDiedError"
-                Ends(store, rq).retry_due(pipe, job_id, job=job, at_front=died)
+                Ends(store, rq).retry_due(pipe, job_id, job=job, at_front=died, platform_id=lost)
                 pipe.execute()
                 moved += job is not None
             except redis.WatchError:

@@ -13,7 +13,7 @@ from collector.config import Config
 from collector.specs.registry import Registry
 from collector.store.records import JobStore
 from collector.submit.submitter import Submitter
-from collector.workflows.recovery import recover
+from collector.workflows.recovery import enqueue_due, recover
 from collector.workflows.sweep import Sweep
 
 QUEUE = "rq:queue:collector"
@@ -137,3 +137,18 @@ def test_a_job_in_the_claims_of_a_registered_worker_waits_for_its_supervisor(
     assert sweep.sweep(now=later + 20) == {}
     assert sweep.sweep(now=later + 30) == {job_id: "queued"}
     assert fake_redis.lrange(QUEUE, 0, -1) == [job_id.encode()]
+
+
+def test_a_retry_due_without_its_rq_job_fails_instead_of_staying_scheduled(
+    fake_redis: fakeredis.FakeRedis, config: Config, registry: Registry
+) -> None:
+    job_id = submit(fake_redis, config, registry)
+    fake_redis.lrem(QUEUE, 0, job_id)
+    fake_redis.hset(f"collector:job:{job_id}", mapping={"status": "scheduled"})
+    fake_redis.zadd("rq:scheduled:collector", {job_id: 1})
+    fake_redis.delete(f"rq:job:{job_id}")
+    assert enqueue_due(fake_redis, config) == 0
+    record = JobStore(fake_redis, config).read(job_id)
+    assert record["status"] == "failed" and "RQ's job is gone" in record["error"]["message"]
+    assert fake_redis.zscore("rq:scheduled:collector", job_id) is None
+    assert fake_redis.zscore("collector:jobs:open", job_id) is None

@@ -141,6 +141,15 @@ class RQ:
             pipe.lrem(claims_key(self.queue.key, worker_name), 0, job_id)
         pipe.zrem(self.queue.failed_job_registry.key, job_id)
 
+    def settle_ended(self, pipe: Any, job: Job, *, status: str, ttl: int, worker_name: str = "") -> None:
+        """RQ's side of a job whose record already ended when its worker died (killed right after its final
+        write): RQ's status matches the record's and expires with it, and no execution is left in the started
+        registry for RQ's cleanup to flag failed later."""
+        self.forget_executions(pipe, self.executions(job))
+        self.release(pipe, job.id, worker_name=worker_name)
+        pipe.hset(job.key, "status", status)
+        pipe.expire(job.key, ttl)
+
     def claimed(self, worker_name: str) -> list[str]:
         """The jobs a pool child took off the queue and had not yet started (its claims list)."""
         return [raw.decode() for raw in self.connection.lrange(claims_key(self.queue.key, worker_name), 0, -1)]

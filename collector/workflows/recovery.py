@@ -68,12 +68,25 @@ def recover(
     key = store.keys.job(job_id)
     rq = RQ(connection, config)
 
+    def settle_rq(pipe: Pipeline, status: str) -> None:
+        """The record ended before its worker died: only RQ's side may be left `started`."""
+        job = rq.fetch(job_id)
+        if job is None or job.get_status(refresh=False) not in ("started", "queued"):
+            pipe.unwatch()
+            return
+        pipe.multi()
+        rq.settle_ended(pipe, job, status=status, ttl=store.ttl_for(status), worker_name=worker_name)
+        pipe.execute()
+
     def attempt(pipe: Pipeline) -> str | None:
         # WATCH the record: two reapers (or a reaper and a late worker) never both settle one job.
         pipe.watch(key)
         values = pipe.hmget(key, list(FIELDS))
         record = decode_fields(FIELDS, values)
         status = record.get("status")
+        if status in ENDED and worker_name:
+            settle_rq(pipe, status)
+            return None
         if status is None or status in ENDED or status in ("scheduled", "waiting"):
             return None
         if pool is not None and record.get("pool") != pool:

@@ -5,9 +5,14 @@ from __future__ import annotations
 import fakeredis
 import pytest
 import redis
+from rq.executions import Execution
 
 from collector.config import Config
+from collector.specs.registry import Registry
+from collector.store.records import JobStore
 from collector.store.rq import RQ, JSONSerializer, claiming_queue, claims_key
+from collector.submit.submitter import Submitter
+from collector.workflows.recovery import recover
 
 QUEUE = "rq:queue:collector"
 
@@ -80,3 +85,26 @@ def test_releasing_a_job_clears_every_list_and_registry_rq_keeps_it_in(fake_redi
     assert fake_redis.lrange(f"{QUEUE}:intermediate", 0, -1) == [b"other"]
     assert not fake_redis.exists(f"{QUEUE}:intermediate:first_seen:j5", claims_key(QUEUE, "w"))
     assert fake_redis.zrange("rq:failed:collector", 0, -1) == [b"other"]
+
+
+def test_a_worker_killed_right_after_its_final_write_leaves_rq_nothing_to_flag_failed(
+    fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry
+) -> None:
+    job_id = Submitter(connection=fake_redis, config=unit_config, registry=registry).submit(
+        {"platform_id": "demo", "settings": {"rows": 1}})["job_id"]
+    rq = RQ(fake_redis, unit_config)
+    job = rq.fetch(job_id)
+    assert job is not None
+    with fake_redis.pipeline() as pipe:  # what a worker's start leaves in RQ
+        Execution.create(job, 60, pipeline=pipe, worker_name="w")
+        pipe.hset(job.key, "status", "started")
+        pipe.persist(job.key)
+        pipe.lrem(QUEUE, 0, job_id)
+        pipe.execute()
+    assert fake_redis.zcard("rq:wip:collector") == 1
+    fake_redis.hset(f"collector:job:{job_id}", "status", "finished")  # its final write, then SIGKILL
+    assert recover(fake_redis, unit_config, job_id, kind="died", cause="killed", worker_name="w") is None
+    assert fake_redis.zcard("rq:wip:collector") == 0, "no execution left for RQ's cleanup"
+    assert fake_redis.hget(job.key, "status") == b"finished"
+    assert 0 < fake_redis.ttl(job.key) <= unit_config.record_ttl_s
+    assert JobStore(fake_redis, unit_config).read(job_id, "status")["status"] == "finished"

@@ -40,6 +40,8 @@ class Config:
     cancel_grace_s: float = defaults.CANCEL_GRACE_S
     pool_heartbeat_ttl_s: int = defaults.POOL_HEARTBEAT_TTL_S
     reap_interval_s: float = defaults.REAP_INTERVAL_S
+    sweep_interval_s: float = defaults.SWEEP_INTERVAL_S
+    open_record_ttl_s: int = defaults.OPEN_RECORD_TTL_S
     redis_wait_s: float = defaults.REDIS_WAIT_S
     dataset_max_rows: int = defaults.DATASET_MAX_ROWS
     dataset_max_bytes: int = defaults.DATASET_MAX_BYTES

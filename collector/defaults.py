@@ -28,6 +28,13 @@ CANCEL_GRACE_S = 10.0                    # how long a running job may take to st
 TIMEOUT_GRACE_S = 5.0                    # past its timeout plus this, a job that ignores the alarm is killed
 POOL_HEARTBEAT_S = 1.0                   # how often a pool refreshes its heartbeat key
 POOL_HEARTBEAT_TTL_S = 10                # a pool whose heartbeat is older than this is dead and its jobs recovered
+# How often one process (of all pools and APIs) sweeps for jobs queued or started that nothing holds: in no queue,
+# no worker's claims or slot, not scheduled. A job is settled when it looks so on two sweeps this far apart.
+SWEEP_INTERVAL_S = 30.0
+# The safety net of a record not yet ended (queued, started, scheduled, waiting): it expires this long after its
+# last move (submit, requeue, retry, resume) however it got lost; an end sets the final TTL.
+OPEN_RECORD_TTL_S = 30 * 24 * 3600
+SWEEP_BATCH = 1000                       # open jobs one sweep reads per round trip
 REAP_INTERVAL_S = 2.0                    # how often pools and the API look for dead pools and due retries
 REDIS_WAIT_S = 300.0                     # how long a job's final write waits for Redis to come back
 EVENTS_MAXLEN = 10000                    # events kept per job (approximately: XADD MAXLEN ~)

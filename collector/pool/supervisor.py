@@ -23,9 +23,9 @@ from collector.resources import reach
 from collector.run.runner import Runtime, install
 from collector.specs.registry import Registry
 from collector.store.records import connect
-from collector.store.rq import JSONSerializer, refuse_pickle
+from collector.store.rq import JSONSerializer, claiming_queue, refuse_pickle
 from collector.workflows.reaper import Reaper, beat, retire
-from collector.workflows.recovery import recover
+from collector.workflows.recovery import recover, recover_claims
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,8 @@ class Pool:
         self._maintenance: Maintenance | None = None
         self._kill_reasons: dict[int, tuple[str, str]] = {}       # pid → (kind, cause) of a kill we ordered
         self.watchdog = Watchdog(config, self.slots, kill=self._kill, killed=self._kill_reasons.__contains__)
-        self._unsettled: list[tuple[str, str, str, str]] = []     # (job, kind, cause, worker) not yet written
+        # (job in its slot or "", kind, cause, worker) of dead children whose jobs are not yet settled
+        self._unsettled: list[tuple[str, str, str, str]] = []
         self._respawn: dict[int, tuple[float, float]] = {}        # slot index → (when, next backoff)
         self._next_beat = 0.0
         self._redis_down = False
@@ -213,7 +214,8 @@ class Pool:
         install(runtime)
         signal.signal(signal.SIGUSR1, lambda *_: relay_cancel(runtime, self.slots.cancel_asked(index)))
         worker = CollectorWorker(
-            [self.config.queue_name], connection=connection, name=name, serializer=JSONSerializer
+            [self.config.queue_name], connection=connection, name=name, serializer=JSONSerializer,
+            queue_class=claiming_queue(name),
         )
         worker.slots, worker.slot_index, worker.runtime, worker.parent_pid = self.slots, index, runtime, parent
         worker.work(burst=self.burst, logging_level=self.config.log_level)
@@ -239,8 +241,8 @@ class Pool:
                 # A kill the shutdown ordered is what the operator asked for: a warning, not an error to alert on.
                 (log.warning if kind == "shutdown" else log.error)("pool %s: worker %s died: %s", self.name, name,
                                                                    cause)
-            if job_id:
-                self._unsettled.append((job_id, kind, cause, name))
+            # Even with an empty slot: the child may have died between taking a job and noting it there.
+            self._unsettled.append((job_id or "", kind, cause, name))
             if job_id or not clean:
                 self._bury(name)
             if self._stopping_since is None and not (self.burst and clean):
@@ -264,10 +266,15 @@ class Pool:
                 del self._respawn[index]
 
     def _settle_pending(self) -> None:
-        """Settle the jobs of dead children (retry, fail, stop or requeue); kept for later while Redis is down."""
+        """Settle the jobs of dead children (retry, fail, stop or requeue): the one in its slot, and any it had
+        taken off the queue without starting (its claims); kept for later while Redis is down."""
         while self._unsettled:
             job_id, kind, cause, name = self._unsettled[0]
-            recover(self.connection, self.config, job_id, kind=kind, cause=cause, worker_name=name)  # logs its line
+            if job_id:
+                recover(self.connection, self.config, job_id, kind=kind, cause=cause, worker_name=name)  # logs its line
+                self._unsettled[0] = ("", kind, cause, name)
+            # The jobs it had taken off the queue without starting: each settled job logs its own line.
+            recover_claims(self.connection, self.config, name, cause=cause)
             self._unsettled.pop(0)
 
     def _bury(self, name: str) -> None:

@@ -1,4 +1,5 @@
-"""The index of recent jobs (`collector:jobs`, a sorted set by creation time) and the listing built on it.
+"""The index of recent jobs (`collector:jobs`, a sorted set by creation time) and the listing built on it; the open
+jobs (`collector:jobs:open`: those not yet ended), which the reaper's sweep reads.
 
 Submitter.submit adds each job to the index in the same MULTI as its record. The index never grows
 without bound: every write trims entries older than the longest a record can live, and a listing
@@ -40,6 +41,23 @@ def add(pipe: Pipeline, keys: Keys, config: Config, job_id: str, *, created: flo
     created = time.time() if created is None else created
     pipe.zadd(keys.jobs_index(), {job_id: created})
     pipe.zremrangebyscore(keys.jobs_index(), "-inf", created - horizon_s(config))
+    pipe.zadd(keys.open_jobs(), {job_id: created})
+
+
+def close(pipe: Pipeline, keys: Keys, job_id: str) -> None:
+    """The job ended: it leaves the open jobs."""
+    pipe.zrem(keys.open_jobs(), job_id)
+
+
+def open_jobs(connection: Redis, keys: Keys, *, before: float, after: tuple[float, str] | None,
+              count: int) -> list[tuple[str, float]]:
+    """Up to `count` open jobs created before `before`, oldest first, from past `after` (a score and id)."""
+    low = "-inf" if after is None else after[0]
+    rows = connection.zrangebyscore(keys.open_jobs(), low, before, start=0, num=count + 64, withscores=True)
+    found = [(raw.decode(), score) for raw, score in rows]
+    if after is not None:
+        found = [(j, sc) for j, sc in found if (sc, j) > after]
+    return found[:count]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -124,6 +124,18 @@ class Keys:
         """Set of running jobs someone asked to cancel; the supervisors holding them watch it."""
         return f"{self.prefix}:cancel-requests"
 
+    def open_jobs(self) -> str:
+        """Sorted set of the jobs not yet ended, scored by creation time: what the reaper's sweep reads."""
+        return f"{self.prefix}:jobs:open"
+
+    def strays(self) -> str:
+        """Hash: job id → what its record said when a sweep last found it held by nothing (to confirm it next)."""
+        return f"{self.prefix}:sweep:strays"
+
+    def sweep(self) -> str:
+        """Held by the one process that sweeps now (expires after the sweep interval)."""
+        return f"{self.prefix}:sweep"
+
     def jobs_index(self) -> str:
         """Sorted set of every job id, scored by creation time (epoch seconds): what `/execution/list` reads."""
         return f"{self.prefix}:jobs"

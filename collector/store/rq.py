@@ -12,11 +12,12 @@ import json
 import time
 from typing import Any, NoReturn
 
+import redis
 from redis import Redis
 from redis.client import Pipeline
 from rq import Queue, Worker, get_current_job
 from rq import registry as rq_registry
-from rq.exceptions import DeserializationError, NoSuchJobError
+from rq.exceptions import DequeueTimeout, DeserializationError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import DefaultSerializer, JSONSerializer
 from rq.timeouts import JobTimeoutException
@@ -169,6 +170,70 @@ class RQ:
         if executions:
             pipe.zrem(self.queue.started_job_registry.key, *executions)
 
+    def release(self, pipe: Any, job_id: str, *, worker_name: str = "") -> None:
+        """Everything a lost worker left of `job_id` in RQ's lists and registries goes: its place in RQ's shared
+        intermediate list (and the note of when RQ first saw it there), in the worker's claims, and in the failed
+        registry (where RQ's own cleanup may have put it), so RQ never later flags the job failed on its own."""
+        pipe.lrem(self.queue.intermediate_queue_key, 0, job_id)
+        pipe.delete(self.queue.intermediate_queue.get_first_seen_key(job_id))
+        if worker_name:
+            pipe.lrem(claims_key(self.queue.key, worker_name), 0, job_id)
+        pipe.zrem(self.queue.failed_job_registry.key, job_id)
+
+    def settle_ended(self, pipe: Any, job: Job, *, status: str, ttl: int, worker_name: str = "") -> None:
+        """RQ's side of a job whose record already ended when its worker died (killed right after its final
+        write): RQ's status matches the record's and expires with it, and no execution is left in the started
+        registry for RQ's cleanup to flag failed later."""
+        self.forget_executions(pipe, self.executions(job))
+        self.release(pipe, job.id, worker_name=worker_name)
+        pipe.hset(job.key, "status", status)
+        pipe.expire(job.key, ttl)
+
+    def claimed(self, worker_name: str) -> list[str]:
+        """The jobs a pool child took off the queue and had not yet started (its claims list)."""
+        return [raw.decode() for raw in self.connection.lrange(claims_key(self.queue.key, worker_name), 0, -1)]
+
+    def drop_claims(self, worker_name: str) -> None:
+        self.connection.delete(claims_key(self.queue.key, worker_name))
+
+    def queued_ids(self) -> set[str]:
+        """Every job id waiting in the queue (one LRANGE)."""
+        return {raw.decode() for raw in self.connection.lrange(self.queue.key, 0, -1)}
+
+    def scheduled_ids(self, job_ids: list[str]) -> set[str]:
+        """Those of `job_ids` that wait in the scheduled registry."""
+        if not job_ids:
+            return set()
+        scores = self.connection.zmscore(self.scheduled_key, job_ids)
+        return {job_id for job_id, score in zip(job_ids, scores, strict=True) if score is not None}
+
+    def claimed_by(self, worker_names: list[str]) -> set[str]:
+        """Every job id in the claims lists of `worker_names` (one pipelined LRANGE each)."""
+        if not worker_names:
+            return set()
+        with self.connection.pipeline(transaction=False) as pipe:
+            for name in worker_names:
+                pipe.lrange(claims_key(self.queue.key, name), 0, -1)
+            lists = pipe.execute()
+        return {raw.decode() for ids in lists for raw in ids}
+
+    def registered_workers(self) -> list[str]:
+        """The names of RQ's registered workers whose registration has not expired."""
+        keys = sorted(Worker.all_keys(connection=self.connection))
+        if not keys:
+            return []
+        with self.connection.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.exists(key)
+            alive = pipe.execute()
+        return [key.removeprefix(Worker.redis_worker_namespace_prefix) for key, ok in zip(keys, alive, strict=True)
+                if ok]
+
+    def worker_names(self, pool: str) -> list[str]:
+        """The RQ worker registrations of `pool`'s children (their names start with the pool's)."""
+        return [w.name for w in Worker.all(connection=self.connection, serializer=JSONSerializer)
+                if w.name.startswith(pool + ".")]
+
     def fail(self, pipe: Any, job: Job, *, message: str, stopped: bool = False, worker_name: str = "") -> None:
         """RQ's side of a job that ended without a worker to say so: `failed` (or `stopped`), in the failed
         registry with `message`, for as long as a failed record is kept."""
@@ -194,6 +259,72 @@ class RQ:
         for worker in Worker.all(connection=self.connection, serializer=JSONSerializer):
             if worker.name.startswith(pool + "."):
                 worker.register_death()
+
+
+def claims_key(queue_key: str, worker_name: str) -> str:
+    """The list a pool child moves jobs into as it takes them off the queue (its own RQ intermediate list)."""
+    return f"{queue_key}:intermediate:{worker_name}"
+
+
+class ClaimingQueue(Queue):
+    """collector's queue as a pool child takes jobs off it: BLMOVE into the child's own claims list instead of RQ's
+    intermediate list that every worker shares. A job is then always in the queue, in exactly one child's claims,
+    or started: when the child dies, even between taking a job and noting it in its slot, its supervisor (or the
+    reaper, for a dead pool) reads the claims and puts the job back. RQ's start transaction removes the job from
+    `intermediate_queue_key`, which here names the claims list. Made per child by `claiming_queue`."""
+
+    claimant = ""
+    _taken: bytes | None = None   # the id the last move took, while RQ's dequeue loop runs
+    _unsure = False               # a move failed in flight: the job it may have taken is in the claims, unrun
+
+    @property
+    def intermediate_queue_key(self) -> str:
+        return claims_key(self.key, self.claimant)
+
+    @classmethod
+    def dequeue_any(cls, *args: Any, **kwargs: Any) -> Any:
+        cls._taken = None
+        return super().dequeue_any(*args, **kwargs)
+
+    @classmethod
+    def lpop(cls, queue_keys: list[str], timeout: int | None, connection: Redis | None = None) -> Any:
+        """RQ pops (no intermediate list at all) where it cannot tell the server's version; a child claims always."""
+        if len(queue_keys) == 1 and connection is not None:
+            return cls.lmove(connection, queue_keys[0], timeout)
+        return super().lpop(queue_keys, timeout, connection=connection)
+
+    @classmethod
+    def lmove(cls, connection: Redis, queue_key: str, timeout: int | None) -> Any:
+        claims = claims_key(queue_key, cls.claimant)
+        if cls._taken is not None:
+            # RQ's loop came back for another: the job last taken has no job hash any more and is skipped.
+            connection.lrem(claims, 1, cls._taken)
+            cls._taken = None
+        if cls._unsure:
+            # Nothing runs now, so whatever the claims hold was taken by a move whose answer was lost: it goes
+            # back to the head of the queue.
+            while connection.lmove(claims, queue_key, "RIGHT", "LEFT") is not None:
+                pass
+            cls._unsure = False
+        try:
+            if timeout is None:
+                result = connection.lmove(queue_key, claims)
+                if result is None:
+                    return None
+            else:
+                result = connection.blmove(queue_key, claims, timeout)
+                if result is None:
+                    raise DequeueTimeout(timeout, queue_key)
+        except (redis.ConnectionError, redis.TimeoutError):
+            cls._unsure = True
+            raise
+        cls._taken = result
+        return queue_key, result
+
+
+def claiming_queue(worker_name: str) -> type[Queue]:
+    """The queue class of the pool child `worker_name`: it claims jobs into its own list."""
+    return type("ClaimingQueue", (ClaimingQueue,), {"claimant": worker_name, "__module__": __name__})
 
 
 def current_job_id(function: str) -> str:
@@ -316,5 +447,5 @@ REBOUND: dict[str, Any] = {
 
 
 __all__ = [
-    "CHECK_FUNCTION", "RQ", "RUN_FUNCTION", "JSONSerializer", "Job", "current_job_id", "timed_out",
+    "CHECK_FUNCTION", "RQ", "RUN_FUNCTION", "JSONSerializer", "Job", "claiming_queue", "current_job_id", "timed_out",
 ]

@@ -63,6 +63,8 @@ class Submitter:
                 self.store.create(job_id, fields, pipe)
                 self.store.event(job_id, "queued", pipe, platform_id=spec.platform.id, settings=fields["settings"])
                 index.add(pipe, self.store.keys, self.config, job_id)
+                # The safety net of a record not yet ended; its end (or next move) sets the TTL anew.
+                self.store.expire(job_id, self.config.open_record_ttl_s, pipe, datasets=())
                 metrics.job_submitted(pipe, self.store.keys, job_id=job_id, platform_id=spec.platform.id)
                 self.rq.enqueue(pipe, job_id, timeout=timeout, description=description(spec))
                 pipe.execute()

@@ -15,7 +15,7 @@ from typing import Any
 from collector import defaults
 from collector.config import Config
 from collector.specs.policy import RetryPolicy
-from collector.store import metrics
+from collector.store import index, metrics
 from collector.store.datasets import KeptDataset
 from collector.store.records import DATASETS, JobStore
 from collector.store.rq import RQ, Job
@@ -73,18 +73,29 @@ class Ends:
         else:
             self._ended(pipe, job_id, status=status, fields=fields, event=event, platform_id=platform_id,
                         datasets=datasets, duration_s=duration_s, known=known)
+            if status == "finished" and "error" not in fields:
+                # An earlier attempt's error (and when its retry was due) no longer describes the job; the
+                # events keep it (`retry_scheduled`, `worker_lost`).
+                pipe.hdel(self.store.keys.job(job_id), "error", "retry_at")
         pipe.srem(self.store.keys.cancels(), job_id)
 
     def worker_lost(self, pipe: Any, job_id: str, *, job: Job | None, status: str, fields: dict[str, Any],
                     delay_s: float, cause: str, kind: str, worker_name: str, platform_id: str,
-                    executions: list[str]) -> None:
-        """A job whose worker is gone, as `recovery.decide` settled it: retried, requeued, failed or stopped."""
+                    executions: list[str]) -> str:
+        """A job whose worker is gone, as `recovery.decide` settled it: retried, requeued, failed or stopped.
+        Returns the status written (`failed` instead of `queued` when RQ's job is gone)."""
         event: dict[str, Any] = {"cause": cause}
         if "error" in fields:
             event["error"] = fields["error"]
         self.store.event(job_id, "worker_lost", pipe, cause=cause, worker=worker_name)
         self.rq.forget_executions(pipe, executions)
+        self.rq.release(pipe, job_id, worker_name=worker_name)
         pipe.srem(self.store.keys.cancels(), job_id)
+        if status == "queued" and job is None:  # nothing left to put back on the queue: it cannot run again
+            status = "failed"
+            fields = {**fields, "error": {"type": "WorkerDiedError",
+                                          "message": f"{cause}; RQ's job is gone, so it cannot be queued again"}}
+            event["error"] = fields["error"]
         if status == "scheduled":
             self._retry(pipe, job_id, delay_s=delay_s, fields=fields, event=event, platform_id=platform_id,
                         exists=job is not None)
@@ -96,6 +107,7 @@ class Ends:
             self._ended(pipe, job_id, status=status, fields=fields, event=event, platform_id=platform_id)
             if job is not None:
                 self.rq.fail(pipe, job, message=cause, stopped=status == "stopped", worker_name=worker_name)
+        return status
 
     def resumed(self, pipe: Any, job_id: str, *, job: Job | None, reason: str, fields: dict[str, Any],
                 timeout_s: Any = None, by: str | None = None) -> None:
@@ -106,11 +118,20 @@ class Ends:
         self._requeue(pipe, job_id, job=job, fields=fields, kind="resumed", event=event,
                       recreate_timeout_s=timeout_s or self.store.config.job_timeout_s)
 
-    def retry_due(self, pipe: Any, job_id: str, *, job: Job | None) -> None:
-        """A retry whose time has come leaves the scheduled registry for the queue (when RQ still has the job)."""
+    def retry_due(self, pipe: Any, job_id: str, *, job: Job | None, at_front: bool = False,
+                  platform_id: str | None = None) -> None:
+        """A retry whose time has come leaves the scheduled registry for the queue; `at_front`: at the head of the
+        queue, ahead of any backlog (a retry after its worker died). A `scheduled` job (`platform_id` given) whose
+        RQ job is gone cannot run again: it fails rather than wait for nothing."""
         self.rq.unschedule(pipe, job_id)
         if job is not None:
-            self._requeue(pipe, job_id, job=job, fields={}, kind="requeued", event={"reason": "retry due"})
+            self._requeue(pipe, job_id, job=job, fields={}, kind="requeued", event={"reason": "retry due"},
+                          at_front=at_front)
+        elif platform_id is not None:
+            error = {"type": "WorkerDiedError", "message": "its retry came due but RQ's job is gone (expired or "
+                     "deleted), so it cannot be queued again; submit the job anew"}
+            self._ended(pipe, job_id, status="failed", fields={"error": error}, event={"error": error},
+                        platform_id=platform_id)
 
     def wait_timed_out(self, pipe: Any, job_id: str, *, job: Job | None, message: str, platform_id: str) -> None:
         """A job that waited past its deadline (for input, or for its children) fails."""
@@ -184,6 +205,7 @@ class Ends:
                 told["error"] = {k: fields["error"].get(k) for k in ("type", "message")}
             queue_for(pipe, store, job_id, status, known=known, status=status, **told)
         store.expire(job_id, ttl, pipe, DATASETS if datasets is None else [n for n in DATASETS if n not in datasets])
+        index.close(pipe, store.keys, job_id)
         if duration_s is None:
             metrics.count(pipe, store.keys, status, platform_id)
         else:
@@ -197,6 +219,7 @@ class Ends:
         retry_at = iso(at)
         self.store.update(job_id, {"status": "scheduled", **fields, "retry_at": retry_at}, pipe)
         self.store.event(job_id, "retry_scheduled", pipe, **event, delay_s=delay_s, retry_at=retry_at)
+        self._keep_open(pipe, job_id)
         self.rq.schedule(pipe, job_id, at=at, exists=exists)
         metrics.count(pipe, self.store.keys, "retried", platform_id)
 
@@ -204,10 +227,16 @@ class Ends:
                  event: dict[str, Any], at_front: bool = False, recreate_timeout_s: int | None = None) -> None:
         self.store.update(job_id, {"status": "queued", "enqueued_at": iso(), **fields}, pipe)
         self.store.event(job_id, kind, pipe, **event)
+        self._keep_open(pipe, job_id)
         if job is not None:
             self.rq.requeue(pipe, job, at_front=at_front)
         elif recreate_timeout_s is not None:
             self.rq.enqueue(pipe, job_id, timeout=recreate_timeout_s)
+
+    def _keep_open(self, pipe: Any, job_id: str) -> None:
+        """The safety net of a job not yet ended: its record and events expire `open_record_ttl_s` after its last
+        move, however it got lost (an end sets the final TTL)."""
+        self.store.expire(job_id, self.store.config.open_record_ttl_s, pipe, datasets=())
 
     def _leave_wait(self, pipe: Any, job_id: str, *fields: str) -> None:
         """The job waits no more: its wait's fields, deadline and place among the waiting parents go."""

@@ -1,4 +1,5 @@
-"""Pool heartbeats, and the reaper every pool and the API run: dead pools' jobs recovered, due retries requeued."""
+"""Pool heartbeats, and the reaper every pool and the API run: dead pools' jobs recovered, due retries requeued,
+and the sweep for jobs nothing holds."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from collector.config import Config
 from collector.store.records import Keys
 from collector.store.rq import RQ
 from collector.types import iso
-from collector.workflows.recovery import enqueue_due, recover
+from collector.workflows.recovery import enqueue_due, recover, recover_claims
+from collector.workflows.sweep import Sweep
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class Reaper:
         self.suspects: dict[str, float] = {}
         self._next_reap = 0.0
         self.rq = RQ(connection, config)
+        self.sweep = Sweep(connection, config)
 
     def tick(self, *, now: float | None = None) -> None:
         """Requeue due retries (every call), and look for dead pools (every `reap_interval_s`)."""
@@ -65,6 +68,7 @@ class Reaper:
         for pool in self.dead_pools(now):
             self.reap(pool)
         self.rq.prune_canceled()
+        self.sweep.tick()
 
     def dead_pools(self, now: float) -> list[str]:
         names = [n.decode() for n in self.connection.hkeys(self.keys.pools()) if n.decode() != self.own_pool]
@@ -95,6 +99,9 @@ class Reaper:
                 if owner is not None and owner.decode() == pool:
                     status = recover(self.connection, self.config, job_id, kind="died", cause=cause, pool=pool)
                     log.debug("job %s of dead pool %s: %s", job_id, pool, status or "already settled")
+        for worker in self.rq.worker_names(pool):  # jobs its children had taken but not yet started
+            for job_id, status in recover_claims(self.connection, self.config, worker, cause=cause).items():
+                log.debug("job %s taken by %s of dead pool %s: %s", job_id, worker, pool, status or "already settled")
         self.rq.bury_workers(pool)
         self.connection.hdel(self.keys.pools(), pool)
         self.suspects.pop(pool, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -16,7 +17,9 @@ from collector.workflows.ends import Ends, retry_delay, timeout_message
 log = logging.getLogger(__name__)
 
 FIELDS = ("status", "platform_id", "pool", "worker", "attempt", "max_attempts", "deaths", "retry",
-          "cancel_requested_at", "canceled_by", "timeout_s", "resumes")
+          "cancel_requested_at", "canceled_by", "timeout_s", "resumes", "enqueued_at", "started_at")
+# What a sweep compares between its two looks at a stray job: any move of the job changes one of them.
+FINGERPRINT = ("status", "attempt", "enqueued_at", "started_at", "worker")
 KINDS = ("died", "timeout", "canceled", "shutdown")
 
 
@@ -54,14 +57,26 @@ def recover(
     cause: str,
     worker_name: str = "",
     pool: str | None = None,
+    expect: dict[str, Any] | None = None,
 ) -> str | None:
     """Settle a job whose worker is gone (`kind`: died, timeout, canceled, shutdown). Returns the status it was
-    given, or None when it had already moved on (ended, retried by someone else, or run by another pool)."""
+    given, or None when it had already moved on (ended, retried by someone else, or run by another pool, or, with
+    `expect`, any of those record fields differs)."""
     if kind not in KINDS:
         raise ValueError(f"kind {kind!r} is not one of {KINDS}")
     store = JobStore(connection, config)
     key = store.keys.job(job_id)
     rq = RQ(connection, config)
+
+    def settle_rq(pipe: Pipeline, status: str) -> None:
+        """The record ended before its worker died: only RQ's side may be left `started`."""
+        job = rq.fetch(job_id)
+        if job is None or job.get_status(refresh=False) not in ("started", "queued"):
+            pipe.unwatch()
+            return
+        pipe.multi()
+        rq.settle_ended(pipe, job, status=status, ttl=store.ttl_for(status), worker_name=worker_name)
+        pipe.execute()
 
     def attempt(pipe: Pipeline) -> tuple[str, str, dict[str, Any]] | None:
         # WATCH the record: two reapers (or a reaper and a late worker) never both settle one job.
@@ -69,9 +84,14 @@ def recover(
         values = pipe.hmget(key, list(FIELDS))
         record = decode_fields(FIELDS, values)
         status = record.get("status")
+        if status in ENDED and worker_name:
+            settle_rq(pipe, status)
+            return None
         if status is None or status in ENDED or status in ("scheduled", "waiting"):
             return None
         if pool is not None and record.get("pool") != pool:
+            return None
+        if expect is not None and any(record.get(name) != value for name, value in expect.items()):
             return None
         if status == "started" and worker_name and record.get("worker") not in (None, worker_name):
             return None  # already retried and running elsewhere: the dead worker's run is history
@@ -79,9 +99,9 @@ def recover(
         job = rq.fetch(job_id)
         executions = rq.executions(job)
         pipe.multi()
-        Ends(store, rq).worker_lost(pipe, job_id, job=job, status=new_status, fields=fields, delay_s=delay, cause=cause,
-                                    kind=kind, worker_name=worker_name, platform_id=record.get("platform_id", ""),
-                                    executions=executions)
+        new_status = Ends(store, rq).worker_lost(
+            pipe, job_id, job=job, status=new_status, fields=fields, delay_s=delay, cause=cause, kind=kind,
+            worker_name=worker_name, platform_id=record.get("platform_id", ""), executions=executions)
         pipe.execute()
         return new_status, record.get("platform_id", ""), fields
 
@@ -97,6 +117,16 @@ def recover(
     return new_status
 
 
+def recover_claims(connection: redis.Redis, config: Config, worker_name: str, *, cause: str) -> dict[str, str | None]:
+    """Settle the jobs a dead pool child had taken off the queue but not yet started (its claims: RQ's intermediate
+    list of that child alone), then forget its claims. Returns each job's new status (None: it had moved on)."""
+    rq = RQ(connection, config)
+    settled = {job_id: recover(connection, config, job_id, kind="died", cause=cause, worker_name=worker_name)
+               for job_id in rq.claimed(worker_name)}
+    rq.drop_claims(worker_name)
+    return settled
+
+
 def enqueue_due(connection: redis.Redis, config: Config, *, limit: int = 100) -> int:
     """Move retries whose time has come from RQ's scheduled registry back to the queue. Safe in many processes
     at once: each move WATCHes the record, so a job is moved once and never after a cancel. Returns the count."""
@@ -108,14 +138,18 @@ def enqueue_due(connection: redis.Redis, config: Config, *, limit: int = 100) ->
         with connection.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(key)
-                status = pipe.hget(key, "status")
+                status, error, platform_id = pipe.hmget(key, ["status", "error", "platform_id"])
                 job = None
+                lost: str | None = None
                 if status == b"scheduled":
                     job = rq.fetch(job_id)
                     if job is None:
-                        log.warning("scheduled job %s has no RQ job any more; dropped", job_id)
+                        log.warning("scheduled job %s has no RQ job any more; it fails", job_id)
+                        lost = (platform_id or b"").decode()
                 pipe.multi()
-                Ends(store, rq).retry_due(pipe, job_id, job=job)
+                # A job whose worker died already waited its turn once: its retry goes to the head of the queue.
+                died = error is not None and json.loads(error).get("type") == "WorkerDiedError"
+                Ends(store, rq).retry_due(pipe, job_id, job=job, at_front=died, platform_id=lost)
                 pipe.execute()
                 moved += job is not None
             except redis.WatchError:

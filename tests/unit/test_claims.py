@@ -1,0 +1,110 @@
+"""A pool child's claims: the queue class that takes jobs into the child's own list, on fakeredis."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+import redis
+from rq.executions import Execution
+
+from collector.config import Config
+from collector.specs.registry import Registry
+from collector.store.records import JobStore
+from collector.store.rq import RQ, JSONSerializer, claiming_queue, claims_key
+from collector.submit.submitter import Submitter
+from collector.workflows.recovery import recover
+
+QUEUE = "rq:queue:collector"
+
+
+def enqueue(connection: fakeredis.FakeRedis, config: Config, job_id: str) -> None:
+    with connection.pipeline() as pipe:
+        pipe.multi()
+        RQ(connection, config).enqueue(pipe, job_id, timeout=60)
+        pipe.execute()
+
+
+def dequeue(connection: fakeredis.FakeRedis, queue_class: type) -> str | None:
+    found = queue_class.dequeue_any([queue_class("collector", connection=connection, serializer=JSONSerializer)],
+                                    None, connection=connection, serializer=JSONSerializer)
+    return None if found is None else found[0].id
+
+
+def test_a_job_taken_is_in_the_childs_claims_and_nowhere_else(fake_redis: fakeredis.FakeRedis,
+                                                              unit_config: Config) -> None:
+    enqueue(fake_redis, unit_config, "j1")
+    queue_class = claiming_queue("host.1.0.1")
+    assert dequeue(fake_redis, queue_class) == "j1"
+    assert fake_redis.lrange(claims_key(QUEUE, "host.1.0.1"), 0, -1) == [b"j1"]
+    assert fake_redis.llen(QUEUE) == 0 and fake_redis.llen(f"{QUEUE}:intermediate") == 0
+    assert queue_class("collector", connection=fake_redis).intermediate_queue_key == claims_key(QUEUE, "host.1.0.1")
+    assert RQ(fake_redis, unit_config).claimed("host.1.0.1") == ["j1"]
+    assert dequeue(fake_redis, claiming_queue("host.1.0.2")) is None, "another child finds nothing"
+
+
+def test_an_id_without_its_job_hash_is_skipped_and_leaves_the_claims(fake_redis: fakeredis.FakeRedis,
+                                                                     unit_config: Config) -> None:
+    fake_redis.rpush(QUEUE, "gone")
+    enqueue(fake_redis, unit_config, "j2")
+    assert dequeue(fake_redis, claiming_queue("w")) == "j2"
+    assert fake_redis.lrange(claims_key(QUEUE, "w"), 0, -1) == [b"j2"]
+
+
+def test_a_move_whose_answer_was_lost_gives_its_job_back_before_the_next(
+    fake_redis: fakeredis.FakeRedis, unit_config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enqueue(fake_redis, unit_config, "j3")
+    enqueue(fake_redis, unit_config, "j4")
+    queue_class = claiming_queue("w")
+    real_lmove = fake_redis.lmove
+
+    def lost(*args: object, **kwargs: object) -> object:
+        real_lmove(*args, **kwargs)  # Redis moved the job; the answer never came back
+        raise redis.ConnectionError("connection reset")
+
+    monkeypatch.setattr(fake_redis, "lmove", lost)
+    with pytest.raises(redis.ConnectionError):
+        dequeue(fake_redis, queue_class)
+    monkeypatch.setattr(fake_redis, "lmove", real_lmove)
+    assert fake_redis.lrange(claims_key(QUEUE, "w"), 0, -1) == [b"j3"]
+    assert dequeue(fake_redis, queue_class) == "j3", "given back to the head of the queue, then taken again"
+    assert fake_redis.lrange(claims_key(QUEUE, "w"), 0, -1) == [b"j3"]
+    assert fake_redis.lrange(QUEUE, 0, -1) == [b"j4"]
+
+
+def test_releasing_a_job_clears_every_list_and_registry_rq_keeps_it_in(fake_redis: fakeredis.FakeRedis,
+                                                                       unit_config: Config) -> None:
+    rq = RQ(fake_redis, unit_config)
+    fake_redis.rpush(f"{QUEUE}:intermediate", "j5", "other")
+    fake_redis.set(f"{QUEUE}:intermediate:first_seen:j5", 1)
+    fake_redis.rpush(claims_key(QUEUE, "w"), "j5")
+    fake_redis.zadd("rq:failed:collector", {"j5": 1, "other": 1})
+    with fake_redis.pipeline() as pipe:
+        rq.release(pipe, "j5", worker_name="w")
+        pipe.execute()
+    assert fake_redis.lrange(f"{QUEUE}:intermediate", 0, -1) == [b"other"]
+    assert not fake_redis.exists(f"{QUEUE}:intermediate:first_seen:j5", claims_key(QUEUE, "w"))
+    assert fake_redis.zrange("rq:failed:collector", 0, -1) == [b"other"]
+
+
+def test_a_worker_killed_right_after_its_final_write_leaves_rq_nothing_to_flag_failed(
+    fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry
+) -> None:
+    job_id = Submitter(connection=fake_redis, config=unit_config, registry=registry).submit(
+        {"platform_id": "demo", "settings": {"rows": 1}})["job_id"]
+    rq = RQ(fake_redis, unit_config)
+    job = rq.fetch(job_id)
+    assert job is not None
+    with fake_redis.pipeline() as pipe:  # what a worker's start leaves in RQ
+        Execution.create(job, 60, pipeline=pipe, worker_name="w")
+        pipe.hset(job.key, "status", "started")
+        pipe.persist(job.key)
+        pipe.lrem(QUEUE, 0, job_id)
+        pipe.execute()
+    assert fake_redis.zcard("rq:wip:collector") == 1
+    fake_redis.hset(f"collector:job:{job_id}", "status", "finished")  # its final write, then SIGKILL
+    assert recover(fake_redis, unit_config, job_id, kind="died", cause="killed", worker_name="w") is None
+    assert fake_redis.zcard("rq:wip:collector") == 0, "no execution left for RQ's cleanup"
+    assert fake_redis.hget(job.key, "status") == b"finished"
+    assert 0 < fake_redis.ttl(job.key) <= unit_config.record_ttl_s
+    assert JobStore(fake_redis, unit_config).read(job_id, "status")["status"] == "finished"

@@ -51,7 +51,8 @@ def create_app(
             raise CollectorError(
                 "COLLECTOR_REDIS_URL is not set; point it at Redis, or run `collector up` for an embedded one"
             )
-        connection = connect(config.redis_url)
+        connection = connect(config.redis_url, connect_timeout_s=config.redis_connect_timeout_s,
+                             socket_timeout_s=config.redis_socket_timeout_s)
     registry = registry or Registry.discover(config.platforms_package)
     install_log_masking()  # gunicorn runs create_app() without the CLI, which installs it too
     refuse_pickle()  # RQ's pickle fallback, wherever a serializer is forgotten, fails instead of unpickling

@@ -41,6 +41,8 @@ class Config:
     pool_heartbeat_ttl_s: int = defaults.POOL_HEARTBEAT_TTL_S
     reap_interval_s: float = defaults.REAP_INTERVAL_S
     redis_wait_s: float = defaults.REDIS_WAIT_S
+    redis_connect_timeout_s: float = defaults.REDIS_CONNECT_TIMEOUT_S
+    redis_socket_timeout_s: float = defaults.REDIS_SOCKET_TIMEOUT_S
     dataset_max_rows: int = defaults.DATASET_MAX_ROWS
     dataset_max_bytes: int = defaults.DATASET_MAX_BYTES
     full_page_max_rows: int = defaults.FULL_PAGE_MAX_ROWS
@@ -75,6 +77,9 @@ class Config:
                      "schedule_min_interval_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be 1 or more")
+        for name in ("redis_connect_timeout_s", "redis_socket_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be above 0 (seconds)")
         for name in ("max_schedules", "submits_per_minute"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be 0 (no limit) or more")

@@ -28,7 +28,8 @@ def diagnostics() -> tuple[dict[str, Any], int]:
 
 
 def diagnose(svc: Services) -> dict[str, Any]:
-    """Redis (ping, version, memory, eviction policy), the queue's registries, the workers and the platforms."""
+    """Redis (ping, version, memory, eviction policy), the queue's registries, the workers, the platforms, and
+    whether Redis lost its data (`data_loss`, with when it was noticed)."""
     body: dict[str, Any] = {"alive": True, "version": __version__, "healthy": True}
     body["platforms"] = {"count": len(svc.registry.platforms), "broken": svc.registry.broken}
     try:
@@ -38,6 +39,7 @@ def diagnose(svc: Services) -> dict[str, Any]:
         body["queues"] = {rq.queue.name: rq.counts("queued", "started", "failed", "finished")}
         workers = rq.workers()
         body["workers"] = {"count": len(workers), "list": workers}
+        body["data_loss"] = svc.loss_watch.report()
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         body["healthy"] = False
         body["redis"] = {

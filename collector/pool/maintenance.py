@@ -1,5 +1,5 @@
 """Periodic work every pool supervisor does between reaping children: fire due schedules, advance processes,
-settle waiting jobs (time out stale waits, queue parents whose children ended)."""
+settle waiting jobs (time out stale waits, queue parents whose children ended), notice a Redis data loss."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import redis
 from collector import defaults
 from collector.config import Config
 from collector.specs.registry import Registry
+from collector.store.dataloss import LossWatch
+from collector.store.records import Keys
 from collector.submit.submitter import Submitter
 from collector.workflows.processes import Processes
 from collector.workflows.schedules import Schedules
@@ -32,6 +34,7 @@ class Maintenance:
             ("schedules", Schedules(self.submitter).fire_due),
             ("processes", Processes(self.submitter).advance_all),
             ("waits", lambda: sweep(connection, config)),
+            ("data loss", LossWatch(connection, Keys(config.key_prefix), redis_url=config.redis_url).check),
         ]
 
     def tick(self) -> None:

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from redis import Redis, WatchError
 from redis.backoff import ExponentialBackoff
 from redis.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
 from collector import defaults
@@ -38,14 +39,17 @@ VIEW_ORDER = (
 )
 
 
-def connect(url: str, *, blocking: bool = False) -> Redis:
-    """A client for `url`. API clients fail fast (a quick 503 beats a hung request); `blocking` ones,
-    which wait on queues, have no read timeout."""
+def connect(url: str, *, blocking: bool = False, connect_timeout_s: float = defaults.REDIS_CONNECT_TIMEOUT_S,
+            socket_timeout_s: float = defaults.REDIS_SOCKET_TIMEOUT_S) -> Redis:
+    """A client for `url`. API clients fail fast (a quick 503 beats a hung request): each connect gives up after
+    `connect_timeout_s`, each answer after `socket_timeout_s`, and only a refused or dropped connection is tried
+    again (once: a Redis that restarted leaves pooled connections closed); a timeout is not, so a frozen Redis
+    costs a request one timeout. `blocking` clients, which wait on queues, have no read timeout."""
     return Redis.from_url(
         url,
-        socket_connect_timeout=2,
-        socket_timeout=None if blocking else 5,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        socket_connect_timeout=connect_timeout_s,
+        socket_timeout=None if blocking else socket_timeout_s,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1, supported_errors=(RedisConnectionError,)),
         health_check_interval=30,
     )
 
@@ -138,6 +142,14 @@ class Keys:
     def metrics(self) -> str:
         """Hash of counters and duration buckets every API and worker process adds to; `/metrics` reads it."""
         return f"{self.prefix}:metrics"
+
+    def run(self) -> str:
+        """Hash of the run id the first process wrote on this Redis (no TTL): gone means Redis lost its data."""
+        return f"{self.prefix}:run"
+
+    def losses(self) -> str:
+        """Hash of the data losses noticed: lost run id → JSON of when it was noticed."""
+        return f"{self.prefix}:data-losses"
 
 
 def decode_fields(names: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -81,6 +82,12 @@ class Keys:
         return f"{self.prefix}:job:{job_id}:dataset:{name}" + (f":{chunk}" if chunk else "")
 
     def events(self, job_id: str) -> str:
+        """List of the job's events, one compact JSON object each, capped at EVENTS_MAXLEN (a list, not a stream:
+        a stream preallocates 4 kB, more than all of a small job's events)."""
+        return f"{self.prefix}:job:{job_id}:events:list"
+
+    def legacy_events(self, job_id: str) -> str:
+        """The stream earlier versions kept a job's events in: still read (and expired) for their jobs."""
         return f"{self.prefix}:job:{job_id}:events"
 
     def check(self, check_id: str) -> str:
@@ -157,6 +164,32 @@ def decode_fields(names: Sequence[str], values: Sequence[Any]) -> dict[str, Any]
     return decode({n: v for n, v in zip(names, values, strict=True) if v is not None})
 
 
+def push_event(connection: Redis | Pipeline, keys: Keys, job_id: str, fields: Mapping[str, Any]) -> None:
+    """Append one event (`type`, `at` and its data) to a job's events list as compact JSON, keeping the last
+    EVENTS_MAXLEN (RPUSH and LTRIM, on the caller's pipeline when it is one)."""
+    key = keys.events(job_id)
+    connection.rpush(key, json.dumps(fields, default=str, separators=(",", ":")))
+    connection.ltrim(key, -defaults.EVENTS_MAXLEN, -1)
+
+
+def _epoch_ms(at: str | None) -> int:
+    try:
+        return int(dt.datetime.fromisoformat(str(at).replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        return 0
+
+
+def _legacy_event(entry_id: bytes | str, raw: Mapping[bytes | str, bytes | str]) -> dict[str, Any]:
+    """An event of the stream earlier versions wrote: plain fields, a job event's data as JSON in `data`."""
+    fields = decode(raw)
+    event = {"id": entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+             "at": fields.get("at"), "type": fields.get("type")}
+    event.update({k: v for k, v in fields.items() if k not in ("at", "type", "data")})
+    if fields.get("data"):
+        event.update(json.loads(fields["data"]))
+    return event
+
+
 T = TypeVar("T")
 
 
@@ -189,27 +222,24 @@ class JobStore:
         (pipeline or self.connection).hset(self.keys.job(job_id), mapping=encode(fields))
 
     def event(self, job_id: str, kind: str, pipeline: Pipeline | None = None, **data: Any) -> None:
-        """Append an event to the job's capped stream (`XADD ... MAXLEN ~`), on `pipeline` when given."""
-        fields = {"type": kind, "at": iso()}
-        if data:
-            fields["data"] = json.dumps(data, default=str)
-        (pipeline or self.connection).xadd(
-            self.keys.events(job_id), fields, maxlen=defaults.EVENTS_MAXLEN, approximate=True
-        )
+        """Append an event to the job's capped list, on `pipeline` when given."""
+        push_event(pipeline or self.connection, self.keys, job_id, {"type": kind, "at": iso(), **data})
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
-        """The job's events, oldest first: `{"id", "at", "type", ...data}`."""
-        entries = self.connection.xrange(self.keys.events(job_id))
-        events = []
-        for entry_id, raw in entries:
-            fields = decode(raw)
-            event = {"id": entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
-                     "at": fields.get("at"), "type": fields.get("type")}
-            # A log line's fields (level, message) are plain; a job event's travel as JSON in `data`.
-            event.update({k: v for k, v in fields.items() if k not in ("at", "type", "data")})
-            if fields.get("data"):
-                event.update(json.loads(fields["data"]))
-            events.append(event)
+        """The job's events, oldest first: `{"id", "at", "type", ...data}`; `id` is `<ms>-<n>`, the n-th event
+        of that millisecond (a job of an earlier version: its stream's entry ids, those events first)."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.xrange(self.keys.legacy_events(job_id))
+            pipe.lrange(self.keys.events(job_id), 0, -1)
+            legacy, entries = pipe.execute()
+        events = [_legacy_event(entry_id, raw) for entry_id, raw in legacy]
+        seen: dict[int, int] = {}
+        for raw in entries:
+            fields = json.loads(raw)
+            ms = _epoch_ms(fields.get("at"))
+            seen[ms] = seen.get(ms, -1) + 1
+            events.append({"id": f"{ms}-{seen[ms]}", "at": fields.pop("at", None), "type": fields.pop("type", None),
+                           **fields})
         return events
 
     def exists(self, job_id: str) -> bool:
@@ -273,6 +303,7 @@ class JobStore:
         """Let a record and everything beside it expire: it has ended."""
         pipeline.expire(self.keys.job(job_id), ttl_s)
         pipeline.expire(self.keys.events(job_id), ttl_s)
+        pipeline.expire(self.keys.legacy_events(job_id), ttl_s)
         for name in datasets:
             pipeline.expire(self.keys.dataset(job_id, name), ttl_s)
 

@@ -79,7 +79,8 @@ def create_app(
     app.register_blueprint(docs.blueprint)
     app.register_blueprint(metrics.blueprint)
     if dashboard and config.redis_url:
-        mount_dashboard(app, config.redis_url)
+        mount_dashboard(app, config.redis_url, connect_timeout_s=config.redis_connect_timeout_s,
+                        socket_timeout_s=config.redis_socket_timeout_s)
     _register_error_handlers(app)
     if reaper and config.reap_interval_s > 0:
         thread = ReaperThread(connection, config)

@@ -8,21 +8,35 @@ that always reads with `DashboardSerializer`.
 
 from __future__ import annotations
 
+import urllib.parse
+
 import rq_dashboard
 import rq_dashboard.web
 from flask import Flask
 
+from collector import defaults
 from collector.store.rq import REBOUND, DashboardSerializer
 
 PREFIX = "/rq"
 
 
-def mount_dashboard(app: Flask, redis_url: str) -> None:
-    """Serve rq-dashboard under `/rq` of `app`; job descriptions carry no arguments."""
+def mount_dashboard(app: Flask, redis_url: str, *, connect_timeout_s: float = defaults.REDIS_CONNECT_TIMEOUT_S,
+                    socket_timeout_s: float = defaults.REDIS_SOCKET_TIMEOUT_S) -> None:
+    """Serve rq-dashboard under `/rq` of `app`; job descriptions carry no arguments. rq-dashboard makes its own
+    Redis clients from the URL (one per request), so the API's timeouts travel in the URL's query."""
     for name, value in REBOUND.items():
         setattr(rq_dashboard.web, name, value)  # the module looks these names up at call time
     rq_dashboard.web.config.serializer = DashboardSerializer
-    app.config.setdefault("RQ_DASHBOARD_REDIS_URL", redis_url)
+    app.config.setdefault("RQ_DASHBOARD_REDIS_URL", with_timeouts(redis_url, connect_timeout_s, socket_timeout_s))
     app.config["RQ_DASHBOARD_SHOW_FULL_ARGS"] = False
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=PREFIX)
     rq_dashboard.web.setup_rq_connection(app)
+
+
+def with_timeouts(redis_url: str, connect_timeout_s: float, socket_timeout_s: float) -> str:
+    """`redis_url` with `socket_connect_timeout` and `socket_timeout` in its query (those it names already win)."""
+    parts = urllib.parse.urlsplit(redis_url)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    query.setdefault("socket_connect_timeout", str(connect_timeout_s))
+    query.setdefault("socket_timeout", str(socket_timeout_s))
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))

@@ -136,6 +136,8 @@ def test_with_redis_frozen_every_request_ends_within_5_s_as_a_503(
                 ("POST", "/system/alive", None),
                 ("GET", f"/execution/get?job_id={job_id}", None),
                 ("POST", "/execution/run", {"platform_id": "demo", "settings": {"rows": 1}}),
+                ("GET", "/metrics", None),
+                ("GET", "/rq/0/data/queues.json", None),
             ]
             for method, path, body in requests:
                 started = time.monotonic()
@@ -143,6 +145,7 @@ def test_with_redis_frozen_every_request_ends_within_5_s_as_a_503(
                 took = time.monotonic() - started
                 assert took < 5.0, f"{method} {path} took {took:.1f} s"
                 assert status == 503, (method, path, answer)
+                assert isinstance(answer, dict), (method, path, answer)
                 where = answer["redis"] if path == "/system/alive" else answer
                 assert "unreachable" in (where.get("message") or where.get("error")), answer
             started = time.monotonic()

@@ -223,7 +223,7 @@ class JobStore:
 
     def event(self, job_id: str, kind: str, pipeline: Pipeline | None = None, **data: Any) -> None:
         """Append an event to the job's capped list, on `pipeline` when given."""
-        push_event(pipeline or self.connection, self.keys, job_id, {"type": kind, "at": iso(), **data})
+        push_event(pipeline or self.connection, self.keys, job_id, {**data, "type": kind, "at": iso()})
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
         """The job's events, oldest first: `{"id", "at", "type", ...data}`; `id` is `<ms>-<n>`, the n-th event

@@ -9,7 +9,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ from collector.app import create_app
 from collector.cli.embedded import EmbeddedRedis
 from collector.config import Config
 from collector.types import new_job_id
-from tests.conftest import ServedApp
+from tests.conftest import PoolProcess, ServedApp, wait_for
 from tests.integration.reliability_kit import close
 
 LOSS_LOGGER = "collector.store.dataloss"
@@ -155,5 +155,29 @@ def test_with_redis_frozen_every_request_ends_within_5_s_as_a_503(
             os.kill(private_redis.process.pid, signal.SIGCONT)
         status, answer = served.request("GET", f"/execution/get?job_id={job_id}")
         assert status == 200 and answer["status"] == "queued", answer
+    finally:
+        close(served)
+
+
+def test_a_pool_notices_the_loss_on_its_own_and_the_api_reports_it(
+    config: Config, private_redis: EmbeddedRedis, start_pool: Callable[..., PoolProcess]
+) -> None:
+    cfg = dataclasses.replace(config, redis_url=private_redis.url)
+    pool = start_pool(1, cfg)
+    wait_for(lambda: "keeps no data on disk" in pool.output(), timeout_s=30, what="the pool's persistence warning")
+    served = ServedApp(create_app(cfg))
+    try:
+        lost = submit(served)
+        wait_for(lambda: served.request("GET", f"/execution/get?job_id={lost}")[1].get("status") == "finished",
+                 timeout_s=30, what="the job to finish")
+        restart(private_redis, appendonly=False)
+        wait_for(lambda: "lost its data" in pool.output(), timeout_s=60, what="the pool to notice the loss")
+        status, body = served.request("POST", "/system/alive")
+        assert status == 200 and body["data_loss"]["detected"] is True, body
+        status, body = served.request("GET", f"/execution/get?job_id={lost}")
+        assert status == 410 and body["error"] == "job_lost", body
+        assert wait_for(lambda: served.request("GET", f"/execution/get?job_id={submit(served)}")[1]
+                        .get("status") == "finished", timeout_s=60, what="the pool to run jobs after the loss")
+        assert pool.output().count("lost its data") == 1 and pool.output().count("keeps no data on disk") == 1
     finally:
         close(served)

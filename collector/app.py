@@ -51,7 +51,8 @@ def create_app(
             raise CollectorError(
                 "COLLECTOR_REDIS_URL is not set; point it at Redis, or run `collector up` for an embedded one"
             )
-        connection = connect(config.redis_url)
+        connection = connect(config.redis_url, connect_timeout_s=config.redis_connect_timeout_s,
+                             socket_timeout_s=config.redis_socket_timeout_s)
     registry = registry or Registry.discover(config.platforms_package)
     install_log_masking()  # gunicorn runs create_app() without the CLI, which installs it too
     refuse_pickle()  # RQ's pickle fallback, wherever a serializer is forgotten, fails instead of unpickling
@@ -78,7 +79,9 @@ def create_app(
     app.register_blueprint(docs.blueprint)
     app.register_blueprint(metrics.blueprint)
     if dashboard and config.redis_url:
-        mount_dashboard(app, config.redis_url, queue_name=config.queue_name)
+        mount_dashboard(app, config.redis_url, queue_name=config.queue_name,
+                        connect_timeout_s=config.redis_connect_timeout_s,
+                        socket_timeout_s=config.redis_socket_timeout_s)
     _register_error_handlers(app)
     if reaper and config.reap_interval_s > 0:
         thread = ReaperThread(connection, config)

@@ -43,6 +43,8 @@ class Config:
     sweep_interval_s: float = defaults.SWEEP_INTERVAL_S
     open_record_ttl_s: int = defaults.OPEN_RECORD_TTL_S
     redis_wait_s: float = defaults.REDIS_WAIT_S
+    redis_connect_timeout_s: float = defaults.REDIS_CONNECT_TIMEOUT_S
+    redis_socket_timeout_s: float = defaults.REDIS_SOCKET_TIMEOUT_S
     dataset_max_rows: int = defaults.DATASET_MAX_ROWS
     dataset_max_bytes: int = defaults.DATASET_MAX_BYTES
     full_page_max_rows: int = defaults.FULL_PAGE_MAX_ROWS
@@ -77,6 +79,9 @@ class Config:
                      "schedule_min_interval_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be 1 or more")
+        for name in ("redis_connect_timeout_s", "redis_socket_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be above 0 (seconds)")
         for name in ("max_schedules", "submits_per_minute"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be 0 (no limit) or more")

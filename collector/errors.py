@@ -10,6 +10,7 @@
     │   │   ├── InsufficientScopeError   403: the token lacks the scope the route needs (named)
     │   │   └── CrossSiteError           403: a state-changing request from another site's page
     │   ├── NotFoundError            404: no such job, process or schedule
+    │   │   └── JobLostError         410: the job's record was lost with Redis data (a loss was noticed since)
     │   ├── ConflictError            409: the job or process is in a state that forbids the request
     │   ├── ValidationError          422: field errors, each with its path
     │   │   └── SettingError         422: one setting refused (unknown connection, path out of the data root)
@@ -110,6 +111,13 @@ class CrossSiteError(ForbiddenError):
 class NotFoundError(RequestError):
     status = 404
     code = "not_found"
+
+
+class JobLostError(NotFoundError):
+    """The job existed, but its record went with data Redis lost (restarted without persistence, flushed)."""
+
+    status = 410
+    code = "job_lost"
 
 
 class ConflictError(RequestError):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import time
 
 RELATIVE_DATE = re.compile(r"^\s*(\d+)\s+(day|days|week|weeks)\s+(back|ago)\s*$", re.IGNORECASE)
+JOB_ID_V7 = re.compile(r"^[0-9a-f]{12}7[0-9a-f]{3}[89ab][0-9a-f]{15}$")  # what new_job_id makes
 RELATIVE_WORDS = {"today": 0, "yesterday": 1, "tomorrow": -1}
 
 
@@ -78,3 +80,21 @@ def iso(epoch: float | None = None) -> str:
     form every timestamp collector writes or shows takes."""
     moment = dt.datetime.fromtimestamp(time.time() if epoch is None else epoch, dt.UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_job_id(epoch: float | None = None) -> str:
+    """A new job id: a UUID version 7 in 32 hex digits, whose first 12 hold its creation time in milliseconds,
+    so the id tells when it was made (`job_id_time`) and ids sort by creation. The rest is random."""
+    ms = int((time.time() if epoch is None else epoch) * 1000) & (2**48 - 1)
+    bits = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    bits = (bits & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    bits = (bits & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return f"{bits:032x}"
+
+
+def job_id_time(job_id: str) -> float | None:
+    """When the job `job_id` was created (unix seconds), for an id `new_job_id` made; None for any other id
+    (earlier versions made random ids: they tell nothing)."""
+    if not JOB_ID_V7.fullmatch(job_id):
+        return None
+    return int(job_id[:12], 16) / 1000

@@ -12,6 +12,7 @@ Its actions on jobs go through collector's own: Requeue (one job, or every faile
 from __future__ import annotations
 
 import functools
+import urllib.parse
 from typing import Any
 
 import rq_dashboard
@@ -19,6 +20,7 @@ import rq_dashboard.web
 from flask import Flask, jsonify, redirect, url_for
 from flask.typing import ResponseReturnValue
 
+from collector import defaults
 from collector.api.auth import caller
 from collector.api.services import services
 from collector.store.rq import REBOUND, DashboardSerializer
@@ -27,13 +29,17 @@ PREFIX = "/rq"
 BLUEPRINT = "rq_dashboard"  # the name rq-dashboard registers its views under
 
 
-def mount_dashboard(app: Flask, redis_url: str, *, queue_name: str) -> None:
+def mount_dashboard(app: Flask, redis_url: str, *, queue_name: str,
+                    connect_timeout_s: float = defaults.REDIS_CONNECT_TIMEOUT_S,
+                    socket_timeout_s: float = defaults.REDIS_SOCKET_TIMEOUT_S) -> None:
     """Serve rq-dashboard under `/rq` of `app`; job descriptions carry no arguments; its Jobs tab opens on
-    collector's queue `queue_name` (rq-dashboard's own default is RQ's `default` queue, always empty here)."""
+    collector's queue `queue_name` (rq-dashboard's own default is RQ's `default` queue, always empty here).
+    rq-dashboard makes its own Redis clients from the URL (one per request), so the API's timeouts travel in the
+    URL's query."""
     for name, value in REBOUND.items():
         setattr(rq_dashboard.web, name, value)  # the module looks these names up at call time
     rq_dashboard.web.config.serializer = DashboardSerializer
-    app.config.setdefault("RQ_DASHBOARD_REDIS_URL", redis_url)
+    app.config.setdefault("RQ_DASHBOARD_REDIS_URL", with_timeouts(redis_url, connect_timeout_s, socket_timeout_s))
     app.config["RQ_DASHBOARD_SHOW_FULL_ARGS"] = False
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=PREFIX)
     rq_dashboard.web.setup_rq_connection(app)
@@ -72,3 +78,12 @@ def requeue_job(job_id: str) -> ResponseReturnValue:
 def requeue_all(queue_name: str) -> ResponseReturnValue:
     """Requeue All: retry every failed job by hand; those that cannot be are skipped."""
     return jsonify(status="OK", **services().retry_failed(by=caller()))
+
+
+def with_timeouts(redis_url: str, connect_timeout_s: float, socket_timeout_s: float) -> str:
+    """`redis_url` with `socket_connect_timeout` and `socket_timeout` in its query (those it names already win)."""
+    parts = urllib.parse.urlsplit(redis_url)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    query.setdefault("socket_connect_timeout", str(connect_timeout_s))
+    query.setdefault("socket_timeout", str(socket_timeout_s))
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))

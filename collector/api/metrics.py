@@ -18,6 +18,7 @@ def metrics() -> Response:
     if registry is None:  # one registry per app: the collector reads Redis afresh on every scrape
         svc = services()
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(RedisMetrics(svc.connection, svc.store.keys, rq=RQ(svc.connection, svc.config)))
+        registry.register(RedisMetrics(svc.connection, svc.store.keys, rq=RQ(svc.connection, svc.config),
+                                       loss_watch=svc.loss_watch))
         current_app.extensions["collector.metrics"] = registry
     return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

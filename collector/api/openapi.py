@@ -60,6 +60,8 @@ class DiagnosticsAnswer(Schema):
     redis = fields.Dict()
     queues = fields.Dict()
     workers = fields.Dict()
+    data_loss = fields.Dict(metadata={"description": "whether Redis lost its data (the run key was gone): "
+                                                     "detected, noticed_at, losses"})
 
 
 class SettingInfo(Schema):
@@ -291,7 +293,7 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
                  "schema": {"type": "integer", "minimum": 1, "maximum": config.full_page_max_rows}},
             ],
             "responses": {"200": response("the job", {"$ref": "#/components/schemas/JobView"}),
-                          **problems("400", "404", "503")},
+                          **problems("400", "404", "410", "503")},
         }},
         **more_operations({"oneOf": [{"$ref": ref} for ref in requests.values()],
                            "discriminator": {"propertyName": "platform_id", "mapping": requests}},

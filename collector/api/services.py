@@ -13,13 +13,14 @@ from flask import current_app
 from collector import defaults
 from collector.api.auth import ROUTE_SCOPES
 from collector.config import Config
-from collector.errors import CollectorError, ConflictError, NotFoundError
+from collector.errors import CollectorError, ConflictError, JobLostError, NotFoundError
 from collector.masking import forget, mask_error, remember
 from collector.resources import reach
 from collector.specs.job import validate_spec
 from collector.specs.registry import Registry
 from collector.specs.secrets import secrets_in_body
 from collector.store import index, ratelimit
+from collector.store.dataloss import LossWatch
 from collector.store.records import ENDED, JobStore
 from collector.submit.checks import request_check
 from collector.submit.submitter import Submitter
@@ -49,6 +50,8 @@ class Services:
         self.submitter = Submitter(connection=self.connection, config=self.config, registry=self.registry)
         self.schedules = Schedules(self.submitter)
         self.processes = Processes(self.submitter)
+        self.loss_watch = LossWatch(self.connection, self.store.keys, redis_url=self.config.redis_url)
+        self.loss_watch.check_quietly()  # the run id this process starts on; warns if Redis keeps nothing
 
     def admit(self, who: str) -> None:
         """Count one submit of `who` (`RateLimitedError` past `COLLECTOR_SUBMITS_PER_MINUTE`). Called once a
@@ -161,8 +164,16 @@ class Services:
         """Store the schedule `body` describes (a submit of `by`)."""
         return self.schedules.create(body, admit=lambda: self.admit(by))
 
-    @staticmethod
-    def _no_job(job_id: str) -> NotFoundError:
+    def _no_job(self, job_id: str) -> NotFoundError:
+        """The 404 of a job with no record; a 410 when its id was made before a Redis data loss noticed since."""
+        loss = self.loss_watch.lost_job(job_id, kept_s=max(self.config.record_ttl_s, self.config.failed_record_ttl_s))
+        if loss is not None:
+            return JobLostError(
+                f"job {job_id!r} was lost with Redis data: it was created before Redis lost its data (noticed "
+                f"{loss['noticed_at']}), and its record, datasets and events are gone. Submit it again; turn on "
+                "Redis persistence (AOF or RDB) so a restart keeps records",
+                details={"job_id": job_id, "data_loss_noticed_at": loss["noticed_at"]},
+            )
         return NotFoundError(
             f"no job {job_id!r}: it never existed or its record expired; check the id POST /execution/run gave",
             details={"job_id": job_id},

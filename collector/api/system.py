@@ -48,7 +48,8 @@ def readiness(svc: Services) -> dict[str, Any]:
 
 
 def diagnose(svc: Services) -> dict[str, Any]:
-    """Redis (ping, version, memory, eviction policy), the queue's registries, the workers and the platforms."""
+    """Redis (ping, version, memory, eviction policy), the queue's registries, the workers, the platforms, and
+    whether Redis lost its data (`data_loss`, with when it was noticed)."""
     body: dict[str, Any] = {"alive": True, "version": __version__, "healthy": True, "status": "ok", "degraded": []}
     body["platforms"] = {"count": len(svc.registry.platforms), "broken": svc.registry.broken}
     # Degraded: the service works, but not all of it (a platform's file failed to load: its jobs are refused).
@@ -61,6 +62,7 @@ def diagnose(svc: Services) -> dict[str, Any]:
         body["queues"] = {rq.queue.name: rq.counts("queued", "started", "failed", "finished")}
         workers = rq.workers()
         body["workers"] = {"count": len(workers), "list": workers}
+        body["data_loss"] = svc.loss_watch.report()
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         body["healthy"] = False
         body["redis"] = {

@@ -7,8 +7,9 @@ the start of the next dequeue. The mixin sends each heartbeat as one pipeline, s
 when one was sent less than HEARTBEAT_MIN_GAP_S ago (the worker key lives for minutes), and skips setting
 a state the worker already has. Heartbeats RQ sends inside its own pipelines, or with an explicit TTL
 (at the start of a job), are never skipped. A finished job's last heartbeat is saved with its end state
-instead of one round trip before it. And since collector never enqueues a job with RQ dependencies,
-a finished job's end is written without RQ's WATCH of, and look-up in, its dependents set.
+instead of one round trip before it. A finished job gets no RQ results stream (its record holds the result); a
+failed one keeps RQ's, which the dashboard shows the traceback from. And since collector never enqueues a job
+with RQ dependencies, a finished job's end is written without RQ's WATCH of, and look-up in, its dependents set.
 
 Around a job, RQ's two start transactions (the execution record and registry entry, then the worker's and
 the job's state) and the PERSIST of the job key that `Job.perform` sends are one transaction; the `idle`
@@ -23,7 +24,6 @@ from typing import Any
 
 from rq.executions import Execution
 from rq.job import Job, JobStatus, _job_stack
-from rq.results import Result
 from rq.suspension import WORKERS_SUSPENDED, is_suspended
 from rq.utils import now, utcformat
 from rq.worker import WorkerStatus
@@ -72,7 +72,9 @@ class LeanHeartbeats:
         collector job has dependents (nothing is enqueued with `depends_on`; sub-jobs are tracked on the
         records), so neither the EXPIRE of its (absent) dependents and dependencies keys. The job's status is
         saved with the job (RQ writes it once more on its own), the worker's `idle` state (a round trip of its
-        own in RQ, right after) goes with it, and so does the suspension check before the next dequeue.
+        own in RQ, right after) goes with it, and so does the suspension check before the next dequeue. RQ's
+        results stream (`rq:results:<id>`) is not written: the record holds the result, and a Redis stream costs
+        4 kB however little it holds.
         A repeating job still gets RQ's own handling."""
         if job.repeats_left:
             super().handle_job_success(job, queue, started_job_registry)  # type: ignore[misc]
@@ -83,21 +85,9 @@ class LeanHeartbeats:
             worker.increment_successful_job_count(pipeline=pipeline)
             worker.increment_total_working_time(job.ended_at - job.started_at, pipeline)
             result_ttl = job.get_result_ttl(worker.default_result_ttl)
-            if result_ttl != 0:  # RQ's Job._handle_success, the status saved with the job
-                execution = worker.execution
+            if result_ttl != 0:  # RQ's Job._handle_success, the status saved with the job, without its Result
                 job._status = JobStatus.FINISHED
                 job.save(pipeline=pipeline, include_meta=False, include_result=False)
-                Result.create(
-                    job,
-                    Result.Type.SUCCESSFUL,
-                    return_value=job._result,
-                    ttl=result_ttl,
-                    worker_name=worker.name,
-                    pipeline=pipeline,
-                    execution_id=execution.id if execution else None,
-                    execution_started_at=execution.created_at if execution else None,
-                    execution_ended_at=job.ended_at,
-                )
                 job.finished_job_registry.add(job, result_ttl, pipeline)
             if result_ttl is not None and result_ttl > 0:
                 pipeline.expire(job.key, result_ttl)

@@ -1,6 +1,6 @@
 """Periodic work every pool supervisor does between reaping children: fire due schedules, advance processes,
 settle waiting jobs (time out stale waits, queue parents whose children ended), send due webhook notifications
-(bounded: NOTIFY_TIMEOUT_S per delivery, none started after NOTIFY_BUDGET_S)."""
+(bounded: NOTIFY_TIMEOUT_S per delivery, none started after NOTIFY_BUDGET_S), notice a Redis data loss."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import redis
 from collector import defaults
 from collector.config import Config
 from collector.specs.registry import Registry
+from collector.store.dataloss import LossWatch
+from collector.store.records import Keys
 from collector.submit.submitter import Submitter
 from collector.workflows.delivery import deliver_due
 from collector.workflows.processes import Processes
@@ -35,6 +37,7 @@ class Maintenance:
             ("processes", Processes(self.submitter).advance_all),
             ("waits", lambda: sweep(connection, config)),
             ("notifications", lambda: deliver_due(connection, config)),
+            ("data loss", LossWatch(connection, Keys(config.key_prefix), redis_url=config.redis_url).check),
         ]
 
     def tick(self) -> None:

@@ -1,27 +1,27 @@
-"""The lines a platform logs through `ctx.log`, kept on its job's events stream (`collector:job:<id>:events`),
+"""The lines a platform logs through `ctx.log`, kept on its job's events list (`collector:job:<id>:events:list`),
 capped per job."""
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 import redis
 
 from collector import defaults
-from collector.store.records import Keys
+from collector.store.records import Keys, push_event
 from collector.types import iso
 
 
 def add_event(connection: redis.Redis | Any, keys: Keys, job_id: str, fields: dict[str, Any]) -> None:
-    """Append one entry to a job's events stream, capped (approximately) at EVENTS_MAXLEN entries."""
-    entry = {k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in fields.items()}
-    connection.xadd(keys.events(job_id), entry, maxlen=defaults.EVENTS_MAXLEN, approximate=True)
+    """Append one entry to a job's events list, capped at EVENTS_MAXLEN entries."""
+    with connection.pipeline(transaction=False) as pipe:
+        push_event(pipe, keys, job_id, fields)
+        pipe.execute()
 
 
 class JobEventsHandler(logging.Handler):
-    """Copies a platform's `ctx.log` lines to its job's events stream: at most `per_job` lines per job."""
+    """Copies a platform's `ctx.log` lines to its job's events list: at most `per_job` lines per job."""
 
     def __init__(self, connection: redis.Redis, keys: Keys, *, per_job: int = defaults.LOG_EVENTS_PER_JOB) -> None:
         super().__init__()

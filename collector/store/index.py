@@ -44,6 +44,11 @@ def add(pipe: Pipeline, keys: Keys, config: Config, job_id: str, *, created: flo
     pipe.zadd(keys.open_jobs(), {job_id: created})
 
 
+def reopen(pipe: Pipeline, keys: Keys, job_id: str) -> None:
+    """An ended job runs again (a retry by hand): it is open again, for the sweep to watch."""
+    pipe.zadd(keys.open_jobs(), {job_id: time.time()})
+
+
 def close(pipe: Pipeline, keys: Keys, job_id: str) -> None:
     """The job ended: it leaves the open jobs."""
     pipe.zrem(keys.open_jobs(), job_id)

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from redis import Redis
 from redis.client import Pipeline
 
+from collector.store.dataloss import LossWatch
 from collector.store.records import Keys
 from collector.store.rq import RQ
 
@@ -113,10 +114,11 @@ def read(connection: Redis, keys: Keys) -> dict[str, Any]:
 class RedisMetrics(Collector):
     """A Prometheus collector that reads the shared hash, the queue and the workers on every scrape."""
 
-    def __init__(self, connection: Redis, keys: Keys, *, rq: RQ) -> None:
+    def __init__(self, connection: Redis, keys: Keys, *, rq: RQ, loss_watch: LossWatch | None = None) -> None:
         self.connection = connection
         self.keys = keys
         self.rq = rq
+        self.loss_watch = loss_watch
         self.queue_name = rq.queue.name
 
     def collect(self) -> Iterator[Metric]:
@@ -151,3 +153,12 @@ class RedisMetrics(Collector):
         yield workers
         yield GaugeMetricFamily("collector_redis_rtt_seconds", "Round-trip time of a Redis PING from the API.",
                                 value=rtt)
+        if self.loss_watch is not None:
+            self.loss_watch.check()
+            losses = self.loss_watch.losses()
+            yield GaugeMetricFamily("collector_redis_data_losses",
+                                    "Redis data losses noticed (the run key was gone) and still on record.",
+                                    value=len(losses))
+            yield GaugeMetricFamily("collector_redis_data_loss_noticed_timestamp_seconds",
+                                    "When the last Redis data loss was noticed (unix seconds; 0: none on record).",
+                                    value=losses[-1]["noticed_ts"] if losses else 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -10,6 +11,7 @@ from typing import Any, TypeVar
 from redis import Redis, WatchError
 from redis.backoff import ExponentialBackoff
 from redis.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
 from collector import defaults
@@ -39,14 +41,17 @@ VIEW_ORDER = (
 )
 
 
-def connect(url: str, *, blocking: bool = False) -> Redis:
-    """A client for `url`. API clients fail fast (a quick 503 beats a hung request); `blocking` ones,
-    which wait on queues, have no read timeout."""
+def connect(url: str, *, blocking: bool = False, connect_timeout_s: float = defaults.REDIS_CONNECT_TIMEOUT_S,
+            socket_timeout_s: float = defaults.REDIS_SOCKET_TIMEOUT_S) -> Redis:
+    """A client for `url`. API clients fail fast (a quick 503 beats a hung request): each connect gives up after
+    `connect_timeout_s`, each answer after `socket_timeout_s`, and only a refused or dropped connection is tried
+    again (once: a Redis that restarted leaves pooled connections closed); a timeout is not, so a frozen Redis
+    costs a request one timeout. `blocking` clients, which wait on queues, have no read timeout."""
     return Redis.from_url(
         url,
-        socket_connect_timeout=2,
-        socket_timeout=None if blocking else 5,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        socket_connect_timeout=connect_timeout_s,
+        socket_timeout=None if blocking else socket_timeout_s,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1, supported_errors=(RedisConnectionError,)),
         health_check_interval=30,
     )
 
@@ -78,6 +83,12 @@ class Keys:
         return f"{self.prefix}:job:{job_id}:dataset:{name}" + (f":{chunk}" if chunk else "")
 
     def events(self, job_id: str) -> str:
+        """List of the job's events, one compact JSON object each, capped at EVENTS_MAXLEN (a list, not a stream:
+        a stream preallocates 4 kB, more than all of a small job's events)."""
+        return f"{self.prefix}:job:{job_id}:events:list"
+
+    def legacy_events(self, job_id: str) -> str:
+        """The stream earlier versions kept a job's events in: still read (and expired) for their jobs."""
         return f"{self.prefix}:job:{job_id}:events"
 
     def check(self, check_id: str) -> str:
@@ -164,10 +175,44 @@ class Keys:
         """Hash of counters and duration buckets every API and worker process adds to; `/metrics` reads it."""
         return f"{self.prefix}:metrics"
 
+    def run(self) -> str:
+        """Hash of the run id the first process wrote on this Redis (no TTL): gone means Redis lost its data."""
+        return f"{self.prefix}:run"
+
+    def losses(self) -> str:
+        """Hash of the data losses noticed: lost run id → JSON of when it was noticed."""
+        return f"{self.prefix}:data-losses"
+
 
 def decode_fields(names: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
     """An HMGET's answer as a record: the fields that are set, decoded."""
     return decode({n: v for n, v in zip(names, values, strict=True) if v is not None})
+
+
+def push_event(connection: Redis | Pipeline, keys: Keys, job_id: str, fields: Mapping[str, Any]) -> None:
+    """Append one event (`type`, `at` and its data) to a job's events list as compact JSON, keeping the last
+    EVENTS_MAXLEN (RPUSH and LTRIM, on the caller's pipeline when it is one)."""
+    key = keys.events(job_id)
+    connection.rpush(key, json.dumps(fields, default=str, separators=(",", ":")))
+    connection.ltrim(key, -defaults.EVENTS_MAXLEN, -1)
+
+
+def _epoch_ms(at: str | None) -> int:
+    try:
+        return int(dt.datetime.fromisoformat(str(at).replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        return 0
+
+
+def _legacy_event(entry_id: bytes | str, raw: Mapping[bytes | str, bytes | str]) -> dict[str, Any]:
+    """An event of the stream earlier versions wrote: plain fields, a job event's data as JSON in `data`."""
+    fields = decode(raw)
+    event = {"id": entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+             "at": fields.get("at"), "type": fields.get("type")}
+    event.update({k: v for k, v in fields.items() if k not in ("at", "type", "data")})
+    if fields.get("data"):
+        event.update(json.loads(fields["data"]))
+    return event
 
 
 T = TypeVar("T")
@@ -202,27 +247,28 @@ class JobStore:
         (pipeline or self.connection).hset(self.keys.job(job_id), mapping=encode(fields))
 
     def event(self, job_id: str, kind: str, pipeline: Pipeline | None = None, **data: Any) -> None:
-        """Append an event to the job's capped stream (`XADD ... MAXLEN ~`), on `pipeline` when given."""
-        fields = {"type": kind, "at": iso()}
-        if data:
-            fields["data"] = json.dumps(data, default=str)
-        (pipeline or self.connection).xadd(
-            self.keys.events(job_id), fields, maxlen=defaults.EVENTS_MAXLEN, approximate=True
-        )
+        """Append an event to the job's capped list, on `pipeline` when given."""
+        push_event(pipeline or self.connection, self.keys, job_id, {**data, "type": kind, "at": iso()})
 
     def events(self, job_id: str, *, after: str | None = None) -> list[dict[str, Any]]:
-        """The job's events, oldest first: `{"id", "at", "type", ...data}`; only those after event id `after`."""
-        entries = self.connection.xrange(self.keys.events(job_id), min=f"({after}" if after else "-")
-        events = []
-        for entry_id, raw in entries:
-            fields = decode(raw)
-            event = {"id": entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
-                     "at": fields.get("at"), "type": fields.get("type")}
-            # A log line's fields (level, message) are plain; a job event's travel as JSON in `data`.
-            event.update({k: v for k, v in fields.items() if k not in ("at", "type", "data")})
-            if fields.get("data"):
-                event.update(json.loads(fields["data"]))
-            events.append(event)
+        """The job's events, oldest first: `{"id", "at", "type", ...data}`; `id` is `<ms>-<n>`, the n-th event
+        of that millisecond (a job of an earlier version: its stream's entry ids, those events first); only those
+        after event id `after` when given."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.xrange(self.keys.legacy_events(job_id))
+            pipe.lrange(self.keys.events(job_id), 0, -1)
+            legacy, entries = pipe.execute()
+        events = [_legacy_event(entry_id, raw) for entry_id, raw in legacy]
+        seen: dict[int, int] = {}
+        for raw in entries:
+            fields = json.loads(raw)
+            ms = _epoch_ms(fields.get("at"))
+            seen[ms] = seen.get(ms, -1) + 1
+            events.append({"id": f"{ms}-{seen[ms]}", "at": fields.pop("at", None), "type": fields.pop("type", None),
+                           **fields})
+        if after:
+            last = _event_order(after)
+            events = [event for event in events if _event_order(event["id"]) > last]
         return events
 
     def exists(self, job_id: str) -> bool:
@@ -286,6 +332,7 @@ class JobStore:
         """Let a record and everything beside it expire: it has ended."""
         pipeline.expire(self.keys.job(job_id), ttl_s)
         pipeline.expire(self.keys.events(job_id), ttl_s)
+        pipeline.expire(self.keys.legacy_events(job_id), ttl_s)
         for name in datasets:
             pipeline.expire(self.keys.dataset(job_id, name), ttl_s)
 
@@ -341,3 +388,9 @@ def redis_full(config: Config) -> RedisFullError:
         "raise Redis' maxmemory or lower the record TTLs and dataset caps.",
         details={"service": "redis", "reason": "maxmemory"},
     )
+
+
+def _event_order(event_id: str) -> tuple[int, int]:
+    """An event id `<ms>-<n>` as a pair that sorts as the events do."""
+    ms, _, n = event_id.partition("-")
+    return int(ms), int(n or 0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,7 +19,7 @@ from collector.specs.secrets import split_secrets
 from collector.store import index, metrics
 from collector.store.records import JobStore, redis_down, redis_full
 from collector.store.rq import RQ
-from collector.types import iso
+from collector.types import iso, new_job_id
 
 DESCRIPTION_ID_CHARS = 64  # of a client's `_id`, in the job's description on rq-dashboard
 UNSAFE_IN_DESCRIPTION = re.compile(r"[^A-Za-z0-9_.:/@#+=-]")
@@ -46,7 +45,7 @@ class Submitter:
         submitters (schedules, processes), never taken from a request. `admit` is called once the spec is
         valid, before anything is written (the API counts the caller's submit rate there)."""
         spec = validate_spec(body, self.registry, max_timeout_s=self.config.max_timeout_s)
-        job_id = job_id or uuid.uuid4().hex
+        job_id = job_id or new_job_id()
         fields = new_record(spec, self.sealer, no_key=(
             f"platform {spec.platform.id!r} was given secrets but this service has no "
             "COLLECTOR_SECRET_KEY to seal them with; set it (the same value for API and workers)"

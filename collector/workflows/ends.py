@@ -156,11 +156,12 @@ class Ends:
     def retried(self, pipe: Any, job_id: str, *, job: Job | None, by: str, previous: str, fields: dict[str, Any],
                 timeout_s: int, platform_id: str) -> None:
         """An ended job (failed, stopped, canceled) queued again by hand: a new attempt of the same id that starts
-        from its last checkpoint. What said how it ended goes; the record keeps no expiry until it ends again."""
+        from its last checkpoint. What said how it ended goes; until it ends again the record keeps only the safety
+        TTL of a job not yet ended, and the sweep watches it again."""
         keys = self.store.keys
         pipe.hdel(keys.job(job_id), *RETRY_CLEARS)
-        pipe.persist(keys.job(job_id))
-        pipe.persist(keys.events(job_id))
+        self._keep_open(pipe, job_id)
+        index.reopen(pipe, keys, job_id)
         pipe.srem(keys.cancels(), job_id)
         self._leave_wait(pipe, job_id, "wait_nonce")
         self.store.update(job_id, {"status": "queued", "enqueued_at": iso(), **fields}, pipe)

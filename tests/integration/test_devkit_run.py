@@ -98,7 +98,7 @@ def test_with_a_redis_url_the_record_is_written_there(redis_url: str, redis_clie
     assert done.returncode == 0, done.stderr
     keys = [k.decode() for k in redis_client.keys("collector:job:local-*") if k.count(b":") == 2]
     assert len(keys) == 1
-    assert redis_client.xlen(f"{keys[0]}:events") > 0, "the local run's events are kept too"
+    assert redis_client.llen(f"{keys[0]}:events:list") > 0, "the local run's events are kept too"
     assert redis_client.hget(keys[0], "status") == b"finished"
     assert redis_client.llen("rq:queue:collector") == 0  # run locally, never queued for a worker
 

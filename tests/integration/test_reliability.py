@@ -69,7 +69,7 @@ def test_transient_errors_are_retried_with_exponential_backoff_then_the_job_fini
     ids = [e["id"] for e in log]
     assert ids == sorted(ids, key=lambda i: tuple(int(p) for p in i.split("-"))), "events come in order"
     assert 0 < redis_client.ttl(f"rq:job:{job_id}") <= kit.config.record_ttl_s, "RQ's result TTL survives retries"
-    assert 0 < redis_client.ttl(f"collector:job:{job_id}:events") <= kit.config.record_ttl_s
+    assert 0 < redis_client.ttl(f"collector:job:{job_id}:events:list") <= kit.config.record_ttl_s
 
 
 def test_fatal_errors_are_not_retried_and_retries_run_out(kit: Kit) -> None:

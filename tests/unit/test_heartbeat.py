@@ -124,7 +124,9 @@ def test_a_job_costs_six_round_trips_and_leaves_rq_state_as_rq_does(
 
     for job_id in ids:
         job = Job.fetch(job_id, connection=fake_redis, serializer=JSONSerializer)
-        assert job.get_status() == "finished" and job.return_value() == {"rows": 2}
+        assert job.get_status() == "finished" and job.return_value() is None, "no RQ result: the record has it"
+        assert not fake_redis.exists(f"rq:results:{job_id}")
+        assert JobStore(fake_redis, unit_config).read(job_id, "result") == {"result": {"rows": 2}}
         assert job.worker_name == "w4" and job.started_at is not None and job.ended_at is not None
         assert fake_redis.ttl(job.key) > 0
         assert JobStore(fake_redis, unit_config).read(job_id, "status") == {"status": "finished"}
@@ -189,4 +191,4 @@ def test_jobs_run_under_the_function_names_rq_stores_though_no_module_bears_them
     assert JobStore(fake_redis, unit_config).read(job_id, "status") == {"status": "finished"}
     # The check ran (a refused one would be in the failed registry) and, done, left nothing in RQ.
     assert fake_redis.llen("rq:queue:collector") == 0 and not fake_redis.exists("rq:job:check-gone")
-    assert fake_redis.zcard("rq:failed:collector") == 0 and fake_redis.zcard("rq:finished:collector") == 1
+    assert fake_redis.zcard("rq:failed:collector") == 0 and not fake_redis.exists("rq:results:check-gone")

@@ -71,15 +71,15 @@ def test_ctx_log_lines_go_to_the_events_stream_masked_and_capped(fake_redis: fak
                          interval_s=1.0, secrets=["hunter2"])
         for n in range(5):
             ctx.log.info("page %d fetched with hunter2", n)
-        entries = fake_redis.xrange(KEYS.events("j1"))
-        messages = [fields[b"message"].decode() for _, fields in entries]
+        entries = [json.loads(raw) for raw in fake_redis.lrange(KEYS.events("j1"), 0, -1)]
+        messages = [entry["message"] for entry in entries]
         assert len(messages) == 4 and "page 0 fetched with ***" in messages[0]
         assert "hunter2" not in "".join(messages) and "more than 3 log lines" in messages[-1]
-        assert entries[0][1][b"type"] == b"log" and entries[0][1][b"level"] == b"INFO"
+        assert entries[0]["type"] == "log" and entries[0]["level"] == "INFO"
         shown = JobStore(fake_redis, unit_config).events("j1")[0]  # as GET /execution/events answers
         assert shown["type"] == "log" and shown["level"] == "INFO" and "page 0 fetched with ***" in shown["message"]
         logging.getLogger("platforms.demo").info("no job here")  # lines without a job are not copied
-        assert len(fake_redis.xrange(KEYS.events("j1"))) == 4
+        assert fake_redis.llen(KEYS.events("j1")) == 4
     finally:
         logging.getLogger("platforms").removeHandler(handler)
         logger.setLevel(logging.NOTSET)

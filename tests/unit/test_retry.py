@@ -40,7 +40,9 @@ def test_a_canceled_job_is_retried_as_a_new_attempt_and_only_ended_jobs_can_be(
     record = client.get(f"/execution/get?job_id={job_id}").get_json()
     assert record["status"] == "queued" and "canceled_by" not in record and "cancel_reason" not in record
     assert record["retries_by_hand"] == 1 and record["max_attempts"] == 2
-    assert fake_redis.ttl(f"collector:job:{job_id}") == -1, "it no longer expires"
+    ttl = fake_redis.ttl(f"collector:job:{job_id}")
+    assert unit_config.open_record_ttl_s - 60 < ttl <= unit_config.open_record_ttl_s, "the open record's safety TTL"
+    assert fake_redis.zscore("collector:jobs:open", job_id) is not None, "the sweep watches it again"
     assert fake_redis.lrange("rq:queue:collector", 0, -1) == [job_id.encode()]
     assert fake_redis.zscore("rq:canceled:collector", job_id) is None
     kinds = [e["type"] for e in client.get(f"/execution/events?job_id={job_id}").get_json()]

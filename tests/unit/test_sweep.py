@@ -105,7 +105,7 @@ def test_an_expired_record_leaves_the_open_jobs(
 ) -> None:
     job_id = submit(fake_redis, config, registry)
     assert 0 < fake_redis.ttl(f"collector:job:{job_id}") <= config.open_record_ttl_s, "the safety net"
-    assert 0 < fake_redis.ttl(f"collector:job:{job_id}:events") <= config.open_record_ttl_s
+    assert 0 < fake_redis.ttl(f"collector:job:{job_id}:events:list") <= config.open_record_ttl_s
     fake_redis.delete(f"collector:job:{job_id}")
     Sweep(fake_redis, config).sweep(now=time.time() + 60)
     assert fake_redis.zscore("collector:jobs:open", job_id) is None

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from collector.api.auth import OPEN_ENDPOINTS
-from collector.api.tokens import read_tokens_file
+from collector.api.tokens import digest, read_tokens_file
 from collector.app import create_app
 from collector.config import Config
 from collector.errors import ConfigError
@@ -164,7 +164,9 @@ def test_the_example_secrets_are_placeholders_no_process_accepts(example: list[d
         check_key(env["COLLECTOR_SECRET_KEY"])
     tokens = read_tokens_file(str(EXAMPLE / "tokens.example"))
     assert {t.name for t in tokens} == {"keda", "admin"}
-    assert next(t for t in tokens if t.name == "keda").scopes == {"read"}, "KEDA's token only reads /metrics"
+    keda = next(t for t in tokens if t.name == "keda")
+    assert keda.scopes == {"read"}, "KEDA's token only reads /metrics"
+    assert keda.digest == digest(env["METRICS_TOKEN"]), "METRICS_TOKEN is the keda line's token"
 
 
 def test_a_sigtermed_pool_takes_no_new_job(

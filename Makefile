@@ -14,11 +14,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## API, 2 workers and the dashboard on an embedded Redis: http://127.0.0.1:8000
 	COLLECTOR_CONNECTIONS="$${COLLECTOR_CONNECTIONS:-examples/connections.toml}" $(BIN)/collector up $(ARGS)
 
-lint: $(STAMP)  ## ruff, the layers (lint-imports), the compose file against the compose spec, the Dockerfile
+lint: $(STAMP)  ## ruff, the layers (lint-imports), the compose file against the compose spec, the Dockerfile, deploy/k8s
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/python deploy/k8s/validate.py
 
 test: $(STAMP) lint  ## the whole suite (private Redis; MariaDB/PostgreSQL when present)
 	$(BIN)/python -m pytest $(ARGS)

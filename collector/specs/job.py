@@ -54,7 +54,7 @@ def validate_spec(body: Any, registry: Registry, *, max_timeout_s: int = default
     platform = registry.get(platform_id) if isinstance(platform_id, str) else None
     if platform_id is None:
         errors["platform_id"] = [f"Missing data for required field; one of {sorted(registry.platforms)}."]
-    elif platform is None and platform_id in registry.broken:
+    elif platform is None and isinstance(platform_id, str) and platform_id in registry.broken:
         errors["platform_id"] = [broken_platform(registry, platform_id)]
     elif platform is None:
         errors["platform_id"] = [f"{platform_id!r} is not a platform; use one of {sorted(registry.platforms)}."]

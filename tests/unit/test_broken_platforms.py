@@ -74,3 +74,14 @@ def test_the_banner_of_up_lists_the_broken_platforms(kit: Registry, registry: Re
     assert REASON in broken[0]
     clean = banner("http://127.0.0.1:8000", workers="2", redis="r", access="open", registry=registry)
     assert "BROKEN" not in clean and "http://127.0.0.1:8000/rq" in clean
+
+
+@pytest.mark.parametrize("platform_id", [{}, [], 3, True])
+@pytest.mark.parametrize("path", ["/execution/run", "/platforms/check"])
+def test_a_platform_id_that_is_no_string_is_a_field_error_beside_broken_platforms(
+    kit_client: FlaskClient, fake_redis: fakeredis.FakeRedis, path: str, platform_id: object
+) -> None:
+    response = kit_client.post(path, json={"platform_id": platform_id, "settings": {}})
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert "platform_id" in response.get_json()["details"]
+    assert fake_redis.dbsize() == 0

@@ -280,6 +280,7 @@ def cmd_up(args: argparse.Namespace, config: Config) -> int:
         if not config.redis_url:
             embedded = EmbeddedRedis().start()
             env["COLLECTOR_REDIS_URL"] = embedded.url
+            _volatile_by_design(embedded.url, Config.from_env(env))
             log.info("embedded Redis on %s (stopped with the service)", embedded.url)
         if not config.secret_key:
             env["COLLECTOR_SECRET_KEY"] = new_key()
@@ -311,6 +312,18 @@ def cmd_up(args: argparse.Namespace, config: Config) -> int:
                 embedded.stop()
             log.info("stopped")
     return 0
+
+
+def _volatile_by_design(url: str, config: Config) -> None:
+    """The embedded Redis keeps nothing on disk on purpose (the banner says so): no process warns about it."""
+    from collector.store.dataloss import volatile_by_design
+    from collector.store.records import Keys, connect
+
+    connection = connect(url)
+    try:
+        volatile_by_design(connection, Keys(config.key_prefix))
+    finally:
+        connection.close()
 
 
 def _stopping(note: str) -> None:

@@ -113,7 +113,10 @@ class LossWatch:
 
     def _warn_if_volatile(self) -> None:
         kept = persistence(self.connection)
-        if kept is False:
+        if kept is False and self.connection.exists(self.keys.volatile_by_design()):
+            log.info("Redis at %s keeps no data on disk, as `collector up`'s embedded Redis does by design",
+                     self._where())
+        elif kept is False:
             log.warning(
                 "Redis at %s keeps no data on disk (CONFIG save is empty, appendonly is no): a restart of Redis "
                 "loses every job record, queued job and dataset. Turn on AOF (appendonly yes) or RDB save points.",
@@ -152,3 +155,9 @@ class LossWatch:
             if created < entry["noticed_ts"]:
                 return entry
         return None
+
+
+def volatile_by_design(connection: Redis, keys: Keys) -> None:
+    """Say that this Redis keeps nothing on disk on purpose (`collector up`'s embedded one, which lives and dies
+    with the service): its processes do not warn about it."""
+    connection.set(keys.volatile_by_design(), "collector up")

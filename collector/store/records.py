@@ -179,6 +179,10 @@ class Keys:
         """Hash of the run id the first process wrote on this Redis (no TTL): gone means Redis lost its data."""
         return f"{self.prefix}:run"
 
+    def volatile_by_design(self) -> str:
+        """Set by `collector up` on its embedded Redis, which keeps nothing on disk on purpose: no warning then."""
+        return f"{self.prefix}:redis:volatile-by-design"
+
     def losses(self) -> str:
         """Hash of the data losses noticed: lost run id → JSON of when it was noticed."""
         return f"{self.prefix}:data-losses"

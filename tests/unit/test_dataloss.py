@@ -10,7 +10,7 @@ import fakeredis
 import pytest
 import redis
 
-from collector.store.dataloss import LossWatch, persistence
+from collector.store.dataloss import LossWatch, persistence, volatile_by_design
 from collector.store.records import Keys
 from collector.types import job_id_time, new_job_id
 
@@ -95,3 +95,19 @@ def test_persistence_is_read_from_config_or_info_or_left_unknown() -> None:
     assert persistence(Server(None, {"aof_enabled": 1})) is True
     assert persistence(Server(None, {"aof_enabled": 0})) is None
     assert persistence(Server(None, None)) is None
+
+
+def test_a_redis_volatile_by_design_is_noted_without_a_warning(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connection = fakeredis.FakeRedis()
+    monkeypatch.setattr("collector.store.dataloss.persistence", lambda connection: False)  # no RDB, no AOF
+    keys = Keys("collector")
+    with caplog.at_level(logging.INFO, logger="collector"):
+        LossWatch(connection, keys, redis_url="redis://h/0").check()
+    assert [r.levelname for r in caplog.records if "keeps no data on disk" in r.getMessage()] == ["WARNING"]
+    caplog.clear()
+    volatile_by_design(connection, keys)
+    with caplog.at_level(logging.INFO, logger="collector"):
+        LossWatch(connection, keys, redis_url="redis://h/0").check()
+    assert [r.levelname for r in caplog.records if "keeps no data on disk" in r.getMessage()] == ["INFO"]

@@ -27,6 +27,7 @@ CANCEL_GRACE_S = 10.0                    # how long a running job may take to st
 TIMEOUT_GRACE_S = 5.0                    # past its timeout plus this, a job that ignores the alarm is killed
 POOL_HEARTBEAT_S = 1.0                   # how often a pool refreshes its heartbeat key
 POOL_HEARTBEAT_TTL_S = 10                # a pool whose heartbeat is older than this is dead and its jobs recovered
+LEASE_CHECK_S = 1.0                      # how often a child checks that its running job still holds its lease
 REAP_INTERVAL_S = 2.0                    # how often pools and the API look for dead pools and due retries
 REDIS_WAIT_S = 300.0                     # how long a job's final write waits for Redis to come back
 EVENTS_MAXLEN = 10000                    # events kept per job (approximately: XADD MAXLEN ~)

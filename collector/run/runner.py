@@ -369,6 +369,8 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
             pipe, ctx.job_id, platform_id=ctx.platform_id, attempt=ctx.attempt, status=status,
             fields={**ctx.final_fields(), **fields}, datasets=ctx.datasets,
             duration_s=duration_s, delay_s=outcome.delay_s)
+        if ctx.lease is not None:
+            ctx.lease.end(pipe)
 
     try:  # fenced: written only while this attempt holds its lease, and never onto a record that is gone
         until_written(lambda: ctx.write(write), wait_s=runtime.config.redis_wait_s,

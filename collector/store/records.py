@@ -169,14 +169,16 @@ def run_watched(connection: Redis, attempt: Callable[[Pipeline], T]) -> T:
 
 # A run's writes, applied only while the run holds its lease: the record exists, carries the run's token and is
 # still `started` (a recovery, a cancel before start or another attempt moved it on). ARGV[1] is the token, then
-# each command as its length and its words. Answers 1 (written), 0 (the lease is another's) or -1 (no record: a
-# record deleted or expired under a running job is never re-created).
+# each command as its length and its words. Answers 1 (written), 0 (the lease is another's), -1 (no record: a
+# record deleted or expired under a running job is never re-created) or 2 (the run's end is written already: its
+# last write marked the lease ended, and this is that write sent again after a lost answer, or a late check).
 FENCED_WRITE = """
 local held = redis.call('HMGET', KEYS[1], 'lease', 'status')
 if not held[1] then
   if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
   return 0
 end
+if held[1] == ARGV[1] .. ':ended' then return 2 end
 if held[1] ~= ARGV[1] or held[2] ~= 'started' then return 0 end
 local i = 2
 while i <= #ARGV do
@@ -355,10 +357,14 @@ class Lease:
             for args, _options in pipe.command_stack:
                 argv += [len(args), *args]
         answer = self.store.fenced_write(keys=[self.store.keys.job(self.job_id)], args=argv, client=connection)
-        if answer == 1:
+        if answer in (1, 2):
             return True
         self.lost = "gone" if answer == -1 else "taken"
         return False
+
+    def end(self, pipe: Pipeline) -> None:
+        """Queue, with the run's last write, the mark that its end is written: sent again, it is not refused."""
+        self.store.update(self.job_id, {"lease": f"{self.token}:ended"}, pipe)
 
     def held(self, *, connection: Redis | None = None) -> bool:
         """Ask Redis whether the run still holds its lease (writes nothing)."""

@@ -171,3 +171,24 @@ def test_a_pool_whose_supervisor_is_silent_is_alive_while_a_child_beats(
     fake_redis.delete(keys.pool_children("A"))  # and now no child beats either
     assert reaper.dead_pools(2000.0) == []  # first look: a suspect
     assert reaper.dead_pools(2000.0 + 60) == ["A"]
+
+
+def test_the_end_sent_twice_after_a_lost_answer_is_not_taken_for_a_lost_lease(
+    fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job_id = submit(fake_redis, unit_config, registry)
+    store = JobStore(fake_redis, unit_config)
+    runtime = Runtime(unit_config, fake_redis, registry, worker_name="w1")
+    leases: list[Any] = []
+
+    def run(ctx: Any) -> Any:
+        leases.append(ctx.lease)
+        return {"rows": 0}
+
+    run_scripted(monkeypatch, runtime, job_id, run)
+    assert store.read(job_id, "status")["status"] == "finished"
+    lease = leases[0]
+    assert lease.held() and lease.lost is None, "a check after the end (the beat thread's) is no loss"
+    events_before = len(store.events(job_id))
+    assert lease.write(lambda pipe: store.event(job_id, "finished", pipe))  # the end's resend: answered as written
+    assert len(store.events(job_id)) == events_before, "and applied once"

@@ -276,7 +276,8 @@ class RunContext:
 
     def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
         """Report `done` units of work out of `total`; written to the record a few times a second at most."""
-        self.check_lease()
+        if self.lease is not None and self.lease.lost is not None:  # inline: called in tight loops
+            self.check_lease()
         if self._cancelled:
             raise JobCancelledError(f"job {self.job_id} was cancelled; stopping")
         self._done = done

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from redis import Redis, WatchError
 from redis.backoff import ExponentialBackoff
 from redis.client import Pipeline
+from redis.commands.core import Script
 from redis.retry import Retry
 
 from collector import defaults
@@ -197,7 +198,14 @@ class JobStore:
         self.connection = connection
         self.config = config
         self.keys = Keys(config.key_prefix)
-        self.fenced_write = connection.register_script(FENCED_WRITE)
+        self._fenced_write: Script | None = None
+
+    @property
+    def fenced_write(self) -> Script:
+        """The fenced-write script (its SHA computed once per store; only a running job's store needs it)."""
+        if self._fenced_write is None:
+            self._fenced_write = self.connection.register_script(FENCED_WRITE)
+        return self._fenced_write
 
     def load_scripts(self) -> None:
         """Load the fenced-write script now, so a process's first write costs no extra round trips."""

@@ -35,6 +35,7 @@ SWEEP_INTERVAL_S = 30.0
 # last move (submit, requeue, retry, resume) however it got lost; an end sets the final TTL.
 OPEN_RECORD_TTL_S = 30 * 24 * 3600
 SWEEP_BATCH = 1000                       # open jobs one sweep reads per round trip
+LEASE_CHECK_S = 1.0                      # how often a child checks that its running job still holds its lease
 REAP_INTERVAL_S = 2.0                    # how often pools and the API look for dead pools and due retries
 REDIS_CONNECT_TIMEOUT_S = 1.0            # the API gives up connecting to Redis after this (a 503, not a hung request)
 REDIS_SOCKET_TIMEOUT_S = 2.0             # ... and waiting for one Redis answer after this: requests end within 5 s

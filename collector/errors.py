@@ -29,6 +29,7 @@
     ├── JobTimeoutError              a job ran longer than its timeout
     ├── WaitTimeoutError             a waiting job got no input (or its children did not end) in time
     ├── JobCancelledError            a job was cancelled while it ran (raised by ctx.progress)
+    ├── LeaseLostError               a run lost its lease on its record (recovered elsewhere, or the record gone)
     ├── JobFailedError               what a worker raises to RQ for a job that did not finish (text masked)
     ├── ForeignJobError              a job in Redis names a function that is not collector's own: refused
     ├── PickleRefusedError           something asked RQ for pickle, which collector never reads or writes
@@ -241,6 +242,13 @@ class JobCancelledError(CollectorError):
     """The job was cancelled while it ran; `ctx.progress` raises it so the platform stops."""
 
     code = "cancelled"
+
+
+class LeaseLostError(CollectorError):
+    """A run no longer holds the lease on its job record: the job was recovered and runs (or ran) as another
+    attempt, or its record was deleted or expired. Raised at the run's next `ctx` call; it writes nothing more."""
+
+    code = "lease_lost"
 
 
 class JobFailedError(CollectorError):

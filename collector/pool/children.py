@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 ID_BYTES = 64
 SLOT_BYTES = 2 * ID_BYTES + 8   # the running job's id, its hard deadline, the id of a job to cancel
 SUSPENDED = ("waiting", "queued")  # outcomes of a job that waits (or was queued again at once): not failures
+# This attempt lost its lease (the job was recovered and runs elsewhere, or its record is gone): RQ's side of the
+# job belongs to the attempt that holds it now, so only this worker's execution is cleaned up.
+SUPERSEDED = "superseded"
 # The function names RQ stores with collector's jobs, and the functions they name: all a worker runs (both take no
 # arguments). A worker looks a name up here rather than importing it, so a queued job runs whichever module its
 # function lives in now, and a job naming anything else is refused unimported.
@@ -218,6 +221,10 @@ class CollectorWorker(LeanHeartbeats, SimpleWorker):
         if outcome is not None and outcome.status in SUSPENDED:
             log.info("Worker %s: job %s is %s; worker free", self.name, job.id, outcome.status)
             return  # a wait is no error: no traceback in the log
+        if outcome is not None and outcome.status == SUPERSEDED:
+            log.warning("Worker %s: job %s stopped: this attempt lost its lease; its writes were refused",
+                        self.name, job.id)
+            return
         if isinstance(exc_info[1], ForeignJobError | DeserializationError):
             job.retries_left = 0  # a retry count the job carries must not make it come back
             log.error("Worker %s: refused job %s: %s", self.name, job.id,
@@ -238,9 +245,10 @@ class CollectorWorker(LeanHeartbeats, SimpleWorker):
     ) -> None:
         """RQ's failure handling, except for jobs the runner scheduled for a retry or found cancelled."""
         outcome = self.runtime.outcome if self.runtime is not None else None
-        if outcome is not None and outcome.status in SUSPENDED:
+        if outcome is not None and outcome.status in (*SUSPENDED, SUPERSEDED):
             # Waiting (or queued again already): the runner wrote the record and RQ's status; only the
-            # execution is left to clean up, and this attempt counts as no failure.
+            # execution is left to clean up, and this attempt counts as no failure. Superseded: the attempt that
+            # holds the lease now owns the record and RQ's status; this one cleans up its execution only.
             with self.connection.pipeline() as pipe:
                 self.cleanup_execution(job, pipeline=pipe)
                 pipe.execute()

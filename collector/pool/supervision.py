@@ -7,6 +7,7 @@ import ctypes
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -16,7 +17,8 @@ import redis
 from collector import defaults
 from collector.config import Config
 from collector.run.runner import Runtime
-from collector.store.records import Keys
+from collector.store.records import Keys, connect
+from collector.workflows.reaper import beat_child
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,36 @@ class Watchdog:
                 log.warning("job %s is past its timeout and ignores the alarm; killing its worker", job_id)
                 self._kill(pid, "timeout", f"still running {defaults.TIMEOUT_GRACE_S:g} s past it; its worker "
                            "was killed")
+
+
+class ChildBeat(threading.Thread):
+    """In each child: shows its pool alive (every `POOL_HEARTBEAT_S`; the reaper declares a pool dead only when
+    neither its supervisor nor a child beats), and checks every `LEASE_CHECK_S` that the running job still holds
+    its lease, so a run that lost it (recovered elsewhere while this process was frozen or cut off) stops at its
+    next `ctx` call even when it writes nothing for a while."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__(name="collector-child-beat", daemon=True)
+        self.runtime = runtime
+        # Its own client, with timeouts: never queued behind the job's writes, never hung by a frozen Redis.
+        self.connection = connect(runtime.config.redis_url or "")
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        next_beat = 0.0
+        while True:
+            try:
+                now = time.monotonic()
+                if now >= next_beat:
+                    beat_child(self.connection, self.runtime.config, self.runtime.pool_name)
+                    next_beat = now + defaults.POOL_HEARTBEAT_S
+                ctx = self.runtime.current
+                if ctx is not None and ctx.lease is not None:
+                    ctx.lease.held(connection=self.connection)
+            except redis.RedisError as exc:
+                log.debug("child heartbeat: Redis unreachable (%s); trying again", exc)
+            if self.halt.wait(defaults.LEASE_CHECK_S):
+                return
 
 
 def die_with_parent(parent: int) -> None:

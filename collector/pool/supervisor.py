@@ -18,7 +18,7 @@ from collector import defaults, egress
 from collector.config import Config
 from collector.pool.children import CollectorWorker, Slots
 from collector.pool.maintenance import Maintenance
-from collector.pool.supervision import Watchdog, die_with_parent, relay_cancel, wait_for_redis
+from collector.pool.supervision import ChildBeat, Watchdog, die_with_parent, relay_cancel, wait_for_redis
 from collector.resources import reach
 from collector.run.runner import Runtime, install
 from collector.specs.registry import Registry
@@ -212,6 +212,7 @@ class Pool:
         wait_for_redis(connection, parent)
         runtime = Runtime(self.config, connection, self.registry, worker_name=name, pool_name=self.name)
         install(runtime)
+        ChildBeat(runtime).start()
         signal.signal(signal.SIGUSR1, lambda *_: relay_cancel(runtime, self.slots.cancel_asked(index)))
         worker = CollectorWorker(
             [self.config.queue_name], connection=connection, name=name, serializer=JSONSerializer,

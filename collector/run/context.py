@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import redis
 
 from collector import defaults
-from collector.errors import ChildJobError, JobCancelledError, JobSuspended
+from collector.errors import ChildJobError, JobCancelledError, JobSuspended, LeaseLostError
 from collector.masking import forget, mask_json, mask_text, remember
 from collector.store.datasets import KeptDataset, cut_note, keep_rows, masked
-from collector.store.records import DATASETS, ENDED, JOB_ID, JobStore
+from collector.store.records import DATASETS, ENDED, JOB_ID, JobStore, Lease
 
 if TYPE_CHECKING:
     from collector.workflows.children import JobLinks
@@ -40,11 +40,15 @@ _KEEP = object()
 class MaskingLogger(logging.LoggerAdapter):
     """A logger that tags lines with the job and masks the job's secret values in every message."""
 
-    def __init__(self, logger: logging.Logger, *, job_id: str, platform_id: str, secrets: Iterable[str]) -> None:
+    def __init__(self, logger: logging.Logger, *, job_id: str, platform_id: str, secrets: Iterable[str],
+                 guard: Callable[[], None] | None = None) -> None:
         super().__init__(logger, {"job_id": job_id, "platform_id": platform_id})
         self.secrets = [s for s in secrets if s]
+        self._guard = guard  # raises once the run lost its lease: a stale run logs nothing more
 
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self._guard is not None:
+            self._guard()
         if not self.isEnabledFor(level):
             return
         text = str(msg) % args if args else str(msg)
@@ -74,8 +78,12 @@ class RunContext:
         children: Iterable[str] = (),
         dataset_max_rows: int = defaults.DATASET_MAX_ROWS,
         dataset_max_bytes: int = defaults.DATASET_MAX_BYTES,
+        lease: Lease | None = None,
     ) -> None:
         self.job_id = job_id
+        # The attempt's hold on its record: every write goes through it (none without one: a local test context).
+        self.lease = lease
+        self._lost_told = False
         self.state = state  # the last checkpoint of an earlier attempt, None on a first run
         self.platform_id = platform_id
         self.attempt = attempt
@@ -86,6 +94,7 @@ class RunContext:
             job_id=job_id,
             platform_id=platform_id,
             secrets=self.secrets,
+            guard=self.check_lease,
         )
         self.stored_rows = 0
         self._store = store
@@ -108,8 +117,44 @@ class RunContext:
 
     @property
     def cancelled(self) -> bool:
-        """True once someone cancelled the job: stop soon (`progress` raises `JobCancelledError` from then on)."""
+        """True once someone cancelled the job: stop soon (`progress` raises `JobCancelledError` from then on).
+        Raises `LeaseLostError` once this run lost its lease (the job runs elsewhere)."""
+        self.check_lease()
         return self._cancelled
+
+    @property
+    def should_stop(self) -> bool:
+        """Cancelled, or no longer holding the lease: what the runner and database guards ask (never raises)."""
+        return self._cancelled or self.lease_lost
+
+    @property
+    def lease_lost(self) -> bool:
+        return self.lease is not None and self.lease.lost is not None
+
+    def check_lease(self) -> None:
+        """Raise `LeaseLostError` (logging why, once) when this run lost its lease: it must stop, writing nothing."""
+        if not self.lease_lost:
+            return
+        assert self.lease is not None
+        why = ("its record was deleted or expired" if self.lease.lost == "gone" else
+               "the job was recovered and runs as another attempt, or ended, while this run was out of touch")
+        message = f"job {self.job_id}: attempt {self.attempt} lost its lease ({why}); stopping it, writing nothing more"
+        if not self._lost_told:
+            self._lost_told = True
+            log.warning("%s", message)
+        raise LeaseLostError(message)
+
+    def write(self, build: Callable[[Any], Any]) -> None:
+        """Queue a write of this run on the pipeline `build` gets and send it, fenced by the lease (one round trip,
+        atomic). Raises `LeaseLostError` when the lease is lost; without a lease, a plain transaction."""
+        if self.lease is None:
+            with self._store.connection.pipeline(transaction=True) as pipe:
+                build(pipe)
+                pipe.execute()
+            return
+        self.check_lease()
+        if not self.lease.write(build):
+            self.check_lease()
 
     def cancel(self) -> None:
         """Mark the job cancelled (the worker does this when its supervisor relays a cancel)."""
@@ -132,13 +177,12 @@ class RunContext:
                 "and cursors in it, not data (datasets and storage are for data)"
             )
 
-        def write() -> None:
-            with self._store.connection.pipeline(transaction=True) as pipe:
-                self._store.update(self.job_id, {"checkpoint": state, "progress": self.progress_state()}, pipe)
-                self._store.event(self.job_id, "checkpoint", pipe, attempt=self.attempt, bytes=len(payload))
-                pipe.execute()
+        def write(pipe: Any) -> None:
+            self._store.update(self.job_id, {"checkpoint": state, "progress": self.progress_state()}, pipe)
+            self._store.event(self.job_id, "checkpoint", pipe, attempt=self.attempt, bytes=len(payload))
 
-        until_written(write, wait_s=self._redis_wait_s, what=f"job {self.job_id}: checkpoint")
+        self.check_lease()
+        until_written(lambda: self.write(write), wait_s=self._redis_wait_s, what=f"job {self.job_id}: checkpoint")
         self.state = state
 
     def event(self, name: str, **data: Any) -> None:
@@ -170,7 +214,9 @@ class RunContext:
                                  defaults.PLATFORM_EVENTS_PER_JOB)
             return
         shown = json.loads(mask_json(payload, self.secrets))
-        until_written(lambda: self._store.event(self.job_id, name, origin="platform", **shown),
+        self.check_lease()
+        until_written(lambda: self.write(lambda pipe: self._store.event(self.job_id, name, pipe, origin="platform",
+                                                                        **shown)),
                       wait_s=self._redis_wait_s, what=f"job {self.job_id}: event {name}")
 
     def wait_for(self, name: str, *, prompt: str = "", timeout_s: float | None = None, state: Any = _KEEP,
@@ -182,6 +228,7 @@ class RunContext:
         last checkpoint; give `state=` to checkpoint it here) and `ctx.inputs[name]`, so work done before the
         wait is skipped by looking at `ctx.state`. No input within `timeout_s` fails the job. `expects` says what
         the input should hold (field name → what it is), shown with the prompt to whoever resumes the job."""
+        self.check_lease()
         if not isinstance(name, str) or not WAIT_NAME.match(name):
             raise ValueError(f"wait_for name {name!r} must be 1-64 letters, digits, '.', '-' or '_'")
         if name in self.inputs:
@@ -210,6 +257,7 @@ class RunContext:
 
         Ids are derived from this job's id and a spawn counter, so a resumed or retried job that spawns the
         same children in the same order gets the same ids back and nothing is queued twice."""
+        self.check_lease()
         if self._cancelled:
             raise JobCancelledError(f"job {self.job_id} was cancelled; spawning nothing more")
         if self._links is None:
@@ -226,7 +274,8 @@ class RunContext:
         self._links.spawn(self.job_id, child_id, body)
         if child_id not in self.children:
             self.children.append(child_id)
-            until_written(lambda: self._store.update(self.job_id, {"children": self.children}),
+            until_written(lambda: self.write(lambda pipe: self._store.update(self.job_id, {"children": self.children},
+                                                                             pipe)),
                           wait_s=self._redis_wait_s, what=f"job {self.job_id}: children")
         return child_id
 
@@ -237,6 +286,7 @@ class RunContext:
         Until then the job waits (its worker is free) and is queued again when the last child ends; `_run`
         starts over, and `spawn` hands back the same ids. A child that did not finish raises `ChildJobError`
         naming it, unless `raise_on_failure=False`: then the statuses are returned for the platform to judge."""
+        self.check_lease()
         if not self.children:
             return {}
         if self._links is None:
@@ -274,6 +324,8 @@ class RunContext:
 
     def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
         """Report `done` units of work out of `total`; written to the record a few times a second at most."""
+        if self.lease is not None and self.lease.lost is not None:  # inline: called in tight loops
+            self.check_lease()
         if self._cancelled:
             raise JobCancelledError(f"job {self.job_id} was cancelled; stopping")
         self._done = done
@@ -283,9 +335,11 @@ class RunContext:
             self._message = message
         if time.monotonic() >= self._next_write:
             self.flush()
+            self.check_lease()
 
     def count_stored(self, rows: int) -> None:
         """Told by storage backends of each batch they committed."""
+        self.check_lease()
         self.stored_rows += rows
         if time.monotonic() >= self._next_write:
             self.flush()
@@ -295,6 +349,7 @@ class RunContext:
 
         At most `COLLECTOR_DATASET_MAX_ROWS` rows and `COLLECTOR_DATASET_MAX_BYTES` of JSON are kept: the first
         rows, flagged `truncated` with the `total_rows` given, and a warning on the job's log."""
+        self.check_lease()
         if name not in DATASETS:
             raise ValueError(f"dataset {name!r} is not one of {list(DATASETS)}; name it 'original' or 'processed'")
         kept = keep_rows(rows, **self._dataset_caps, mask=lambda text: mask_json(text, self.secrets))
@@ -317,13 +372,17 @@ class RunContext:
         return {"done": done, "total": total, "percent": percent, "message": message, "eta_s": eta}
 
     def flush(self) -> None:
-        """Write progress now. A Redis hiccup is logged, not raised: the job goes on and writes later."""
+        """Write progress now. A Redis hiccup is logged, not raised: the job goes on and writes later. A lost lease
+        is not raised here either: the run's next `ctx` call raises it."""
         self._next_write = time.monotonic() + self._interval
         fields: dict[str, Any] = {"progress": self.progress_state()}
         if self.stored_rows:
             fields["stored_rows"] = self.stored_rows
         try:
-            self._store.update(self.job_id, fields)
+            if self.lease is None:
+                self._store.update(self.job_id, fields)
+            elif self.lease.lost is None:
+                self.lease.write(lambda pipe: self._store.update(self.job_id, fields, pipe))
         except REDIS_WAITS as exc:
             why = "Redis is full" if isinstance(exc, redis.exceptions.OutOfMemoryError) else f"{exc}"
             log.warning("job %s: progress not written (%s); will try again", self.job_id, why)

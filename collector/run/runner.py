@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import secrets
 import signal
 import time
 import traceback
@@ -15,7 +16,14 @@ import redis
 
 from collector import egress, logs
 from collector.config import Config
-from collector.errors import CollectorError, JobCancelledError, JobFailedError, JobSuspended, TransientError
+from collector.errors import (
+    CollectorError,
+    JobCancelledError,
+    JobFailedError,
+    JobSuspended,
+    LeaseLostError,
+    TransientError,
+)
 from collector.masking import mask_text, mask_value
 from collector.resources import databases, reach
 from collector.run.context import RunContext, until_written
@@ -41,7 +49,8 @@ class Outcome:
     """How the last job a worker ran ended, for the worker's RQ bookkeeping."""
 
     # finished, failed, stopped, canceled, scheduled (a retry after `delay_s`), waiting (for input or children:
-    # the worker is free), or queued (its children ended while it suspended: queued again at once)
+    # the worker is free), queued (its children ended while it suspended: queued again at once), or superseded
+    # (this attempt lost its lease on the record: another attempt owns the job, RQ's side included)
     status: str
     delay_s: float = 0.0
 
@@ -69,6 +78,7 @@ class Runtime:
         self.outcome: Outcome | None = None
         self.current: RunContext | None = None  # the context of the job running now, for cancel signals
         self.links = JobLinks(connection=self.connection, config=self.config, registry=self.registry)
+        self.log_events: events.JobEventsHandler | None = None
 
 
 _runtime: Runtime | None = None
@@ -78,7 +88,10 @@ def install(runtime: Runtime) -> None:
     """Make `runtime` the one `run_job` uses in this process."""
     global _runtime
     _runtime = runtime
-    events.keep_platform_logs(runtime.connection, runtime.store.keys)  # ctx.log lines onto the job's events
+    # ctx.log lines onto the job's events, fenced by the running attempt's lease
+    runtime.log_events = events.keep_platform_logs(runtime.connection, runtime.store.keys)
+    with contextlib.suppress(redis.RedisError):  # loaded on first use otherwise
+        runtime.store.load_scripts()
 
 
 def current_runtime() -> Runtime:
@@ -106,8 +119,8 @@ START_FIELDS = ("platform_id", "settings", "secrets", "status", "checkpoint", "r
 def execute(job_id: str, runtime: Runtime) -> Any:
     """Run one job to its end and record the outcome; re-raises a masked error when it did not finish."""
     runtime.outcome = Outcome("failed")
-    got, attempt = _start(runtime, job_id)
-    ctx = _context(runtime, job_id, got, attempt)
+    got, attempt, token = _start(runtime, job_id)
+    ctx = _context(runtime, job_id, got, attempt, token)
     storages: list[Storage] = []
     ran = False
     try:
@@ -116,23 +129,29 @@ def execute(job_id: str, runtime: Runtime) -> Any:
         ran = True
     except JobSuspended as suspended:
         _wait(runtime, ctx, suspended, got)
+    except LeaseLostError:
+        _superseded(runtime, ctx)
     except BaseException as exc:
         _fail(runtime, ctx, exc, got)
     finally:
         _release(runtime, ctx, storages, ran=ran)
     signal.alarm(0)
-    if ctx.cancelled:  # the platform noticed `ctx.cancelled` and returned early
+    if ctx.lease_lost:  # the platform saw `ctx.cancelled` raise, swallowed it and returned
+        _superseded(runtime, ctx)
+    if ctx.should_stop:  # the platform noticed `ctx.cancelled` and returned early
         _end(runtime, ctx, Outcome("stopped"), {"result": result}, got)
         raise JobFailedError(f"job {job_id} stopped on request")
     _end(runtime, ctx, Outcome("finished"), {"result": result}, got)
     return result
 
 
-def _start(runtime: Runtime, job_id: str) -> tuple[dict[str, Any], int]:
-    """Mark the job started and read what it needs: its record's START_FIELDS and its attempt number. Raises,
-    running nothing, when the job has no record or ended before it started (a cancel came first)."""
+def _start(runtime: Runtime, job_id: str) -> tuple[dict[str, Any], int, str]:
+    """Mark the job started, taking the lease on its record (a new random token: an earlier attempt still
+    running somewhere can write nothing more), and read what it needs: its record's START_FIELDS and its attempt
+    number. Raises, running nothing, when the job has no record or ended before it started (a cancel came first)."""
     store, config = runtime.store, runtime.config
     key = store.keys.job(job_id)
+    token = secrets.token_hex(8)
 
     # One round trip: read what the job needs and mark it started, atomically (MULTI), so a cancel
     # that committed first is seen here and one that comes later sees `started`.
@@ -140,7 +159,7 @@ def _start(runtime: Runtime, job_id: str) -> tuple[dict[str, Any], int]:
         with runtime.connection.pipeline(transaction=True) as pipe:
             pipe.hmget(key, list(START_FIELDS))
             pipe.hset(key, mapping={"status": "started", "started_at": iso(), "worker": runtime.worker_name,
-                                    "pool": runtime.pool_name})
+                                    "pool": runtime.pool_name, "lease": token})
             pipe.hincrby(key, "attempt", 1)
             store.event(job_id, "started", pipe, worker=runtime.worker_name)
             metrics.job_started(pipe, store.keys, job_id=job_id)
@@ -159,10 +178,10 @@ def _start(runtime: Runtime, job_id: str) -> tuple[dict[str, Any], int]:
                       what=f"job {job_id}: status")
         runtime.outcome = Outcome("canceled")
         raise JobFailedError(f"job {job_id} was {got['status']} before it started; not run")
-    return got, int(attempt)
+    return got, int(attempt), token
 
 
-def _context(runtime: Runtime, job_id: str, got: dict[str, Any], attempt: int) -> RunContext:
+def _context(runtime: Runtime, job_id: str, got: dict[str, Any], attempt: int, token: str) -> RunContext:
     """The run context of this attempt, cancelled already when a cancel was asked for before it started."""
     platform_id = got["platform_id"]
     logs.job_event(log, "started", job_id=job_id, platform_id=platform_id, attempt=attempt)
@@ -179,14 +198,17 @@ def _context(runtime: Runtime, job_id: str, got: dict[str, Any], attempt: int) -
         children=got.get("children") or (),
         dataset_max_rows=runtime.config.dataset_max_rows,
         dataset_max_bytes=runtime.config.dataset_max_bytes,
+        lease=runtime.store.lease(job_id, token),
     )
     if got.get("cancel_requested_at"):
         ctx.cancel()
     runtime.current = ctx
+    if runtime.log_events is not None:
+        runtime.log_events.lease = ctx.lease
     ctx.add_secrets(runtime.reach.secrets())  # an operator connection's secrets never reach the record either
     # Database statements the job runs are bounded by its timeout and cancelled with it (server-side too);
     # `_release` ends that however the job ends.
-    databases.job_started(timeout_s=got.get("timeout_s"), cancelled=lambda: ctx.cancelled)
+    databases.job_started(timeout_s=got.get("timeout_s"), cancelled=lambda: ctx.should_stop)
     return ctx
 
 
@@ -226,10 +248,14 @@ def _wait(runtime: Runtime, ctx: RunContext, suspended: JobSuspended, got: dict[
     """The platform waits (for input or its children): record it and free the worker, or end it stopped when a
     cancel came while it ran."""
     signal.alarm(0)
+    if ctx.lease_lost:
+        _superseded(runtime, ctx)
     try:
         status = _suspend(runtime, ctx, suspended.wait)
     except Exception as exc:  # the wait could not be recorded: the job must not stay `started`
         _fail(runtime, ctx, exc, got)
+    if status == "superseded":
+        _superseded(runtime, ctx)
     if status != "stopped":
         raise JobFailedError(f"job {ctx.job_id} is {status}: {suspended}; its worker is free") from None
     ctx.cancel()
@@ -240,6 +266,8 @@ def _release(runtime: Runtime, ctx: RunContext, storages: list[Storage], *, ran:
     """However the job ended: no current job, its database statements still running cancelled unless `_run`
     returned, its secrets no longer masked, its storage targets closed."""
     runtime.current = None
+    if runtime.log_events is not None:
+        runtime.log_events.lease = None
     databases.job_ended(cancel=not ran)
     ctx.release_secrets()
     for target in storages:
@@ -253,6 +281,8 @@ def _release(runtime: Runtime, ctx: RunContext, storages: list[Storage], *, ran:
 def _fail(runtime: Runtime, ctx: RunContext, exc: BaseException, got: dict[str, Any]) -> NoReturn:
     """Record how a job that raised ended (or when it is retried) and raise the masked error to RQ."""
     signal.alarm(0)  # the final write must not be cut short by the timeout alarm
+    if ctx.lease_lost:
+        _superseded(runtime, ctx)
     outcome, fields = _classify(exc, ctx, got, runtime)
     _end(runtime, ctx, outcome, fields, got)
     error = fields["error"]
@@ -270,9 +300,11 @@ def _fail(runtime: Runtime, ctx: RunContext, exc: BaseException, got: dict[str, 
 
 def _suspend(runtime: Runtime, ctx: RunContext, wait: dict[str, Any]) -> str:
     """A job that waits (for input or children): record it and free the worker. `stopped` when cancelled."""
-    status = "stopped" if ctx.cancelled else until_written(
-        lambda: suspend(runtime.connection, runtime.store, ctx.job_id, wait, ctx.final_fields()),
+    status = "stopped" if ctx.should_stop else until_written(
+        lambda: suspend(runtime.connection, runtime.store, ctx.job_id, wait, ctx.final_fields(), lease=ctx.lease),
         wait_s=runtime.config.redis_wait_s, what=f"job {ctx.job_id}: waiting")
+    if status == "superseded":
+        return status
     if status != "stopped":
         runtime.outcome = Outcome(status)
         logs.job_event(log, status, job_id=ctx.job_id, platform_id=ctx.platform_id, attempt=ctx.attempt)
@@ -302,7 +334,7 @@ def _classify(exc: BaseException, ctx: RunContext, got: dict[str, Any], runtime:
         "message": message,
         "traceback": mask_text("".join(traceback.format_exception(exc)), ctx.secrets),
     }
-    if ctx.cancelled or isinstance(exc, JobCancelledError):
+    if ctx.should_stop or isinstance(exc, JobCancelledError):
         by = got.get("canceled_by")
         with contextlib.suppress(redis.RedisError):  # the cancel came while it ran: who sent it is on the record
             by = runtime.store.read(ctx.job_id, "canceled_by").get("canceled_by", by)
@@ -316,6 +348,15 @@ def _classify(exc: BaseException, ctx: RunContext, got: dict[str, Any], runtime:
         if delay is not None:
             return Outcome("scheduled", delay), {"error": error}
     return Outcome("failed"), {"error": error}
+
+
+def _superseded(runtime: Runtime, ctx: RunContext) -> NoReturn:
+    """This attempt lost its lease: it stops writing anything (record, events, RQ's side); another attempt owns the
+    job, or its record is gone. Logged once, by the context."""
+    runtime.outcome = Outcome("superseded")
+    with contextlib.suppress(LeaseLostError):
+        ctx.check_lease()
+    raise JobFailedError(f"job {ctx.job_id}: attempt {ctx.attempt} lost its lease; nothing more written") from None
 
 
 def _restore(runtime: Runtime, job_id: str, status: str) -> None:
@@ -333,16 +374,20 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
     runtime.outcome = outcome
     duration_s = time.monotonic() - ctx._started  # the run's, not the time a full or absent Redis made it wait
 
-    def write() -> None:
-        with runtime.connection.pipeline(transaction=True) as pipe:
-            Ends(runtime.store, runtime.rq).attempt_ended(
-                pipe, ctx.job_id, platform_id=ctx.platform_id, attempt=ctx.attempt, status=status,
-                fields={**ctx.final_fields(), **fields}, datasets=ctx.datasets,
-                duration_s=duration_s, delay_s=outcome.delay_s,
-                known={name: got.get(name) for name in NAMED})
-            pipe.execute()
+    def write(pipe: Any) -> None:
+        Ends(runtime.store, runtime.rq).attempt_ended(
+            pipe, ctx.job_id, platform_id=ctx.platform_id, attempt=ctx.attempt, status=status,
+            fields={**ctx.final_fields(), **fields}, datasets=ctx.datasets,
+            duration_s=duration_s, delay_s=outcome.delay_s,
+            known={name: got.get(name) for name in NAMED})
+        if ctx.lease is not None:
+            ctx.lease.end(pipe)
 
-    until_written(write, wait_s=runtime.config.redis_wait_s, what=f"job {ctx.job_id}: final state")
+    try:  # fenced: written only while this attempt holds its lease, and never onto a record that is gone
+        until_written(lambda: ctx.write(write), wait_s=runtime.config.redis_wait_s,
+                      what=f"job {ctx.job_id}: final state")
+    except LeaseLostError:
+        _superseded(runtime, ctx)
     if status != "scheduled":
         metrics.ended(job_id=ctx.job_id, platform_id=ctx.platform_id, status=status, duration_s=duration_s)
     if ctx.parent_id and status in ENDED:

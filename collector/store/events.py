@@ -9,7 +9,7 @@ from typing import Any
 import redis
 
 from collector import defaults
-from collector.store.records import Keys, push_event
+from collector.store.records import Keys, Lease, push_event
 from collector.types import iso
 
 
@@ -21,7 +21,10 @@ def add_event(connection: redis.Redis | Any, keys: Keys, job_id: str, fields: di
 
 
 class JobEventsHandler(logging.Handler):
-    """Copies a platform's `ctx.log` lines to its job's events list: at most `per_job` lines per job."""
+    """Copies a platform's `ctx.log` lines to its job's events list: at most `per_job` lines per job. While a
+    job runs, `lease` is its attempt's: its lines are written only while the attempt holds it."""
+
+    lease: Lease | None = None
 
     def __init__(self, connection: redis.Redis, keys: Keys, *, per_job: int = defaults.LOG_EVENTS_PER_JOB) -> None:
         super().__init__()
@@ -46,7 +49,11 @@ class JobEventsHandler(logging.Handler):
         else:
             fields = {"type": "log", "level": record.levelname, "at": iso(), "message": record.getMessage()}
         try:
-            add_event(self.connection, self.keys, job_id, fields)
+            lease = self.lease
+            if lease is not None and lease.job_id == job_id:
+                lease.write(lambda pipe: push_event(pipe, self.keys, job_id, fields))
+            else:
+                add_event(self.connection, self.keys, job_id, fields)
         except redis.RedisError:
             self.handleError(record)
 

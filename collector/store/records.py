@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from redis import Redis, WatchError
 from redis.backoff import ExponentialBackoff
 from redis.client import Pipeline
+from redis.commands.core import Script
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
@@ -28,7 +29,7 @@ JSON_FIELDS = frozenset({
     "retries_by_hand", "notify",
 })
 # Fields never shown in an API answer.
-HIDDEN_FIELDS = frozenset({"secrets", "timeout_s", "inputs", "wait_nonce", "wait_used"})
+HIDDEN_FIELDS = frozenset({"secrets", "timeout_s", "inputs", "wait_nonce", "wait_used", "lease"})
 ENDED = frozenset({"finished", "failed", "stopped", "canceled"})
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DATASETS = ("original", "processed")
@@ -127,6 +128,11 @@ class Keys:
     def schedule_tick(self, schedule_id: str, tick: int) -> str:
         """Claimed by the one process that fires a tick."""
         return f"{self.prefix}:schedule:{schedule_id}:tick:{tick}"
+
+    def pool_children(self, pool_name: str) -> str:
+        """Refreshed by every living child of a pool: the pool shows life while its supervisor or a child does."""
+        return f"{self.prefix}:pool:{pool_name}:children"
+
     def pools(self) -> str:
         """Hash of every pool that announced itself: name → start time (its heartbeat is `pool(name)`)."""
         return f"{self.prefix}:pools"
@@ -236,6 +242,29 @@ def run_watched(connection: Redis, attempt: Callable[[Pipeline], T]) -> T:
                 continue
 
 
+# A run's writes, applied only while the run holds its lease: the record exists, carries the run's token and is
+# still `started` (a recovery, a cancel before start or another attempt moved it on). ARGV[1] is the token, then
+# each command as its length and its words. Answers 1 (written), 0 (the lease is another's), -1 (no record: a
+# record deleted or expired under a running job is never re-created) or 2 (the run's end is written already: its
+# last write marked the lease ended, and this is that write sent again after a lost answer, or a late check).
+FENCED_WRITE = """
+local held = redis.call('HMGET', KEYS[1], 'lease', 'status')
+if not held[1] then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+  return 0
+end
+if held[1] == ARGV[1] .. ':ended' then return 2 end
+if held[1] ~= ARGV[1] or held[2] ~= 'started' then return 0 end
+local i = 2
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+return 1
+"""
+
+
 class JobStore:
     """Reads and writes job records (`collector:job:<id>`) and the datasets beside them."""
 
@@ -243,6 +272,22 @@ class JobStore:
         self.connection = connection
         self.config = config
         self.keys = Keys(config.key_prefix)
+        self._fenced_write: Script | None = None
+
+    @property
+    def fenced_write(self) -> Script:
+        """The fenced-write script (its SHA computed once per store; only a running job's store needs it)."""
+        if self._fenced_write is None:
+            self._fenced_write = self.connection.register_script(FENCED_WRITE)
+        return self._fenced_write
+
+    def load_scripts(self) -> None:
+        """Load the fenced-write script now, so a process's first write costs no extra round trips."""
+        self.connection.script_load(FENCED_WRITE)
+
+    def lease(self, job_id: str, token: str) -> Lease:
+        """The hold of the run that wrote `token` as the record's `lease` at its start."""
+        return Lease(self, job_id, token)
 
     def create(self, job_id: str, fields: Mapping[str, Any], pipeline: Pipeline) -> None:
         pipeline.hset(self.keys.job(job_id), mapping=encode(fields))
@@ -371,6 +416,43 @@ class JobStore:
         ordered = {name: record.pop(name) for name in VIEW_ORDER if name in record}
         return {**ordered, **dict(sorted(record.items()))}
 
+
+class Lease:
+    """One attempt's hold on its job record, taken when it starts (a random token in the record's `lease`).
+
+    Every write of the run goes through `write`: applied atomically (one Lua script) only while the record
+    still carries the token and says `started`. Once refused, `lost` says why (`taken`: the job was recovered,
+    ended or runs as another attempt; `gone`: the record was deleted or expired) and every later write is
+    refused without asking Redis: the run must stop, writing nothing more."""
+
+    def __init__(self, store: JobStore, job_id: str, token: str) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.token = token
+        self.lost: str | None = None
+
+    def write(self, build: Callable[[Pipeline], Any], *, connection: Redis | None = None) -> bool:
+        """Queue the writes on the pipeline `build` gets; send them, fenced, in one round trip. True when written."""
+        if self.lost is not None:
+            return False
+        argv: list[Any] = [self.token]
+        with self.store.connection.pipeline(transaction=False) as pipe:
+            build(pipe)
+            for args, _options in pipe.command_stack:
+                argv += [len(args), *args]
+        answer = self.store.fenced_write(keys=[self.store.keys.job(self.job_id)], args=argv, client=connection)
+        if answer in (1, 2):
+            return True
+        self.lost = "gone" if answer == -1 else "taken"
+        return False
+
+    def end(self, pipe: Pipeline) -> None:
+        """Queue, with the run's last write, the mark that its end is written: sent again, it is not refused."""
+        self.store.update(self.job_id, {"lease": f"{self.token}:ended"}, pipe)
+
+    def held(self, *, connection: Redis | None = None) -> bool:
+        """Ask Redis whether the run still holds its lease (writes nothing)."""
+        return self.write(lambda pipe: None, connection=connection)
 
 
 def redis_down(config: Config, exc: Exception) -> ServiceUnavailableError:

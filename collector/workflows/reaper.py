@@ -36,11 +36,17 @@ def beat(connection: redis.Redis, config: Config, pool: str, *, jobs: Iterable[s
         pipe.execute()
 
 
+def beat_child(connection: redis.Redis, config: Config, pool: str) -> None:
+    """A living child of `pool` shows the pool alive for `pool_heartbeat_ttl_s` (a frozen supervisor is no dead
+    pool while its children still run their jobs)."""
+    connection.set(Keys(config.key_prefix).pool_children(pool), iso(), ex=config.pool_heartbeat_ttl_s)
+
+
 def retire(connection: redis.Redis, config: Config, pool: str) -> None:
     """A pool that stops cleanly takes its heartbeat with it."""
     keys = Keys(config.key_prefix)
     with connection.pipeline(transaction=False) as pipe:
-        pipe.delete(keys.pool(pool))
+        pipe.delete(keys.pool(pool), keys.pool_children(pool))
         pipe.hdel(keys.pools(), pool)
         pipe.execute()
 
@@ -76,8 +82,8 @@ class Reaper:
             self.suspects.clear()
             return []
         with self.connection.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.exists(self.keys.pool(name))
+            for name in names:  # dead only when neither the supervisor nor any of its children beats
+                pipe.exists(self.keys.pool(name), self.keys.pool_children(name))
             alive = pipe.execute()
         missing = {name for name, ok in zip(names, alive, strict=True) if not ok}
         self.suspects = {n: t for n, t in self.suspects.items() if n in missing}

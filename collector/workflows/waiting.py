@@ -24,7 +24,7 @@ from collector import defaults
 from collector.config import Config
 from collector.errors import ConfigError, ConflictError, ForbiddenError, NotFoundError, ValidationError
 from collector.sealing import Sealer
-from collector.store.records import ENDED, JOB_ID, JobStore, decode_fields, run_watched
+from collector.store.records import ENDED, JOB_ID, JobStore, Lease, decode_fields, run_watched
 from collector.store.rq import RQ
 from collector.types import iso
 from collector.workflows.cancel import cancel_children
@@ -67,9 +67,10 @@ def input_secrets(inputs: Any) -> list[str]:
 
 
 def suspend(connection: redis.Redis, store: JobStore, job_id: str, wait: dict[str, Any],
-            fields: dict[str, Any]) -> str:
+            fields: dict[str, Any], *, lease: Lease | None = None) -> str:
     """Record that a running job now waits (`wait` from `JobSuspended`). Returns `waiting`; `queued` when its
-    children all ended meanwhile (queued again at once); `stopped` when a cancel came first (nothing written)."""
+    children all ended meanwhile (queued again at once); `stopped` when a cancel came first, `superseded` when the
+    run no longer holds `lease` (its record moved on or is gone; marked on the lease): nothing written then."""
     key = store.keys.job(job_id)
     children = list(wait.get("children") or [])
     child_keys = [store.keys.job(c) for c in children]
@@ -80,7 +81,12 @@ def suspend(connection: redis.Redis, store: JobStore, job_id: str, wait: dict[st
         # WATCH the children too: one ending between our look and our write makes us look again,
         # and one ending after our write finds us waiting and queues us.
         pipe.watch(key, *child_keys)
-        values = pipe.hmget(key, ["cancel_requested_at", "resumes", "timeout_s"])
+        values = pipe.hmget(key, ["cancel_requested_at", "resumes", "timeout_s", "lease", "status"])
+        if lease is not None and (values[3] is None or values[3].decode() != lease.token
+                                  or values[4] != b"started"):
+            pipe.unwatch()
+            lease.lost = "gone" if values[4] is None else "taken"
+            return "superseded"
         if values[0]:
             pipe.unwatch()
             return "stopped"

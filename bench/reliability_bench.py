@@ -29,7 +29,7 @@ from collector.config import Config  # noqa: E402
 from collector.specs.registry import Registry  # noqa: E402
 from collector.submit.submitter import Submitter  # noqa: E402
 
-SECRET = "bench-secret-key"
+SECRET = "bench-secret-key-of-at-least-32-bytes"
 
 
 def pool(url: str, size: int, *extra: str) -> subprocess.Popen[bytes]:

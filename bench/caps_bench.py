@@ -3,8 +3,8 @@
 40 jobs of a platform with `CONCURRENCY = 2`, each sleeping `--seconds`, submitted at once to two pools of 4
 children each on a private redis-server. Reports the most jobs seen running at once (from the start and end
 times each job returns), the wall time from the first submit to the last end against the ideal
-(jobs × seconds / 2), and how often jobs were parked. Fails (exit 1) when more than 2 ran at once or the wall time
-is over 1.2× the ideal.
+(jobs x seconds / 2), and how often jobs were parked. Fails (exit 1) when more than 2 ran at once or the wall time
+is over 1.2x the ideal.
 """
 
 from __future__ import annotations
@@ -102,7 +102,13 @@ def run(url: str, *, jobs: int, seconds: float, pythonpath: Path) -> dict[str, f
         parks = sum(b'"type":"deferred"' in e for es in events for e in es)
         wall = max(end for _, end in spans) - began
         ideal = jobs * seconds / 2
+        # A slot's hand-off: from the end of a job to the start of the one that took its slot (the k-th start
+        # after the first two took the slot of the k-th end).
+        starts, ends = sorted(s for s, _ in spans), sorted(e for _, e in spans)
+        gaps = sorted(start - end for start, end in zip(starts[2:], ends, strict=False))
         return {"peak": most_at_once(spans), "wall_s": wall, "ideal_s": ideal, "ratio": wall / ideal,
+                "first_start_s": starts[0] - began, "gap_median_ms": 1000 * gaps[len(gaps) // 2],
+                "gap_max_ms": 1000 * gaps[-1],
                 "parks": parks, "parked_jobs": sum(any(b'"type":"deferred"' in e for e in es) for es in events)}
     finally:
         for proc in pools:
@@ -135,9 +141,11 @@ def main() -> int:
                 got = run(server.url, jobs=args.jobs, seconds=args.seconds, pythonpath=Path(where))
                 ok = got["peak"] <= 2 and got["ratio"] <= 1.2
                 failed |= not ok
-                print(f"run {n + 1}: {args.jobs} jobs × {args.seconds:g} s, CONCURRENCY = 2, two pools of 4: "
+                print(f"run {n + 1}: {args.jobs} jobs x {args.seconds:g} s, CONCURRENCY = 2, two pools of 4: "
                       f"most at once {got['peak']}, wall {got['wall_s']:.2f} s vs ideal {got['ideal_s']:.2f} s "
-                      f"= {got['ratio']:.3f}×, {got['parks']:.0f} parks of {got['parked_jobs']:.0f} jobs "
+                      f"= {got['ratio']:.3f}x, first start {got['first_start_s']:.2f} s after the first submit, "
+                      f"hand-off median {got['gap_median_ms']:.0f} ms max {got['gap_max_ms']:.0f} ms, "
+                      f"{got['parks']:.0f} parks of {got['parked_jobs']:.0f} jobs "
                       f"{'ok' if ok else 'FAILED'}")
     finally:
         server.stop()

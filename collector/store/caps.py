@@ -105,9 +105,6 @@ class CapSlots:
     def holders(self, cap: str) -> list[str]:
         return [raw.decode() for raw in self.connection.zrange(self.keys.cap_slots(cap), 0, -1)]
 
-    def parked(self, cap: str) -> list[str]:
-        return [raw.decode() for raw in self.connection.lrange(self.keys.cap_parked(cap), 0, -1)]
-
     def drop_if_idle(self, cap: str) -> bool:
         keys = self.keys
         return bool(self._drop(keys=[keys.caps(), keys.cap_slots(cap), keys.cap_parked(cap)], args=[cap]))

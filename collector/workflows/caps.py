@@ -71,12 +71,11 @@ class Caps:
 
     def tend(self) -> None:
         """Maintenance of every cap key: slots held by jobs that no longer run go back, jobs woken but never
-        queued again (their waker died) are queued, parked jobs that ended leave the list, slots that freed wake
-        parked jobs, and a key with nothing held or parked is forgotten."""
+        queued again (their waker died) are queued, slots that freed wake parked jobs, and a key with nothing held
+        or parked is forgotten. Reads the slots' holders only (a few per key), never the parked lists."""
         for cap in self.slots.caps():
             held = self.slots.holders(cap)
-            parked = self.slots.parked(cap)
-            records = self._statuses([*held, *parked])
+            records = self._statuses(held)
             for job_id in held:
                 status, waiting_for = records[job_id]
                 if status is None or status in NOT_RUNNING:
@@ -85,11 +84,7 @@ class Caps:
                                 status or "gone")
                 elif status == "deferred" and waiting_for == "concurrency":
                     self._unpark(job_id, cap)
-            for job_id in parked:
-                status, waiting_for = records[job_id]
-                if status != "deferred" or waiting_for != "concurrency":
-                    self._free(job_id, cap)
-            self.wake(cap)
+            self.wake(cap)  # a parked job that ended meanwhile (its record expired) is dropped as its turn comes
             self.slots.drop_if_idle(cap)
 
     def _hold_s(self, timeout_s: float) -> float:

@@ -154,11 +154,14 @@ def test_maintenance_repairs_slots_of_jobs_that_no_longer_run(
     fake_redis: fakeredis.FakeRedis, capped: Config, registry: Registry
 ) -> None:
     caps = Caps(connection=fake_redis, config=capped, registry=registry)
-    lost, waiting = (submit(fake_redis, capped, registry) for _ in range(2))
-    assert caps.admit(lost, cap="demo", timeout_s=60) and not caps.admit(waiting, cap="demo", timeout_s=60)
+    lost, expired, waiting = (submit(fake_redis, capped, registry) for _ in range(3))
+    assert caps.admit(lost, cap="demo", timeout_s=60)
+    assert not caps.admit(expired, cap="demo", timeout_s=60) and not caps.admit(waiting, cap="demo", timeout_s=60)
     fake_redis.hset(KEYS.job(lost), "status", "failed")  # ended without its end giving the slot back (a crash)
+    fake_redis.delete(KEYS.job(expired))  # a parked job's record gone: dropped as its turn comes
     caps.tend()
     assert holders(fake_redis, "demo") == [waiting] and status(fake_redis, waiting)[0] == "queued"
+    assert parked(fake_redis, "demo") == []
     # Woken but never queued again (its waker died after taking the slot for it): queued by the next tick.
     fake_redis.hset(KEYS.job(waiting), mapping={"status": "deferred", "waiting_for": "concurrency"})
     fake_redis.lrem("rq:queue:collector", 0, waiting)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import re
 from collections.abc import Mapping
 
 from collector import defaults
 from collector.errors import ConfigError
 from collector.masking import mask_url
+from collector.types import CONCURRENCY_KEY
+
+PLATFORM_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 PREFIX = "COLLECTOR_"
 
@@ -68,6 +73,7 @@ class Config:
     environ: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False, compare=False)
     egress_allow: str | None = None
     max_response_bytes: int = defaults.MAX_RESPONSE_BYTES
+    concurrency: str = defaults.CONCURRENCY
 
     def __post_init__(self) -> None:
         if self.job_timeout_s > self.max_timeout_s:
@@ -85,6 +91,12 @@ class Config:
         for name in ("max_schedules", "submits_per_minute"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be 0 (no limit) or more")
+        _ = self.caps  # a wrong COLLECTOR_CONCURRENCY stops the process at start-up, not its first capped job
+
+    @functools.cached_property
+    def caps(self) -> dict[str, int]:
+        """COLLECTOR_CONCURRENCY as `{"platform": N, "platform:key": N}`."""
+        return parse_caps(self.concurrency)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:
@@ -112,6 +124,24 @@ class Config:
         if self.redis_url:
             shown["redis_url"] = mask_url(self.redis_url)
         return shown
+
+
+def parse_caps(raw: str) -> dict[str, int]:
+    """`platform=2, platform:key=1` as a dict; `ConfigError` names the entry that is wrong and the form it needs."""
+    caps: dict[str, int] = {}
+    for entry in (part.strip() for part in raw.split(",")):
+        if not entry:
+            continue
+        name, sep, value = (part.strip() for part in entry.partition("="))
+        platform, colon, key = name.partition(":")
+        if (not sep or not PLATFORM_ID.match(platform) or (colon and not CONCURRENCY_KEY.match(key))
+                or not value.isdigit() or int(value) < 1):
+            raise ConfigError(
+                f"{PREFIX}CONCURRENCY entry {entry!r} is not `platform=N` or `platform:key=N` with N 1 or more "
+                "(a key is 1-64 letters, digits or `_.@-`); e.g. COLLECTOR_CONCURRENCY=\"json_feed=2,json_feed:acme=1\""
+            )
+        caps[name] = int(value)
+    return caps
 
 
 def _parse(name: str, type_name: object, raw: str) -> object:

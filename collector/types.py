@@ -9,6 +9,9 @@ import time
 
 RELATIVE_DATE = re.compile(r"^\s*(\d+)\s+(day|days|week|weeks)\s+(back|ago)\s*$", re.IGNORECASE)
 JOB_ID_V7 = re.compile(r"^[0-9a-f]{12}7[0-9a-f]{3}[89ab][0-9a-f]{15}$")  # what new_job_id makes
+# A job spec's concurrency key (an account, a tenant): what an operator names after `platform:` in
+# COLLECTOR_CONCURRENCY, so no `,`, `=` or space.
+CONCURRENCY_KEY = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 RELATIVE_WORDS = {"today": 0, "yesterday": 1, "tomorrow": -1}
 
 

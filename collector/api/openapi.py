@@ -18,6 +18,7 @@ from collector.specs.notify import EVENTS
 from collector.specs.registry import Registry
 from collector.specs.schema import DateSetting, SecretString, StorageSetting, StrictNumber, storage_backends
 from collector.store.records import JOB_ID
+from collector.types import CONCURRENCY_KEY
 
 OPENAPI_VERSION = "3.1.0"
 # Open to anyone, so no 401: the probes carry no token; a callback link's own token is its proof.
@@ -82,6 +83,11 @@ class PlatformInfo(Schema):
     id = fields.String(required=True)
     description = fields.String(required=True)
     settings = fields.List(fields.Nested(SettingInfo), required=True)
+    concurrency = fields.Integer(required=True, allow_none=True, metadata={
+        "description": "jobs of one concurrency key (or of the platform, for specs without one) that run at once "
+                       "over every pool: the operator's cap, else the platform's CONCURRENCY; null: no cap"})
+    concurrency_keys = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True, metadata={
+        "description": "the operator's caps on single concurrency keys (COLLECTOR_CONCURRENCY platform:key=N)"})
 
 
 class ConnectionInfo(Schema):
@@ -128,6 +134,11 @@ class JobView(Schema):
         "description": "with full: offset, limit, next_offset and next (null on the last page), kept (the summary)"})
     waiting = fields.Dict(allow_none=True, metadata={
         "description": "while status is waiting: what for (input, with prompt and resume_token, or children)"})
+    waiting_for = fields.String(metadata={
+        "description": "while status is deferred: `concurrency` (parked until a slot of its concurrency cap frees)"})
+    concurrency_key = fields.String(metadata={"description": "the spec's concurrency_key"})
+    concurrency = fields.String(metadata={
+        "description": "the cap its slots count under: `platform` or `platform:concurrency_key`"})
     parent_id = fields.String(metadata={"description": "the job that spawned this one"})
     children = fields.List(fields.Dict(), metadata={"description": "sub-jobs: job_id, status, platform_id"})
 
@@ -141,6 +152,9 @@ def run_request_schema(platform_id: str, settings: type[Schema]) -> type[Schema]
             "settings": fields.Nested(settings, load_default=dict),
             "notify": fields.Raw(metadata=notify_schema(
                 EVENTS, "webhooks to tell when the job finishes, fails or waits for a person")),
+            "concurrency_key": fields.String(allow_none=True, validate=validate.Regexp(CONCURRENCY_KEY), metadata={
+                "description": "what the platform's concurrency cap counts per (an account, a tenant): 1-64 "
+                               "letters, digits or `_.@-`"}),
         },
         name=f"RunRequest_{platform_id}",
     )

@@ -9,6 +9,7 @@ from flask import Blueprint
 from collector.api.auth import caller
 from collector.api.requests import read_json
 from collector.api.services import services
+from collector.specs.caps import platform_caps
 
 blueprint = Blueprint("platforms", __name__)
 
@@ -17,7 +18,8 @@ blueprint = Blueprint("platforms", __name__)
 def list_platforms() -> dict[str, Any]:
     svc = services()
     return {
-        "platforms": [spec.describe() for spec in svc.registry.platforms.values()],
+        "platforms": [{**spec.describe(), **platform_caps(spec, svc.config)}
+                      for spec in svc.registry.platforms.values()],
         "broken": svc.registry.broken,
         "connections": svc.reach.describe_connections(),  # names and kinds, never what is behind them
     }

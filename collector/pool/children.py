@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 ID_BYTES = 64
 SLOT_BYTES = 2 * ID_BYTES + 8   # the running job's id, its hard deadline, the id of a job to cancel
-SUSPENDED = ("waiting", "queued")  # outcomes of a job that waits (or was queued again at once): not failures
+# Outcomes of a job that waits (or was queued again at once, or parked over its concurrency cap): not failures.
+SUSPENDED = ("waiting", "queued", "deferred")
 # This attempt lost its lease (the job was recovered and runs elsewhere, or its record is gone): RQ's side of the
 # job belongs to the attempt that holds it now, so only this worker's execution is cleaned up.
 SUPERSEDED = "superseded"

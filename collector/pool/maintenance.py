@@ -1,6 +1,7 @@
 """Periodic work every pool supervisor does between reaping children: fire due schedules, advance processes,
-settle waiting jobs (time out stale waits, queue parents whose children ended), send due webhook notifications
-(bounded: NOTIFY_TIMEOUT_S per delivery, none started after NOTIFY_BUDGET_S), notice a Redis data loss."""
+settle waiting jobs (time out stale waits, queue parents whose children ended), tend concurrency caps (slots of jobs
+no longer running given back, parked jobs woken), send due webhook notifications (bounded: NOTIFY_TIMEOUT_S per
+delivery, none started after NOTIFY_BUDGET_S), notice a Redis data loss."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from collector.specs.registry import Registry
 from collector.store.dataloss import LossWatch
 from collector.store.records import Keys
 from collector.submit.submitter import Submitter
+from collector.workflows.caps import Caps
 from collector.workflows.delivery import deliver_due
 from collector.workflows.processes import Processes
 from collector.workflows.schedules import Schedules
@@ -36,6 +38,7 @@ class Maintenance:
             ("schedules", Schedules(self.submitter).fire_due),
             ("processes", Processes(self.submitter).advance_all),
             ("waits", lambda: sweep(connection, config)),
+            ("concurrency caps", Caps(connection=connection, config=config, registry=registry).tend),
             ("notifications", lambda: deliver_due(connection, config)),
             ("data loss", LossWatch(connection, Keys(config.key_prefix), redis_url=config.redis_url).check),
         ]

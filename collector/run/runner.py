@@ -32,9 +32,10 @@ from collector.specs.registry import Registry
 from collector.specs.secrets import merge_secrets, secret_values
 from collector.store import events, metrics
 from collector.store.records import ENDED, JobStore, connect, decode_fields
-from collector.store.rq import RQ, current_job_id, timed_out
+from collector.store.rq import RQ, current_job_cap, current_job_id, timed_out
 from collector.types import iso
 from collector.workflows.cancel import cancel_children
+from collector.workflows.caps import Caps
 from collector.workflows.children import JobLinks, resume_parent
 from collector.workflows.ends import Ends, retry_delay, timeout_message
 from collector.workflows.notify import NAMED
@@ -50,7 +51,8 @@ class Outcome:
 
     # finished, failed, stopped, canceled, scheduled (a retry after `delay_s`), waiting (for input or children:
     # the worker is free), queued (its children ended while it suspended: queued again at once), or superseded
-    # (this attempt lost its lease on the record: another attempt owns the job, RQ's side included)
+    # (this attempt lost its lease on the record: another attempt owns the job, RQ's side included), or deferred
+    # (parked over its concurrency cap before it started: the worker is free)
     status: str
     delay_s: float = 0.0
 
@@ -78,6 +80,7 @@ class Runtime:
         self.outcome: Outcome | None = None
         self.current: RunContext | None = None  # the context of the job running now, for cancel signals
         self.links = JobLinks(connection=self.connection, config=self.config, registry=self.registry)
+        self.caps = Caps(connection=self.connection, config=self.config, registry=self.registry)
         self.log_events: events.JobEventsHandler | None = None
 
 
@@ -108,12 +111,26 @@ def current_runtime() -> Runtime:
 
 def run_job() -> Any:
     """The function RQ calls. It takes no arguments, so nothing about the job shows in RQ's call string."""
-    return execute(current_job_id("run_job"), current_runtime())
+    job_id = current_job_id("run_job")
+    runtime = current_runtime()
+    cap, timeout_s = current_job_cap()
+    if cap is not None:
+        _admit(runtime, job_id, cap=cap, timeout_s=timeout_s)
+    return execute(job_id, runtime)
+
+
+def _admit(runtime: Runtime, job_id: str, *, cap: str, timeout_s: float) -> None:
+    """Take a slot of the job's concurrency cap, or park the job (`deferred`) and free the worker for the next."""
+    admitted = until_written(lambda: runtime.caps.admit(job_id, cap=cap, timeout_s=timeout_s),
+                             wait_s=runtime.config.redis_wait_s, what=f"job {job_id}: concurrency slot")
+    if not admitted:
+        runtime.outcome = Outcome("deferred")
+        raise JobFailedError(f"job {job_id} is parked until a slot of {cap} frees; its worker is free")
 
 
 START_FIELDS = ("platform_id", "settings", "secrets", "status", "checkpoint", "retry", "max_attempts",
                 "cancel_requested_at", "canceled_by", "timeout_s", "inputs", "parent_id", "children", "resumes",
-                "notify", "client_id", "schedule_id")
+                "notify", "client_id", "schedule_id", "concurrency")
 
 
 def execute(job_id: str, runtime: Runtime) -> Any:
@@ -257,6 +274,7 @@ def _wait(runtime: Runtime, ctx: RunContext, suspended: JobSuspended, got: dict[
     if status == "superseded":
         _superseded(runtime, ctx)
     if status != "stopped":
+        _wake(runtime, ctx.job_id, got.get("concurrency"))
         raise JobFailedError(f"job {ctx.job_id} is {status}: {suspended}; its worker is free") from None
     ctx.cancel()
     _fail(runtime, ctx, JobCancelledError("cancelled"), got)
@@ -359,6 +377,15 @@ def _superseded(runtime: Runtime, ctx: RunContext) -> NoReturn:
     raise JobFailedError(f"job {ctx.job_id}: attempt {ctx.attempt} lost its lease; nothing more written") from None
 
 
+def _wake(runtime: Runtime, job_id: str, cap: str | None) -> None:
+    """The slot this job held is free: the oldest parked job of its cap takes it now (maintenance is the backstop)."""
+    if cap:
+        try:
+            runtime.caps.wake(cap)
+        except redis.RedisError as exc:
+            log.warning("job %s: parked jobs of %s not woken yet (%s)", job_id, cap, exc)
+
+
 def _restore(runtime: Runtime, job_id: str, status: str) -> None:
     with runtime.connection.pipeline(transaction=True) as pipe:
         runtime.store.update(job_id, {"status": status}, pipe)
@@ -379,7 +406,7 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
             pipe, ctx.job_id, platform_id=ctx.platform_id, attempt=ctx.attempt, status=status,
             fields={**ctx.final_fields(), **fields}, datasets=ctx.datasets,
             duration_s=duration_s, delay_s=outcome.delay_s,
-            known={name: got.get(name) for name in NAMED})
+            known={name: got.get(name) for name in NAMED}, cap=got.get("concurrency"))
         if ctx.lease is not None:
             ctx.lease.end(pipe)
 
@@ -388,6 +415,7 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
                       what=f"job {ctx.job_id}: final state")
     except LeaseLostError:
         _superseded(runtime, ctx)
+    _wake(runtime, ctx.job_id, got.get("concurrency"))
     if status != "scheduled":
         metrics.ended(job_id=ctx.job_id, platform_id=ctx.platform_id, status=status, duration_s=duration_s)
     if ctx.parent_id and status in ENDED:

@@ -9,12 +9,13 @@ from marshmallow import ValidationError as MarshmallowError
 
 from collector import defaults
 from collector.errors import SettingError, ValidationError
+from collector.specs.caps import check_concurrency_key
 from collector.specs.notify import check_notify, targets
 from collector.specs.policy import check_retry, check_timeout
 from collector.specs.registry import PlatformSpec, Registry
 from collector.specs.schema import flatten_errors
 
-SPEC_FIELDS = {"_id", "platform_id", "settings", "retry", "timeout_s", "notify"}
+SPEC_FIELDS = {"_id", "platform_id", "settings", "retry", "timeout_s", "notify", "concurrency_key"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +28,7 @@ class JobSpec:
     retry: dict[str, Any] | None = None
     timeout_s: int | None = None
     notify: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # webhook targets (specs/notify.py)
+    concurrency_key: str | None = None  # what the platform's cap counts per (an account): specs/caps.py
 
 
 def broken_platform(registry: Registry, platform_id: str) -> str:
@@ -80,6 +82,8 @@ def validate_spec(body: Any, registry: Registry, *, max_timeout_s: int = default
         errors.update(check_timeout(body["timeout_s"], max_timeout_s))
     if body.get("notify") is not None:
         errors.update(check_notify(body["notify"]))
+    if body.get("concurrency_key") is not None:
+        errors.update(check_concurrency_key(body["concurrency_key"]))
     if errors or platform is None:
         message = f"the job spec has {len(errors)} error(s); fix the fields named in details and send it again"
         if isinstance(platform_id, str) and platform_id in registry.broken:
@@ -92,4 +96,5 @@ def validate_spec(body: Any, registry: Registry, *, max_timeout_s: int = default
         retry=body.get("retry"),
         timeout_s=body.get("timeout_s"),
         notify=targets(body.get("notify")),
+        concurrency_key=body.get("concurrency_key"),
     )

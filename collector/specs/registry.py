@@ -29,6 +29,11 @@ class PlatformSpec:
     def timeout_s(self) -> int | None:
         return getattr(self.cls, "TIMEOUT_S", None)
 
+    @property
+    def concurrency(self) -> int | None:
+        """How many of its jobs may run at once per concurrency key, over every pool (None: no cap)."""
+        return getattr(self.cls, "CONCURRENCY", None)
+
     def describe(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -87,6 +92,11 @@ def load_platform(module_name: str, platform_id: str) -> PlatformSpec:
     description = inspect.getdoc(platform_cls) or ""
     if not description or description == inspect.getdoc(Platform):
         raise ContractError(f"{where}: class {platform_cls.__name__} has no docstring; say what it collects")
+    concurrency = getattr(platform_cls, "CONCURRENCY", None)
+    if concurrency is not None and (not isinstance(concurrency, int) or isinstance(concurrency, bool)
+                                    or concurrency < 1):
+        raise ContractError(f"{where}: {platform_cls.__name__}.CONCURRENCY = {concurrency!r}; set it to a whole "
+                            "number of 1 or more (jobs at once per concurrency key), or None for no cap")
     settings = build_settings_schema(platform_cls, where=where)
     return PlatformSpec(platform_id, platform_cls, description, settings)
 

@@ -37,7 +37,7 @@ DATASETS = ("original", "processed")
 VIEW_ORDER = (
     "job_id", "status", "platform_id", "client_id", "settings", "progress", "result", "error", "attempt",
     "worker", "created_at", "enqueued_at", "started_at", "ended_at", "stored_rows", "datasets", "datasets_page",
-    "waiting",
+    "waiting", "waiting_for", "concurrency_key",
     "parent_id", "children",
 )
 
@@ -193,6 +193,20 @@ class Keys:
     def volatile_by_design(self) -> str:
         """Set by `collector up` on its embedded Redis, which keeps nothing on disk on purpose: no warning then."""
         return f"{self.prefix}:redis:volatile-by-design"
+
+    def caps(self) -> str:
+        """Set of the cap keys (`platform` or `platform:key`) that have held slots or parked jobs: what maintenance
+        tends; one with neither is dropped."""
+        return f"{self.prefix}:caps"
+
+    def cap_slots(self, cap: str) -> str:
+        """Sorted set of the jobs holding one of `cap`'s slots (running, or woken and queued to run), scored by
+        when the slot frees itself should nothing release it (epoch seconds). Shared by every pool."""
+        return f"{self.prefix}:cap:{cap}:slots"
+
+    def cap_parked(self, cap: str) -> str:
+        """List of the jobs parked over `cap` (`deferred`, waiting for a slot), oldest first."""
+        return f"{self.prefix}:cap:{cap}:parked"
 
     def losses(self) -> str:
         """Hash of the data losses noticed: lost run id → JSON of when it was noticed."""

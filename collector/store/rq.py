@@ -90,8 +90,10 @@ class RQ:
         return Worker.count(connection=self.connection, queue=self.queue)
 
     # -- writing (on the caller's pipeline) ----------------------------------------------------------------------
-    def enqueue(self, pipe: Pipeline, job_id: str, *, timeout: int, description: str | None = None) -> None:
-        """Queue `job_id` to run (`RUN_FUNCTION`, no arguments: the id names the record)."""
+    def enqueue(self, pipe: Pipeline, job_id: str, *, timeout: int, description: str | None = None,
+                cap: str | None = None) -> None:
+        """Queue `job_id` to run (`RUN_FUNCTION`, no arguments: the id names the record). `cap`: the key of the
+        concurrency cap it counts under, kept in RQ's job (`meta`) so a child knows it with the job it takes."""
         self.queue.enqueue_call(
             RUN_FUNCTION,
             job_id=job_id,
@@ -99,6 +101,7 @@ class RQ:
             description=description,
             result_ttl=self.config.record_ttl_s,
             failure_ttl=self.config.failed_record_ttl_s,
+            meta={"cap": cap} if cap else None,
             pipeline=pipe,
         )
 
@@ -134,6 +137,11 @@ class RQ:
         """Whether `job_id` waits in the queue (the caller WATCHes `queue_key`, so a worker taking it meanwhile
         fails the caller's EXEC)."""
         return pipe.lpos(self.queue.key, job_id) is not None
+
+    @staticmethod
+    def job_key(job_id: str) -> str:
+        """RQ's hash of `job_id` (a concurrency gate writes its status with the record's)."""
+        return Job.key_for(job_id)
 
     @property
     def queue_key(self) -> str:
@@ -335,6 +343,15 @@ def current_job_id(function: str) -> str:
     return job.id
 
 
+def current_job_cap() -> tuple[str | None, int]:
+    """The concurrency cap key the job this worker runs was queued under (None: uncapped), and its timeout (s)."""
+    job = get_current_job()
+    if job is None:
+        return None, 0
+    cap = (job.meta or {}).get("cap")
+    return (cap if isinstance(cap, str) and cap else None), int(job.timeout or 0)
+
+
 def timed_out(exc: BaseException) -> bool:
     """Whether RQ's alarm for a job past its timeout ended it: `exc` is the alarm, or was raised inside a driver
     that then failed on its way out (a database connection closed mid-statement) and became the platform's own
@@ -447,5 +464,6 @@ REBOUND: dict[str, Any] = {
 
 
 __all__ = [
-    "CHECK_FUNCTION", "RQ", "RUN_FUNCTION", "JSONSerializer", "Job", "claiming_queue", "current_job_id", "timed_out",
+    "CHECK_FUNCTION", "RQ", "RUN_FUNCTION", "JSONSerializer", "Job", "claiming_queue", "current_job_cap",
+    "current_job_id", "timed_out",
 ]

@@ -12,6 +12,7 @@ from collector.config import Config
 from collector.errors import ConfigError
 from collector.resources import reach
 from collector.sealing import Sealer
+from collector.specs.caps import cap_key
 from collector.specs.job import JobSpec, validate_spec
 from collector.specs.policy import RetryPolicy, job_timeout
 from collector.specs.registry import Registry
@@ -53,6 +54,9 @@ class Submitter:
         policy = RetryPolicy.resolve(spec.retry, self.config)
         timeout = job_timeout(spec.timeout_s, spec.platform.timeout_s, self.config)
         fields.update(retry=policy.to_dict(), max_attempts=policy.max_attempts, timeout_s=timeout)
+        cap = cap_key(spec.platform, spec.concurrency_key, self.config)
+        if cap is not None:
+            fields["concurrency"] = cap
         fields.update(extra or {})
         try:
             if admit is not None:
@@ -65,7 +69,7 @@ class Submitter:
                 # The safety net of a record not yet ended; its end (or next move) sets the TTL anew.
                 self.store.expire(job_id, self.config.open_record_ttl_s, pipe, datasets=())
                 metrics.job_submitted(pipe, self.store.keys, job_id=job_id, platform_id=spec.platform.id)
-                self.rq.enqueue(pipe, job_id, timeout=timeout, description=description(spec))
+                self.rq.enqueue(pipe, job_id, timeout=timeout, description=description(spec), cap=cap)
                 pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise redis_down(self.config, exc) from None
@@ -106,6 +110,8 @@ def new_record(spec: JobSpec, sealer: Sealer | None, *, no_key: str) -> dict[str
         fields["client_id"] = spec.client_id
     if spec.notify:
         fields["notify"] = spec.notify
+    if spec.concurrency_key is not None:
+        fields["concurrency_key"] = spec.concurrency_key
     if secrets:
         if sealer is None:
             raise ConfigError(no_key)

@@ -42,8 +42,8 @@ def _cancel_one(connection: redis.Redis, config: Config, job_id: str, *, by: str
     def attempt(pipe: Pipeline) -> dict[str, Any]:
         # WATCH the record: a worker starting the job meanwhile changes it, and we look again.
         pipe.watch(key)
-        raw = pipe.hmget(key, ["status", "cancel_requested_at", "platform_id"])
-        status, requested, platform_id = (v.decode() if v else None for v in raw)
+        raw = pipe.hmget(key, ["status", "cancel_requested_at", "platform_id", "concurrency"])
+        status, requested, platform_id, cap = (v.decode() if v else None for v in raw)
         if status is None:
             raise NotFoundError(
                 f"no job {job_id!r}: it never existed or its record expired; check the id",
@@ -62,7 +62,7 @@ def _cancel_one(connection: redis.Redis, config: Config, job_id: str, *, by: str
             job = rq.fetch(job_id)
             pipe.multi()
             Ends(store, rq).canceled(pipe, job_id, job=job, who=who, now=now, platform_id=platform_id or "",
-                                     reason=reason)
+                                     reason=reason, cap=cap)
             pipe.execute()
             return {"job_id": job_id, "status": "canceled", "canceled_by": who, "canceled_at": now, **noted}
         if requested:

@@ -1,4 +1,5 @@
 """Every end of a job, written in one place: finished, failed, stopped, retried, requeued, canceled, timed out.
+However a job ends (or stops running to wait), the concurrency slot it held is given back in the same write.
 
 Each method writes one transition on the caller's pipeline, inside its MULTI (the caller WATCHes and reads
 first): the record, its event, its expiry, the metrics and RQ's side, together or not at all. `retry_delay`
@@ -16,6 +17,7 @@ from collector import defaults
 from collector.config import Config
 from collector.specs.policy import RetryPolicy
 from collector.store import index, metrics
+from collector.store.caps import free_slot
 from collector.store.datasets import KeptDataset
 from collector.store.records import DATASETS, JobStore
 from collector.store.rq import RQ, Job
@@ -59,10 +61,11 @@ class Ends:
 
     def attempt_ended(self, pipe: Any, job_id: str, *, platform_id: str, attempt: int, status: str,
                       fields: dict[str, Any], datasets: Mapping[str, KeptDataset], duration_s: float,
-                      delay_s: float = 0.0, known: Mapping[str, Any] | None = None) -> None:
+                      delay_s: float = 0.0, known: Mapping[str, Any] | None = None, cap: str | None = None) -> None:
         """What a worker writes when an attempt ends: `finished`, `failed` or `stopped` with the datasets it kept,
         or `scheduled` for another try in `delay_s`. RQ's side is the worker's own to write. `known`: the record's
-        `notify` and what a notification names, as the worker read them (spares reading them again)."""
+        `notify` and what a notification names, as the worker read them (spares reading them again). `cap`: the
+        concurrency cap key whose slot the attempt held."""
         event: dict[str, Any] = {"attempt": attempt}
         if "error" in fields:
             event["error"] = {k: fields["error"][k] for k in ("type", "message")}
@@ -78,12 +81,14 @@ class Ends:
                 # events keep it (`retry_scheduled`, `worker_lost`).
                 pipe.hdel(self.store.keys.job(job_id), "error", "retry_at")
         pipe.srem(self.store.keys.cancels(), job_id)
+        self.slot_released(pipe, job_id, cap=cap)
 
     def worker_lost(self, pipe: Any, job_id: str, *, job: Job | None, status: str, fields: dict[str, Any],
                     delay_s: float, cause: str, kind: str, worker_name: str, platform_id: str,
-                    executions: list[str]) -> str:
+                    executions: list[str], cap: str | None = None) -> str:
         """A job whose worker is gone, as `recovery.decide` settled it: retried, requeued, failed or stopped.
-        Returns the status written (`failed` instead of `queued` when RQ's job is gone)."""
+        Returns the status written (`failed` instead of `queued` when RQ's job is gone). `cap`: the record's
+        concurrency cap key; a requeued job takes a slot anew when it runs."""
         event: dict[str, Any] = {"cause": cause}
         if "error" in fields:
             event["error"] = fields["error"]
@@ -91,6 +96,7 @@ class Ends:
         self.rq.forget_executions(pipe, executions)
         self.rq.release(pipe, job_id, worker_name=worker_name)
         pipe.srem(self.store.keys.cancels(), job_id)
+        self.slot_released(pipe, job_id, cap=cap)
         if status == "queued" and job is None:  # nothing left to put back on the queue: it cannot run again
             status = "failed"
             fields = {**fields, "error": {"type": "WorkerDiedError",
@@ -143,15 +149,37 @@ class Ends:
             self.rq.fail(pipe, job, message=message)
 
     def canceled(self, pipe: Any, job_id: str, *, job: Job | None, who: str, now: str, platform_id: str,
-                 reason: str | None = None) -> None:
+                 reason: str | None = None, cap: str | None = None) -> None:
         """A job canceled before it ran (queued, scheduled, deferred or waiting): it never runs. `who` is the API
-        token's name; `reason` the caller's note (`cancel_reason`)."""
+        token's name; `reason` the caller's note (`cancel_reason`); `cap` its concurrency cap key (a parked job
+        leaves the parked list, a woken one the slot kept for it)."""
         noted = {"cancel_reason": reason} if reason else {}
         fields = {"canceled_by": who, "canceled_at": now, "ended_at": now, **noted}
         event = {"by": who, **({"reason": reason} if reason else {})}
         self._ended(pipe, job_id, status="canceled", fields=fields, event=event, platform_id=platform_id)
-        self._leave_wait(pipe, job_id, "wait_nonce")
+        self._leave_wait(pipe, job_id, "wait_nonce", "waiting_for")
+        self.slot_released(pipe, job_id, cap=cap)
         self.rq.cancel(pipe, job_id, job=job, ttl=self.store.ttl_for("canceled"))
+
+    def unparked(self, pipe: Any, job_id: str, *, job: Job | None, platform_id: str, cap: str) -> None:
+        """A job parked over its concurrency cap took a slot that freed: back at the head of the queue, where a
+        child finds the slot kept for it. One whose RQ job is gone cannot run again: it fails."""
+        pipe.hdel(self.store.keys.job(job_id), "waiting_for")
+        if job is not None:
+            self._requeue(pipe, job_id, job=job, fields={}, kind="requeued", event={"reason": "concurrency slot free"},
+                          at_front=True)
+            return
+        error = {"type": "WorkerDiedError", "message": "a concurrency slot freed for it but RQ's job is gone "
+                 "(expired or deleted), so it cannot be queued again; submit the job anew"}
+        self._ended(pipe, job_id, status="failed", fields={"error": error}, event={"error": error},
+                    platform_id=platform_id)
+        self.slot_released(pipe, job_id, cap=cap)
+
+    def slot_released(self, pipe: Any, job_id: str, *, cap: str | None) -> None:
+        """The job holds `cap`'s slot (or its place among the parked) no more: it ended, waits for input or
+        children, or goes back to the queue. Nothing for an uncapped job."""
+        if cap:
+            free_slot(pipe, self.store.keys, job_id, cap)
 
     def retried(self, pipe: Any, job_id: str, *, job: Job | None, by: str, previous: str, fields: dict[str, Any],
                 timeout_s: int, platform_id: str) -> None:

@@ -17,7 +17,7 @@ from collector.workflows.ends import Ends, retry_delay, timeout_message
 log = logging.getLogger(__name__)
 
 FIELDS = ("status", "platform_id", "pool", "worker", "attempt", "max_attempts", "deaths", "retry",
-          "cancel_requested_at", "canceled_by", "timeout_s", "resumes", "enqueued_at", "started_at")
+          "cancel_requested_at", "canceled_by", "timeout_s", "resumes", "enqueued_at", "started_at", "concurrency")
 # What a sweep compares between its two looks at a stray job: any move of the job changes one of them.
 FINGERPRINT = ("status", "attempt", "enqueued_at", "started_at", "worker")
 KINDS = ("died", "timeout", "canceled", "shutdown")
@@ -101,7 +101,8 @@ def recover(
         pipe.multi()
         new_status = Ends(store, rq).worker_lost(
             pipe, job_id, job=job, status=new_status, fields=fields, delay_s=delay, cause=cause, kind=kind,
-            worker_name=worker_name, platform_id=record.get("platform_id", ""), executions=executions)
+            worker_name=worker_name, platform_id=record.get("platform_id", ""), executions=executions,
+            cap=record.get("concurrency"))
         pipe.execute()
         return new_status, record.get("platform_id", ""), fields
 

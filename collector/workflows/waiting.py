@@ -81,7 +81,7 @@ def suspend(connection: redis.Redis, store: JobStore, job_id: str, wait: dict[st
         # WATCH the children too: one ending between our look and our write makes us look again,
         # and one ending after our write finds us waiting and queues us.
         pipe.watch(key, *child_keys)
-        values = pipe.hmget(key, ["cancel_requested_at", "resumes", "timeout_s", "lease", "status"])
+        values = pipe.hmget(key, ["cancel_requested_at", "resumes", "timeout_s", "lease", "status", "concurrency"])
         if lease is not None and (values[3] is None or values[3].decode() != lease.token
                                   or values[4] != b"started"):
             pipe.unwatch()
@@ -124,6 +124,8 @@ def suspend(connection: redis.Redis, store: JobStore, job_id: str, wait: dict[st
                 queue_for(pipe, store, job_id, "waiting", status="waiting", waiting=shown)
             status = "waiting"
         pipe.srem(store.keys.cancels(), job_id)
+        # A job waiting for input or children holds no concurrency slot: it takes one anew when queued again.
+        Ends(store, rq).slot_released(pipe, job_id, cap=values[5].decode() if values[5] else None)
         pipe.execute()
         return status
 

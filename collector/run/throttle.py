@@ -65,22 +65,34 @@ class JobThrottle:
                          seconds, ", ".join(buckets))
 
     def wait_turn(self, rates: Mapping[str, Rate]) -> float:
+        """Reserve a turn of every bucket in `rates` and sleep until it; a back-off that came meanwhile voids the
+        turn and the job queues again. The seconds waited."""
         if not rates:
             return 0.0
-        self.interrupt()
-        granted, wait_s = until_written(lambda: self.buckets.take(rates, max_wait_s=self.max_wait_s),
-                                        wait_s=self.redis_wait_s, what=f"rate limit token of {', '.join(rates)}")
+        what = f"rate limit token of {', '.join(rates)}"
+        waited = 0.0
+        while True:
+            self.interrupt()
+            granted, wait_s = until_written(lambda: self.buckets.take(rates, max_wait_s=self.max_wait_s),
+                                            wait_s=self.redis_wait_s, what=what)
+            if not granted:
+                raise self.too_far(rates, wait_s)
+            if wait_s >= TOLD_WAIT_S:
+                self.log.info("waiting %.1f s for a token of %s", wait_s, ", ".join(rates))
+            self.sleep_until(time.monotonic() + wait_s)
+            waited += wait_s
+            if wait_s <= 0 or until_written(lambda: self.buckets.held_for(rates), wait_s=self.redis_wait_s,
+                                            what=what) <= 0:
+                break
+        self.waited_s += waited
+        return waited
+
+    def too_far(self, rates: Mapping[str, Rate], wait_s: float) -> RateWaitError:
         names = ", ".join(f"{name} ({rate})" for name, rate in rates.items())
-        if not granted:
-            raise RateWaitError(
-                f"the rate limit of {names} has its next token in {wait_s:.0f} s, later than "
-                f"COLLECTOR_RATE_MAX_WAIT_S={self.max_wait_s:g} s a job waits for one; the job is retried later",
-                details={"buckets": list(rates), "wait_s": round(wait_s, 3)})
-        if wait_s >= TOLD_WAIT_S:
-            self.log.info("waiting %.1f s for a token of %s", wait_s, names)
-        self.sleep_until(time.monotonic() + wait_s)
-        self.waited_s += wait_s
-        return wait_s
+        return RateWaitError(
+            f"the rate limit of {names} has its next token in {wait_s:.0f} s, later than "
+            f"COLLECTOR_RATE_MAX_WAIT_S={self.max_wait_s:g} s a job waits for one; the job is retried later",
+            details={"buckets": list(rates), "wait_s": round(wait_s, 3)})
 
     def sleep_until(self, deadline: float) -> None:
         """Sleep until `deadline` (monotonic), looking at cancel and lease every `SLICE_S`."""

@@ -92,6 +92,10 @@ def test_a_back_off_empties_the_bucket_until_its_end_then_it_refills_at_its_rate
     # A shorter back-off later does not bring the turn forward.
     buckets.back_off(["platform:a"], 1.0, now=101.0)
     assert buckets.next_free("platform:a") == pytest.approx(105.3)
+    # Turns reserved before the back-off are held back while it lasts.
+    assert buckets.held_for(["platform:b", "platform:a"], now=101.0) == pytest.approx(4.0)
+    assert buckets.held_for(["platform:a"], now=105.0) == 0.0
+    assert buckets.held_for([]) == 0.0
 
 
 def test_a_bucket_at_rest_expires(buckets: Buckets) -> None:

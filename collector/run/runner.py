@@ -66,6 +66,8 @@ class Runtime:
     registry: Registry
     worker_name: str = ""
     pool_name: str = ""
+    # Jobs take tokens of their rate limits (off for the test kit's dry runs, which answer from recordings).
+    throttled: bool = True
     # Told the original, unmasked exception of a failed job. Only the local runner sets it (`collector run
     # --pdb` debugs that exception); workers leave it unset, so what leaves them stays masked.
     on_failure: Callable[[BaseException], None] | None = None
@@ -220,6 +222,8 @@ def _throttle(runtime: Runtime, ctx: RunContext) -> None:
     """Bind the job to its rate limits: its HTTP requests and `ctx.throttle` take tokens of the shared buckets."""
     spec = runtime.registry.get(ctx.platform_id)
     ctx.rate_limit = spec.rate_limit if spec is not None else None
+    if not runtime.throttled:
+        return
     own = {rates.platform_bucket(ctx.platform_id): ctx.rate_limit} if ctx.rate_limit is not None else {}
     ctx.throttler = JobThrottle(runtime.buckets, own=own, max_wait_s=runtime.config.rate_max_wait_s,
                                 interrupt=ctx.stop_if_cancelled, log=ctx.log, redis_wait_s=runtime.config.redis_wait_s)

@@ -186,13 +186,14 @@ def test_the_http_client_takes_a_token_per_request(local_server: LocalServer, in
     assert buckets.next_free("connection:c") is not None
 
 
-def test_a_429_with_retry_after_backs_the_bucket_off_for_everyone(local_server: LocalServer,
-                                                                  installed: JobThrottle, buckets: Buckets) -> None:
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_429_with_retry_after_backs_the_bucket_off_for_everyone(local_server: LocalServer, installed: JobThrottle,
+                                                                  buckets: Buckets, status: int) -> None:
     arrived: list[float] = []
 
     def answer(seen: Any, n: int) -> Any:
         arrived.append(time.monotonic())
-        return json_answer({"error": "slow down"}, 429, {"Retry-After": "1"}) if n == 0 else json_answer({})
+        return json_answer({"error": "slow down"}, status, {"Retry-After": "1"}) if n == 0 else json_answer({})
 
     local_server.route("/limited", answer)
     slept: list[float] = []
@@ -203,6 +204,16 @@ def test_a_429_with_retry_after_backs_the_bucket_off_for_everyone(local_server: 
     # The retry took the first turn at the back-off's end; every other job of any pool comes after it.
     hold_until = int(buckets.connection.get("collector:bucket:platform:a:hold")) / 1e6
     assert buckets.next_free("platform:a") == pytest.approx(hold_until + 0.1)
+
+
+@pytest.mark.parametrize(("status", "headers"), [(429, {}), (500, {"Retry-After": "1"})])
+def test_other_answers_leave_the_bucket_alone(local_server: LocalServer, installed: JobThrottle, buckets: Buckets,
+                                              status: int, headers: dict[str, str]) -> None:
+    local_server.route("/flaky", lambda seen, n: json_answer({}, status, headers) if n == 0 else json_answer({}))
+    slept: list[float] = []
+    HttpClient(headers={}, secrets=[], sleep=slept.append, backoff_s=0.01).request(local_server.url("/flaky"))
+    assert len(slept) == 1                                  # the client's own pause, as before
+    assert buckets.connection.exists("collector:bucket:platform:a:hold") == 0
 
 
 def test_without_a_throttle_the_client_sleeps_as_asked(local_server: LocalServer) -> None:

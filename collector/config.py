@@ -57,6 +57,7 @@ class Config:
     max_schedules: int = defaults.MAX_SCHEDULES
     schedule_min_interval_s: int = defaults.SCHEDULE_MIN_INTERVAL_S
     submits_per_minute: int = defaults.SUBMITS_PER_MINUTE
+    rate_max_wait_s: float = defaults.RATE_MAX_WAIT_S
     platforms_package: str = "platforms"
     log_level: str = "INFO"
     log_format: str = defaults.LOG_FORMAT
@@ -85,7 +86,7 @@ class Config:
                      "schedule_min_interval_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be 1 or more")
-        for name in ("redis_connect_timeout_s", "redis_socket_timeout_s"):
+        for name in ("redis_connect_timeout_s", "redis_socket_timeout_s", "rate_max_wait_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be above 0 (seconds)")
         for name in ("max_schedules", "submits_per_minute"):

@@ -70,6 +70,7 @@ MAX_TIMEOUT_S = 24 * 3600                # the longest timeout a job may have (s
 MAX_SCHEDULES = 100                      # most schedules the service holds at once
 SCHEDULE_MIN_INTERVAL_S = 60             # shortest time between two ticks of a schedule (interval or cron)
 SUBMITS_PER_MINUTE = 120                 # submits one caller may make per minute (run, check, process, schedule)
+RATE_MAX_WAIT_S = 300.0                  # longest a job waits for a rate limit's token (else: retried later)
 RATE_WINDOW_S = 60                       # the fixed window the submit rate is counted in
 SECRET_MASK_MIN_CHARS = 4                # shorter secret values are not masked in text and data (they would garble it)
 DATA_DIR = "data"                        # where jobs read and write local files, relative to the working directory

@@ -23,6 +23,7 @@
     │   │   ├── ChildJobError        a sub-job failed and the parent did not take it in hand
     │   │   └── EgressError          a destination the egress policy refuses (address, redirect, size)
     │   └── TransientError           the source failed for now: may be retried
+    │       └── RateWaitError        a rate limit's next token is further off than a job waits for one
     ├── StorageError                 writing collected rows failed
     ├── UnsafePathError              a job's local path left its root, met a symlink or reached code when opened
     ├── WorkerDiedError              the worker process running a job died
@@ -205,6 +206,12 @@ class TransientError(PlatformError):
     """The source failed for now (HTTP 429/5xx, connection reset): may be retried."""
 
     code = "transient_error"
+
+
+class RateWaitError(TransientError):
+    """A rate limit's next token is further off than `COLLECTOR_RATE_MAX_WAIT_S`: the job is retried later."""
+
+    code = "rate_wait"
 
 
 class StorageError(CollectorError):

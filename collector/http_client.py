@@ -1,6 +1,10 @@
 """An HTTP client for platforms: retries with backoff on 408/429/5xx and connection errors, honouring
 Retry-After, credentials kept to the first origin, and error texts with secrets masked.
 
+In a job, each request first takes a token of the job's rate limits (the platform's `RATE_LIMIT`, the connection's
+`rate_limit`: `collector.rates`), waiting for its turn; a 429 or 503 with `Retry-After` empties those buckets until
+then, for every pool, and the retry waits for the next token instead of sleeping on its own.
+
 Every connection goes through the egress policy (`collector.egress`): the host is resolved and checked and the
 socket connected to the checked address, on the first request and on each redirect; only http and https
 redirects are followed, at most `EGRESS_MAX_REDIRECTS` of them; a body over `COLLECTOR_MAX_RESPONSE_BYTES` fails
@@ -20,11 +24,12 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from collector import egress
+from collector import egress, rates
 from collector.errors import EgressError, FatalError, TransientError
 from collector.masking import mask_text
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+BACK_OFF_STATUSES = frozenset({429, 503})  # with Retry-After: the source's rate limit, shared by every pool
 MAX_BACKOFF_S = 60.0        # exponential backoff stops growing here
 MAX_RETRY_AFTER_S = 300.0   # a server asking for a longer pause fails the attempt now instead of parking the worker
 BODY_SNIPPET = 300          # characters of an error response quoted in the message
@@ -139,6 +144,7 @@ class HttpClient:
         private_headers: Iterable[str] = (),
         trusted: bool = False,
         trusted_host: str | None = None,
+        rate_buckets: Mapping[str, rates.Rate] | None = None,
     ) -> None:
         self.headers = {"User-Agent": USER_AGENT, **headers}
         self.secrets = [s for s in secrets if s]
@@ -152,6 +158,8 @@ class HttpClient:
         self.max_bytes = policy.max_response_bytes
         self.opener = build_opener(policy, trusted=trusted, private=self.private)
         self.auth_origin: tuple[str, str, int | None] | None = None
+        # Buckets each request takes a token of besides the job's own (an operator connection's rate_limit).
+        self.rate_buckets: dict[str, rates.Rate] = dict(rate_buckets or {})
 
     def mask(self, text: str) -> str:
         return mask_text(text, self.secrets)
@@ -191,6 +199,9 @@ class HttpClient:
         headers = self._headers(url, body)
         for attempt in range(self.max_retries + 1):
             wait = min(self.backoff_s * 2**attempt, MAX_BACKOFF_S)
+            throttle = rates.current()
+            taken = throttle.take(self.rate_buckets) if throttle is not None else []
+            backed_off = False
             request = urllib.request.Request(url, data=body, headers=headers, method=method)
             try:
                 with self.opener.open(request, timeout=self.timeout_s) as response:
@@ -204,6 +215,9 @@ class HttpClient:
                     hint = " (check the token, username or password)" if exc.code in (401, 403) else ""
                     raise FatalError(self.mask(what + hint)) from None
                 asked = retry_after(exc.headers.get("Retry-After"))
+                if asked is not None and taken and throttle is not None and exc.code in BACK_OFF_STATUSES:
+                    throttle.back_off(taken, asked)  # the next token, this retry's included, comes after it
+                    backed_off = True
                 if asked is not None and asked > MAX_RETRY_AFTER_S:
                     raise TransientError(self.mask(f"{what}; it asks to wait {asked:.0f} s, try later")) from None
                 wait = wait if asked is None else asked
@@ -214,7 +228,8 @@ class HttpClient:
                 raise TransientError(self.mask(f"{what} (gave up after {attempt + 1} attempts)")) from None
             if self.on_retry is not None:
                 self.on_retry(self.mask(f"{what}; retrying in {wait:.1f} s"))
-            self.sleep(wait)
+            if not backed_off:  # else the rate limit's bucket holds the retry back until the back-off ends
+                self.sleep(wait)
         raise AssertionError("unreachable")
 
     def _read(self, response: Any, what: str) -> bytes:

@@ -21,6 +21,7 @@ class Platform:
 
     TIMEOUT_S: ClassVar[int | None] = None   # a job of this platform running longer is failed
     CONCURRENCY: ClassVar[int | None] = None  # its jobs running at once per concurrency key, over every pool
+    RATE_LIMIT: ClassVar[str | None] = None  # "10/s", "600/min", "5000/h": its requests over every job and pool
 
     def _run(self, ctx: RunContext) -> dict[str, Any] | None:
         raise NotImplementedError(f"{type(self).__name__} must define _run(self, ctx)")

@@ -126,6 +126,7 @@ class PlatformTests:
         config = Config(platforms_package=self.package, data_dir=str(tmp_path / "data"),
                         egress_allow=RECORDED_HOST if recorded else None)
         runtime = local_runtime(config, connection=connection, registry=kit_registry)
+        runtime.throttled = False  # recorded answers: no source whose rate limit to keep to
         caplog.set_level("DEBUG")
         outcome = run_local(body, runtime)
         return DryRun(outcome, connection, caplog.text, check_spec(body, kit_registry), recorded)

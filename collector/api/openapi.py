@@ -88,18 +88,22 @@ class PlatformInfo(Schema):
                        "over every pool: the operator's cap, else the platform's CONCURRENCY; null: no cap"})
     concurrency_keys = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True, metadata={
         "description": "the operator's caps on single concurrency keys (COLLECTOR_CONCURRENCY platform:key=N)"})
+    rate_limit = fields.String(required=True, allow_none=True, metadata={
+        "description": "the platform's RATE_LIMIT (\"10/s\", \"600/min\", \"5000/h\"): its requests over every job "
+                       "and pool; null without one"})
 
 
 class ConnectionInfo(Schema):
     name = fields.String(required=True)
     kind = fields.String(required=True, validate=validate.OneOf(["database", "http", "files"]))
+    rate_limit = fields.String(metadata={"description": "an http connection's rate_limit, when it has one"})
 
 
 class PlatformsAnswer(Schema):
     platforms = fields.List(fields.Nested(PlatformInfo), required=True)
     broken = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
     connections = fields.List(fields.Nested(ConnectionInfo), required=True,
-                              metadata={"description": "the connections the operator named: name and kind only"})
+                              metadata={"description": "the connections the operator named: name, kind, rate limit"})
 
 
 class RunAccepted(Schema):

@@ -22,6 +22,7 @@ from sqlalchemy.exc import ArgumentError
 
 from collector.errors import ConfigError, SettingError
 from collector.http_client import HttpClient, origin
+from collector.rates import Rate, connection_bucket, parse_rate
 from collector.resources import databases
 from collector.resources.dataroot import Root, check_root
 from collector.sealing import Sealer
@@ -30,7 +31,7 @@ KINDS = ("database", "http", "files")
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 KEYS = {
     "database": ("url", "password"),
-    "http": ("base_url", "headers", "token", "username", "password", "secret"),
+    "http": ("base_url", "headers", "token", "username", "password", "secret", "rate_limit"),
     "files": ("root", "read_only"),
 }
 SETTING = "COLLECTOR_CONNECTIONS"
@@ -47,13 +48,17 @@ class Connection:
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)   # http: credentials included
     root: Root | None = None                                        # files
     signing_key: str = ""                                           # http: what webhook deliveries are signed with
+    rate_limit: Rate | None = None                                  # http: its requests over every job and pool
     secrets: tuple[str, ...] = ()                                   # values masked wherever they could show
 
     def __repr__(self) -> str:
         return f"Connection({self.name!r}, {self.kind})"
 
     def describe(self) -> dict[str, str]:
-        return {"name": self.name, "kind": self.kind}
+        shown = {"name": self.name, "kind": self.kind}
+        if self.rate_limit is not None:
+            shown["rate_limit"] = str(self.rate_limit)
+        return shown
 
     @property
     def backend(self) -> str:
@@ -79,7 +84,9 @@ class Connection:
         to the origin of its base URL, and to no other host (next links and redirects elsewhere lose them)."""
         client = HttpClient(headers={**(headers or {}), **self.headers}, secrets=[*secrets, *self.secrets],
                             private_headers=[*self.headers, *(headers or {})],
-                            trusted_host=urllib.parse.urlsplit(self.base_url).hostname, **options)
+                            trusted_host=urllib.parse.urlsplit(self.base_url).hostname,
+                            rate_buckets=({connection_bucket(self.name): self.rate_limit} if self.rate_limit else None),
+                            **options)
         client.auth_origin = origin(self.base_url)
         return client
 
@@ -229,7 +236,15 @@ class _Reader:
         if "secret" in entry:  # the HMAC key notifications to this connection are signed with; never sent
             signing_key = self.value(name, "secret", entry["secret"], secret=True, found=secrets)
         return Connection(name=name, kind="http", base_url=base, headers=headers, signing_key=signing_key,
-                          secrets=tuple(secrets))
+                          rate_limit=self._rate_limit(name, entry), secrets=tuple(secrets))
+
+    def _rate_limit(self, name: str, entry: dict[str, Any]) -> Rate | None:
+        if "rate_limit" not in entry:
+            return None
+        try:
+            return parse_rate(entry["rate_limit"])
+        except ValueError as exc:
+            raise self.error(name, f"rate_limit = {exc}") from None
 
     def _files(self, name: str, entry: dict[str, Any]) -> Connection:
         raw = entry.get("root")

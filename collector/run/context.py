@@ -15,10 +15,12 @@ import redis
 from collector import defaults
 from collector.errors import ChildJobError, JobCancelledError, JobSuspended, LeaseLostError
 from collector.masking import forget, mask_json, mask_text, remember
+from collector.rates import Rate, parse_rate, platform_bucket
 from collector.store.datasets import KeptDataset, cut_note, keep_rows, masked
 from collector.store.records import DATASETS, ENDED, JOB_ID, JobStore, Lease
 
 if TYPE_CHECKING:
+    from collector.run.throttle import JobThrottle
     from collector.workflows.children import JobLinks
 
 T = TypeVar("T")
@@ -26,6 +28,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 WAIT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+BUCKET_KEY = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
 EVENT_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 # The service's own event types: a platform's `ctx.event` may not take their names (it would pass for the service).
 SERVICE_EVENTS = frozenset({
@@ -114,6 +117,8 @@ class RunContext:
         self._links = links
         self._spawned = 0
         self._events = 0  # `ctx.event` calls so far: the first PLATFORM_EVENTS_PER_JOB are kept
+        self.rate_limit: Rate | None = None  # the platform's RATE_LIMIT
+        self.throttler: JobThrottle | None = None  # the worker's: takes tokens from Redis (none: never waits)
 
     @property
     def cancelled(self) -> bool:
@@ -155,6 +160,35 @@ class RunContext:
         self.check_lease()
         if not self.lease.write(build):
             self.check_lease()
+
+    def stop_if_cancelled(self) -> None:
+        """Raise `LeaseLostError` once the lease is lost, `JobCancelledError` once the job is cancelled."""
+        self.check_lease()
+        if self._cancelled:
+            raise JobCancelledError(f"job {self.job_id} was cancelled; stopping")
+
+    def throttle(self, key: str | None = None, *, rate: str | None = None) -> float:
+        """Wait for a token of the platform's rate limit, shared by every pool; the seconds waited.
+
+        Without `key`: the platform's bucket, the one `collector.http_client` takes from for each request. With
+        `key` (1-64 letters, digits, `_.:@-`, e.g. an account id): that key's own bucket of the platform. `rate`
+        (`"10/s"`, `"600/min"`, `"5000/h"`) stands in for the platform's `RATE_LIMIT`. Raises `ValueError` on a bad
+        key or rate, `JobCancelledError`/`LeaseLostError` when the job must stop while waiting, and `RateWaitError`
+        (retried later) when the next token is further off than `COLLECTOR_RATE_MAX_WAIT_S`. Outside a worker
+        (the test kit) it never waits."""
+        self.check_lease()
+        if key is not None and (not isinstance(key, str) or not BUCKET_KEY.match(key)):
+            raise ValueError(f"ctx.throttle key {key!r} must be 1-64 letters, digits, '_', '.', ':', '@' or '-'")
+        try:
+            limit = self.rate_limit if rate is None else parse_rate(rate)
+        except ValueError as exc:
+            raise ValueError(f"ctx.throttle rate: {exc}") from None
+        if limit is None:
+            raise ValueError(f"ctx.throttle: platform {self.platform_id!r} has no RATE_LIMIT; set one on its class "
+                             'or give rate="10/s"')
+        if self.throttler is None:
+            return 0.0
+        return self.throttler.take_one(platform_bucket(self.platform_id, key), limit)
 
     def cancel(self) -> None:
         """Mark the job cancelled (the worker does this when its supervisor relays a cancel)."""

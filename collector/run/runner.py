@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import redis
 
-from collector import egress, logs
+from collector import egress, logs, rates
 from collector.config import Config
 from collector.errors import (
     CollectorError,
@@ -27,10 +27,12 @@ from collector.errors import (
 from collector.masking import mask_text, mask_value
 from collector.resources import databases, reach
 from collector.run.context import RunContext, until_written
+from collector.run.throttle import JobThrottle
 from collector.sealing import Sealer
 from collector.specs.registry import Registry
 from collector.specs.secrets import merge_secrets, secret_values
 from collector.store import events, metrics
+from collector.store.buckets import Buckets
 from collector.store.records import ENDED, JobStore, connect, decode_fields
 from collector.store.rq import RQ, current_job_cap, current_job_id, timed_out
 from collector.types import iso
@@ -66,6 +68,8 @@ class Runtime:
     registry: Registry
     worker_name: str = ""
     pool_name: str = ""
+    # Jobs take tokens of their rate limits (off for the test kit's dry runs, which answer from recordings).
+    throttled: bool = True
     # Told the original, unmasked exception of a failed job. Only the local runner sets it (`collector run
     # --pdb` debugs that exception); workers leave it unset, so what leaves them stays masked.
     on_failure: Callable[[BaseException], None] | None = None
@@ -77,6 +81,7 @@ class Runtime:
         self.store = JobStore(self.connection, self.config)
         self.sealer = Sealer(self.config.secret_key) if self.config.secret_key else None
         self.rq = RQ(self.connection, self.config)
+        self.buckets = Buckets(self.connection, self.store.keys)  # the rate limits, shared by every pool
         self.outcome: Outcome | None = None
         self.current: RunContext | None = None  # the context of the job running now, for cancel signals
         self.links = JobLinks(connection=self.connection, config=self.config, registry=self.registry)
@@ -223,10 +228,23 @@ def _context(runtime: Runtime, job_id: str, got: dict[str, Any], attempt: int, t
     if runtime.log_events is not None:
         runtime.log_events.lease = ctx.lease
     ctx.add_secrets(runtime.reach.secrets())  # an operator connection's secrets never reach the record either
+    _throttle(runtime, ctx)
     # Database statements the job runs are bounded by its timeout and cancelled with it (server-side too);
     # `_release` ends that however the job ends.
     databases.job_started(timeout_s=got.get("timeout_s"), cancelled=lambda: ctx.should_stop)
     return ctx
+
+
+def _throttle(runtime: Runtime, ctx: RunContext) -> None:
+    """Bind the job to its rate limits: its HTTP requests and `ctx.throttle` take tokens of the shared buckets."""
+    spec = runtime.registry.get(ctx.platform_id)
+    ctx.rate_limit = spec.rate_limit if spec is not None else None
+    if not runtime.throttled:
+        return
+    own = {rates.platform_bucket(ctx.platform_id): ctx.rate_limit} if ctx.rate_limit is not None else {}
+    ctx.throttler = JobThrottle(runtime.buckets, own=own, max_wait_s=runtime.config.rate_max_wait_s,
+                                interrupt=ctx.stop_if_cancelled, log=ctx.log, redis_wait_s=runtime.config.redis_wait_s)
+    rates.install(ctx.throttler)
 
 
 def _build(runtime: Runtime, ctx: RunContext, got: dict[str, Any], storages: list[Storage]) -> Any:
@@ -284,6 +302,7 @@ def _release(runtime: Runtime, ctx: RunContext, storages: list[Storage], *, ran:
     """However the job ended: no current job, its database statements still running cancelled unless `_run`
     returned, its secrets no longer masked, its storage targets closed."""
     runtime.current = None
+    rates.install(None)
     if runtime.log_events is not None:
         runtime.log_events.lease = None
     databases.job_ended(cancel=not ran)

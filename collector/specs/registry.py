@@ -11,6 +11,7 @@ from typing import Any
 
 from collector.errors import ContractError
 from collector.platform import Platform
+from collector.rates import Rate, parse_rate
 from collector.specs.schema import SettingsSchema, build_settings_schema
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ class PlatformSpec:
     cls: type
     description: str
     settings: SettingsSchema
+    rate_limit: Rate | None = None  # its RATE_LIMIT: every job of it shares one bucket, over every pool
 
     @property
     def timeout_s(self) -> int | None:
@@ -39,6 +41,7 @@ class PlatformSpec:
             "id": self.id,
             "description": self.description,
             "settings": [s.describe() for s in self.settings.settings],
+            "rate_limit": None if self.rate_limit is None else str(self.rate_limit),
         }
 
 
@@ -98,6 +101,18 @@ def load_platform(module_name: str, platform_id: str) -> PlatformSpec:
         raise ContractError(f"{where}: {platform_cls.__name__}.CONCURRENCY = {concurrency!r}; set it to a whole "
                             "number of 1 or more (jobs at once per concurrency key), or None for no cap")
     settings = build_settings_schema(platform_cls, where=where)
-    return PlatformSpec(platform_id, platform_cls, description, settings)
+    rate_limit = read_rate_limit(platform_cls, where)
+    return PlatformSpec(platform_id, platform_cls, description, settings, rate_limit=rate_limit)
+
+
+def read_rate_limit(platform_cls: type, where: str) -> Rate | None:
+    """The class's `RATE_LIMIT` ("10/s", "600/min", "5000/h"), or None; `ContractError` says how to write it."""
+    value = getattr(platform_cls, "RATE_LIMIT", None)
+    if value is None:
+        return None
+    try:
+        return parse_rate(value)
+    except ValueError as exc:
+        raise ContractError(f"{where}: {platform_cls.__name__}.RATE_LIMIT = {exc}") from None
 
 

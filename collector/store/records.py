@@ -174,6 +174,15 @@ class Keys:
         """A caller's submits in one rate window (a counter that expires with the window)."""
         return f"{self.prefix}:submits:{window}:{caller}"
 
+    def bucket(self, name: str) -> str:
+        """A rate limit's token bucket (`platform:<id>`, `connection:<name>`): when its next token is free, in
+        microseconds of Redis' clock; it expires once the bucket is full again."""
+        return f"{self.prefix}:bucket:{name}"
+
+    def bucket_hold(self, name: str) -> str:
+        """Until when a source's back-off holds a bucket (microseconds of Redis' clock); expires with it."""
+        return f"{self.prefix}:bucket:{name}:hold"
+
     def deliveries_due(self) -> str:
         """Sorted set: webhook delivery id → when it is next tried (epoch seconds); pools deliver what is due."""
         return f"{self.prefix}:notify:due"

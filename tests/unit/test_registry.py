@@ -71,4 +71,5 @@ def test_a_platform_is_described_by_its_docstring_and_settings(package: str) -> 
         "id": "good",
         "description": "Collects nothing, well.",
         "settings": [{"name": "rows", "type": "integer", "required": False, "default": 1, "secret": False}],
+        "rate_limit": None,
     }

@@ -28,7 +28,8 @@ CSRF_FIELD = "csrf_token"
 # The console's pages and forms (`/ui/`): reading needs `read`, each form the scope of the API call it makes.
 CONSOLE_SCOPES: dict[str, str] = {
     **{f"console.{page}": "read" for page in ("home", "jobs", "job", "inbox", "processes", "process", "schedules",
-                                                "submit_form", "logout")},
+                                                "logout")},
+    "console.submit_form": "submit",
     "console.submit": "submit",
     "console.cancel": "operate",
     "console.retry": "operate",

@@ -115,10 +115,12 @@ def submit() -> ResponseReturnValue:
     platform = svc.registry.platforms.get(platform_id)
     if platform is None:
         return _submit_page(platform_id, request.form, {"platform_id": "choose a platform"}, 422)
+    described = platform.describe()
     try:
-        answer = svc.submit(spec_from_form(platform.describe(), request.form), by=caller())
+        answer = svc.submit(spec_from_form(described, request.form), by=caller())
     except ValidationError as exc:
-        return _submit_page(platform_id, request.form, field_errors(exc.details), 422, message=exc.message)
+        errors = field_errors(exc.details, [s["name"] for s in described["settings"]])
+        return _submit_page(platform_id, request.form, errors, 422, message=exc.message)
     return _done(f"job {answer['job_id']} queued", "console.job", job_id=answer["job_id"])
 
 

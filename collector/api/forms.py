@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 INPUTS = {"integer": "number", "number": "number", "date": "text", "datetime": "text", "string": "text"}
@@ -93,16 +93,19 @@ def _json(raw: str) -> Any:
         return raw  # validation says what the field wants
 
 
-def field_errors(details: Mapping[str, Any]) -> dict[str, str]:
-    """A 422's details by form field: `settings.rows` → `rows`, `settings.storage.settings.path` → `storage`."""
+def field_errors(details: Mapping[str, Any], names: Collection[str] = ()) -> dict[str, str]:
+    """A 422's details by form field: `settings.rows` → `rows`, `settings.storage.settings.path` → `storage`; a
+    platform's own check on `settings` that names a setting (`rows=-3 is negative`) goes to that setting."""
     shown: dict[str, str] = {}
     for path, messages in details.items():
         parts = str(path).split(".")
-        name = parts[1] if parts[0] == "settings" and len(parts) > 1 else parts[0]
-        text = "; ".join(map(str, messages)) if isinstance(messages, list) else json.dumps(messages)
-        if parts[0] == "settings" and len(parts) > 2:
-            text = f"{'.'.join(parts[2:])}: {text}"
-        shown[name] = f"{shown[name]}; {text}" if name in shown else text
+        for text in messages if isinstance(messages, list) else [json.dumps(messages)]:
+            name = parts[1] if parts[0] == "settings" and len(parts) > 1 else parts[0]
+            named = re.match(r"(\w+)\s*=", str(text))
+            if path == "settings" and named and named.group(1) in names:
+                name = named.group(1)
+            text = f"{'.'.join(parts[2:])}: {text}" if parts[0] == "settings" and len(parts) > 2 else str(text)
+            shown[name] = f"{shown[name]}; {text}" if name in shown else text
     return shown
 
 

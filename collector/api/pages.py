@@ -46,7 +46,9 @@ def duration(started: Any, ended: Any) -> str:
     return (f"{hours}h " if hours else "") + (f"{rest // 60}m " if hours or rest >= 60 else "") + f"{rest % 60:02d}s"
 
 
-def percent(progress: Any) -> float:
+def percent(progress: Any, status: Any = None) -> float:
+    if status == "finished":
+        return 100.0
     if not isinstance(progress, dict):
         return 0.0
     if progress.get("percent") is not None:
@@ -60,8 +62,8 @@ def jobs_page(svc: Services, query: Mapping[str, Any]) -> dict[str, Any]:
     listing = svc.list_jobs(limit=JOBS_PER_PAGE, cursor=query.get("cursor"), status=query.get("status"),
                             platform_id=query.get("platform_id"))
     for job in listing["jobs"]:
-        job.update(percent=percent(job.get("progress")), duration=duration(job.get("started_at"), job.get("ended_at")),
-                   ended=job.get("status") in ENDED)
+        job.update(percent=percent(job.get("progress"), job.get("status")), ended=job.get("status") in ENDED,
+                   duration=duration(job.get("started_at"), job.get("ended_at")))
     return {**listing, "status": query.get("status") or "", "platform_id": query.get("platform_id") or "",
             "statuses": STATUSES, "platforms": sorted(svc.registry.platforms),
             "live": [job["job_id"] for job in listing["jobs"] if not job["ended"]]}
@@ -79,7 +81,7 @@ def job_page(svc: Services, job_id: str, *, offset: int) -> dict[str, Any]:
                                                      if isinstance(row, dict)]}
     page = job.get("datasets_page") or {}
     return {
-        "job": job, "events": events, "percent": percent(job.get("progress")), "tables": tables,
+        "job": job, "events": events, "percent": percent(job.get("progress"), job.get("status")), "tables": tables,
         "datasets_page": page, "previous_offset": max(0, offset - ROWS_PER_PAGE) if offset else None,
         "duration": duration(job.get("started_at"), job.get("ended_at")), "ended": job.get("status") in ENDED,
         "attempts": [e for e in events if "attempt" in e or e.get("type") in ("retry", "retried", "requeued")],

@@ -179,7 +179,8 @@ def test_the_stream_sends_status_progress_and_events_and_ends_with_the_job(clien
     assert ("status", {"job_id": job_id, "status": "finished", "error": None, "started_at": None,
                        "ended_at": None}) in events
     assert any(kind == "progress" and data["progress"]["percent"] == 100.0 for kind, data in events)
-    assert ("log", "half way there") in [(data["type"], data.get("message")) for kind, data in events if kind == "event"]
+    timeline = [(data["type"], data.get("message")) for kind, data in events if kind == "event"]
+    assert ("log", "half way there") in timeline
     assert events[-1] == ("end", {"reason": "ended"})
 
 

@@ -53,9 +53,10 @@ def open_stream(svc: Services, job_ids: list[str]) -> Response:
             "shortly, or poll GET /execution/get")
         busy.headers = {"Retry-After": "2"}  # type: ignore[attr-defined]
         raise busy
-    body = _released(events(svc, job_ids, max_s=svc.config.stream_max_s), slots)
-    return Response(body, mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    response = Response(events(svc, job_ids, max_s=svc.config.stream_max_s), mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    response.call_on_close(slots.release)  # the server closes every answer, read to its end or not
+    return response
 
 
 def _slots() -> threading.BoundedSemaphore:
@@ -64,13 +65,6 @@ def _slots() -> threading.BoundedSemaphore:
         threads = current_app.extensions["collector"].config.http_threads
         slots = current_app.extensions.setdefault("collector.streams", threading.BoundedSemaphore(max(1, threads // 2)))
     return slots
-
-
-def _released(body: Iterator[str], slots: threading.BoundedSemaphore) -> Iterator[str]:
-    try:
-        yield from body
-    finally:  # also when the client goes away and the server closes the iterator
-        slots.release()
 
 
 def message(kind: str, data: Any) -> str:

@@ -125,6 +125,7 @@ def test_with_tokens_a_page_needs_a_session_and_the_login_sets_a_strict_cookie(s
     assert SECRETS["ops"] not in cookie, "the cookie holds no token"
     page = client.get("/ui/jobs").get_data(as_text=True)
     assert "Signed in as <b>ops</b>" in page and "Open mode" not in page
+    assert client.get("/execution/stream?job_id=abc").status_code == 404, "the stream takes the session"
     assert client.post("/execution/cancel?job_id=abc", json={}).status_code == 401, "the API takes no cookie"
 
 
@@ -207,3 +208,18 @@ def test_schedules_pause_and_resume(client: FlaskClient) -> None:
     assert resumed["paused"] is False and resumed["next_run_at"] >= schedule["next_run_at"]
     assert len(schedules.fire_due(now=time.time() + 3601)) == 1, "resumed: due one interval from now"
     assert client.post("/schedules/nosuch/pause", json={}).status_code == 404
+
+
+def test_streams_take_at_most_half_the_http_threads(fake_redis: fakeredis.FakeRedis, unit_config: Config,
+                                                    registry: Registry) -> None:
+    config = Config(secret_key=SECRET_KEY, data_dir=unit_config.data_dir, http_threads=2)
+    client = create_app(config, connection=fake_redis, registry=registry, dashboard=False).test_client()
+    job_id = client.post("/execution/run", json={"platform_id": "demo", "settings": {}}).get_json()["job_id"]
+    first = client.get(f"/execution/stream?job_id={job_id}")
+    assert first.status_code == 200
+    busy = client.get(f"/execution/stream?job_id={job_id}")
+    assert busy.status_code == 503 and busy.headers["Retry-After"] == "2"
+    first.close()  # the server closes an answer when its client goes away: the stream's thread is free again
+    again = client.get(f"/execution/stream?job_id={job_id}&job_id={job_id}")
+    assert again.status_code == 200
+    again.close()

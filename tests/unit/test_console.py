@@ -223,3 +223,40 @@ def test_streams_take_at_most_half_the_http_threads(fake_redis: fakeredis.FakeRe
     again = client.get(f"/execution/stream?job_id={job_id}&job_id={job_id}")
     assert again.status_code == 200
     again.close()
+
+
+def test_submit_wait_follows_the_stream_and_reads_the_job_only_when_its_status_changes(
+        fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry) -> None:
+    import io
+    import threading
+
+    from collector.cli.client import Client, wait
+    from tests.conftest import ServedApp
+
+    app = create_app(unit_config, connection=fake_redis, registry=registry, dashboard=False)
+    reads: list[str] = []
+
+    def counting(environ: dict[str, Any], start_response: Any) -> Any:
+        reads.append(environ["PATH_INFO"])
+        return app(environ, start_response)
+
+    served = ServedApp(counting)
+    try:
+        job_id = served.request("POST", "/execution/run", {"platform_id": "demo", "settings": {}})[1]["job_id"]
+        key = app.extensions["collector"].store.keys.job(job_id)
+
+        def run_the_job() -> None:
+            for done in range(1, 11):
+                time.sleep(0.25)
+                fake_redis.hset(key, mapping={"status": "started", "progress": json.dumps(
+                    {"done": done, "total": 10, "percent": done * 10.0})})
+            fake_redis.hset(key, "status", "finished")
+
+        threading.Thread(target=run_the_job, daemon=True).start()
+        out = io.StringIO()
+        assert wait(Client(served.url), job_id, out=out)["status"] == "finished"
+    finally:
+        served.close()
+    assert "/execution/stream" in reads and "100" in out.getvalue()
+    # Read at the start, then on each status the stream tells (its first, started, finished); polling reads 6+.
+    assert reads.count("/execution/get") <= 4, f"the job was read more often than its status changed: {reads}"

@@ -19,9 +19,10 @@ from flask import Response, current_app, request
 from collector.api.requests import job_id_param
 from collector.api.services import Services
 from collector.errors import BadRequestError, ServiceUnavailableError
-from collector.store.records import ENDED, JOB_ID
+from collector.store.records import ENDED, JOB_ID, decode_fields
 
-POLL_S = 0.25          # how often a stream looks at its jobs' records
+POLL_S = 0.25          # how often a stream of one job looks at its record and events
+LIST_POLL_S = 1.0      # how often a stream of several jobs (the jobs page) looks at their records
 HEARTBEAT_S = 15.0     # a comment line this often keeps proxies from closing a quiet stream
 RETRY_MS = 2000        # what EventSource waits before it reconnects
 MAX_JOBS = 100         # jobs one stream may watch (the jobs page watches those it shows)
@@ -72,10 +73,19 @@ def message(kind: str, data: Any) -> str:
     return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def events(svc: Services, job_ids: list[str], *, max_s: float, poll_s: float = POLL_S) -> Iterator[str]:
+def _records(svc: Services, job_ids: list[str]) -> list[dict[str, Any]]:
+    """The watched fields of every job, in one round trip."""
+    with svc.connection.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hmget(svc.store.keys.job(job_id), list(WATCHED))
+        return [decode_fields(WATCHED, values) for values in pipe.execute()]
+
+
+def events(svc: Services, job_ids: list[str], *, max_s: float, poll_s: float | None = None) -> Iterator[str]:
     """The events of `job_ids` until all have ended or `max_s` has passed: `status` and `progress` when they
     change (with `job_id`), each new `event` of the timeline (of a single job: a list of jobs needs only their
     states), then `end` with why the stream ended."""
+    poll_s = poll_s if poll_s is not None else POLL_S if len(job_ids) == 1 else LIST_POLL_S
     yield f"retry: {RETRY_MS}\n\n"
     seen: dict[str, dict[str, Any]] = {}
     after: dict[str, str | None] = {job_id: None for job_id in job_ids}
@@ -83,8 +93,7 @@ def events(svc: Services, job_ids: list[str], *, max_s: float, poll_s: float = P
     beat = time.monotonic() + HEARTBEAT_S
     while True:
         ended = 0
-        for job_id in job_ids:
-            record = svc.store.read(job_id, *WATCHED)
+        for job_id, record in zip(job_ids, _records(svc, job_ids), strict=True):
             if not record:
                 ended += 1
                 continue

@@ -122,6 +122,24 @@ def test_a_job_submitted_through_the_form_shows_its_progress_bar_moving(console:
     assert "from-the-form" in row.inner_text() and "finished" in row.inner_text()
 
 
+def test_the_jobs_list_follows_running_jobs_without_a_reload(console: ServedApp, pool: PoolProcess, page: Any) -> None:
+    status, answer = console.request("POST", "/execution/run",
+                                     {"platform_id": "demo", "settings": {"rows": 30, "delay_s": 0.1}})
+    assert status == 202, answer
+    job_id = answer["job_id"]
+    page.goto(console.url + "/ui/jobs")
+    row = page.locator(f'tr[data-job="{job_id}"]')
+    page.evaluate("window.notReloaded = true")
+
+    def bar() -> float:
+        return float(row.locator('[data-field="progress"]').get_attribute("value") or 0)
+
+    wait_for(lambda: bar() > 0, timeout_s=30, what="the row's progress bar to move")
+    wait_for(lambda: row.locator('[data-field="status"]').inner_text() == "finished", timeout_s=60,
+             what="the row's status to turn finished")
+    assert page.evaluate("window.notReloaded") is True, "the page updated in place"
+
+
 def test_a_field_error_shows_next_to_its_field(console: ServedApp, page: Any) -> None:
     page.goto(console.url + "/ui/submit?platform_id=demo")
     page.fill("#f-rows", "-3")

@@ -195,21 +195,6 @@ def test_the_stream_ends_at_its_time_limit(fake_redis: fakeredis.FakeRedis, unit
     assert client.get("/execution/stream?job_id=nosuchjob").status_code == 404
 
 
-def test_schedules_pause_and_resume(client: FlaskClient) -> None:
-    body = {"spec": {"platform_id": "demo", "settings": {}}, "interval_s": 3600}
-    schedule = client.post("/schedules", json=body).get_json()
-    paused = client.post(f"/schedules/{schedule['id']}/pause", json={}).get_json()
-    assert paused["paused"] is True and paused["next_run_at"] is None
-    schedules = client.application.extensions["collector"].schedules
-    assert schedules.fire_due(now=time.time() + 10 * 3600) == [], "a paused schedule does not fire"
-    page = client.get("/ui/schedules").get_data(as_text=True)
-    assert "paused" in page and f"/ui/schedules/{schedule['id']}/resume" in page
-    resumed = client.post(f"/schedules/{schedule['id']}/resume", json={}).get_json()
-    assert resumed["paused"] is False and resumed["next_run_at"] >= schedule["next_run_at"]
-    assert len(schedules.fire_due(now=time.time() + 3601)) == 1, "resumed: due one interval from now"
-    assert client.post("/schedules/nosuch/pause", json={}).status_code == 404
-
-
 def test_streams_take_at_most_half_the_http_threads(fake_redis: fakeredis.FakeRedis, unit_config: Config,
                                                     registry: Registry) -> None:
     config = Config(secret_key=SECRET_KEY, data_dir=unit_config.data_dir, http_threads=2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, current_app, flash, make_response, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from collector.api import pages
@@ -30,6 +30,21 @@ def page_context() -> dict[str, Any]:
 @blueprint.errorhandler(CollectorError)
 def failed(exc: CollectorError) -> ResponseReturnValue:
     return render_template("console/error.html", error=exc), exc.status
+
+
+@blueprint.after_request
+def as_page(response: Response) -> Response:
+    """A refusal the access checks answered in JSON (a missing scope or CSRF token) shown as a page, for a person."""
+    if response.status_code < 400 or not response.is_json:
+        return response
+    body = response.get_json(silent=True) or {}
+    error = CollectorError(str(body.get("message", "")), details=body.get("details") or {})
+    error.status, error.code = response.status_code, str(body.get("error", "error"))
+    page = make_response(render_template("console/error.html", error=error), response.status_code)
+    for name in ("WWW-Authenticate", "Retry-After"):
+        for value in response.headers.getlist(name):
+            page.headers.add(name, value)
+    return page
 
 
 def _checked(value: str, what: str = "job") -> str:

@@ -87,7 +87,7 @@ def test_field_errors_are_shown_next_to_their_fields(client: FlaskClient, fake_r
 def test_a_form_post_without_the_csrf_token_or_from_another_site_is_refused(client: FlaskClient) -> None:
     job_id = submit_demo(client).headers["Location"].rsplit("/", 1)[1]
     bare = client.post(f"/ui/jobs/{job_id}/cancel", data={})
-    assert bare.status_code == 403 and bare.get_json()["details"] == {"csrf_token": ["missing"]}
+    assert bare.status_code == 403 and "carries no valid CSRF token" in bare.get_data(as_text=True)
     token = csrf(client.get(f"/ui/jobs/{job_id}").get_data(as_text=True))
     foreign = client.post(f"/ui/jobs/{job_id}/cancel", data={"csrf_token": token},
                           headers={"Origin": "https://evil.example"})
@@ -140,7 +140,7 @@ def test_what_a_page_offers_follows_the_token_scopes(secured_app: Flask) -> None
     page = reader.get(job_page).get_data(as_text=True)
     assert 'id="cancel"' not in page and ">Submit</a>" not in page
     denied = reader.post(job_page + "/cancel", data={"csrf_token": csrf(page)})
-    assert denied.status_code == 403 and denied.get_json()["details"]["required_scope"] == "operate"
+    assert denied.status_code == 403 and "that needs scope &#39;operate&#39;" in denied.get_data(as_text=True)
     ops = secured_app.test_client()
     sign_in(ops, "ops")
     assert ops.get("/ui/submit").status_code == 403, "submitting needs scope submit"

@@ -84,10 +84,28 @@ def job_page(svc: Services, job_id: str, *, offset: int) -> dict[str, Any]:
         "job": job, "events": events, "percent": percent(job.get("progress"), job.get("status")), "tables": tables,
         "datasets_page": page, "previous_offset": max(0, offset - ROWS_PER_PAGE) if offset else None,
         "duration": duration(job.get("started_at"), job.get("ended_at")), "ended": job.get("status") in ENDED,
-        "attempts": [e for e in events if "attempt" in e or e.get("type") in ("retry", "retried", "requeued")],
+        "attempts": attempts(events),
         "waiting": waiting, "input_wait": waiting is not None and waiting.get("kind") == "input",
         "resume_fields": resume_fields(waiting) if waiting and waiting.get("kind") == "input" else [],
     }
+
+
+OUTCOMES = frozenset({"finished", "failed", "stopped", "canceled", "waiting", "retry_scheduled", "requeued",
+                      "worker_lost", "timed_out"})
+
+
+def attempts(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each run of the job (a `started` event) with how it came to an end, from its events timeline."""
+    runs: list[dict[str, Any]] = []
+    for event in events:
+        if event.get("type") == "started":
+            runs.append({"n": len(runs) + 1, "started_at": event.get("at"), "worker": event.get("worker"),
+                         "outcome": "running", "at": None, "why": ""})
+        elif runs and runs[-1]["outcome"] == "running" and event.get("type") in OUTCOMES:
+            error = event.get("error") if isinstance(event.get("error"), dict) else {}
+            why = event.get("reason") or event.get("message") or error.get("message", "")
+            runs[-1].update(outcome=event["type"], at=event.get("at"), why=str(why or ""))
+    return runs
 
 
 def _cell(value: Any) -> str:

@@ -73,6 +73,19 @@ def test_a_submitted_form_lands_on_the_job_page(client: FlaskClient) -> None:
     assert f"job {job_id} queued" in page and 'id="cancel"' in page and 'id="progress"' in page
 
 
+def test_the_job_page_shows_each_attempt_and_how_it_ended(client: FlaskClient) -> None:
+    job_id = submit_demo(client).headers["Location"].rsplit("/", 1)[1]
+    store = client.application.extensions["collector"].store
+    store.event(job_id, "started", worker="w1")
+    store.event(job_id, "retry_scheduled", error={"type": "TransientError", "message": "source busy"})
+    store.event(job_id, "started", worker="w2")
+    store.event(job_id, "finished")
+    page = client.get(f"/ui/jobs/{job_id}").get_data(as_text=True)
+    rows = re.findall(r"<tr><td>(\d)</td><td>[^<]*</td><td>(\w*)</td><td><span class=\"status \w+\">(\w+)</span>"
+                      r"</td><td>[^<]*</td><td>([^<]*)</td></tr>", page)
+    assert rows == [("1", "w1", "retry_scheduled", "source busy"), ("2", "w2", "finished", "")]
+
+
 def test_field_errors_are_shown_next_to_their_fields(client: FlaskClient, fake_redis: fakeredis.FakeRedis) -> None:
     response = submit_demo(client, rows="many", delay_s="-x")
     assert response.status_code == 422

@@ -258,3 +258,10 @@ def test_submit_wait_follows_the_stream_and_reads_the_job_only_when_its_status_c
     assert "/execution/stream" in reads and "100" in out.getvalue()
     # Read at the start, then on each status the stream tells (its first, started, finished); polling reads 6+.
     assert reads.count("/execution/get") <= 4, f"the job was read more often than its status changed: {reads}"
+
+
+def test_resuming_a_job_that_does_not_wait_says_so(client: FlaskClient) -> None:
+    job_id = submit_demo(client).headers["Location"].rsplit("/", 1)[1]
+    page = client.get(f"/ui/jobs/{job_id}").get_data(as_text=True)
+    answer = client.post(f"/ui/jobs/{job_id}/resume", data={"csrf_token": csrf(page), "input": "x"})
+    assert answer.status_code == 409 and "not waiting for input" in answer.get_data(as_text=True)

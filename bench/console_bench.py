@@ -57,7 +57,7 @@ def seed(app: object, jobs: int) -> None:
         pipe.execute()
 
 
-def timed(client: object, path: str, requests: int) -> tuple[float, float]:
+def timed(client: object, path: str, *, requests: int) -> tuple[float, float]:
     """Median and p95 in ms of `requests` GETs of `path` (after a few warm-up ones)."""
     for _ in range(5):
         client.get(path).close()  # type: ignore[attr-defined]
@@ -72,7 +72,7 @@ def timed(client: object, path: str, requests: int) -> tuple[float, float]:
     return statistics.median(samples), samples[int(len(samples) * 0.95) - 1]
 
 
-def timed_http(app: object, path: str, requests: int) -> tuple[float, float]:
+def timed_http(app: object, path: str, *, requests: int) -> tuple[float, float]:
     """Median and p95 in ms of GETs of `path` over HTTP, the app served by waitress as `collector serve` does."""
     server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)
     threading.Thread(target=server.run, daemon=True).start()
@@ -110,10 +110,10 @@ def main() -> int:
             print(f"GET /ui/jobs with {args.jobs} jobs in the index, {args.requests} requests each "
                   f"(target: p95 within {TARGET_MS:g} ms)")
             for name, path in paths.items():
-                median, p95 = timed(client, path, args.requests)
+                median, p95 = timed(client, path, requests=args.requests)
                 worst = max(worst, p95)
                 print(f"  {name:<26} median {median:6.1f} ms   p95 {p95:6.1f} ms")
-            median, p95 = timed_http(app, "/ui/jobs", args.requests)
+            median, p95 = timed_http(app, "/ui/jobs", requests=args.requests)
             worst = max(worst, p95)
             print(f"  {'first page, over HTTP':<26} median {median:6.1f} ms   p95 {p95:6.1f} ms")
     finally:

@@ -121,7 +121,7 @@ def resume(job_id: str) -> ResponseReturnValue:
 
 @blueprint.get("/submit")
 def submit_form() -> ResponseReturnValue:
-    return _submit_page(request.args.get("platform_id", ""), {}, {}, 200)
+    return _submit_page(request.args.get("platform_id", ""), given={}, errors={}, status=200)
 
 
 @blueprint.post("/submit")
@@ -130,22 +130,22 @@ def submit() -> ResponseReturnValue:
     platform_id = request.form.get("platform_id", "")
     platform = svc.registry.platforms.get(platform_id)
     if platform is None:
-        return _submit_page(platform_id, request.form, {"platform_id": "choose a platform"}, 422)
+        return _submit_page(platform_id, given=request.form, errors={"platform_id": "choose a platform"}, status=422)
     described = platform.describe()
     try:
         answer = svc.submit(spec_from_form(described, request.form), by=caller())
     except ValidationError as exc:
         errors = field_errors(exc.details, [s["name"] for s in described["settings"]])
-        return _submit_page(platform_id, request.form, errors, 422, message=exc.message)
+        return _submit_page(platform_id, given=request.form, errors=errors, status=422, message=exc.message)
     return _done(f"job {answer['job_id']} queued", "console.job", job_id=answer["job_id"])
 
 
-def _submit_page(platform_id: str, given: Any, errors: dict[str, str], status: int,
+def _submit_page(platform_id: str, *, given: Any, errors: dict[str, str], status: int,
                  message: str = "") -> ResponseReturnValue:
     svc = services()
     page = pages.submit_page(svc)
     chosen = next((p for p in page["platforms"] if p["id"] == platform_id), None)
-    fields = form_fields(chosen, svc.reach.describe_connections(), given) if chosen else []
+    fields = form_fields(chosen, svc.reach.describe_connections(), given=given) if chosen else []
     return render_template("console/submit.html", **page, chosen=chosen, fields=fields, errors=errors,
                            message=message, client_id=given.get("_id", "")), status
 

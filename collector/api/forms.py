@@ -13,7 +13,7 @@ JSON_TYPES = ("object", "list")
 SECRET_NAME = re.compile(r"pass|secret|token|key|code", re.IGNORECASE)
 
 
-def form_fields(platform: Mapping[str, Any], connections: list[dict[str, str]],
+def form_fields(platform: Mapping[str, Any], connections: list[dict[str, str]], *,
                 given: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """One field per setting of `platform` (as `GET /platforms/get` describes it): the input to draw, its value
     (what was posted, else the default; never a secret's), its choices and hints."""

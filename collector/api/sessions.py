@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Sequence
 
 from flask import Flask, request, session
+from flask.sessions import SecureCookieSessionInterface
 
 from collector.api.tokens import Token
 from collector.config import Config
@@ -45,6 +46,13 @@ CONSOLE_OPEN = frozenset({"console.login", "console.static"})  # signing in, and
 SESSION_PAGES = ("/ui", "/execution/stream")  # where the console's session cookie stands for a token
 
 
+class ConsoleSessions(SecureCookieSessionInterface):
+    """Flask's signed cookie sessions, the cookie marked Secure whenever the page came over HTTPS."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(request.is_secure or super().get_cookie_secure(app))
+
+
 def install_sessions(app: Flask, config: Config) -> None:
     """Sign the console's cookie with a key derived from the service's secret key; set its attributes."""
     if config.secret_key:
@@ -52,6 +60,7 @@ def install_sessions(app: Flask, config: Config) -> None:
     else:
         app.secret_key = secrets.token_hex(32)
         log.info("no COLLECTOR_SECRET_KEY: console sessions are signed with a key of this process and end with it")
+    app.session_interface = ConsoleSessions()
     app.config.update(SESSION_COOKIE_NAME=COOKIE, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
                       PERMANENT_SESSION_LIFETIME=LIFETIME, SESSION_REFRESH_EACH_REQUEST=False)
 

@@ -159,6 +159,26 @@ def test_what_a_page_offers_follows_the_token_scopes(secured_app: Flask) -> None
     assert ops.get("/ui/submit").status_code == 403, "submitting needs scope submit"
 
 
+def test_a_session_ends_when_its_token_is_removed_and_is_secure_over_https(
+        secured_app: Flask, fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry) -> None:
+    client = secured_app.test_client()
+    cookie = sign_in(client, "ops").headers["Set-Cookie"]
+    value = re.search(r"collector_console=([^;]+)", cookie).group(1)
+    kept = Config(secret_key=unit_config.secret_key, api_tokens=TOKENS, data_dir=unit_config.data_dir)
+    revoked = Config(secret_key=unit_config.secret_key, api_tokens=f"reader:read:{SECRETS['reader']}",
+                     data_dir=unit_config.data_dir)
+    for config, status in ((kept, 200), (revoked, 302)):
+        other = create_app(config, connection=fake_redis, registry=registry, dashboard=False).test_client()
+        other.set_cookie("collector_console", value)
+        assert other.get("/ui/jobs").status_code == status, "another API process with the same key and tokens"
+    https = secured_app.test_client()
+    page = https.get("/ui/login", base_url="https://localhost").get_data(as_text=True)
+    answer = https.post("/ui/login", base_url="https://localhost", data={"csrf_token": csrf(page),
+                                                                         "token": SECRETS["ops"]})
+    assert "Secure" in answer.headers["Set-Cookie"]
+    assert "Secure" not in cookie
+
+
 def test_signing_out_ends_the_session(secured_app: Flask) -> None:
     client = secured_app.test_client()
     sign_in(client, "reader")

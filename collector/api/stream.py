@@ -19,7 +19,8 @@ from flask import Response, current_app, request
 from collector.api.requests import job_id_param
 from collector.api.services import Services
 from collector.errors import BadRequestError, ServiceUnavailableError
-from collector.store.records import ENDED, JOB_ID, decode_fields
+from collector.store.index import read_jobs
+from collector.store.records import ENDED, JOB_ID
 
 POLL_S = 0.25          # how often a stream of one job looks at its record and events
 LIST_POLL_S = 1.0      # how often a stream of several jobs (the jobs page) looks at their records
@@ -73,14 +74,6 @@ def message(kind: str, data: Any) -> str:
     return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def _records(svc: Services, job_ids: list[str]) -> list[dict[str, Any]]:
-    """The watched fields of every job, in one round trip."""
-    with svc.connection.pipeline(transaction=False) as pipe:
-        for job_id in job_ids:
-            pipe.hmget(svc.store.keys.job(job_id), list(WATCHED))
-        return [decode_fields(WATCHED, values) for values in pipe.execute()]
-
-
 def events(svc: Services, job_ids: list[str], *, max_s: float, poll_s: float | None = None) -> Iterator[str]:
     """The events of `job_ids` until all have ended or `max_s` has passed: `status` and `progress` when they
     change (with `job_id`), each new `event` of the timeline (of a single job: a list of jobs needs only their
@@ -93,7 +86,7 @@ def events(svc: Services, job_ids: list[str], *, max_s: float, poll_s: float | N
     beat = time.monotonic() + HEARTBEAT_S
     while True:
         ended = 0
-        for job_id, record in zip(job_ids, _records(svc, job_ids), strict=True):
+        for job_id, record in zip(job_ids, read_jobs(svc.connection, svc.store.keys, job_ids, WATCHED), strict=True):
             if not record:
                 ended += 1
                 continue

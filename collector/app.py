@@ -10,10 +10,11 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from collector import egress
-from collector.api import docs, execution, metrics, platforms, processes, schedules, system
+from collector.api import console, docs, execution, metrics, platforms, processes, schedules, system
 from collector.api.auth import install_auth
 from collector.api.dashboard import mount_dashboard
 from collector.api.services import Services, services
+from collector.api.sessions import install_sessions
 from collector.api.tokens import configured_tokens
 from collector.config import Config
 from collector.errors import CollectorError
@@ -70,6 +71,7 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["collector"] = Services(config, connection, registry)
     install_auth(app, tokens)
+    install_sessions(app, config)
 
     app.register_blueprint(system.blueprint)
     app.register_blueprint(platforms.blueprint)
@@ -78,6 +80,7 @@ def create_app(
     app.register_blueprint(processes.blueprint)
     app.register_blueprint(docs.blueprint)
     app.register_blueprint(metrics.blueprint)
+    app.register_blueprint(console.blueprint)
     if dashboard and config.redis_url:
         mount_dashboard(app, config.redis_url, queue_name=config.queue_name,
                         connect_timeout_s=config.redis_connect_timeout_s,

@@ -63,6 +63,7 @@ class Config:
     log_format: str = defaults.LOG_FORMAT
     url: str = defaults.URL
     api_token: str | None = None
+    stream_max_s: float = defaults.STREAM_MAX_S
     http_threads: int = defaults.HTTP_THREADS
     http_connection_limit: int = defaults.HTTP_CONNECTION_LIMIT
     http_header_timeout_s: float = defaults.HTTP_HEADER_TIMEOUT_S
@@ -86,7 +87,7 @@ class Config:
                      "schedule_min_interval_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be 1 or more")
-        for name in ("redis_connect_timeout_s", "redis_socket_timeout_s", "rate_max_wait_s"):
+        for name in ("redis_connect_timeout_s", "redis_socket_timeout_s", "rate_max_wait_s", "stream_max_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be above 0 (seconds)")
         for name in ("max_schedules", "submits_per_minute"):

@@ -55,6 +55,7 @@ LOG_EVENTS_PER_JOB = 1000                # `ctx.log` lines kept on a job's event
 WAIT_TIMEOUT_S = 24 * 3600              # how long `ctx.wait_for` waits for outside input when not told
 WAIT_MAX_TIMEOUT_S = 30 * 24 * 3600      # the longest wait for input or children a job may ask for
 SPAWN_MAX_CHILDREN = 1000                # most sub-jobs one job may spawn
+STREAM_MAX_S = 60.0                      # longest one `GET /execution/stream` runs; the browser then reconnects
 HTTP_THREADS = 8                         # threads of `serve`/`up` that run requests (slow clients hold none)
 HTTP_CONNECTION_LIMIT = 1000             # open connections `serve`/`up` hold at once; more wait in the backlog
 HTTP_HEADER_TIMEOUT_S = 10.0             # a request's headers must arrive within this of its first byte

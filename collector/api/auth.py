@@ -9,13 +9,15 @@ Checks, in order, on every request:
 3. Authentication: `Authorization: Bearer <token>` everywhere. Browsers cannot send a bearer token when they open
    a page, so the browser pages (GETs under `/rq` and `/docs`, and `/openapi.json` the docs page loads) also take
    basic auth with the token as the password; so do rq-dashboard's buttons, which post from such a page.
-   Basic auth anywhere else is refused: a browser sends it by itself, to whichever site asks.
+   Basic auth anywhere else is refused: a browser sends it by itself, to whichever site asks. The console
+   (`/ui/`, and the event stream its pages open) also takes its session cookie (`sessions.py`); a console page
+   without one redirects to the console's login page.
 4. A POST/PUT/PATCH/DELETE must not come from another site (`Origin`, `Sec-Fetch-Site`: 403), and must carry
    `Content-Type: application/json` or an `X-Requested-With` header (400); a basic-auth one must show that it
    comes from this site (403). A page on another site can send neither header without the browser asking this
    service first (a CORS preflight, which it never allows), so it cannot act through a browser that is logged
    in, or that reaches an open API. Routes that change nothing (scope `read`, such as `POST /system/alive`)
-   are exempt.
+   are exempt. A console form instead carries the session's CSRF token (403 without it), whatever its scope.
 5. The route's scope: a token without it gets 403 naming the scope.
 """
 
@@ -28,9 +30,10 @@ import logging
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, g, jsonify, redirect, request, url_for
 from werkzeug.exceptions import MethodNotAllowed
 
+from collector.api.sessions import CONSOLE_OPEN, CONSOLE_SCOPES, SESSION_PAGES, csrf_valid, session_token
 from collector.api.tokens import ANONYMOUS, FORM, SCOPES, Token, identify
 from collector.errors import (
     BadRequestError,
@@ -71,9 +74,13 @@ ROUTE_SCOPES: dict[str, str] = {
     "docs.docs_page": "read",
     "docs.docs_asset": "read",
     "static": "read",
+    "execution.stream": "read",
+    "schedules.pause": "admin",
+    "schedules.resume": "admin",
+    **CONSOLE_SCOPES,
 }
 # Liveness and readiness probes carry no credentials; a callback link's own token (a job's resume token) is its proof.
-OPEN_ENDPOINTS = frozenset({"system.alive", "system.ready", "execution.callback"})
+OPEN_ENDPOINTS = frozenset({"system.alive", "system.ready", "execution.callback", *CONSOLE_OPEN})
 LINK_ENDPOINTS = frozenset({"execution.callback"})  # its `token` query field is no API token: not refused
 DASHBOARD = "/rq"  # rq-dashboard's routes, by path: reading needs `read`, its actions (requeue, delete, …) `admin`
 DASHBOARD_READ, DASHBOARD_ACT = "read", "admin"
@@ -167,6 +174,12 @@ def _authenticate(tokens: Sequence[Token]) -> tuple[Token | None, str] | Respons
     if not tokens:
         return None, "none"
     given, how = presented_credentials()
+    if given is None and any(_under(request.path, page) for page in SESSION_PAGES):
+        token = session_token(tokens)
+        if token is not None:
+            return token, "session"
+        if request.method in SAFE_METHODS and _under(request.path, "/ui"):
+            return redirect(url_for("console.login", next=request.full_path.rstrip("?")))
     if given is None:
         return _unauthorized("this endpoint needs a token")
     if how == "basic" and not (_browser_page() or _under(request.path, DASHBOARD)):
@@ -211,6 +224,11 @@ def _cross_site(how: str) -> Response | None:
             f"{request.method} {request.path} came from a page of another site (Sec-Fetch-Site: cross-site); "
             "requests that change something are taken only from this service's own pages and from clients"
         ))
+    if request.blueprint == "console":
+        return None if csrf_valid() else _answer(CrossSiteError(
+            f"{request.method} {request.path} carries no valid CSRF token: console forms are taken only from the "
+            "console's own pages (reload the page and send the form again)", details={"csrf_token": ["missing"]},
+        ))
     if request.mimetype != "application/json" and not request.headers.get("X-Requested-With"):
         return _answer(BadRequestError(
             f"{request.method} {request.path} needs a JSON body (Content-Type: application/json) or the header "
@@ -247,6 +265,7 @@ def install_auth(app: Flask, tokens: Sequence[Token]) -> None:
     """Check every request of `app`: caller, scope, cross-site guard (open when `tokens` is empty)."""
     tokens = tuple(tokens)
     app.extensions["collector.auth"] = {"tokens": len(tokens), "names": [t.name for t in tokens]}
+    app.extensions["collector.tokens"] = tokens  # the console's login page checks a token against them
 
     @app.before_request
     def authorize() -> Response | None:
@@ -258,13 +277,14 @@ def install_auth(app: Flask, tokens: Sequence[Token]) -> None:
         if isinstance(proved, Response):
             return proved
         token, how = proved
+        g.token = token
         if token is not None:
             g.caller = token.name
         scope = required_scope(request.endpoint, request.method, request.path)
         g.scope = scope  # what the route needs, for whatever runs after (a per-token submit limit)
         if _under(request.path, DASHBOARD):
             _refuse_dashboard_get_of_an_action()
-        if request.method not in SAFE_METHODS and scope != "read":
+        if request.method not in SAFE_METHODS and (scope != "read" or request.blueprint == "console"):
             refused = _cross_site(how)
             if refused is not None:
                 return refused

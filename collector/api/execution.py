@@ -1,7 +1,6 @@
-"""`/execution/run`, `get`, `cancel`, `resume`, `callback`, `retry`, `events` and `list`: submit a job, read what is
-known about it, cancel it, resume one that waits for input (by POST, or by a GET link), retry one that ended by
-hand, list recent jobs (newest first,
-paginated, from the job index)."""
+"""`/execution/run`, `get`, `cancel`, `resume`, `callback`, `retry`, `events`, `stream` and `list`: submit a job,
+read what is known about it, cancel it, resume one that waits for input (by POST, or by a GET link), retry one that
+ended by hand, follow it as server-sent events, list recent jobs (newest first, paginated, from the job index)."""
 
 from __future__ import annotations
 
@@ -22,6 +21,7 @@ from collector.api.requests import (
     read_json,
 )
 from collector.api.services import services
+from collector.api.stream import job_ids_param, open_stream
 
 blueprint = Blueprint("execution", __name__)
 
@@ -79,3 +79,8 @@ def events() -> ResponseReturnValue:
 @blueprint.get("/execution/list")
 def list_jobs() -> dict[str, Any]:
     return services().list_jobs(**list_query())
+
+
+@blueprint.get("/execution/stream")
+def stream() -> Response:
+    return open_stream(services(), job_ids_param())

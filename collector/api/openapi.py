@@ -320,6 +320,9 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
             "200": response("the OpenAPI document", {"type": "object"})}}},
         "/docs": {"get": {"summary": "Browsable API docs (served by the app, works offline)", "responses": {
             "200": response("an HTML page", {"type": "string"}, "text/html")}}},
+        "/ui/": {"get": {"summary": "The console: pages to submit, follow, resume and sign off work (its pages under "
+                                    "/ui/ are for browsers; with tokens set, its login page opens a session)",
+                         "responses": {"302": {"description": "to the console's jobs page"}}}},
     }
     if dashboard:
         paths["/rq/"] = {"get": {"summary": "rq-dashboard: queues, workers, jobs", "responses": {

@@ -251,6 +251,19 @@ def operations(run_request: dict[str, Any], *, min_interval_s: int) -> dict[str,
                                "count": {"type": "integer"}, "truncated": {"type": "boolean"}}}),
                 **problems("503")},
         }},
+        "/execution/stream": {"get": {
+            "summary": "Server-sent events of jobs: status, progress and (for one job) its events as they happen",
+            "description": "`event: status`, `progress` and `event` messages, each JSON with its `job_id`, then "
+                           "`event: end` with a `reason`: `ended` once every job has ended, `time limit` after "
+                           "COLLECTOR_STREAM_MAX_S (reconnect to go on). At most half of COLLECTOR_HTTP_THREADS "
+                           "streams run at once per API process (503 past that).",
+            "parameters": [{"name": "job_id", "in": "query", "required": True, "style": "form", "explode": True,
+                            "description": "a job id; repeat it (up to 100) to watch several jobs",
+                            "schema": {"type": "array", "minItems": 1, "maxItems": 100,
+                                       "items": {"type": "string", "pattern": JOB_ID.pattern}}}],
+            "responses": {"200": response("the event stream", {"type": "string"}, "text/event-stream"),
+                          **problems("400", "404", "410", "503")},
+        }},
         "/schedules": {
             "post": {
                 "summary": "Run a job spec on a cron expression or every interval_s seconds",
@@ -280,4 +293,15 @@ def operations(run_request: dict[str, Any], *, min_interval_s: int) -> dict[str,
                        "responses": {"200": response("deleted", some_object("deleted")),
                                      **problems("400", "404", "503")}},
         },
+        "/schedules/{schedule_id}/pause": {"post": {
+            "summary": "Stop firing a schedule until it is resumed (a paused schedule has no next_run_at)",
+            "parameters": [schedule_id],
+            "responses": {"200": response("the paused schedule", some_object("id", "paused")),
+                          **problems("400", "404", "503")}}},
+        "/schedules/{schedule_id}/resume": {"post": {
+            "summary": "Fire a paused schedule again; its next run is computed from now (the next cron time, or one "
+                       "interval from now), ticks missed while paused are not run",
+            "parameters": [schedule_id],
+            "responses": {"200": response("the schedule", some_object("id", "paused")),
+                          **problems("400", "404", "503")}}},
     }

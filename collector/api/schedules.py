@@ -1,4 +1,4 @@
-"""`/schedules`: job specs run on a cron expression or an interval."""
+"""`/schedules`: job specs run on a cron expression or an interval; paused and resumed by hand."""
 
 from __future__ import annotations
 
@@ -32,3 +32,13 @@ def get(schedule_id: str) -> dict[str, Any]:
 def delete(schedule_id: str) -> dict[str, Any]:
     services().schedules.delete(checked_schedule_id(schedule_id))
     return {"deleted": schedule_id}
+
+
+@blueprint.post("/schedules/<schedule_id>/pause")
+def pause(schedule_id: str) -> dict[str, Any]:
+    return services().schedules.pause(checked_schedule_id(schedule_id))
+
+
+@blueprint.post("/schedules/<schedule_id>/resume")
+def resume(schedule_id: str) -> dict[str, Any]:
+    return services().schedules.resume(checked_schedule_id(schedule_id))

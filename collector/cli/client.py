@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,7 +22,8 @@ from collector.config import Config
 from collector.errors import CollectorError, ServiceError
 
 ENDED = frozenset({"finished", "failed", "stopped", "canceled"})
-POLL_S = 0.5  # how often `submit --wait` asks for the job's progress
+POLL_S = 0.5  # how often `submit --wait` asks for the job's progress when the service has no event stream
+STREAM_READ_S = 40.0  # how long a read of the event stream waits (it sends a keep-alive line every 15 s)
 
 
 class Client:
@@ -92,6 +94,22 @@ class Client:
     def platforms(self) -> dict[str, Any]:
         return self.request("GET", "/platforms/get")
 
+    def changes(self, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """`("status", data)` or `("progress", data)` each time the job's changes, as `GET /execution/stream`
+        tells; ends with the stream (the job ended, or its time limit came). `OSError` when there is no stream."""
+        headers = {"Accept": "text/event-stream", **({"Authorization": f"Bearer {self.token}"} if self.token else {})}
+        query = urllib.parse.urlencode({"job_id": job_id})
+        req = urllib.request.Request(f"{self.url}/execution/stream?{query}", headers=headers)
+        # Quiet streams send a keep-alive line every 15 s: a read waits longer than that before it gives up.
+        with urllib.request.urlopen(req, timeout=max(self.timeout_s, STREAM_READ_S)) as resp:
+            kind = ""
+            for raw in resp:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if line.startswith("event: "):
+                    kind = line.removeprefix("event: ")
+                elif line.startswith("data: ") and kind in ("status", "progress"):
+                    yield kind, json.loads(line.removeprefix("data: "))
+
 
 def _json(raw: bytes) -> Any:
     try:
@@ -141,12 +159,15 @@ def read_spec(path: str) -> Any:
 
 
 def wait(client: Client, job_id: str, *, out: TextIO, quiet: bool = False, poll_s: float = POLL_S) -> dict[str, Any]:
-    """Poll the job until it ends, drawing the progress bar on `out` (unless `quiet`); the final view."""
+    """Follow the job until it ends, drawing the progress bar on `out` (unless `quiet`); the final view. Progress
+    comes from the job's event stream, and the job is read again when its status changes; without a stream (an
+    older service), it is read every `poll_s`."""
     bar = None if quiet else display.ProgressBar(out)
     told: set[str] = set()
+    follow = _Follower(client, job_id) if isinstance(client, Client) else None
+    view = client.get(job_id)
     try:
         while True:
-            view = client.get(job_id)
             ended = view.get("status") in ENDED
             waiting = view.get("waiting") or {}
             if waiting.get("kind") == "input" and waiting.get("resume_token") not in told and not quiet:
@@ -158,10 +179,47 @@ def wait(client: Client, job_id: str, *, out: TextIO, quiet: bool = False, poll_
                 bar.update(view, last=ended)
             if ended:
                 return view
-            time.sleep(poll_s)
+            change = follow.next_change() if follow is not None else None
+            if change is None:
+                time.sleep(poll_s)
+            if change is not None and change[0] == "progress":
+                view = {**view, "progress": change[1].get("progress")}
+            else:
+                view = client.get(job_id)
     finally:
         if bar:
             bar.close()
+        if follow is not None:
+            follow.close()
+
+
+class _Follower:
+    """The job's event stream, opened again when it ends at its time limit; gives up for polling on an error."""
+
+    def __init__(self, client: Client, job_id: str) -> None:
+        self.client, self.job_id = client, job_id
+        self.stream: Iterator[tuple[str, dict[str, Any]]] | None = None
+        self.broken = False
+
+    def next_change(self) -> tuple[str, dict[str, Any]] | None:
+        """Wait for the job's next change (`status` or `progress`, with the stream's data); None when there is no
+        stream to wait on (then the caller polls)."""
+        for _ in range(2):  # a stream that ended at its time limit is opened once more
+            if self.broken:
+                return None
+            try:
+                if self.stream is None:
+                    self.stream = self.client.changes(self.job_id)
+                return next(self.stream)
+            except StopIteration:
+                self.stream = None
+            except (OSError, ValueError):  # no stream (older service, 503 busy), or it broke: poll instead
+                self.broken, self.stream = True, None
+        return None
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()  # type: ignore[attr-defined]
 
 
 def cmd_submit(args: argparse.Namespace, config: Config) -> int:

@@ -338,6 +338,7 @@ def banner(base: str, *, workers: str, redis: str | None, access: str, registry:
     """What `up` prints once it serves: where everything is, and the platform files that failed to load."""
     lines = [
         f"\ncollector {__version__} is up",
+        f"  console    {base}/ui/",
         f"  API        {base}/system/alive",
         f"  platforms  {base}/platforms/get",
         f"  dashboard  {base}/rq",

@@ -1,4 +1,4 @@
-"""`collector schedules`: list, show, create and delete the service's schedules over HTTP."""
+"""`collector schedules`: list, show, create, delete, pause and resume the service's schedules over HTTP."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from collector.errors import CollectorError, ServiceError
 
 
 def add_schedule_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    """`collector schedules [list | show ID | create FILE | delete ID]`, each with `--url` and `--json`."""
+    """`collector schedules [list | show ID | create FILE | delete ID | pause ID | resume ID]`, each with `--url` and
+    `--json`."""
     schedules = sub.add_parser("schedules", parents=[common], help="the schedules: list (default), show, create, "
-                                                                   "delete")
+                                                                   "delete, pause, resume")
     schedules.set_defaults(handler=list_schedules)
     actions = schedules.add_subparsers(metavar="ACTION")
     listing = actions.add_parser("list", parents=[common], help="every schedule with its next run")
@@ -30,6 +31,15 @@ def add_schedule_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     delete = actions.add_parser("delete", parents=[common], help="stop one (jobs already queued still run)")
     delete.add_argument("schedule_id", metavar="ID")
     delete.set_defaults(handler=delete_schedule)
+    for verb, what in (("pause", "stop firing one until it is resumed"),
+                       ("resume", "fire a paused one again, its next run computed from now")):
+        action = actions.add_parser(verb, parents=[common], help=what)
+        action.add_argument("schedule_id", metavar="ID")
+        action.set_defaults(handler=change_schedule, verb=verb)
+
+
+def _next_run(schedule: dict[str, Any]) -> str:
+    return "paused" if schedule.get("paused") else str(schedule.get("next_run_at"))
 
 
 def _every(schedule: dict[str, Any]) -> str:
@@ -38,7 +48,7 @@ def _every(schedule: dict[str, Any]) -> str:
 
 def list_schedules(args: argparse.Namespace, config: Config) -> int:
     answer = client_for(args, config).request("GET", "/schedules")
-    rows = [(s["id"], s.get("name"), _every(s), s.get("next_run_at"), s.get("runs"), s.get("last_job_id") or "")
+    rows = [(s["id"], s.get("name"), _every(s), _next_run(s), s.get("runs"), s.get("last_job_id") or "")
             for s in answer.get("schedules", [])]
     human = display.table(rows, ["ID", "NAME", "WHEN", "NEXT RUN", "RUNS", "LAST JOB"]) if rows else "no schedules"
     emit(args, answer, human)
@@ -69,9 +79,17 @@ def delete_schedule(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def change_schedule(args: argparse.Namespace, config: Config) -> int:
+    """`pause ID` or `resume ID`."""
+    schedule = client_for(args, config).request("POST", f"/schedules/{args.schedule_id}/{args.verb}")
+    state = "paused" if schedule.get("paused") else f"next run {schedule.get('next_run_at')}"
+    emit(args, schedule, f"schedule {args.schedule_id} {args.verb}d: {state}")
+    return 0
+
+
 def _describe(schedule: dict[str, Any]) -> str:
     lines = [f"{'name':<10} {schedule.get('name')}", f"{'when':<10} {_every(schedule)}",
-             f"{'next run':<10} {schedule.get('next_run_at')}", f"{'runs':<10} {schedule.get('runs')}",
+             f"{'next run':<10} {_next_run(schedule)}", f"{'runs':<10} {schedule.get('runs')}",
              f"{'last job':<10} {schedule.get('last_job_id') or '-'}",
              f"{'spec':<10} {json.dumps(schedule.get('spec'), sort_keys=True)}"]
     return "\n".join(lines)

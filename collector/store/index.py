@@ -148,6 +148,14 @@ def list_jobs(
     return {"jobs": jobs, "next_cursor": last.encode() if more and last else None}
 
 
+def read_jobs(connection: Redis, keys: Keys, job_ids: list[str], names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Fields `names` of each job of `job_ids` (`{}` for one without a record), in one round trip."""
+    with connection.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hmget(keys.job(job_id), list(names))
+        return [decode_fields(names, values) for values in pipe.execute()]
+
+
 def _has_below(connection: Redis, index: str, last: Cursor) -> bool:
     """Whether any entry comes after `last` in newest-first order."""
     if connection.zcount(index, "-inf", f"({last.score!r}"):

@@ -185,6 +185,32 @@ class Schedules:
         if not deleted:
             raise NotFoundError(f"no schedule {schedule_id!r}; GET /schedules lists them")
 
+    def pause(self, schedule_id: str) -> dict[str, Any]:
+        """Stop firing a schedule until it is resumed: its due time becomes +inf, which no tick reaches (a tick being
+        fired meanwhile only ever raises a due time, so it cannot bring it back)."""
+        self.get(schedule_id)  # NotFoundError when unknown
+        with self.connection.pipeline(transaction=True) as pipe:
+            pipe.zadd(self.keys.schedules_due(), {schedule_id: math.inf}, xx=True)
+            pipe.hsetnx(self.keys.schedule(schedule_id), "paused_at", iso())
+            pipe.execute()
+        return self.get(schedule_id)
+
+    def resume(self, schedule_id: str, *, now: float | None = None) -> dict[str, Any]:
+        """Fire a paused schedule again, its next run computed from now: the next cron time, or one interval from
+        now (ticks missed while paused are not run). A schedule that is not paused is left as it is."""
+        record = self.get(schedule_id)
+        if not record["paused"]:
+            return record
+        now = time.time() if now is None else now
+        due = next_tick(cron=record["cron"], interval_s=record["interval_s"], anchor=now, after=now)
+        with self.connection.pipeline(transaction=True) as pipe:
+            pipe.zadd(self.keys.schedules_due(), {schedule_id: due}, xx=True)
+            pipe.hdel(self.keys.schedule(schedule_id), "paused_at")
+            if record["interval_s"]:
+                pipe.hset(self.keys.schedule(schedule_id), "anchor", str(now))
+            pipe.execute()
+        return self.get(schedule_id)
+
     def fire_due(self, *, now: float | None = None) -> list[str]:
         """Submit one job for every due schedule; returns the job ids this call submitted.
 
@@ -247,7 +273,9 @@ class Schedules:
             "cron": record["cron"] or None,
             "interval_s": int(record["interval_s"]) if record["interval_s"] else None,
             "created_at": record["created_at"],
-            "next_run_at": iso(due) if due is not None else None,
+            "next_run_at": iso(due) if due is not None and math.isfinite(due) else None,
+            "paused": bool(record.get("paused_at")),
+            "paused_at": record.get("paused_at"),
             "runs": int(record.get("runs", 0)),
             "last_job_id": record.get("last_job_id"),
             "last_run_at": record.get("last_run_at"),

@@ -30,3 +30,18 @@ def test_schedules_are_listed_shown_and_deleted_from_the_command_line(served: An
     assert missing.returncode == 2 and f"no schedule {schedule_id!r}" in missing.stderr
     refused = cli(served.url, "schedules", "create", "-", stdin=json.dumps({"cron": "nope", "spec": {}}))
     assert refused.returncode == 2 and "cron" in refused.stderr
+
+
+def test_a_schedule_is_paused_and_resumed_from_the_command_line(served: Any) -> None:
+    body = {"name": "daily demo", "interval_s": 86400, "spec": {"platform_id": "demo", "settings": {}}}
+    schedule_id = json.loads(cli(served.url, "schedules", "create", "-", "--json", stdin=json.dumps(body)).stdout)["id"]
+    paused = cli(served.url, "schedules", "pause", schedule_id)
+    assert paused.returncode == 0 and f"schedule {schedule_id} paused: paused" in paused.stdout
+    row = cli(served.url, "schedules").stdout.splitlines()[1]
+    assert row.startswith(schedule_id) and "paused" in row
+    assert json.loads(cli(served.url, "schedules", "show", schedule_id, "--json").stdout)["next_run_at"] is None
+    resumed = cli(served.url, "schedules", "resume", schedule_id, "--json")
+    assert resumed.returncode == 0 and json.loads(resumed.stdout)["paused"] is False
+    assert json.loads(resumed.stdout)["next_run_at"], "resumed: it has a next run again"
+    missing = cli(served.url, "schedules", "pause", "nosuchschedule")
+    assert missing.returncode == 2 and "no schedule 'nosuchschedule'" in missing.stderr

@@ -15,8 +15,8 @@ from collector.config import Config
 from collector.specs.registry import Registry
 from tests.unit.conftest import SECRET_KEY as KEY
 
-# Routes that are not the API's own: static files of the docs page and of the dashboard.
-UNDOCUMENTED = re.compile(r"^/(docs/assets/|rq/)")
+# Routes that are not the API's own: static files of the docs page and of the dashboard, the console's pages.
+UNDOCUMENTED = re.compile(r"^/(docs/assets/|rq/|ui/.)")
 
 
 def document(client: FlaskClient) -> dict[str, Any]:

@@ -99,3 +99,31 @@ def test_schedule_api_answers(client) -> None:
     assert client.delete(f"/schedules/{schedule_id}", headers=XHR).get_json() == {"deleted": schedule_id}
     assert client.delete(f"/schedules/{schedule_id}", headers=XHR).status_code == 404
     assert client.get("/schedules/a:b*").status_code == 400
+
+
+def test_a_paused_schedule_does_not_fire_and_resumes_from_now(schedules: Schedules) -> None:
+    made = schedules.create({"spec": demo(), "interval_s": 3600}, now=T0)
+    assert made["paused"] is False and made["next_run_at"] is not None
+    paused = schedules.pause(made["id"])
+    assert paused["paused"] is True and paused["next_run_at"] is None and paused["paused_at"]
+    assert schedules.pause(made["id"])["paused_at"] == paused["paused_at"], "pausing twice changes nothing"
+    assert schedules.fire_due(now=T0 + 10 * 3600) == [], "a paused schedule does not fire"
+    resumed = schedules.resume(made["id"], now=T0 + 10 * 3600 + 100)
+    assert resumed["paused"] is False and resumed["paused_at"] is None
+    assert schedules.fire_due(now=T0 + 11 * 3600 + 99) == [], "ticks missed while paused do not run"
+    assert len(schedules.fire_due(now=T0 + 11 * 3600 + 100)) == 1, "the next run is one interval from the resume"
+    assert schedules.resume(made["id"], now=T0 + 12 * 3600) == schedules.get(made["id"]), "not paused: unchanged"
+    with pytest.raises(NotFoundError):
+        schedules.pause("nosuch")
+
+
+def test_schedules_pause_and_resume_through_the_api(client) -> None:
+    body = {"spec": demo(), "interval_s": 3600}
+    schedule = client.post("/schedules", json=body).get_json()
+    paused = client.post(f"/schedules/{schedule['id']}/pause", headers=XHR)
+    assert paused.status_code == 200 and paused.get_json()["paused"] is True
+    page = client.get("/ui/schedules").get_data(as_text=True)
+    assert "paused" in page and f"/ui/schedules/{schedule['id']}/resume" in page
+    resumed = client.post(f"/schedules/{schedule['id']}/resume", headers=XHR).get_json()
+    assert resumed["paused"] is False and resumed["next_run_at"] >= schedule["next_run_at"]
+    assert client.post("/schedules/nosuch/pause", headers=XHR).status_code == 404

@@ -52,6 +52,7 @@ class Config:
     max_schedules: int = defaults.MAX_SCHEDULES
     schedule_min_interval_s: int = defaults.SCHEDULE_MIN_INTERVAL_S
     submits_per_minute: int = defaults.SUBMITS_PER_MINUTE
+    state_ttl_s: int = defaults.STATE_TTL_S
     platforms_package: str = "platforms"
     log_level: str = "INFO"
     log_format: str = defaults.LOG_FORMAT
@@ -76,7 +77,7 @@ class Config:
                 "no job could run that long; lower the first or raise the second"
             )
         for name in ("dataset_max_rows", "dataset_max_bytes", "full_page_max_rows", "max_timeout_s",
-                     "schedule_min_interval_s"):
+                     "schedule_min_interval_s", "state_ttl_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be 1 or more")
         for name in ("redis_connect_timeout_s", "redis_socket_timeout_s"):

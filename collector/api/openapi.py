@@ -13,11 +13,13 @@ from collector import __version__, defaults
 from collector.api.limits import INT_MAX, INT_MIN
 from collector.api.openapi_operations import ERROR, notify_schema, problems, response
 from collector.api.openapi_operations import operations as more_operations
+from collector.api.state import operations as state_operations
 from collector.config import Config
 from collector.specs.notify import EVENTS
 from collector.specs.registry import Registry
 from collector.specs.schema import DateSetting, SecretString, StorageSetting, StrictNumber, storage_backends
 from collector.store.records import JOB_ID
+from collector.store.state import STATE_KEY
 
 OPENAPI_VERSION = "3.1.0"
 # Open to anyone, so no 401: the probes carry no token; a callback link's own token is its proof.
@@ -141,6 +143,9 @@ def run_request_schema(platform_id: str, settings: type[Schema]) -> type[Schema]
             "settings": fields.Nested(settings, load_default=dict),
             "notify": fields.Raw(metadata=notify_schema(
                 EVENTS, "webhooks to tell when the job finishes, fails or waits for a person")),
+            "state_key": fields.Raw(metadata={
+                "type": ["string", "null"], "pattern": STATE_KEY.pattern,
+                "description": "runs with the same state_key hand their saved state on (incremental collection)"}),
         },
         name=f"RunRequest_{platform_id}",
     )
@@ -298,6 +303,7 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
         **more_operations({"oneOf": [{"$ref": ref} for ref in requests.values()],
                            "discriminator": {"propertyName": "platform_id", "mapping": requests}},
                           min_interval_s=config.schedule_min_interval_s),
+        **state_operations(),
         "/openapi.json": {"get": {"summary": "This document", "responses": {
             "200": response("the OpenAPI document", {"type": "object"})}}},
         "/docs": {"get": {"summary": "Browsable API docs (served by the app, works offline)", "responses": {

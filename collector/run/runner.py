@@ -33,6 +33,7 @@ from collector.specs.secrets import merge_secrets, secret_values
 from collector.store import events, metrics
 from collector.store.records import ENDED, JobStore, connect, decode_fields
 from collector.store.rq import RQ, current_job_id, timed_out
+from collector.store.state import States
 from collector.types import iso
 from collector.workflows.cancel import cancel_children
 from collector.workflows.children import JobLinks, resume_parent
@@ -113,7 +114,7 @@ def run_job() -> Any:
 
 START_FIELDS = ("platform_id", "settings", "secrets", "status", "checkpoint", "retry", "max_attempts",
                 "cancel_requested_at", "canceled_by", "timeout_s", "inputs", "parent_id", "children", "resumes",
-                "notify", "client_id", "schedule_id")
+                "notify", "client_id", "schedule_id", "state_key")
 
 
 def execute(job_id: str, runtime: Runtime) -> Any:
@@ -185,6 +186,11 @@ def _context(runtime: Runtime, job_id: str, got: dict[str, Any], attempt: int, t
     """The run context of this attempt, cancelled already when a cancel was asked for before it started."""
     platform_id = got["platform_id"]
     logs.job_event(log, "started", job_id=job_id, platform_id=platform_id, attempt=attempt)
+    state_key = got.get("state_key") or got.get("schedule_id")  # a schedule's runs hand state on by its id
+    saved = None
+    if state_key:
+        saved = until_written(lambda: States(runtime.connection, runtime.store.keys).read(platform_id, state_key),
+                              wait_s=runtime.config.redis_wait_s, what=f"job {job_id}: saved state")
     ctx = RunContext(
         job_id=job_id,
         platform_id=platform_id,
@@ -199,6 +205,8 @@ def _context(runtime: Runtime, job_id: str, got: dict[str, Any], attempt: int, t
         dataset_max_rows=runtime.config.dataset_max_rows,
         dataset_max_bytes=runtime.config.dataset_max_bytes,
         lease=runtime.store.lease(job_id, token),
+        state_key=state_key,
+        saved_state=(saved or {}).get("state"),
     )
     if got.get("cancel_requested_at"):
         ctx.cancel()
@@ -380,6 +388,10 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
             fields={**ctx.final_fields(), **fields}, datasets=ctx.datasets,
             duration_s=duration_s, delay_s=outcome.delay_s,
             known={name: got.get(name) for name in NAMED})
+        if status == "finished" and ctx.state_key and ctx.state_to_save:  # a bookmark moves only when a run finished
+            States(runtime.connection, runtime.store.keys).save(
+                pipe, ctx.platform_id, ctx.state_key, payload=ctx.state_to_save, job_id=ctx.job_id,
+                ttl_s=runtime.config.state_ttl_s)
         if ctx.lease is not None:
             ctx.lease.end(pipe)
 

@@ -106,6 +106,8 @@ def new_record(spec: JobSpec, sealer: Sealer | None, *, no_key: str) -> dict[str
         fields["client_id"] = spec.client_id
     if spec.notify:
         fields["notify"] = spec.notify
+    if spec.state_key is not None:
+        fields["state_key"] = spec.state_key
     if secrets:
         if sealer is None:
             raise ConfigError(no_key)

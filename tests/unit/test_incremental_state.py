@@ -34,14 +34,16 @@ SAVER = '''
     class Saver(Platform):
         """Saves `value` as the state's `seen`, after noting what the last run saved."""
 
-        def __init__(self, value: int = 0, fail: bool = False) -> None:
-            self.value, self.fail = value, fail
+        def __init__(self, value: int = 0, fail: bool = False, lose_lease: bool = False) -> None:
+            self.value, self.fail, self.lose_lease = value, fail, lose_lease
 
         def _run(self, ctx):
             before = ctx.saved_state.get("seen")
             ctx.save_state({"seen": self.value})
             if self.fail:
                 raise FatalError("failing after save_state")
+            if self.lose_lease:  # another attempt takes the job over, as a recovery would
+                ctx._store.update(ctx.job_id, {"lease": "another-attempt"})
             return {"before": before}
 '''
 
@@ -81,6 +83,15 @@ def test_a_failed_run_does_not_advance_the_state(
         run(fake_redis, unit_config, saver_registry, {**spec, "settings": {"value": 9, "fail": True}})
     assert saved(fake_redis, unit_config, "saver", "k1")["state"] == {"seen": 1}  # type: ignore[index]
     assert run(fake_redis, unit_config, saver_registry, {**spec, "settings": {"value": 3}}) == {"before": 1}
+
+
+def test_a_run_that_lost_its_lease_saves_nothing(
+        fake_redis: fakeredis.FakeRedis, unit_config: Config, saver_registry: Registry) -> None:
+    spec = {"platform_id": "saver", "state_key": "k4", "settings": {"value": 1}}
+    run(fake_redis, unit_config, saver_registry, spec)
+    with pytest.raises(JobFailedError, match="lost its lease"):
+        run(fake_redis, unit_config, saver_registry, {**spec, "settings": {"value": 2, "lose_lease": True}})
+    assert saved(fake_redis, unit_config, "saver", "k4")["state"] == {"seen": 1}  # type: ignore[index]
 
 
 def test_a_job_without_a_state_key_keeps_nothing(

@@ -68,6 +68,9 @@ class Runtime:
     # Told the original, unmasked exception of a failed job. Only the local runner sets it (`collector run
     # --pdb` debugs that exception); workers leave it unset, so what leaves them stays masked.
     on_failure: Callable[[BaseException], None] | None = None
+    # Whether a finished run saves its incremental state: a local run (`collector run`) reads a state key's saved
+    # state but must not move the bookmark of the runs the pool makes.
+    saves_state: bool = True
 
     def __post_init__(self) -> None:
         # The connections and data root the platforms resolve against: the pool loaded them at start-up.
@@ -388,7 +391,8 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
             fields={**ctx.final_fields(), **fields}, datasets=ctx.datasets,
             duration_s=duration_s, delay_s=outcome.delay_s,
             known={name: got.get(name) for name in NAMED})
-        if status == "finished" and ctx.state_key and ctx.state_to_save:  # a bookmark moves only when a run finished
+        # A bookmark moves only when a run finished (and not in a local try-out).
+        if status == "finished" and ctx.state_key and ctx.state_to_save and runtime.saves_state:
             States(runtime.connection, runtime.store.keys).save(
                 pipe, ctx.platform_id, ctx.state_key, payload=ctx.state_to_save, job_id=ctx.job_id,
                 ttl_s=runtime.config.state_ttl_s)

@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 
 from collector.app import create_app
 from collector.config import Config
+from collector.devkit.local import local_runtime, run_local
 from collector.errors import FatalError, JobFailedError, ValidationError
 from collector.incremental import Incremental
 from collector.run.runner import Runtime, execute
@@ -92,6 +93,16 @@ def test_a_run_that_lost_its_lease_saves_nothing(
     with pytest.raises(JobFailedError, match="lost its lease"):
         run(fake_redis, unit_config, saver_registry, {**spec, "settings": {"value": 2, "lose_lease": True}})
     assert saved(fake_redis, unit_config, "saver", "k4")["state"] == {"seen": 1}  # type: ignore[index]
+
+
+def test_a_local_run_reads_the_saved_state_and_saves_none(
+        fake_redis: fakeredis.FakeRedis, unit_config: Config, saver_registry: Registry) -> None:
+    spec = {"platform_id": "saver", "state_key": "k5", "settings": {"value": 1}}
+    run(fake_redis, unit_config, saver_registry, spec)
+    local = run_local({**spec, "settings": {"value": 8}},
+                      local_runtime(unit_config, connection=fake_redis, registry=saver_registry))
+    assert local.status == "finished" and local.result == {"before": 1}
+    assert saved(fake_redis, unit_config, "saver", "k5")["state"] == {"seen": 1}  # type: ignore[index]
 
 
 def test_a_job_without_a_state_key_keeps_nothing(

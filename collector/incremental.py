@@ -73,6 +73,8 @@ def coerce(bookmark: Any, like: Any) -> Any:
 
 def newer(value: Any, than: Any) -> bool:
     """Whether cursor `value` comes after `than`; `FatalError` when the two cannot be compared."""
+    if type(value) is type(than) and not isinstance(value, bool):
+        return bool(value > than)  # the common case, once per row: no conversion to look for
     try:
         return bool(value > coerce(than, value))
     except TypeError:
@@ -98,6 +100,8 @@ class Incremental:
         if value is None:
             return self.since is None
         self.note(value)
+        if isinstance(self.since, str) and not isinstance(value, str):
+            self.since = coerce(self.since, value)  # `cursor_start` as the values' kind, converted once
         return self.since is None or newer(value, self.since)
 
     def note(self, value: Any) -> None:
@@ -106,8 +110,11 @@ class Incremental:
             self.newest = value
 
     def bookmark(self) -> Any:
-        """What the next run starts from: the newest cursor seen, else the one this run started from."""
-        return self.newest if self.newest is not None else self.since
+        """What the next run starts from: the newest cursor seen when it is newer than the one this run started
+        from (rows older than the bookmark are noted too), else that one."""
+        if self.newest is None or (self.since is not None and not newer(self.newest, self.since)):
+            return self.since
+        return self.newest
 
     def state(self) -> dict[str, Any]:
         """The state to save: the cursor field and the bookmark with its kind."""

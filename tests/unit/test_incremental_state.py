@@ -158,7 +158,9 @@ def test_incremental_keeps_newer_rows_and_notes_the_newest() -> None:
     assert [v for v in (4, 5, 6, None, 7) if second.is_new(v)] == [6, 7]
     assert second.summary() == {"cursor_field": "n", "since": 5, "next": 7}
     quiet = Incremental("n", start=None, saved=second.state())
-    assert not quiet.is_new(7) and quiet.state()["cursor"] == 7
+    assert not quiet.is_new(2) and not quiet.is_new(7) and quiet.state()["cursor"] == 7, "never moves back"
+    below_start = Incremental("n", start="100", saved={})
+    assert not below_start.is_new(50) and below_start.state()["cursor"] == 100
 
 
 def test_incremental_compares_datetimes_and_takes_cursor_start_in_their_kind() -> None:

@@ -131,6 +131,7 @@ class JobView(Schema):
     waiting = fields.Dict(allow_none=True, metadata={
         "description": "while status is waiting: what for (input, with prompt and resume_token, or children)"})
     parent_id = fields.String(metadata={"description": "the job that spawned this one"})
+    state_key = fields.String(metadata={"description": "the spec's state_key: its runs hand incremental state on"})
     children = fields.List(fields.Dict(), metadata={"description": "sub-jobs: job_id, status, platform_id"})
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from collector.app import create_app
 from collector.config import Config
@@ -154,3 +155,38 @@ def test_http_json_second_run_reads_only_newer_records(api: ServedApp, feed: tup
                         ids=lambda view: [r["id"] for r in view["datasets"]["processed"]])
     sent: list[Seen] = server.seen("/orders")
     assert "since" not in sent[0].query and sent[1].query["since"] == "2024-05-02T10:00:00Z"
+
+
+def test_schedule_ticks_collect_each_row_once(live: Config, start_pool: Callable[..., PoolProcess],
+                                              redis_client: redis.Redis) -> None:
+    """A schedule's runs share its id as their state key: over many ticks, every row is collected exactly once."""
+    path = Path(live.data_dir) / "feed.csv"
+    path.write_text("id,updated_at\n1,2024-05-01T10:00:00\n2,2024-05-02T10:00:00\n")
+    start_pool(1, live)  # one worker: the ticks' runs never overlap
+    api = ServedApp(create_app(dataclasses.replace(live, schedule_min_interval_s=1)))
+    try:
+        status, created = api.request("POST", "/schedules", {"interval_s": 1, "spec": {
+            "platform_id": "csv_source", "settings": {"path": "feed.csv", "cursor_field": "updated_at"}}})
+        assert status == 201, created
+        schedule_id = created["id"]
+        wait_for(lambda: api.request("GET", f"/state?key={schedule_id}")[1]["states"], timeout_s=20,
+                 what="the first tick's run to save its state")
+        path.write_text(path.read_text() + "3,2024-05-03T10:00:00\n4,2024-04-01T00:00:00\n")
+        runs = api.request("GET", f"/schedules/{schedule_id}")[1]["runs"]
+        wait_for(lambda: api.request("GET", f"/schedules/{schedule_id}")[1]["runs"] >= runs + 2, timeout_s=20,
+                 what="two more ticks")
+        assert api.request("DELETE", f"/schedules/{schedule_id}", {})[0] == 200
+        job_ids = [k.decode().split(":")[2] for k in redis_client.scan_iter(f"collector:job:{schedule_id}-*")
+                   if k.count(b":") == 2]
+
+        def views() -> list[dict[str, Any]] | None:
+            found = [api.request("GET", f"/execution/get?job_id={job_id}&full")[1] for job_id in job_ids]
+            return found if all(v["status"] == "finished" for v in found) else None
+
+        finished = wait_for(views, timeout_s=20, what="every run of the schedule to finish")
+        collected = sorted(row["id"] for view in finished for row in view["datasets"]["processed"])
+        assert len(finished) >= 3 and collected == [1, 2, 3], "each row once, the older row 4 never"
+        saved = api.request("GET", f"/state?key={schedule_id}")[1]["states"]["csv_source"]["state"]
+        assert saved["cursor"] == "2024-05-03T10:00:00"
+    finally:
+        api.close()

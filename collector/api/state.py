@@ -85,8 +85,8 @@ def operations() -> dict[str, dict[str, Any]]:
         },
         "delete": {
             "summary": "Reset a state key: its next run starts from scratch (or from cursor_start)",
-            "description": "Send `X-Requested-With` (there is no body). A run of the key still running when it is "
-                           "reset saves its state when it finishes.",
+            "description": "Send `X-Requested-With` (there is no body). A reset holds even while a run of the key "
+                           "is running: that run's bookmark is not saved.",
             "parameters": params,
             "responses": {"200": response("the platforms whose state was forgotten", {
                 "type": "object", "required": ["key", "reset"], "properties": {

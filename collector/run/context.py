@@ -87,6 +87,7 @@ class RunContext:
         # Incremental state: what the last finished run of this state key saved ({} at first), and what this run
         # saves for the next (JSON, written with the job's end only when it finishes).
         self.state_key = state_key
+        self.state_found = saved_state is not None
         self.saved_state: dict[str, Any] = dict(saved_state or {})
         self.state_to_save: str | None = None
         # The attempt's hold on its record: every write goes through it (none without one: a local test context).

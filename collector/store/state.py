@@ -64,11 +64,14 @@ class States:
         raw = self.connection.get(self.keys.state(platform_id, state_key))
         return None if raw is None else json.loads(raw)
 
-    def save(self, pipe: Pipeline, platform_id: str, state_key: str, *, payload: str, job_id: str,
-             ttl_s: int) -> None:
-        """Queue on `pipe` the write of `payload` (from `encode_state`) as the key's state, saved by `job_id`."""
+    def save(self, pipe: Pipeline, platform_id: str, state_key: str, *, payload: str, job_id: str, ttl_s: int,
+             found: bool) -> None:
+        """Queue on `pipe` the write of `payload` (from `encode_state`) as the key's state, saved by `job_id`.
+        `found`: whether the run started from a saved state. It writes over a state only then (SET XX), and
+        where there was none only while there still is none (SET NX): a reset while the run ran holds, and of
+        two first runs the first to finish sets the bookmark."""
         entry = f'{{"state":{payload},"saved_at":{json.dumps(iso())},"job_id":{json.dumps(job_id)}}}'
-        pipe.set(self.keys.state(platform_id, state_key), entry, ex=ttl_s)
+        pipe.set(self.keys.state(platform_id, state_key), entry, ex=ttl_s, xx=found, nx=not found)
 
     def of_key(self, platform_ids: Iterable[str], state_key: str) -> dict[str, dict[str, Any]]:
         """Platform id → its saved state for `state_key`, for the platforms that have one (one round trip)."""

@@ -35,8 +35,8 @@ SAVER = '''
     class Saver(Platform):
         """Saves `value` as the state's `seen`, after noting what the last run saved."""
 
-        def __init__(self, value: int = 0, fail: bool = False, lose_lease: bool = False) -> None:
-            self.value, self.fail, self.lose_lease = value, fail, lose_lease
+        def __init__(self, value: int = 0, fail: bool = False, lose_lease: bool = False, meddle: str = "") -> None:
+            self.value, self.fail, self.lose_lease, self.meddle = value, fail, lose_lease, meddle
 
         def _run(self, ctx):
             before = ctx.saved_state.get("seen")
@@ -45,6 +45,11 @@ SAVER = '''
                 raise FatalError("failing after save_state")
             if self.lose_lease:  # another attempt takes the job over, as a recovery would
                 ctx._store.update(ctx.job_id, {"lease": "another-attempt"})
+            key = ctx._store.keys.state(ctx.platform_id, ctx.state_key or "none")
+            if self.meddle == "reset":  # DELETE /state while this run runs
+                ctx._store.connection.delete(key)
+            elif self.meddle == "race":  # another run of the key finishes first
+                ctx._store.connection.set(key, '{"state": {"seen": -1}, "saved_at": "", "job_id": "other"}')
             return {"before": before}
 '''
 
@@ -93,6 +98,23 @@ def test_a_run_that_lost_its_lease_saves_nothing(
     with pytest.raises(JobFailedError, match="lost its lease"):
         run(fake_redis, unit_config, saver_registry, {**spec, "settings": {"value": 2, "lose_lease": True}})
     assert saved(fake_redis, unit_config, "saver", "k4")["state"] == {"seen": 1}  # type: ignore[index]
+
+
+def test_a_reset_while_a_run_runs_holds(
+        fake_redis: fakeredis.FakeRedis, unit_config: Config, saver_registry: Registry) -> None:
+    spec = {"platform_id": "saver", "state_key": "k6", "settings": {"value": 1}}
+    run(fake_redis, unit_config, saver_registry, spec)
+    assert run(fake_redis, unit_config, saver_registry, {**spec, "settings": {"value": 2, "meddle": "reset"}}) == {
+        "before": 1}
+    assert saved(fake_redis, unit_config, "saver", "k6") is None
+    assert run(fake_redis, unit_config, saver_registry, {**spec, "settings": {"value": 3}}) == {"before": None}
+
+
+def test_of_two_first_runs_the_first_to_finish_sets_the_bookmark(
+        fake_redis: fakeredis.FakeRedis, unit_config: Config, saver_registry: Registry) -> None:
+    spec = {"platform_id": "saver", "state_key": "k7", "settings": {"value": 5, "meddle": "race"}}
+    assert run(fake_redis, unit_config, saver_registry, spec) == {"before": None}
+    assert saved(fake_redis, unit_config, "saver", "k7")["state"] == {"seen": -1}  # type: ignore[index]
 
 
 def test_a_local_run_reads_the_saved_state_and_saves_none(

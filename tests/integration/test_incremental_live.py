@@ -4,6 +4,7 @@ PostgreSQL and MariaDB tables, a local HTTP API); `DELETE /state` makes the next
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from collector.app import create_app
 from collector.config import Config
 from tests.conftest import PoolProcess, ServedApp, wait_for
 from tests.integration.storage.conftest import database_name, mariadb_admin, postgres_admin
+from tests.integration.test_cli_client import cli
 from tests.unit.platforms.conftest import LocalServer, Seen, json_answer
 
 HEADERS = {"X-Requested-With": "test"}
@@ -190,3 +192,18 @@ def test_schedule_ticks_collect_each_row_once(live: Config, start_pool: Callable
         assert saved["cursor"] == "2024-05-03T10:00:00"
     finally:
         api.close()
+
+
+def test_state_is_shown_and_reset_from_the_command_line(api: ServedApp, live: Config) -> None:
+    (Path(live.data_dir) / "ids.csv").write_text("id\n1\n2\n")
+    view = collect(api, "csv_source", {"path": "ids.csv", "cursor_field": "id"}, "cli-key")
+    table = cli(api.url, "state", "show", "cli-key").stdout.splitlines()
+    assert table[0].split() == ["PLATFORM", "SAVED", "AT", "BY", "JOB", "STATE"]
+    assert table[1].startswith("csv_source") and view["job_id"] in table[1] and '"cursor": 2' in table[1]
+    shown = json.loads(cli(api.url, "state", "show", "cli-key", "--platform", "csv_source", "--json").stdout)
+    assert shown["states"]["csv_source"]["state"]["cursor"] == 2
+    reset = cli(api.url, "state", "reset", "cli-key")
+    assert reset.returncode == 0 and "state key 'cli-key' reset for csv_source" in reset.stdout
+    assert cli(api.url, "state", "show", "cli-key").stdout.strip() == "no state saved for key 'cli-key'"
+    refused = cli(api.url, "state", "show", "not a key")
+    assert refused.returncode == 2 and "is not a state key" in refused.stderr

@@ -60,7 +60,9 @@ def coerce(bookmark: Any, like: Any) -> Any:
         return bookmark
     try:
         if kind == "datetime":
-            return dt.datetime.fromisoformat(bookmark)
+            moment = dt.datetime.fromisoformat(bookmark)
+            # A `cursor_start` without a time zone is taken in the values' (a database's timestamptz: its session's).
+            return moment.replace(tzinfo=like.tzinfo) if moment.tzinfo is None else moment
         if kind == "date":
             return dt.date.fromisoformat(bookmark)
         if kind == "decimal":

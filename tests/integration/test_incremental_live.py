@@ -128,6 +128,8 @@ def test_sql_query_second_run_reads_only_newer_rows(api: ServedApp, table: tuple
     settings = {"url": url, "query": "SELECT id, updated_at FROM orders", "cursor_field": "updated_at"}
     two_runs_then_reset(api, "sql_query", settings, key="sql-live", add_rows=add_rows,
                         ids=lambda view: [r["id"] for r in view["datasets"]["processed"]])
+    started = collect(api, "sql_query", {**settings, "cursor_start": "2024-05-02 00:00:00"}, "sql-start")
+    assert sorted(r["id"] for r in started["datasets"]["processed"]) == [2, 3], "text the server converts"
 
 
 @pytest.fixture

@@ -193,6 +193,8 @@ def test_incremental_compares_datetimes_and_takes_cursor_start_in_their_kind() -
     assert state == {"cursor_field": "at", "cursor": "2024-05-02T00:00:00", "cursor_kind": "datetime"}
     assert Incremental("at", start=None, saved=json.loads(json.dumps(state))).since == dt.datetime(2024, 5, 2)
     assert Incremental("n", start="10", saved={}).is_new(11) is True
+    aware = Incremental("at", start="2024-05-01 12:00:00", saved={})   # no zone: taken in the values' zone
+    assert [aware.is_new(dt.datetime(2024, 5, 1, h, tzinfo=dt.UTC)) for h in (11, 13)] == [False, True]
     with pytest.raises(FatalError, match="cursor_start 'soon' is not a int"):
         Incremental("n", start="soon", saved={}).is_new(11)
 

@@ -394,8 +394,8 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
         # A bookmark moves only when a run finished (and not in a local try-out).
         if status == "finished" and ctx.state_key and ctx.state_to_save and runtime.saves_state:
             States(runtime.connection, runtime.store.keys).save(
-                pipe, ctx.platform_id, ctx.state_key, payload=ctx.state_to_save, job_id=ctx.job_id,
-                ttl_s=runtime.config.state_ttl_s, found=ctx.state_found)
+                pipe, platform_id=ctx.platform_id, state_key=ctx.state_key, payload=ctx.state_to_save,
+                job_id=ctx.job_id, ttl_s=runtime.config.state_ttl_s, found=ctx.state_found)
         if ctx.lease is not None:
             ctx.lease.end(pipe)
 

@@ -64,7 +64,7 @@ class States:
         raw = self.connection.get(self.keys.state(platform_id, state_key))
         return None if raw is None else json.loads(raw)
 
-    def save(self, pipe: Pipeline, platform_id: str, state_key: str, *, payload: str, job_id: str, ttl_s: int,
+    def save(self, pipe: Pipeline, *, platform_id: str, state_key: str, payload: str, job_id: str, ttl_s: int,
              found: bool) -> None:
         """Queue on `pipe` the write of `payload` (from `encode_state`) as the key's state, saved by `job_id`.
         `found`: whether the run started from a saved state. It writes over a state only then (SET XX), and

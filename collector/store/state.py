@@ -9,6 +9,7 @@ other's state, each expiring `COLLECTOR_STATE_TTL_S` after its last save.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -20,6 +21,8 @@ from collector import defaults
 from collector.masking import mask_json
 from collector.store.records import Keys
 from collector.types import iso
+
+log = logging.getLogger(__name__)
 
 STATE_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 STATE_KEY_RULE = "1-128 letters, digits, '.', '-' or '_' (e.g. 'orders-eu')"
@@ -60,9 +63,11 @@ class States:
         self.keys = keys
 
     def read(self, platform_id: str, state_key: str) -> dict[str, Any] | None:
-        """`{"state", "saved_at", "job_id"}` saved for the platform and key, or None when there is none."""
-        raw = self.connection.get(self.keys.state(platform_id, state_key))
-        return None if raw is None else json.loads(raw)
+        """`{"state", "saved_at", "job_id"}` saved for the platform and key, or None when there is none (a key that
+        holds something else reads as an empty state, so the run's save writes over it)."""
+        key = self.keys.state(platform_id, state_key)
+        raw = self.connection.get(key)
+        return None if raw is None else (_entry(key, raw) or {"state": {}})
 
     def save(self, pipe: Pipeline, *, platform_id: str, state_key: str, payload: str, job_id: str, ttl_s: int,
              found: bool) -> None:
@@ -78,8 +83,9 @@ class States:
         ids = sorted(platform_ids)
         if not ids:
             return {}
-        values = self.connection.mget([self.keys.state(p, state_key) for p in ids])
-        return {p: json.loads(v) for p, v in zip(ids, values, strict=True) if v is not None}
+        keys = [self.keys.state(p, state_key) for p in ids]
+        entries = {p: _entry(k, v) for p, k, v in zip(ids, keys, self.connection.mget(keys), strict=True)}
+        return {p: entry for p, entry in entries.items() if entry is not None}
 
     def reset(self, platform_ids: Iterable[str], state_key: str) -> list[str]:
         """Forget the saved state of `state_key` for these platforms; the ids of those that had one."""
@@ -89,3 +95,17 @@ class States:
                 pipe.delete(self.keys.state(platform_id, state_key))
             deleted = pipe.execute()
         return [p for p, n in zip(ids, deleted, strict=True) if n]
+
+
+def _entry(key: str, raw: bytes | None) -> dict[str, Any] | None:
+    """A saved state as read; None when there is none, or when what the key holds is not one (written by hand)."""
+    if raw is None:
+        return None
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        entry = None
+    if not isinstance(entry, dict) or not isinstance(entry.get("state"), dict):
+        log.warning("%s does not hold a saved state (not written by collector); taken as none", key)
+        return None
+    return entry

@@ -117,6 +117,15 @@ def test_of_two_first_runs_the_first_to_finish_sets_the_bookmark(
     assert saved(fake_redis, unit_config, "saver", "k7")["state"] == {"seen": -1}  # type: ignore[index]
 
 
+def test_a_key_that_holds_no_saved_state_is_taken_as_none(
+        fake_redis: fakeredis.FakeRedis, unit_config: Config, saver_registry: Registry) -> None:
+    fake_redis.set(Keys(unit_config.key_prefix).state("saver", "k8"), "not json")
+    spec = {"platform_id": "saver", "state_key": "k8", "settings": {"value": 3}}
+    assert api(fake_redis, unit_config, saver_registry).get("/state?key=k8").json["states"] == {}
+    assert run(fake_redis, unit_config, saver_registry, spec) == {"before": None}
+    assert saved(fake_redis, unit_config, "saver", "k8")["state"] == {"seen": 3}  # type: ignore[index]
+
+
 def test_a_local_run_reads_the_saved_state_and_saves_none(
         fake_redis: fakeredis.FakeRedis, unit_config: Config, saver_registry: Registry) -> None:
     spec = {"platform_id": "saver", "state_key": "k5", "settings": {"value": 1}}

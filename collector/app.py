@@ -10,7 +10,7 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from collector import egress
-from collector.api import console, docs, execution, metrics, platforms, processes, schedules, system
+from collector.api import console, docs, execution, metrics, platforms, processes, schedules, state, system
 from collector.api.auth import install_auth
 from collector.api.dashboard import mount_dashboard
 from collector.api.services import Services, services
@@ -77,6 +77,7 @@ def create_app(
     app.register_blueprint(platforms.blueprint)
     app.register_blueprint(execution.blueprint)
     app.register_blueprint(schedules.blueprint)
+    app.register_blueprint(state.blueprint)
     app.register_blueprint(processes.blueprint)
     app.register_blueprint(docs.blueprint)
     app.register_blueprint(metrics.blueprint)

@@ -58,6 +58,7 @@ class Config:
     schedule_min_interval_s: int = defaults.SCHEDULE_MIN_INTERVAL_S
     submits_per_minute: int = defaults.SUBMITS_PER_MINUTE
     rate_max_wait_s: float = defaults.RATE_MAX_WAIT_S
+    state_ttl_s: int = defaults.STATE_TTL_S
     platforms_package: str = "platforms"
     log_level: str = "INFO"
     log_format: str = defaults.LOG_FORMAT
@@ -84,7 +85,7 @@ class Config:
                 "no job could run that long; lower the first or raise the second"
             )
         for name in ("dataset_max_rows", "dataset_max_bytes", "full_page_max_rows", "max_timeout_s",
-                     "schedule_min_interval_s"):
+                     "schedule_min_interval_s", "state_ttl_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be 1 or more")
         for name in ("redis_connect_timeout_s", "redis_socket_timeout_s", "rate_max_wait_s", "stream_max_s"):

@@ -13,6 +13,7 @@ from typing import Any
 
 from collector import egress
 from collector.http_client import HttpClient
+from collector.incremental import Incremental
 from collector.masking import mask_text
 from collector.platform import FatalError, Platform, SettingError, Storage
 from collector.resources import reach
@@ -94,6 +95,10 @@ class CsvSource(Platform):
     without leading zeros, decimals, true/false, ISO dates and datetimes) and kept as text when it is off.
     Empty cells of typed columns become null. Datasets: `original` has the cells as read (text), `processed`
     the typed rows, which also go to `storage` when one is given. The whole file is held in memory.
+
+    Incremental mode: with `cursor_field` (a column, compared by its type: numbers, dates and datetimes as such,
+    text as text), a run keeps only the rows whose cursor is newer than the newest the last finished run of the
+    spec's `state_key` (or schedule) saw, else than `cursor_start`, and saves the newest it saw.
     """
 
     CHUNK_ROWS = 5000   # rows handed to storage per write
@@ -111,8 +116,14 @@ class CsvSource(Platform):
         types: dict | None = None,
         infer_types: bool = True,
         timeout_s: float = 30.0,
+        cursor_field: str | None = None,
+        cursor_start: str | None = None,
         storage: Storage | None = None,
     ) -> None:
+        if cursor_start is not None and not cursor_field:
+            raise SettingError("cursor_field", "cursor_start needs cursor_field, the column that orders the rows "
+                                               "(e.g. updated_at)")
+        self.cursor_field, self.cursor_start = cursor_field, cursor_start
         self.named = reach.connection(connection, kinds=("files", "http")) if connection is not None else None
         if self.named is not None and self.named.kind == "http":
             if path is not None:
@@ -158,6 +169,14 @@ class CsvSource(Platform):
             for name in names
         }
         processed = [self._convert(number, row, column_types) for number, row in enumerate(original, start=1)]
+        incremental = None
+        if self.cursor_field:
+            if self.cursor_field not in names:
+                raise FatalError(f"cursor_field {self.cursor_field!r} is not a column; the columns are {names}")
+            incremental = Incremental(self.cursor_field, start=self.cursor_start, saved=ctx.saved_state)
+            new = [n for n, row in enumerate(processed) if incremental.is_new(row[self.cursor_field])]
+            original, processed = [original[n] for n in new], [processed[n] for n in new]
+            ctx.dataset("original", original)
         ctx.dataset("processed", processed)
         total = len(processed)
         for start in range(0, total, self.CHUNK_ROWS):
@@ -168,6 +187,9 @@ class CsvSource(Platform):
         summary: dict[str, Any] = {"rows": total, "columns": len(names), "types": column_types}
         if self.storage is not None:
             summary["stored"] = self.storage.rows_written
+        if incremental is not None:
+            ctx.save_state(incremental.state())
+            summary["incremental"] = incremental.summary()
         return summary
 
     def _check(self) -> str:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from collector import egress
 from collector.http_client import BODY_SNIPPET, HttpClient, origin
+from collector.incremental import Incremental, encode
 from collector.masking import mask_text
 from collector.platform import FatalError, Platform, Secret, SettingError, Storage
 from collector.resources import reach
@@ -61,6 +62,10 @@ class HttpJson(Platform):
     retried `max_retries` times with exponential backoff from `backoff_s` (a `Retry-After` header wins).
     Datasets: `original` holds each response body, `processed` the records with nested objects flattened to
     `a.b` keys; `storage` receives the processed records page by page.
+    Incremental mode: with `cursor_field` (a record's field, dotted for nested ones, e.g. `updated_at`), a run
+    keeps only the records whose cursor is newer than the newest the last finished run of the spec's `state_key`
+    (or schedule) saw, else than `cursor_start`, and saves the newest it saw; `since_param` also sends that
+    bookmark to the API as a parameter, so it can leave older records out itself.
     """
 
     OFFSET_PAGE_SIZE = 100
@@ -89,6 +94,9 @@ class HttpJson(Platform):
         cursor_param: str = "cursor",
         cursor_path: str = "next_cursor",
         max_pages: int | None = None,
+        cursor_field: str | None = None,
+        cursor_start: str | None = None,
+        since_param: str | None = None,
         max_retries: int = 3,
         backoff_s: float = 1.0,
         timeout_s: float = 30.0,
@@ -118,6 +126,9 @@ class HttpJson(Platform):
             raise ValueError("password is set but username is not; basic auth needs both")
         if token_param and not token:
             raise ValueError("token_param is set but token is not; give the token to send")
+        if (cursor_start is not None or since_param is not None) and not cursor_field:
+            raise SettingError("cursor_field", "cursor_start and since_param need cursor_field, the record field "
+                                               "that orders the records (e.g. updated_at)")
         if body is not None and method != "POST":
             raise ValueError("body is only sent with method POST; set method to POST or drop body")
         for name, value in (("page_size", page_size), ("max_pages", max_pages)):
@@ -133,6 +144,8 @@ class HttpJson(Platform):
         self.offset_param, self.limit_param = offset_param, limit_param
         self.next_link_path, self.cursor_param, self.cursor_path = next_link_path, cursor_param, cursor_path
         self.max_pages, self.storage = max_pages, storage
+        self.cursor_field, self.cursor_start, self.since_param = cursor_field, cursor_start, since_param
+        self._since: Any = None  # the bookmark sent as since_param
         secrets = [s for s in (token, password) if s]
         auth: dict[str, str] = {}
         if token and not token_param:
@@ -157,19 +170,36 @@ class HttpJson(Platform):
         self.client.on_retry = ctx.log.warning
         original: list[dict[str, Any]] = []
         processed: list[dict[str, Any]] = []
+        incremental = None
+        if self.cursor_field:
+            incremental = Incremental(self.cursor_field, start=self.cursor_start, saved=ctx.saved_state)
+            self._since = None if incremental.since is None else encode(incremental.since)[0]
         for number, (url, document, records) in enumerate(self._pages(), start=1):
             original.append({"page": number, "url": self.client.mask(url), "body": document})
             rows = [flatten(r) if isinstance(r, dict) else {"value": r} for r in records]
+            if incremental is not None:
+                rows = [row for row in rows if incremental.is_new(self._cursor(row))]
             processed.extend(rows)
             if self.storage is not None and rows:
                 self.storage.write(rows)
             ctx.progress(number, self.max_pages, f"page {number}, {len(processed)} records")
         ctx.dataset("original", original)
         ctx.dataset("processed", processed)
-        summary = {"records": len(processed), "pages": len(original)}
+        summary: dict[str, Any] = {"records": len(processed), "pages": len(original)}
         if self.storage is not None:
             summary["stored"] = self.storage.rows_written
+        if incremental is not None:
+            ctx.save_state(incremental.state())
+            summary["incremental"] = incremental.summary()
         return summary
+
+    def _cursor(self, row: dict[str, Any]) -> Any:
+        """The cursor of a flattened record; `FatalError` when the record has no such field (a misspelt
+        cursor_field would collect everything on every run)."""
+        if self.cursor_field in row:
+            return row[self.cursor_field]
+        raise FatalError(f"a record has no field {self.cursor_field!r} (its fields: "
+                         f"{sorted(row)[:20]}); fix cursor_field (nested fields are dotted: a.b)")
 
     def _check(self) -> str:
         """The first request the job would send (credentials, parameters and, for POST, the body), once and without
@@ -227,6 +257,8 @@ class HttpJson(Platform):
     def _prepare(self, url: str, paging: dict[str, Any], *, first: bool) -> tuple[str, bytes | None]:
         """The URL and JSON body of one request; a next link is followed as given, only the token added."""
         query = dict(self.params) if first or self.pagination != "next_link" else {}
+        if self.since_param and self._since is not None and (first or self.pagination != "next_link"):
+            paging = {**paging, self.since_param: self._since}
         if self.method == "GET":
             query.update(paging)
         if self.token_param and origin(url) == origin(self.url):

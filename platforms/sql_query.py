@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy.engine import URL, Connection, Result
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
+from collector.incremental import Incremental
 from collector.masking import mask_text
 from collector.platform import FatalError, Platform, Secret, SettingError, Storage, TransientError
 from collector.resources import databases, reach
 from collector.resources.dataroot import LocalFile
 from collector.resources.sql_guard import check_query
+
+COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+CURSOR_PARAM = "collector_cursor"  # the bound parameter the bookmark travels in
 
 
 class SqlQuery(Platform):
@@ -30,6 +35,11 @@ class SqlQuery(Platform):
     `pg_read_file(`, `COPY`, `dblink`, ...) are refused before the job is queued. An inline URL's host must
     pass the egress policy and the URL may carry only the usual connection parameters; the statement is
     stopped on the server when the job times out or is cancelled.
+
+    Incremental mode: with `cursor_field` (a column of the query's result, e.g. `updated_at`), a run after the
+    first of the spec's `state_key` (or schedule) runs `SELECT * FROM (<query>) WHERE <cursor_field> > :bookmark`,
+    the column name checked against the result and quoted, the newest value the last finished run saw bound as a
+    parameter (`cursor_start` before there is one), and saves the newest value it saw.
     """
 
     SAMPLE_ROWS = 100   # rows kept as the `processed` dataset; the rest only go to storage
@@ -41,10 +51,21 @@ class SqlQuery(Platform):
         connection: str | None = None,
         params: dict | None = None,
         chunk_size: int = 10000,
+        cursor_field: str | None = None,
+        cursor_start: str | None = None,
         storage: Storage | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size={chunk_size} must be 1 or more")
+        if cursor_field is not None and not COLUMN_NAME.fullmatch(cursor_field):
+            raise SettingError("cursor_field", f"cursor_field {cursor_field[:80]!r} is not a column name; give the "
+                                               "name of a result column: letters, digits and _ (alias it in the "
+                                               "query if it is not)")
+        if cursor_start is not None and cursor_field is None:
+            raise SettingError("cursor_field", "cursor_start needs cursor_field, the column that orders the rows")
+        if cursor_field is not None and CURSOR_PARAM in (params or {}):
+            raise SettingError("params", f"{CURSOR_PARAM!r} is the parameter the bookmark is bound to; rename yours")
+        self.cursor_field, self.cursor_start = cursor_field, cursor_start
         self.named = reach.connection(connection, kinds=("database",)) if connection is not None else None
         self.file: LocalFile | None = None
         if self.named is not None:
@@ -106,15 +127,21 @@ class SqlQuery(Platform):
         engine = self._engine()
         sample: list[dict[str, Any]] = []
         rows = chunks = 0
+        incremental = None
+        if self.cursor_field:
+            incremental = Incremental(self.cursor_field, start=self.cursor_start, saved=ctx.saved_state)
         try:
             with self._connect(engine, backend) as connection:
-                result = connection.execute(sa.text(self.query), self.params)
+                result = self._execute(connection, incremental)
                 names = list(result.keys())
                 repeated = sorted({n for n in names if names.count(n) > 1})
                 if repeated:
                     raise FatalError(f"the query returns column(s) {repeated} more than once; give them aliases")
                 for partition in result.partitions(self.chunk_size):
                     chunk = [dict(zip(names, row, strict=True)) for row in partition]
+                    if incremental is not None:
+                        for row in chunk:
+                            incremental.note(row[self.cursor_field])
                     chunks += 1
                     rows += len(chunk)
                     if len(sample) < self.SAMPLE_ROWS:
@@ -138,7 +165,28 @@ class SqlQuery(Platform):
         summary: dict[str, Any] = {"rows": rows, "chunks": chunks, "sample_rows": len(sample)}
         if self.storage is not None:
             summary["stored"] = self.storage.rows_written
+        if incremental is not None:
+            ctx.save_state(incremental.state())
+            summary["incremental"] = incremental.summary()
         return summary
+
+    def _execute(self, connection: Connection, incremental: Incremental | None) -> Result:
+        """The query's result; in incremental mode, only the rows newer than the bookmark. The cursor column is
+        checked against the columns the query returns (a query that returns no row), then quoted; the bookmark
+        is bound, never written into the statement."""
+        if incremental is None:
+            return connection.execute(sa.text(self.query), self.params)
+        inner = self.query.strip().rstrip(";").rstrip()
+        wrapped = f"SELECT * FROM (\n{inner}\n) AS collector_rows"   # newlines: a trailing -- comment stays one
+        names = list(connection.execute(sa.text(f"{wrapped} WHERE 1 = 0"), self.params).keys())
+        if self.cursor_field not in names:
+            raise FatalError(f"cursor_field {self.cursor_field!r} is not a column of the query's result; its "
+                             f"columns are {names[:50]}")
+        if incremental.since is None:
+            return connection.execute(sa.text(self.query), self.params)
+        column = connection.dialect.identifier_preparer.quote_identifier(str(self.cursor_field))
+        return connection.execute(sa.text(f"{wrapped} WHERE {column} > :{CURSOR_PARAM}"),
+                                  {**self.params, CURSOR_PARAM: incremental.since})
 
     def _connect(self, engine: sa.Engine, backend: str) -> Connection:
         """A connection in a read-only session that streams results (a server-side cursor where there is one)."""

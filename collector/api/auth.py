@@ -69,6 +69,8 @@ ROUTE_SCOPES: dict[str, str] = {
     "schedules.get": "read",
     "schedules.create": "admin",
     "schedules.delete": "admin",
+    "state.get": "read",
+    "state.reset": "operate",
     "metrics.metrics": "read",
     "docs.openapi_json": "read",
     "docs.docs_page": "read",

@@ -13,12 +13,14 @@ from collector import __version__, defaults
 from collector.api.limits import INT_MAX, INT_MIN
 from collector.api.openapi_operations import ERROR, notify_schema, problems, response
 from collector.api.openapi_operations import operations as more_operations
+from collector.api.state import operations as state_operations
 from collector.config import Config
 from collector.specs.notify import EVENTS
 from collector.specs.registry import Registry
 from collector.specs.schema import DateSetting, SecretString, StorageSetting, StrictNumber, storage_backends
 from collector.store.records import JOB_ID
 from collector.types import CONCURRENCY_KEY
+from collector.store.state import STATE_KEY
 
 OPENAPI_VERSION = "3.1.0"
 # Open to anyone, so no 401: the probes carry no token; a callback link's own token is its proof.
@@ -144,6 +146,7 @@ class JobView(Schema):
     concurrency = fields.String(metadata={
         "description": "the cap its slots count under: `platform` or `platform:concurrency_key`"})
     parent_id = fields.String(metadata={"description": "the job that spawned this one"})
+    state_key = fields.String(metadata={"description": "the spec's state_key: its runs hand incremental state on"})
     children = fields.List(fields.Dict(), metadata={"description": "sub-jobs: job_id, status, platform_id"})
 
 
@@ -159,6 +162,9 @@ def run_request_schema(platform_id: str, settings: type[Schema]) -> type[Schema]
             "concurrency_key": fields.String(allow_none=True, validate=validate.Regexp(CONCURRENCY_KEY), metadata={
                 "description": "what the platform's concurrency cap counts per (an account, a tenant): 1-64 "
                                "letters, digits or `_.@-`"}),
+            "state_key": fields.Raw(metadata={
+                "type": ["string", "null"], "pattern": STATE_KEY.pattern,
+                "description": "runs with the same state_key hand their saved state on (incremental collection)"}),
         },
         name=f"RunRequest_{platform_id}",
     )
@@ -316,6 +322,7 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
         **more_operations({"oneOf": [{"$ref": ref} for ref in requests.values()],
                            "discriminator": {"propertyName": "platform_id", "mapping": requests}},
                           min_interval_s=config.schedule_min_interval_s),
+        **state_operations(),
         "/openapi.json": {"get": {"summary": "This document", "responses": {
             "200": response("the OpenAPI document", {"type": "object"})}}},
         "/docs": {"get": {"summary": "Browsable API docs (served by the app, works offline)", "responses": {

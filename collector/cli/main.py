@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from collector import __version__, defaults
 from collector.cli.schedulecommands import add_schedule_commands
+from collector.cli.statecommands import add_state_commands
 from collector.config import Config
 from collector.errors import CollectorError
 from collector.masking import install_log_masking
@@ -176,6 +177,7 @@ def add_client_commands(sub: Any) -> None:
     platforms = sub.add_parser("platforms", parents=[common], help="the platforms the service runs, with settings")
     platforms.set_defaults(handler=cmd_platforms)
     add_schedule_commands(sub, common)
+    add_state_commands(sub, common)
 
 
 def add_job_commands(sub: Any) -> None:

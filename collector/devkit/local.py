@@ -103,6 +103,7 @@ def run_local(body: Any, runtime: Runtime, *, on_progress: ProgressObserver | No
     """
     spec = check_spec(body, runtime.registry)
     runtime.store = ObservedStore(runtime.connection, runtime.config, on_progress)
+    runtime.saves_state = False  # a try-out reads a state key's bookmark, never moves it
     return _execute(write_record(runtime, spec), runtime)
 
 

@@ -18,6 +18,7 @@ from collector.masking import forget, mask_json, mask_text, remember
 from collector.rates import Rate, parse_rate, platform_bucket
 from collector.store.datasets import KeptDataset, cut_note, keep_rows, masked
 from collector.store.records import DATASETS, ENDED, JOB_ID, JobStore, Lease
+from collector.store.state import encode_state
 
 if TYPE_CHECKING:
     from collector.run.throttle import JobThrottle
@@ -82,8 +83,16 @@ class RunContext:
         dataset_max_rows: int = defaults.DATASET_MAX_ROWS,
         dataset_max_bytes: int = defaults.DATASET_MAX_BYTES,
         lease: Lease | None = None,
+        state_key: str | None = None,
+        saved_state: Mapping[str, Any] | None = None,
     ) -> None:
         self.job_id = job_id
+        # Incremental state: what the last finished run of this state key saved ({} at first), and what this run
+        # saves for the next (JSON, written with the job's end only when it finishes).
+        self.state_key = state_key
+        self.state_found = saved_state is not None
+        self.saved_state: dict[str, Any] = dict(saved_state or {})
+        self.state_to_save: str | None = None
         # The attempt's hold on its record: every write goes through it (none without one: a local test context).
         self.lease = lease
         self._lost_told = False
@@ -218,6 +227,21 @@ class RunContext:
         self.check_lease()
         until_written(lambda: self.write(write), wait_s=self._redis_wait_s, what=f"job {self.job_id}: checkpoint")
         self.state = state
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        """Keep `state` (a JSON object of at most `STATE_MAX_BYTES`, no secret values) as the state the next run of
+        this job's state key gets as `ctx.saved_state`. Written with the job's end, and only when it finishes: a run
+        that fails, stops or retries leaves the saved state as it was. The last call wins. A job without a state
+        key (no `state_key` in its spec, not run by a schedule) keeps nothing; a warning says so."""
+        self.check_lease()
+        payload = encode_state(state, secrets=self.secrets)
+        if self.state_key is None:
+            if self.state_to_save is None:
+                self.log.warning("ctx.save_state: this job has no state key (give its spec a state_key, or run it "
+                                 "from a schedule); the state is not kept for a next run")
+            self.state_to_save = ""
+            return
+        self.state_to_save = payload
 
     def event(self, name: str, **data: Any) -> None:
         """Add an event of the platform's own to the job's events (`GET /execution/events`), written now:

@@ -35,6 +35,7 @@ from collector.store import events, metrics
 from collector.store.buckets import Buckets
 from collector.store.records import ENDED, JobStore, connect, decode_fields
 from collector.store.rq import RQ, current_job_cap, current_job_id, timed_out
+from collector.store.state import States
 from collector.types import iso
 from collector.workflows.cancel import cancel_children
 from collector.workflows.caps import Caps
@@ -73,6 +74,9 @@ class Runtime:
     # Told the original, unmasked exception of a failed job. Only the local runner sets it (`collector run
     # --pdb` debugs that exception); workers leave it unset, so what leaves them stays masked.
     on_failure: Callable[[BaseException], None] | None = None
+    # Whether a finished run saves its incremental state: a local run (`collector run`) reads a state key's saved
+    # state but must not move the bookmark of the runs the pool makes.
+    saves_state: bool = True
 
     def __post_init__(self) -> None:
         # The connections and data root the platforms resolve against: the pool loaded them at start-up.
@@ -135,7 +139,7 @@ def _admit(runtime: Runtime, job_id: str, *, cap: str, timeout_s: float) -> None
 
 START_FIELDS = ("platform_id", "settings", "secrets", "status", "checkpoint", "retry", "max_attempts",
                 "cancel_requested_at", "canceled_by", "timeout_s", "inputs", "parent_id", "children", "resumes",
-                "notify", "client_id", "schedule_id", "concurrency")
+                "notify", "client_id", "schedule_id", "concurrency", "state_key")
 
 
 def execute(job_id: str, runtime: Runtime) -> Any:
@@ -207,6 +211,11 @@ def _context(runtime: Runtime, job_id: str, got: dict[str, Any], attempt: int, t
     """The run context of this attempt, cancelled already when a cancel was asked for before it started."""
     platform_id = got["platform_id"]
     logs.job_event(log, "started", job_id=job_id, platform_id=platform_id, attempt=attempt)
+    state_key = got.get("state_key") or got.get("schedule_id")  # a schedule's runs hand state on by its id
+    saved = None
+    if state_key:
+        saved = until_written(lambda: States(runtime.connection, runtime.store.keys).read(platform_id, state_key),
+                              wait_s=runtime.config.redis_wait_s, what=f"job {job_id}: saved state")
     ctx = RunContext(
         job_id=job_id,
         platform_id=platform_id,
@@ -221,6 +230,8 @@ def _context(runtime: Runtime, job_id: str, got: dict[str, Any], attempt: int, t
         dataset_max_rows=runtime.config.dataset_max_rows,
         dataset_max_bytes=runtime.config.dataset_max_bytes,
         lease=runtime.store.lease(job_id, token),
+        state_key=state_key,
+        saved_state=(saved or {}).get("state"),
     )
     if got.get("cancel_requested_at"):
         ctx.cancel()
@@ -426,6 +437,11 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
             fields={**ctx.final_fields(), **fields}, datasets=ctx.datasets,
             duration_s=duration_s, delay_s=outcome.delay_s,
             known={name: got.get(name) for name in NAMED}, cap=got.get("concurrency"))
+        # A bookmark moves only when a run finished (and not in a local try-out).
+        if status == "finished" and ctx.state_key and ctx.state_to_save and runtime.saves_state:
+            States(runtime.connection, runtime.store.keys).save(
+                pipe, platform_id=ctx.platform_id, state_key=ctx.state_key, payload=ctx.state_to_save,
+                job_id=ctx.job_id, ttl_s=runtime.config.state_ttl_s, found=ctx.state_found)
         if ctx.lease is not None:
             ctx.lease.end(pipe)
 

@@ -14,8 +14,9 @@ from collector.specs.notify import check_notify, targets
 from collector.specs.policy import check_retry, check_timeout
 from collector.specs.registry import PlatformSpec, Registry
 from collector.specs.schema import flatten_errors
+from collector.store.state import state_key_problem
 
-SPEC_FIELDS = {"_id", "platform_id", "settings", "retry", "timeout_s", "notify", "concurrency_key"}
+SPEC_FIELDS = {"_id", "platform_id", "settings", "retry", "timeout_s", "notify", "concurrency_key", "state_key"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +30,7 @@ class JobSpec:
     timeout_s: int | None = None
     notify: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # webhook targets (specs/notify.py)
     concurrency_key: str | None = None  # what the platform's cap counts per (an account): specs/caps.py
+    state_key: str | None = None  # runs of the same key hand their saved state on (store/state.py)
 
 
 def broken_platform(registry: Registry, platform_id: str) -> str:
@@ -84,6 +86,8 @@ def validate_spec(body: Any, registry: Registry, *, max_timeout_s: int = default
         errors.update(check_notify(body["notify"]))
     if body.get("concurrency_key") is not None:
         errors.update(check_concurrency_key(body["concurrency_key"]))
+    if body.get("state_key") is not None and (problem := state_key_problem(body["state_key"])):
+        errors["state_key"] = [problem]
     if errors or platform is None:
         message = f"the job spec has {len(errors)} error(s); fix the fields named in details and send it again"
         if isinstance(platform_id, str) and platform_id in registry.broken:
@@ -97,4 +101,5 @@ def validate_spec(body: Any, registry: Registry, *, max_timeout_s: int = default
         timeout_s=body.get("timeout_s"),
         notify=targets(body.get("notify")),
         concurrency_key=body.get("concurrency_key"),
+        state_key=body.get("state_key"),
     )

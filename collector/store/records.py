@@ -221,6 +221,10 @@ class Keys:
         """Hash of the data losses noticed: lost run id → JSON of when it was noticed."""
         return f"{self.prefix}:data-losses"
 
+    def state(self, platform_id: str, state_key: str) -> str:
+        """The incremental state runs of `state_key` on `platform_id` hand on: JSON of state, saved_at, job_id."""
+        return f"{self.prefix}:state:{platform_id}:{state_key}"
+
 
 def decode_fields(names: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
     """An HMGET's answer as a record: the fields that are set, decoded."""

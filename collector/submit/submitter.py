@@ -112,6 +112,8 @@ def new_record(spec: JobSpec, sealer: Sealer | None, *, no_key: str) -> dict[str
         fields["notify"] = spec.notify
     if spec.concurrency_key is not None:
         fields["concurrency_key"] = spec.concurrency_key
+    if spec.state_key is not None:
+        fields["state_key"] = spec.state_key
     if secrets:
         if sealer is None:
             raise ConfigError(no_key)

@@ -19,8 +19,8 @@ from collector.specs.notify import EVENTS
 from collector.specs.registry import Registry
 from collector.specs.schema import DateSetting, SecretString, StorageSetting, StrictNumber, storage_backends
 from collector.store.records import JOB_ID
-from collector.types import CONCURRENCY_KEY
 from collector.store.state import STATE_KEY
+from collector.types import CONCURRENCY_KEY
 
 OPENAPI_VERSION = "3.1.0"
 # Open to anyone, so no 401: the probes carry no token; a callback link's own token is its proof.

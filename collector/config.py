@@ -52,6 +52,8 @@ class Config:
     max_schedules: int = defaults.MAX_SCHEDULES
     schedule_min_interval_s: int = defaults.SCHEDULE_MIN_INTERVAL_S
     submits_per_minute: int = defaults.SUBMITS_PER_MINUTE
+    priority_age_s: float = defaults.PRIORITY_AGE_S
+    idempotency_ttl_s: int = defaults.IDEMPOTENCY_TTL_S
     platforms_package: str = "platforms"
     log_level: str = "INFO"
     log_format: str = defaults.LOG_FORMAT
@@ -79,6 +81,10 @@ class Config:
                      "schedule_min_interval_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be 1 or more")
+        if self.priority_age_s < 0:
+            raise ConfigError(f"{PREFIX}PRIORITY_AGE_S={self.priority_age_s} must be 0 (strict priority) or more")
+        if self.idempotency_ttl_s < 1:
+            raise ConfigError(f"{PREFIX}IDEMPOTENCY_TTL_S={self.idempotency_ttl_s} must be 1 or more (seconds)")
         for name in ("redis_connect_timeout_s", "redis_socket_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be above 0 (seconds)")

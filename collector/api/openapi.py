@@ -14,9 +14,11 @@ from collector.api.limits import INT_MAX, INT_MIN
 from collector.api.openapi_operations import ERROR, notify_schema, problems, response
 from collector.api.openapi_operations import operations as more_operations
 from collector.config import Config
+from collector.specs.job import IDEMPOTENCY_KEY_MAX_CHARS
 from collector.specs.notify import EVENTS
 from collector.specs.registry import Registry
 from collector.specs.schema import DateSetting, SecretString, StorageSetting, StrictNumber, storage_backends
+from collector.store.lanes import PRIORITIES
 from collector.store.records import JOB_ID
 
 OPENAPI_VERSION = "3.1.0"
@@ -102,6 +104,15 @@ class RunAccepted(Schema):
     _id = fields.String(metadata={"description": "your reference, when the spec had one"})
 
 
+class RunDeduplicated(Schema):
+    job_id = fields.String(required=True, validate=validate.Regexp(JOB_ID),
+                           metadata={"description": "the job the first submit of this idempotency key made"})
+    status = fields.String(required=True, metadata={"description": "that job's status now"})
+    deduplicated = fields.Boolean(required=True, validate=validate.Equal(True))
+    duplicate_of = fields.String(required=True, metadata={"description": "the same id as job_id"})
+    _id = fields.String(metadata={"description": "your reference, when the spec had one"})
+
+
 class JobView(Schema):
     class Meta:
         unknown = INCLUDE  # a later version may add fields; clients must ignore the ones they do not know
@@ -141,6 +152,12 @@ def run_request_schema(platform_id: str, settings: type[Schema]) -> type[Schema]
             "settings": fields.Nested(settings, load_default=dict),
             "notify": fields.Raw(metadata=notify_schema(
                 EVENTS, "webhooks to tell when the job finishes, fails or waits for a person")),
+            "priority": fields.String(validate=validate.OneOf(PRIORITIES), metadata={
+                "description": "the lane workers take it from: high before normal (the default) before low; a job "
+                               "waiting COLLECTOR_PRIORITY_AGE_S counts one lane higher"}),
+            "idempotency_key": fields.String(validate=validate.Length(1, IDEMPOTENCY_KEY_MAX_CHARS), metadata={
+                "description": "sent again with the same spec within COLLECTOR_IDEMPOTENCY_TTL_S, answers 200 with "
+                               "the first job; with a different spec, 409"}),
         },
         name=f"RunRequest_{platform_id}",
     )
@@ -240,7 +257,8 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
     _custom_fields(plugin)
     for name, schema in [("Error", ErrorAnswer), ("Alive", AliveAnswer), ("Ready", ReadyAnswer),
                          ("Diagnostics", DiagnosticsAnswer),
-                         ("Platforms", PlatformsAnswer), ("RunAccepted", RunAccepted), ("JobView", JobView)]:
+                         ("Platforms", PlatformsAnswer), ("RunAccepted", RunAccepted),
+                         ("RunDeduplicated", RunDeduplicated), ("JobView", JobView)]:
         spec.components.schema(name, schema=schema)
     for kind, backend in sorted(storage_backends().items()):
         spec.components.schema(f"Storage_{kind}", schema=backend.settings.schema_class)
@@ -273,6 +291,10 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
                 "discriminator": {"propertyName": "platform_id", "mapping": requests},
             }}}},
             "responses": {"202": response("queued", {"$ref": "#/components/schemas/RunAccepted"}),
+                          "200": response("not queued again: the job the first submit of its idempotency key made",
+                                          {"$ref": "#/components/schemas/RunDeduplicated"}),
+                          "409": response("its idempotency key was used for a different spec; nothing changed",
+                                          ERROR),
                           **problems("400", "413", "422", "429", "503")},
         }},
         "/execution/get": {"get": {

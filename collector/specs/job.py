@@ -13,8 +13,10 @@ from collector.specs.notify import check_notify, targets
 from collector.specs.policy import check_retry, check_timeout
 from collector.specs.registry import PlatformSpec, Registry
 from collector.specs.schema import flatten_errors
+from collector.store.lanes import DEFAULT_PRIORITY, PRIORITIES
 
-SPEC_FIELDS = {"_id", "platform_id", "settings", "retry", "timeout_s", "notify"}
+SPEC_FIELDS = {"_id", "platform_id", "settings", "retry", "timeout_s", "notify", "priority", "idempotency_key"}
+IDEMPOTENCY_KEY_MAX_CHARS = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +29,27 @@ class JobSpec:
     retry: dict[str, Any] | None = None
     timeout_s: int | None = None
     notify: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # webhook targets (specs/notify.py)
+    priority: str = DEFAULT_PRIORITY  # the lane a pool takes it from: high, normal, low
+    idempotency_key: str | None = None  # a second submit with it within COLLECTOR_IDEMPOTENCY_TTL_S is the first
+
+    def canonical(self) -> dict[str, Any]:
+        """What makes two submits the same job spec (the idempotency key aside): the form compared under a key."""
+        return {"platform_id": self.platform.id, "settings": self.settings, "_id": self.client_id,
+                "retry": self.retry, "timeout_s": self.timeout_s, "notify": self.notify, "priority": self.priority}
+
+
+def check_priority(value: Any) -> dict[str, list[str]]:
+    """The errors of a spec's (or schedule's) `priority`, under its name."""
+    if value in PRIORITIES:
+        return {}
+    return {"priority": [f"{value!r} is not a priority; give one of {list(PRIORITIES)} (default {DEFAULT_PRIORITY!r})"]}
+
+
+def check_idempotency_key(value: Any) -> dict[str, list[str]]:
+    if isinstance(value, str) and 0 < len(value) <= IDEMPOTENCY_KEY_MAX_CHARS:
+        return {}
+    return {"idempotency_key": [f"give a string of 1 to {IDEMPOTENCY_KEY_MAX_CHARS} characters that names this "
+                                "submit (the same key and spec sent again answer with the first job)"]}
 
 
 def broken_platform(registry: Registry, platform_id: str) -> str:
@@ -80,6 +103,10 @@ def validate_spec(body: Any, registry: Registry, *, max_timeout_s: int = default
         errors.update(check_timeout(body["timeout_s"], max_timeout_s))
     if body.get("notify") is not None:
         errors.update(check_notify(body["notify"]))
+    if body.get("priority") is not None:
+        errors.update(check_priority(body["priority"]))
+    if body.get("idempotency_key") is not None:
+        errors.update(check_idempotency_key(body["idempotency_key"]))
     if errors or platform is None:
         message = f"the job spec has {len(errors)} error(s); fix the fields named in details and send it again"
         if isinstance(platform_id, str) and platform_id in registry.broken:
@@ -92,4 +119,6 @@ def validate_spec(body: Any, registry: Registry, *, max_timeout_s: int = default
         retry=body.get("retry"),
         timeout_s=body.get("timeout_s"),
         notify=targets(body.get("notify")),
+        priority=body.get("priority") or DEFAULT_PRIORITY,
+        idempotency_key=body.get("idempotency_key"),
     )

@@ -212,6 +212,7 @@ class RQ:
 
     @property
     def queue_key(self) -> str:
+        """The queue's own list: its normal lane (`lane_keys` has all three)."""
         return self.queue.key
 
     def claim(self, pipe: Any, job_id: str) -> None:

@@ -123,6 +123,25 @@ def drain(url: str, submitter: Submitter, client: redis.Redis, jobs: int) -> flo
     return done / elapsed
 
 
+def concurrent_posts(base: str, body: dict, threads: int) -> list[tuple[int, dict, float]]:
+    """`threads` POSTs of `body` released at once: each answer's status, body and seconds."""
+    barrier = threading.Barrier(threads)
+    answers: list[tuple[int, dict, float]] = []
+
+    def send() -> None:
+        barrier.wait()
+        begun = time.perf_counter()
+        status, answer = post(base, body)
+        answers.append((status, answer, time.perf_counter() - begun))
+
+    workers = [threading.Thread(target=send) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return answers
+
+
 def one_key(url: str, client: redis.Redis, *, threads: int, rounds: int) -> list[dict[str, object]]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -133,28 +152,16 @@ def one_key(url: str, client: redis.Redis, *, threads: int, rounds: int) -> list
         for n in range(rounds):
             client.flushall()
             body = {"platform_id": "demo", "settings": {"rows": 1}, "idempotency_key": f"order-{n}"}
-            barrier = threading.Barrier(threads)
-            answers: list[tuple[int, str, float]] = []
-            others: list[object] = []
-
-            def send(body: dict = body, barrier: threading.Barrier = barrier) -> None:
-                barrier.wait()
-                begun = time.perf_counter()
-                status, answer = post(base, body)
-                answers.append((status, answer.get("job_id", "?"), time.perf_counter() - begun))
-                if status not in (200, 202):
-                    others.append((status, answer))
-
-            workers = [threading.Thread(target=send) for _ in range(threads)]
-            for worker in workers:
-                worker.start()
-            for worker in workers:
-                worker.join()
-            statuses = [a[0] for a in answers]
-            results.append({"jobs": int(client.zcard("collector:jobs")), "ids": len({a[1] for a in answers}),
-                            "202": statuses.count(202), "200": statuses.count(200),
-                            "other": len(statuses) - statuses.count(202) - statuses.count(200),
-                            "slowest_ms": max(a[2] for a in answers) * 1000, "others": others})
+            answers = concurrent_posts(base, body, threads)
+            statuses = [status for status, _, _ in answers]
+            results.append({
+                "jobs": int(client.zcard("collector:jobs")),
+                "ids": len({answer.get("job_id", "?") for _, answer, _ in answers}),
+                "202": statuses.count(202), "200": statuses.count(200),
+                "other": len(statuses) - statuses.count(202) - statuses.count(200),
+                "slowest_ms": max(seconds for _, _, seconds in answers) * 1000,
+                "others": [(status, answer) for status, answer, _ in answers if status not in (200, 202)],
+            })
     finally:
         server.terminate()
         server.wait(30)

@@ -103,9 +103,9 @@ def validate_spec(body: Any, registry: Registry, *, max_timeout_s: int = default
         errors.update(check_timeout(body["timeout_s"], max_timeout_s))
     if body.get("notify") is not None:
         errors.update(check_notify(body["notify"]))
-    if body.get("priority") is not None:
+    if "priority" in body:  # null too: leave the field out for the default
         errors.update(check_priority(body["priority"]))
-    if body.get("idempotency_key") is not None:
+    if "idempotency_key" in body:
         errors.update(check_idempotency_key(body["idempotency_key"]))
     if errors or platform is None:
         message = f"the job spec has {len(errors)} error(s); fix the fields named in details and send it again"

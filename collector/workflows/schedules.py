@@ -81,9 +81,9 @@ def validate_schedule(body: Any, submitter: Submitter) -> dict[str, Any]:
         errors["name"] = ["give a name of 1 to 200 characters"]
     if body.get("notify") is not None:  # the targets of every job the schedule makes (over the spec's own)
         errors.update(check_notify(body["notify"]))
-    if body.get("priority") is not None:  # the lane of every job the schedule makes (over the spec's own)
+    if "priority" in body:  # the lane of every job the schedule makes (over the spec's own)
         errors.update(check_priority(body["priority"]))
-    if isinstance(body.get("spec"), dict) and body["spec"].get("idempotency_key") is not None:
+    if isinstance(body.get("spec"), dict) and "idempotency_key" in body["spec"]:
         errors["spec.idempotency_key"] = ["a schedule makes a new job on every tick: leave idempotency_key out "
                                           "(each tick runs once across all processes already)"]
     if "spec" not in body:

@@ -187,6 +187,8 @@ def test_a_schedule_carries_its_priority_to_every_job(
 @pytest.mark.parametrize("body, path", [
     ({"platform_id": "demo", "priority": "urgent"}, "priority"),
     ({"platform_id": "demo", "priority": 1}, "priority"),
+    ({"platform_id": "demo", "priority": None}, "priority"),
+    ({"platform_id": "demo", "idempotency_key": None}, "idempotency_key"),
     ({"platform_id": "demo", "idempotency_key": ""}, "idempotency_key"),
     ({"platform_id": "demo", "idempotency_key": "k" * 201}, "idempotency_key"),
 ])

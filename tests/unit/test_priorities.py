@@ -13,9 +13,10 @@ from rq.serializers import JSONSerializer
 from collector.config import Config
 from collector.specs.registry import Registry
 from collector.store.lanes import Taker
-from collector.store.rq import RQ, claiming_queue, claims_key, lane_key, wake_key
+from collector.store.rq import RQ, DashboardQueue, claiming_queue, claims_key, lane_key, wake_key
 from collector.submit.submitter import Submitter
 from collector.workflows.cancel import cancel
+from collector.workflows.children import JobLinks
 from collector.workflows.recovery import enqueue_due, recover_claims
 from collector.workflows.retry import retry
 from collector.workflows.schedules import Schedules
@@ -92,6 +93,18 @@ def test_a_submit_waits_on_its_priority_lane_and_wakes_a_child(
     assert job.origin == "collector" and job.meta == {"priority": "high"}, "one queue: RQ's registries are shared"
     counts = RQ(fake_redis, unit_config).counts("queued")
     assert counts == {"queued": 4}
+    shown = {queue.name: queue.count for queue in DashboardQueue.all(connection=fake_redis)}
+    assert shown == {"collector:high": 1, "collector": 2, "collector:low": 1}, "rq-dashboard lists every lane"
+
+
+def test_a_sub_job_gets_its_parents_priority_unless_its_spec_names_one(
+    fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry
+) -> None:
+    parent = submit(fake_redis, unit_config, registry, "high")
+    links = JobLinks(connection=fake_redis, config=unit_config, registry=registry)
+    assert links.spawn(parent, f"{parent}-c0", {"platform_id": "demo", "settings": {"rows": 1}})
+    assert links.spawn(parent, f"{parent}-c1", {"platform_id": "demo", "settings": {"rows": 1}, "priority": "low"})
+    assert lanes_of(fake_redis) == {"high": [parent, f"{parent}-c0"], "normal": [], "low": [f"{parent}-c1"]}
 
 
 def test_a_child_takes_high_then_normal_then_low_into_its_claims(

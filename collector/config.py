@@ -81,6 +81,10 @@ class Config:
                      "schedule_min_interval_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be 1 or more")
+        if self.queue_name.endswith((":high", ":low", ":wake")) or ":intermediate" in self.queue_name:
+            raise ConfigError(f"{PREFIX}QUEUE_NAME={self.queue_name!r} would be read as one of the lists beside a "
+                              "queue (its high and low lanes, its wake-up list, its workers' claims); choose a name "
+                              "without that ending")
         if self.priority_age_s < 0:
             raise ConfigError(f"{PREFIX}PRIORITY_AGE_S={self.priority_age_s} must be 0 (strict priority) or more")
         if self.idempotency_ttl_s < 1:

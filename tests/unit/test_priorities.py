@@ -11,6 +11,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from collector.config import Config
+from collector.errors import ConfigError
 from collector.specs.registry import Registry
 from collector.store.lanes import Taker
 from collector.store.rq import RQ, DashboardQueue, claiming_queue, claims_key, lane_key, wake_key
@@ -77,6 +78,12 @@ def test_a_head_counts_one_lane_higher_per_age_step_it_has_waited(fake_redis: fa
 def test_lane_key_names_one_list_per_priority_and_normal_is_the_queue_itself() -> None:
     assert [lane_key(QUEUE, p) for p in ("high", "normal", "low")] == list(LANES.values())
     assert lane_key(QUEUE, None) == QUEUE and lane_key(QUEUE, "bogus") == QUEUE
+
+
+@pytest.mark.parametrize("name", ["jobs:high", "jobs:low", "jobs:wake", "jobs:intermediate:x"])
+def test_a_queue_name_that_reads_as_a_lane_is_refused(name: str) -> None:
+    with pytest.raises(ConfigError, match="QUEUE_NAME"):
+        Config(queue_name=name)
 
 
 def test_a_submit_waits_on_its_priority_lane_and_wakes_a_child(

@@ -125,6 +125,7 @@ class JobView(Schema):
     progress = fields.Dict(allow_none=True)
     result = fields.Raw(allow_none=True)
     error = fields.Dict(allow_none=True)
+    priority = fields.String(metadata={"description": "its lane: high, normal or low"})
     attempt = fields.Integer()
     worker = fields.String()
     created_at = fields.String()

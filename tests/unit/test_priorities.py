@@ -14,6 +14,7 @@ from collector.config import Config
 from collector.errors import ConfigError
 from collector.specs.registry import Registry
 from collector.store.lanes import Taker
+from collector.store.records import JobStore
 from collector.store.rq import RQ, DashboardQueue, claiming_queue, claims_key, lane_key, wake_key
 from collector.submit.submitter import Submitter
 from collector.workflows.cancel import cancel
@@ -21,6 +22,7 @@ from collector.workflows.children import JobLinks
 from collector.workflows.recovery import enqueue_due, recover_claims
 from collector.workflows.retry import retry
 from collector.workflows.schedules import Schedules
+from collector.workflows.waiting import suspend
 
 QUEUE = "rq:queue:collector"
 LANES = {"high": f"{QUEUE}:high", "normal": QUEUE, "low": f"{QUEUE}:low"}
@@ -160,6 +162,20 @@ def test_the_taken_job_comes_back_to_its_own_lane_however_it_is_requeued(
     retry(fake_redis, unit_config, low, by="ops")
     assert lanes_of(fake_redis)["low"] == [low]
     assert Job.fetch(low, connection=fake_redis, serializer=JSONSerializer).meta == {"priority": "low"}
+
+
+def test_a_resumed_job_goes_back_to_its_lane(
+    client: FlaskClient, fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry
+) -> None:
+    low = submit(fake_redis, unit_config, registry, "low")
+    assert take(fake_redis) == low  # a child took it; it asked for input and waits
+    fake_redis.delete(claims_key(QUEUE, "w"))
+    wait = {"kind": "input", "name": "signin", "prompt": "the code", "timeout_s": 60}
+    assert suspend(fake_redis, JobStore(fake_redis, unit_config), low, wait, {}) == "waiting"
+    token = client.get(f"/execution/get?job_id={low}").get_json()["waiting"]["resume_token"]
+    answer = client.post(f"/execution/resume?job_id={low}", json={"token": token, "input": {"code": "1"}})
+    assert answer.status_code == 202, answer.get_json()
+    assert lanes_of(fake_redis) == {"high": [], "normal": [], "low": [low]}
 
 
 def test_a_due_retry_goes_back_to_its_lane(

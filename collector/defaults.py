@@ -34,6 +34,7 @@ SWEEP_INTERVAL_S = 30.0
 # The safety net of a record not yet ended (queued, started, scheduled, waiting): it expires this long after its
 # last move (submit, requeue, retry, resume) however it got lost; an end sets the final TTL.
 OPEN_RECORD_TTL_S = 30 * 24 * 3600
+CLAIM_BEAT_TTL_S = 10                    # a claimed job's beat lives this long unless its process renews it
 SWEEP_BATCH = 1000                       # open jobs one sweep reads per round trip
 LEASE_CHECK_S = 1.0                      # how often a child checks that its running job still holds its lease
 REAP_INTERVAL_S = 2.0                    # how often pools and the API look for dead pools and due retries

@@ -23,7 +23,7 @@ from collector.specs.job import JobSpec, validate_spec
 from collector.specs.registry import Registry
 from collector.store.records import DATASETS, JobStore, connect
 from collector.submit.submitter import new_record
-from collector.workflows.claims import claim, settle
+from collector.workflows.claims import beat, claim, settle
 
 ProgressObserver = Callable[[dict[str, Any]], None]
 CANCEL_POLL_S = 0.5  # how often a claimed job's run looks for a cancel asked for it
@@ -139,10 +139,12 @@ def run_claimed(job_id: str, runtime: Runtime, *, on_progress: ProgressObserver 
 
 def _relay_cancels(runtime: Runtime, job_id: str, done: threading.Event) -> None:
     """What a pool's supervisor does for its children: a cancel asked for the claimed job (`POST
-    /execution/cancel`) reaches its run context, so `ctx.cancelled` turns true and `ctx.progress` raises."""
+    /execution/cancel`) reaches its run context, so `ctx.cancelled` turns true and `ctx.progress` raises; and the
+    claim's beat is renewed, so the sweep knows this process still runs the job."""
     key = runtime.store.keys.cancels()
     while not done.wait(CANCEL_POLL_S):
         try:
+            beat(runtime.connection, runtime.config, job_id, by=runtime.worker_name)
             asked = runtime.connection.sismember(key, job_id)
         except redis.RedisError:
             continue  # Redis is away: the job's own writes wait for it; look again later

@@ -157,6 +157,11 @@ class Keys:
         """Held by the one process that sweeps now (expires after the sweep interval)."""
         return f"{self.prefix}:sweep"
 
+    def claim_beat(self, job_id: str) -> str:
+        """Present while the process that claimed `job_id` (`collector run --from-job`) lives: it renews it every
+        few seconds (expires after CLAIM_BEAT_TTL_S), so the sweep leaves the job to it and settles it once gone."""
+        return f"{self.prefix}:claimed:{job_id}"
+
     def jobs_index(self) -> str:
         """Sorted set of every job id, scored by creation time (epoch seconds): what `/execution/list` reads."""
         return f"{self.prefix}:jobs"

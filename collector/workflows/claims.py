@@ -8,6 +8,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
+from collector import defaults
 from collector.config import Config
 from collector.errors import ConflictError, NotFoundError
 from collector.store.records import ENDED, JobStore, decode_fields, run_watched
@@ -54,7 +55,14 @@ def settle(connection: redis.Redis, config: Config, job_id: str) -> str:
         with connection.pipeline(transaction=True) as pipe:
             Ends(store, rq).claim_settled(pipe, job_id, job=rq.fetch(job_id), status=status, message=message)
             pipe.execute()
+    else:  # a retry or a wait: the pool has it now, and the sweep may look at it again
+        connection.delete(store.keys.claim_beat(job_id))
     return status
+
+
+def beat(connection: redis.Redis, config: Config, job_id: str, *, by: str) -> None:
+    """The claiming process is alive: the sweep leaves `job_id` to it for another CLAIM_BEAT_TTL_S."""
+    connection.set(JobStore(connection, config).keys.claim_beat(job_id), by, ex=defaults.CLAIM_BEAT_TTL_S)
 
 
 def _why(record: dict[str, Any]) -> str:

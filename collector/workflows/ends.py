@@ -175,10 +175,12 @@ class Ends:
         self.store.update(job_id, {"claimed_by": by, "claimed_at": iso()}, pipe)
         self.store.event(job_id, "claimed", pipe, by=by)
         self.rq.claim(pipe, job_id)
+        pipe.set(self.store.keys.claim_beat(job_id), by, ex=defaults.CLAIM_BEAT_TTL_S)
 
     def claim_settled(self, pipe: Any, job_id: str, *, job: Job | None, status: str, message: str) -> None:
         """RQ's side of a claimed job's end (its record's end is written as any attempt's): a worker writes it for
         the jobs it runs, so the process that claimed one writes it here. A retry or a wait has its side already."""
+        pipe.delete(self.store.keys.claim_beat(job_id))
         if job is None:
             return
         if status == "finished":

@@ -1,7 +1,8 @@
 """The sweep the reaper runs: jobs `queued` or `started` that nothing holds are found and settled, whatever was lost.
 
 A job not yet ended is always somewhere: waiting in the queue, in a pool child's claims (taken off the queue, not yet
-started), in a live pool's slots (running), or in the scheduled registry. One that is in none of them (its worker and
+started), in a live pool's slots (running), in the scheduled registry, or run by a process that claimed it
+(`collector run --from-job`, which renews a beat while it runs). One that is in none of them (its worker and
 the supervisor that should have settled it were lost, or someone emptied the queue) is found on one sweep and settled
 on the next, if its record did not move meanwhile: a `queued` one goes back to the head of the queue, a `started`
 one is retried or failed as after a worker's death, with the cause, through `ends.py`. One process sweeps at a time.
@@ -83,8 +84,9 @@ class Sweep:
             if candidates:
                 held = held or self.held()
                 scheduled = self.rq.scheduled_ids(list(candidates))
+                claimed = self.claimed([j for j, r in candidates.items() if r["status"] == "started"])
                 for job_id, record in candidates.items():
-                    if job_id not in scheduled and not self.findable(job_id, record, held):
+                    if job_id not in scheduled | claimed and not self.findable(job_id, record, held):
                         strays[job_id] = {name: record.get(name) for name in FINGERPRINT}
             if len(page) < defaults.SWEEP_BATCH:
                 break
@@ -108,6 +110,15 @@ class Sweep:
         registered = set(workers) | set(self.rq.registered_workers())
         waiting = self.rq.queued_ids() | self.rq.claimed_by(sorted(registered))
         return Held(waiting=waiting, running=running, silent=silent)
+
+    def claimed(self, job_ids: list[str]) -> set[str]:
+        """The jobs among `job_ids` whose claiming process (`collector run --from-job`) still beats."""
+        if not job_ids:
+            return set()
+        with self.connection.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.exists(self.keys.claim_beat(job_id))
+            return {job_id for job_id, alive in zip(job_ids, pipe.execute(), strict=True) if alive}
 
     @staticmethod
     def findable(job_id: str, record: dict[str, Any], held: Held) -> bool:

@@ -166,6 +166,7 @@ def test_from_job_claims_a_queued_job_and_runs_it_here_as_that_job(
         assert redis_client.llen("rq:queue:collector") == 0, "taken off the queue: no worker runs it again"
         assert redis_client.hget(f"rq:job:{job_id}", "status") == b"finished"
         assert not redis_client.keys("collector:job:local-*"), "no copy was made"
+        assert not redis_client.exists(f"collector:claimed:{job_id}"), "the claim's beat ends with its run"
 
         done = collector("run", "--from-job", job_id, COLLECTOR_SECRET_KEY=config.secret_key, **env)
         assert done.returncode == 2 and "cannot be claimed: it ended 'finished'" in done.stderr
@@ -175,7 +176,9 @@ def test_from_job_claims_a_queued_job_and_runs_it_here_as_that_job(
         served.close()
 
 
-def test_a_claimed_job_stops_when_it_is_cancelled(config: Config, redis_url: str, data_dir: Path) -> None:
+def test_a_claimed_job_stops_when_it_is_cancelled(
+    config: Config, redis_url: str, redis_client: redis.Redis, data_dir: Path
+) -> None:
     served = ServedApp(create_app(config))
     try:
         status, job = served.request("POST", "/execution/run", {
@@ -189,6 +192,10 @@ def test_a_claimed_job_stops_when_it_is_cancelled(config: Config, redis_url: str
         try:
             wait_for(lambda: served.request("GET", f"/execution/get?job_id={job_id}")[1]["status"] == "started",
                      timeout_s=60, what="the claimed job to start")
+            first = redis_client.pttl(f"collector:claimed:{job_id}")
+            assert 0 < first <= 10_000, "the claiming process beats, so the sweep leaves the job to it"
+            wait_for(lambda: redis_client.pttl(f"collector:claimed:{job_id}") > first,
+                     timeout_s=15, what="the beat to be renewed (left alone it only runs down)")
             status, _ = served.request("POST", f"/execution/cancel?job_id={job_id}",
                                        headers={"X-Requested-With": "XMLHttpRequest"})
             assert status == 202
@@ -201,6 +208,7 @@ def test_a_claimed_job_stops_when_it_is_cancelled(config: Config, redis_url: str
         record = served.request("GET", f"/execution/get?job_id={job_id}")[1]
         assert record["status"] == "stopped" and record["error"]["type"] == "JobCancelledError"
         assert record["progress"]["done"] < 100_000
+        assert not redis_client.exists(f"collector:claimed:{job_id}")
 
         # SIGTERM (a terminal closed, a container stopped) ends the claimed job failed, never left `started`.
         status, job = served.request("POST", "/execution/run", {

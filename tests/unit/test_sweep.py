@@ -13,6 +13,7 @@ from collector.config import Config
 from collector.specs.registry import Registry
 from collector.store.records import JobStore
 from collector.submit.submitter import Submitter
+from collector.workflows.claims import beat, claim
 from collector.workflows.recovery import enqueue_due, recover
 from collector.workflows.sweep import Sweep
 
@@ -152,3 +153,21 @@ def test_a_retry_due_without_its_rq_job_fails_instead_of_staying_scheduled(
     assert record["status"] == "failed" and "RQ's job is gone" in record["error"]["message"]
     assert fake_redis.zscore("rq:scheduled:collector", job_id) is None
     assert fake_redis.zscore("collector:jobs:open", job_id) is None
+
+
+def test_a_job_claimed_by_a_live_process_is_left_to_it_and_settled_once_its_beat_is_gone(
+    fake_redis: fakeredis.FakeRedis, config: Config, registry: Registry
+) -> None:
+    job_id = submit(fake_redis, config, registry)
+    claim(fake_redis, config, job_id, by="laptop.1")
+    fake_redis.hset(f"collector:job:{job_id}", mapping={"status": "started", "attempt": "1",
+                                                        "worker": "laptop.1", "started_at": "2026-01-01T00:00:00Z"})
+    assert fake_redis.ttl(f"collector:claimed:{job_id}") > 0, "a claim starts beating at once"
+    sweep = Sweep(fake_redis, config)
+    later = time.time() + 60
+    for step in range(3):
+        beat(fake_redis, config, job_id, by="laptop.1")
+        assert sweep.sweep(now=later + 10 * step) == {}, "its claiming process still beats"
+    fake_redis.delete(f"collector:claimed:{job_id}")  # the process was lost: its beat expired
+    assert sweep.sweep(now=later + 30) == {}, "seen once"
+    assert sweep.sweep(now=later + 40) == {job_id: "scheduled"}, "then retried as after a worker's death"

@@ -59,6 +59,8 @@ class Config:
     submits_per_minute: int = defaults.SUBMITS_PER_MINUTE
     rate_max_wait_s: float = defaults.RATE_MAX_WAIT_S
     state_ttl_s: int = defaults.STATE_TTL_S
+    priority_age_s: float = defaults.PRIORITY_AGE_S
+    idempotency_ttl_s: int = defaults.IDEMPOTENCY_TTL_S
     platforms_package: str = "platforms"
     log_level: str = "INFO"
     log_format: str = defaults.LOG_FORMAT
@@ -88,6 +90,14 @@ class Config:
                      "schedule_min_interval_s", "state_ttl_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be 1 or more")
+        if self.queue_name.endswith((":high", ":low", ":wake")) or ":intermediate" in self.queue_name:
+            raise ConfigError(f"{PREFIX}QUEUE_NAME={self.queue_name!r} would be read as one of the lists beside a "
+                              "queue (its high and low lanes, its wake-up list, its workers' claims); choose a name "
+                              "without that ending")
+        if self.priority_age_s < 0:
+            raise ConfigError(f"{PREFIX}PRIORITY_AGE_S={self.priority_age_s} must be 0 (strict priority) or more")
+        if self.idempotency_ttl_s < 1:
+            raise ConfigError(f"{PREFIX}IDEMPOTENCY_TTL_S={self.idempotency_ttl_s} must be 1 or more (seconds)")
         for name in ("redis_connect_timeout_s", "redis_socket_timeout_s", "rate_max_wait_s", "stream_max_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be above 0 (seconds)")

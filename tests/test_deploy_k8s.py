@@ -86,6 +86,19 @@ def test_validation_refuses_unknown_fields_and_wrong_types(example: list[dict[st
     assert validate.problems({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledJob", "metadata": {"name": "x"}})
 
 
+def test_validation_refuses_a_scaled_object_that_misses_a_lane(example: list[dict[str, Any]]) -> None:
+    assert validate.lane_problems(example) == []
+    docs = copy.deepcopy(example)
+    scaled = one(docs, "ScaledObject", "collector-worker")
+    scaled["spec"]["triggers"] = [t for t in scaled["spec"]["triggers"] if t["name"] != "queued_low"]
+    scaled["spec"]["triggers"][0]["metadata"]["listName"] = "rq:queue:other"
+    scaled["spec"]["advanced"]["scalingModifiers"]["formula"] = "queued + started"
+    found = validate.lane_problems(docs)
+    assert any("rq:queue:collector:low" in p for p in found), found
+    assert any("rq:queue:collector:high" in p for p in found) and any("rq:queue:other" in p for p in found), found
+    assert any("leaves out the trigger queued_high" in p for p in found), found
+
+
 def test_the_probes_ask_open_routes_of_the_app_that_answer(example: list[dict[str, Any]], data_dir: Path) -> None:
     api = container(one(example, "Deployment", "collector-api"))
     assert api["args"] == ["serve"]
@@ -117,8 +130,10 @@ def test_the_scaled_object_counts_collectors_queue_and_started_jobs(
     assert scaled["scaleTargetRef"]["name"] == "collector-worker"
     triggers = {t["name"]: t for t in scaled["triggers"]}
     connection = fakeredis.FakeRedis()
-    assert triggers["queued"]["type"] == "redis"
-    assert triggers["queued"]["metadata"]["listName"] == RQ(connection, config).queue_key == "rq:queue:collector"
+    lanes = {name: triggers[name]["metadata"]["listName"] for name in ("queued_high", "queued", "queued_low")}
+    assert all(triggers[name]["type"] == "redis" for name in lanes)
+    assert list(lanes.values()) == RQ(connection, config).lane_keys == [
+        "rq:queue:collector:high", "rq:queue:collector", "rq:queue:collector:low"]
     started = triggers["started"]["metadata"]
     assert triggers["started"]["type"] == "metrics-api" and started["format"] == "prometheus"
     # The metric the trigger reads is what the API's /metrics serves for this queue (RQ's started registry).
@@ -128,10 +143,10 @@ def test_the_scaled_object_counts_collectors_queue_and_started_jobs(
     text = app.test_client().get(started["url"].split(":8000", 1)[1]).get_data(as_text=True)
     assert f'{started["valueLocation"]} 1.0' in text.splitlines()
     # KEDA reaches both through the overlay's fully qualified names, never the base's placeholders.
-    assert "collector-example.svc" in triggers["queued"]["metadata"]["address"]
+    assert all("collector-example.svc" in triggers[name]["metadata"]["address"] for name in lanes)
     assert "collector-example.svc" in started["url"]
     modifiers = scaled["advanced"]["scalingModifiers"]
-    assert modifiers["formula"] == "queued + started"
+    assert modifiers["formula"] == "queued_high + queued + queued_low + started"
     children = container(one(example, "Deployment", "collector-worker"))["args"]
     assert modifiers["target"] == children[children.index("-n") + 1], "the target per pod is its pool's size"
 

@@ -28,7 +28,8 @@ blueprint = Blueprint("execution", __name__)
 
 @blueprint.post("/execution/run")
 def run() -> tuple[dict[str, Any], int]:
-    return services().submit(read_json(), by=caller()), 202
+    answer = services().submit(read_json(), by=caller())
+    return answer, 200 if answer.get("deduplicated") else 202  # 200: the first job of its idempotency key
 
 
 @blueprint.get("/execution/get")

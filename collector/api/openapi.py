@@ -15,9 +15,11 @@ from collector.api.openapi_operations import ERROR, notify_schema, problems, res
 from collector.api.openapi_operations import operations as more_operations
 from collector.api.state import operations as state_operations
 from collector.config import Config
+from collector.specs.job import IDEMPOTENCY_KEY_MAX_CHARS
 from collector.specs.notify import EVENTS
 from collector.specs.registry import Registry
 from collector.specs.schema import DateSetting, SecretString, StorageSetting, StrictNumber, storage_backends
+from collector.store.lanes import PRIORITIES
 from collector.store.records import JOB_ID
 from collector.store.state import STATE_KEY
 from collector.types import CONCURRENCY_KEY
@@ -114,6 +116,15 @@ class RunAccepted(Schema):
     _id = fields.String(metadata={"description": "your reference, when the spec had one"})
 
 
+class RunDeduplicated(Schema):
+    job_id = fields.String(required=True, validate=validate.Regexp(JOB_ID),
+                           metadata={"description": "the job the first submit of this idempotency key made"})
+    status = fields.String(required=True, metadata={"description": "that job's status now"})
+    deduplicated = fields.Boolean(required=True, validate=validate.Equal(True))
+    duplicate_of = fields.String(required=True, metadata={"description": "the same id as job_id"})
+    _id = fields.String(metadata={"description": "your reference, when the spec had one"})
+
+
 class JobView(Schema):
     class Meta:
         unknown = INCLUDE  # a later version may add fields; clients must ignore the ones they do not know
@@ -126,6 +137,7 @@ class JobView(Schema):
     progress = fields.Dict(allow_none=True)
     result = fields.Raw(allow_none=True)
     error = fields.Dict(allow_none=True)
+    priority = fields.String(metadata={"description": "its lane: high, normal or low"})
     attempt = fields.Integer()
     worker = fields.String()
     created_at = fields.String()
@@ -165,6 +177,12 @@ def run_request_schema(platform_id: str, settings: type[Schema]) -> type[Schema]
             "state_key": fields.Raw(metadata={
                 "type": ["string", "null"], "pattern": STATE_KEY.pattern,
                 "description": "runs with the same state_key hand their saved state on (incremental collection)"}),
+            "priority": fields.String(validate=validate.OneOf(PRIORITIES), metadata={
+                "description": "the lane workers take it from: high before normal (the default) before low; a job "
+                               "waiting COLLECTOR_PRIORITY_AGE_S counts one lane higher"}),
+            "idempotency_key": fields.String(validate=validate.Length(1, IDEMPOTENCY_KEY_MAX_CHARS), metadata={
+                "description": "sent again with the same spec within COLLECTOR_IDEMPOTENCY_TTL_S, answers 200 with "
+                               "the first job; with a different spec, 409"}),
         },
         name=f"RunRequest_{platform_id}",
     )
@@ -264,7 +282,8 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
     _custom_fields(plugin)
     for name, schema in [("Error", ErrorAnswer), ("Alive", AliveAnswer), ("Ready", ReadyAnswer),
                          ("Diagnostics", DiagnosticsAnswer),
-                         ("Platforms", PlatformsAnswer), ("RunAccepted", RunAccepted), ("JobView", JobView)]:
+                         ("Platforms", PlatformsAnswer), ("RunAccepted", RunAccepted),
+                         ("RunDeduplicated", RunDeduplicated), ("JobView", JobView)]:
         spec.components.schema(name, schema=schema)
     for kind, backend in sorted(storage_backends().items()):
         spec.components.schema(f"Storage_{kind}", schema=backend.settings.schema_class)
@@ -297,6 +316,10 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
                 "discriminator": {"propertyName": "platform_id", "mapping": requests},
             }}}},
             "responses": {"202": response("queued", {"$ref": "#/components/schemas/RunAccepted"}),
+                          "200": response("not queued again: the job the first submit of its idempotency key made",
+                                          {"$ref": "#/components/schemas/RunDeduplicated"}),
+                          "409": response("its idempotency key was used for a different spec; nothing changed",
+                                          ERROR),
                           **problems("400", "413", "422", "429", "503")},
         }},
         "/execution/get": {"get": {

@@ -11,6 +11,7 @@ from typing import Any
 from collector import defaults
 from collector.specs.notify import EVENTS, PROCESS_EVENTS
 from collector.store.index import PLATFORM_ID, STATUSES
+from collector.store.lanes import PRIORITIES
 from collector.store.records import JOB_ID
 from collector.workflows.processes import STATUSES as PROCESS_STATUSES
 from collector.workflows.schedules import MAX_INTERVAL_S
@@ -272,7 +273,9 @@ def operations(run_request: dict[str, Any], *, min_interval_s: int) -> dict[str,
                     "spec": run_request, "name": {"type": "string", "minLength": 1, "maxLength": 200},
                     "cron": {"type": "string", "description": "five fields, e.g. '*/15 * * * *' (UTC)"},
                     "interval_s": {"type": "integer", "minimum": min_interval_s, "maximum": MAX_INTERVAL_S},
-                    "notify": notify_schema(EVENTS, "webhooks of every job the schedule makes")}}),
+                    "notify": notify_schema(EVENTS, "webhooks of every job the schedule makes"),
+                    "priority": {"type": "string", "enum": list(PRIORITIES),
+                                 "description": "the priority of every job the schedule makes (over the spec's)"}}}),
                 "responses": {"201": response("the schedule", some_object("id", "next_run_at")),
                               "409": response("the service holds COLLECTOR_MAX_SCHEDULES schedules already", ERROR),
                               **problems("400", "413", "422", "429", "503")},

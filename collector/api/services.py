@@ -65,7 +65,7 @@ class Services:
         and in the error raised (a validation message may quote a value given for a secret setting)."""
         secrets = remember(secrets_in_body(body, self.registry))
         try:
-            return self.submitter.submit(body, admit=lambda: self.admit(by))
+            return self.submitter.submit(body, admit=lambda: self.admit(by), scope=by)
         except CollectorError as exc:
             raise mask_error(exc, secrets) from None
         except Exception as exc:  # logged here, while the secrets are still masked, not by the app's handler

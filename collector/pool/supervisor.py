@@ -216,7 +216,7 @@ class Pool:
         signal.signal(signal.SIGUSR1, lambda *_: relay_cancel(runtime, self.slots.cancel_asked(index)))
         worker = CollectorWorker(
             [self.config.queue_name], connection=connection, name=name, serializer=JSONSerializer,
-            queue_class=claiming_queue(name),
+            queue_class=claiming_queue(name, age_s=self.config.priority_age_s),
         )
         worker.slots, worker.slot_index, worker.runtime, worker.parent_pid = self.slots, index, runtime, parent
         worker.work(burst=self.burst, logging_level=self.config.log_level)

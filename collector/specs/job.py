@@ -14,9 +14,12 @@ from collector.specs.notify import check_notify, targets
 from collector.specs.policy import check_retry, check_timeout
 from collector.specs.registry import PlatformSpec, Registry
 from collector.specs.schema import flatten_errors
+from collector.store.lanes import DEFAULT_PRIORITY, PRIORITIES
 from collector.store.state import state_key_problem
 
-SPEC_FIELDS = {"_id", "platform_id", "settings", "retry", "timeout_s", "notify", "concurrency_key", "state_key"}
+SPEC_FIELDS = {"_id", "platform_id", "settings", "retry", "timeout_s", "notify", "concurrency_key", "state_key",
+               "priority", "idempotency_key"}
+IDEMPOTENCY_KEY_MAX_CHARS = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +34,28 @@ class JobSpec:
     notify: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # webhook targets (specs/notify.py)
     concurrency_key: str | None = None  # what the platform's cap counts per (an account): specs/caps.py
     state_key: str | None = None  # runs of the same key hand their saved state on (store/state.py)
+    priority: str = DEFAULT_PRIORITY  # the lane a pool takes it from: high, normal, low
+    idempotency_key: str | None = None  # a second submit with it within COLLECTOR_IDEMPOTENCY_TTL_S is the first
+
+    def canonical(self) -> dict[str, Any]:
+        """What makes two submits the same job spec (the idempotency key aside): the form compared under a key."""
+        return {"platform_id": self.platform.id, "settings": self.settings, "_id": self.client_id,
+                "retry": self.retry, "timeout_s": self.timeout_s, "notify": self.notify, "priority": self.priority,
+                "concurrency_key": self.concurrency_key, "state_key": self.state_key}
+
+
+def check_priority(value: Any) -> dict[str, list[str]]:
+    """The errors of a spec's (or schedule's) `priority`, under its name."""
+    if value in PRIORITIES:
+        return {}
+    return {"priority": [f"{value!r} is not a priority; give one of {list(PRIORITIES)} (default {DEFAULT_PRIORITY!r})"]}
+
+
+def check_idempotency_key(value: Any) -> dict[str, list[str]]:
+    if isinstance(value, str) and 0 < len(value) <= IDEMPOTENCY_KEY_MAX_CHARS:
+        return {}
+    return {"idempotency_key": [f"give a string of 1 to {IDEMPOTENCY_KEY_MAX_CHARS} characters that names this "
+                                "submit (the same key and spec sent again answer with the first job)"]}
 
 
 def broken_platform(registry: Registry, platform_id: str) -> str:
@@ -88,6 +113,10 @@ def validate_spec(body: Any, registry: Registry, *, max_timeout_s: int = default
         errors.update(check_concurrency_key(body["concurrency_key"]))
     if body.get("state_key") is not None and (problem := state_key_problem(body["state_key"])):
         errors["state_key"] = [problem]
+    if "priority" in body:  # null too: leave the field out for the default
+        errors.update(check_priority(body["priority"]))
+    if "idempotency_key" in body:
+        errors.update(check_idempotency_key(body["idempotency_key"]))
     if errors or platform is None:
         message = f"the job spec has {len(errors)} error(s); fix the fields named in details and send it again"
         if isinstance(platform_id, str) and platform_id in registry.broken:
@@ -102,4 +131,6 @@ def validate_spec(body: Any, registry: Registry, *, max_timeout_s: int = default
         notify=targets(body.get("notify")),
         concurrency_key=body.get("concurrency_key"),
         state_key=body.get("state_key"),
+        priority=body.get("priority") or DEFAULT_PRIORITY,
+        idempotency_key=body.get("idempotency_key"),
     )

@@ -118,6 +118,10 @@ class Keys:
         """Sorted set of every process id, scored by creation time (epoch seconds): what `/process/list` reads."""
         return f"{self.prefix}:processes"
 
+    def idempotency(self, digest: str) -> str:
+        """A submit's idempotency key (as an HMAC under the secret key): the first job and its spec's HMAC."""
+        return f"{self.prefix}:idempotency:{digest}"
+
     def schedule(self, schedule_id: str) -> str:
         return f"{self.prefix}:schedule:{schedule_id}"
 

@@ -24,11 +24,64 @@ from rq.timeouts import JobTimeoutException
 
 from collector.config import Config
 from collector.errors import CollectorError, PickleRefusedError
+from collector.store import lanes
+from collector.store.lanes import DEFAULT_PRIORITY, PRIORITIES
+from collector.store.records import Keys
 
 # The function names RQ stores with collector's jobs. They name no module any more: the pool's workers map them
 # to the functions, so jobs queued by any version (and pools of any version) agree on them.
 RUN_FUNCTION = "collector.runner.run_job"
 CHECK_FUNCTION = "collector.checks.run_check"
+
+
+def lane_key(queue_key: str, priority: str | None) -> str:
+    """The list jobs of `priority` wait in (every push to a lane, and every requeue, goes through here): normal
+    jobs in the queue's own list, high and low ones in `<queue>:high` and `<queue>:low` beside it. Anything else
+    (no priority: a job queued before lanes existed) is normal."""
+    lane = priority if priority in PRIORITIES else DEFAULT_PRIORITY
+    return queue_key if lane == DEFAULT_PRIORITY else f"{queue_key}:{lane}"
+
+
+def wake_key(queue_key: str) -> str:
+    """The list a push to any lane of the queue feeds, on which idle pool children wait."""
+    return f"{queue_key}:wake"
+
+
+def priority_of(job: Job | None) -> str:
+    """The priority RQ's job `job` was queued with (its meta); normal when it has none."""
+    meta = job.meta if job is not None and isinstance(job.meta, dict) else {}
+    return str(meta.get("priority") or DEFAULT_PRIORITY)
+
+
+class LaneQueue(Queue):
+    """collector's queue as seen from one lane: its name (so every job's origin, and RQ's registries) is the
+    queue's, its key the lane's list, and each push to it wakes a waiting pool child. rq-dashboard lists each lane
+    as a queue of its own (`<queue>:high`, `<queue>`, `<queue>:low`)."""
+
+    lane = DEFAULT_PRIORITY
+
+    def __init__(self, name: str = "default", *args: Any, lane: str | None = None, **kwargs: Any) -> None:
+        super().__init__(name, *args, **kwargs)
+        self.base_key = self._key
+        self.lane = lane or self.lane
+        self._key = lane_key(self.base_key, self.lane)
+
+    def push_job_id(self, job_id: str, pipeline: Pipeline | None = None, at_front: bool = False) -> None:
+        super().push_job_id(job_id, pipeline=pipeline, at_front=at_front)
+        pipe: Any = pipeline if pipeline is not None else self.connection
+        pipe.sadd(self.redis_queues_keys, self._key)
+        lanes.wake(pipe, wake_key(self.base_key))
+
+    @classmethod
+    def from_queue_key(cls, queue_key: str, *args: Any, **kwargs: Any) -> Any:
+        """The queue of a lane's key (`<queue>:high` is the queue `<queue>`, lane high)."""
+        for lane in PRIORITIES:
+            suffix = f":{lane}"
+            if lane != DEFAULT_PRIORITY and queue_key.endswith(suffix):
+                queue = super().from_queue_key(queue_key.removesuffix(suffix), *args, **kwargs)
+                queue._key, queue.lane = queue_key, lane
+                return queue
+        return super().from_queue_key(queue_key, *args, **kwargs)
 
 
 class RQ:
@@ -37,8 +90,24 @@ class RQ:
     def __init__(self, connection: Redis, config: Config) -> None:
         self.connection = connection
         self.config = config
-        self.queue = Queue(config.queue_name, connection=connection, serializer=JSONSerializer)
+        self.queue = LaneQueue(config.queue_name, connection=connection, serializer=JSONSerializer)
+        self.lanes = {p: LaneQueue(config.queue_name, connection=connection, serializer=JSONSerializer, lane=p)
+                      for p in PRIORITIES}
         self.scheduled_key = self.queue.scheduled_job_registry.key
+
+    def lane(self, priority: str | None) -> LaneQueue:
+        """The lane jobs of `priority` are pushed onto (`lane_key` names its list)."""
+        return self.lanes[priority if priority in PRIORITIES else DEFAULT_PRIORITY]
+
+    @property
+    def lane_keys(self) -> list[str]:
+        """Every lane's list, highest priority first."""
+        return [queue.key for queue in self.lanes.values()]
+
+    def record_priority(self, job_id: str) -> str | None:
+        """The priority the job record `job_id` was submitted with (for a job whose RQ hash is gone)."""
+        raw = self.connection.hget(Keys(self.config.key_prefix).job(job_id), "priority")
+        return raw.decode() if isinstance(raw, bytes) else raw
 
     # -- reading -----------------------------------------------------------------------------------------------
     def fetch(self, job_id: str) -> Job | None:
@@ -67,7 +136,7 @@ class RQ:
     def counts(self, *names: str) -> dict[str, int]:
         """Jobs `queued` (waiting in the queue), `started`, `failed`, `finished` (RQ's registries), by name."""
         readers = {
-            "queued": lambda: self.queue.count,
+            "queued": lambda: sum(queue.count for queue in self.lanes.values()),
             "started": lambda: self.queue.started_job_registry.count,
             "failed": lambda: self.queue.failed_job_registry.count,
             "finished": lambda: self.queue.finished_job_registry.count,
@@ -91,17 +160,20 @@ class RQ:
 
     # -- writing (on the caller's pipeline) ----------------------------------------------------------------------
     def enqueue(self, pipe: Pipeline, job_id: str, *, timeout: int, description: str | None = None,
-                cap: str | None = None) -> None:
-        """Queue `job_id` to run (`RUN_FUNCTION`, no arguments: the id names the record). `cap`: the key of the
-        concurrency cap it counts under, kept in RQ's job (`meta`) so a child knows it with the job it takes."""
-        self.queue.enqueue_call(
+                priority: str | None = None, cap: str | None = None) -> None:
+        """Queue `job_id` to run (`RUN_FUNCTION`, no arguments: the id names the record) on the lane of
+        `priority` (None: the one its record was submitted with), which its RQ meta keeps for every requeue.
+        `cap`: the key of the concurrency cap it counts under, kept in the meta too, so a child knows it with the
+        job it takes."""
+        priority = priority or self.record_priority(job_id) or DEFAULT_PRIORITY
+        self.lane(priority).enqueue_call(
             RUN_FUNCTION,
             job_id=job_id,
             timeout=timeout,
             description=description,
             result_ttl=self.config.record_ttl_s,
             failure_ttl=self.config.failed_record_ttl_s,
-            meta={"cap": cap} if cap else None,
+            meta={"priority": priority, "cap": cap} if cap else {"priority": priority},
             pipeline=pipe,
         )
 
@@ -116,10 +188,11 @@ class RQ:
         )
 
     def requeue(self, pipe: Any, job: Job, *, at_front: bool = False) -> None:
-        """Put RQ's job back on the queue as it is (id, function, timeout); `at_front`: first, and only once."""
+        """Put RQ's job back on its lane as it is (id, function, timeout); `at_front`: first, and only once."""
+        lane = self.lane(priority_of(job))
         if at_front:
-            pipe.lrem(self.queue.key, 0, job.id)
-        self.queue._enqueue_job(job, pipeline=pipe, at_front=at_front)
+            pipe.lrem(lane.key, 0, job.id)
+        lane._enqueue_job(job, pipeline=pipe, at_front=at_front)
 
     def requeue_ended(self, pipe: Any, job_id: str, *, job: Job | None, timeout: int) -> None:
         """RQ's side of an ended job queued again by hand: out of the failed and canceled registries, no longer
@@ -127,16 +200,17 @@ class RQ:
         pipe.zrem(self.queue.failed_job_registry.key, job_id)
         pipe.zrem(self.queue.canceled_job_registry.key, job_id)
         pipe.zrem(self.queue.finished_job_registry.key, job_id)
-        pipe.lrem(self.queue.key, 0, job_id)
+        for key in self.lane_keys:
+            pipe.lrem(key, 0, job_id)
         if job is None:
             self.enqueue(pipe, job_id, timeout=timeout)
         else:
-            self.queue._enqueue_job(job, pipeline=pipe)  # saves it with no expiry (its ttl is None)
+            self.lane(priority_of(job))._enqueue_job(job, pipeline=pipe)  # saves it with no expiry (ttl None)
 
     def queued_here(self, pipe: Any, job_id: str) -> bool:
-        """Whether `job_id` waits in the queue (the caller WATCHes `queue_key`, so a worker taking it meanwhile
+        """Whether `job_id` waits in a lane (the caller WATCHes `lane_keys`, so a worker taking it meanwhile
         fails the caller's EXEC)."""
-        return pipe.lpos(self.queue.key, job_id) is not None
+        return any(pipe.lpos(key, job_id) is not None for key in self.lane_keys)
 
     @staticmethod
     def job_key(job_id: str) -> str:
@@ -145,11 +219,13 @@ class RQ:
 
     @property
     def queue_key(self) -> str:
+        """The queue's own list: its normal lane (`lane_keys` has all three)."""
         return self.queue.key
 
     def claim(self, pipe: Any, job_id: str) -> None:
-        """RQ's side of a job claimed to run outside the pool: off the queue, `started`."""
-        pipe.lrem(self.queue.key, 0, job_id)
+        """RQ's side of a job claimed to run outside the pool: off its lane, `started`."""
+        for key in self.lane_keys:
+            pipe.lrem(key, 0, job_id)
         if self.connection.exists(Job.key_for(job_id)):  # never a stub hash for a job RQ lost
             pipe.hset(Job.key_for(job_id), "status", JobStatus.STARTED.value)
 
@@ -205,8 +281,12 @@ class RQ:
         self.connection.delete(claims_key(self.queue.key, worker_name))
 
     def queued_ids(self) -> set[str]:
-        """Every job id waiting in the queue (one LRANGE)."""
-        return {raw.decode() for raw in self.connection.lrange(self.queue.key, 0, -1)}
+        """Every job id waiting in a lane (one LRANGE each)."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            for key in self.lane_keys:
+                pipe.lrange(key, 0, -1)
+            lists = pipe.execute()
+        return {raw.decode() for ids in lists for raw in ids}
 
     def scheduled_ids(self, job_ids: list[str]) -> set[str]:
         """Those of `job_ids` that wait in the scheduled registry."""
@@ -249,8 +329,9 @@ class RQ:
         job._handle_failure(message, pipe, worker_name=worker_name)
 
     def cancel(self, pipe: Any, job_id: str, *, job: Job | None, ttl: int) -> None:
-        """RQ's side of a job canceled before it ran: out of the queue and the scheduled registry, `canceled`."""
-        pipe.lrem(self.queue.key, 0, job_id)
+        """RQ's side of a job canceled before it ran: out of its lane and the scheduled registry, `canceled`."""
+        for key in self.lane_keys:
+            pipe.lrem(key, 0, job_id)
         pipe.zrem(self.scheduled_key, job_id)
         if job is not None:
             job.set_status(JobStatus.CANCELED, pipeline=pipe)
@@ -274,20 +355,22 @@ def claims_key(queue_key: str, worker_name: str) -> str:
     return f"{queue_key}:intermediate:{worker_name}"
 
 
-class ClaimingQueue(Queue):
-    """collector's queue as a pool child takes jobs off it: BLMOVE into the child's own claims list instead of RQ's
-    intermediate list that every worker shares. A job is then always in the queue, in exactly one child's claims,
-    or started: when the child dies, even between taking a job and noting it in its slot, its supervisor (or the
-    reaper, for a dead pool) reads the claims and puts the job back. RQ's start transaction removes the job from
-    `intermediate_queue_key`, which here names the claims list. Made per child by `claiming_queue`."""
+class ClaimingQueue(LaneQueue):
+    """collector's queue as a pool child takes jobs off it: from the lanes in priority order (`store/lanes.py`),
+    moved into the child's own claims list instead of RQ's intermediate list that every worker shares. A job is then
+    always in a lane, in exactly one child's claims, or started: when the child dies, even between taking a job and
+    noting it in its slot, its supervisor (or the reaper, for a dead pool) reads the claims and puts the job back.
+    RQ's start transaction removes the job from `intermediate_queue_key`, which here names the claims list (one per
+    child, whichever lane the job came from). Made per child by `claiming_queue`."""
 
     claimant = ""
+    age_s = 0.0                   # a job waiting this long at a lane's head is taken as if one lane higher
     _taken: bytes | None = None   # the id the last move took, while RQ's dequeue loop runs
     _unsure = False               # a move failed in flight: the job it may have taken is in the claims, unrun
 
     @property
     def intermediate_queue_key(self) -> str:
-        return claims_key(self.key, self.claimant)
+        return claims_key(self.base_key, self.claimant)
 
     @classmethod
     def dequeue_any(cls, *args: Any, **kwargs: Any) -> Any:
@@ -303,36 +386,41 @@ class ClaimingQueue(Queue):
 
     @classmethod
     def lmove(cls, connection: Redis, queue_key: str, timeout: int | None) -> Any:
+        """The next job of the queue `queue_key`'s lanes, moved into the claims: `(lane key, job id)`."""
         claims = claims_key(queue_key, cls.claimant)
         if cls._taken is not None:
             # RQ's loop came back for another: the job last taken has no job hash any more and is skipped.
             connection.lrem(claims, 1, cls._taken)
             cls._taken = None
         if cls._unsure:
-            # Nothing runs now, so whatever the claims hold was taken by a move whose answer was lost: it goes
-            # back to the head of the queue.
-            while connection.lmove(claims, queue_key, "RIGHT", "LEFT") is not None:
-                pass
+            # Nothing runs now, so whatever the claims hold was taken by a move whose answer was lost: each goes
+            # back to the head of its lane.
+            while (last := connection.lindex(claims, -1)) is not None:
+                try:
+                    job = Job.fetch(last.decode(), connection=connection, serializer=JSONSerializer)
+                except NoSuchJobError:
+                    connection.lrem(claims, 1, last)
+                    continue
+                connection.lmove(claims, lane_key(queue_key, priority_of(job)), "RIGHT", "LEFT")
             cls._unsure = False
+        taker = lanes.Taker([lane_key(queue_key, p) for p in PRIORITIES], claims=claims, wake=wake_key(queue_key),
+                            age_s=cls.age_s, job_prefix=Job.redis_job_namespace_prefix)
         try:
-            if timeout is None:
-                result = connection.lmove(queue_key, claims)
-                if result is None:
-                    return None
-            else:
-                result = connection.blmove(queue_key, claims, timeout)
-                if result is None:
-                    raise DequeueTimeout(timeout, queue_key)
+            result = taker.take(connection, timeout)
         except (redis.ConnectionError, redis.TimeoutError):
             cls._unsure = True
             raise
-        cls._taken = result
-        return queue_key, result
+        if result is None:
+            if timeout is None:
+                return None
+            raise DequeueTimeout(timeout, queue_key)
+        lane, cls._taken = result
+        return lane, cls._taken
 
 
-def claiming_queue(worker_name: str) -> type[Queue]:
-    """The queue class of the pool child `worker_name`: it claims jobs into its own list."""
-    return type("ClaimingQueue", (ClaimingQueue,), {"claimant": worker_name, "__module__": __name__})
+def claiming_queue(worker_name: str, *, age_s: float = 0.0) -> type[Queue]:
+    """The queue class of the pool child `worker_name`: it claims jobs into its own list, lanes aged by `age_s`."""
+    return type("ClaimingQueue", (ClaimingQueue,), {"claimant": worker_name, "age_s": age_s, "__module__": __name__})
 
 
 def current_job_id(function: str) -> str:

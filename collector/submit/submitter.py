@@ -9,7 +9,7 @@ from typing import Any
 import redis
 
 from collector.config import Config
-from collector.errors import ConfigError
+from collector.errors import ConfigError, ConflictError
 from collector.resources import reach
 from collector.sealing import Sealer
 from collector.specs.caps import cap_key
@@ -17,8 +17,8 @@ from collector.specs.job import JobSpec, validate_spec
 from collector.specs.policy import RetryPolicy, job_timeout
 from collector.specs.registry import Registry
 from collector.specs.secrets import split_secrets
-from collector.store import index, metrics
-from collector.store.records import JobStore, redis_down, redis_full
+from collector.store import idempotency, index, metrics
+from collector.store.records import JobStore, redis_down, redis_full, run_watched
 from collector.store.rq import RQ
 from collector.types import iso, new_job_id
 
@@ -40,11 +40,13 @@ class Submitter:
 
     def submit(
         self, body: Any, *, job_id: str | None = None, extra: Mapping[str, Any] | None = None,
-        admit: Callable[[], None] | None = None,
+        admit: Callable[[], None] | None = None, scope: str = "",
     ) -> dict[str, Any]:
         """Queue the job `body` describes. `job_id` and `extra` record fields are for collector's own
         submitters (schedules, processes), never taken from a request. `admit` is called once the spec is
-        valid, before anything is written (the API counts the caller's submit rate there)."""
+        valid, before anything is written (the API counts the caller's submit rate there). A spec with an
+        `idempotency_key` that `scope` (the caller) sent before, within COLLECTOR_IDEMPOTENCY_TTL_S, makes no new
+        job: the answer names the first (`deduplicated`), or `ConflictError` when the spec differs."""
         spec = validate_spec(body, self.registry, max_timeout_s=self.config.max_timeout_s)
         job_id = job_id or new_job_id()
         fields = new_record(spec, self.sealer, no_key=(
@@ -58,25 +60,66 @@ class Submitter:
         if cap is not None:
             fields["concurrency"] = cap
         fields.update(extra or {})
+        once = self._once(spec, scope)
+
+        def write(pipe: Any) -> dict[str, Any] | None:
+            if once is not None:
+                pipe.watch(once[0])  # two submits of one key at once: the second EXEC fails and looks again
+                held = idempotency.first(pipe, once[0])
+                if held is not None:
+                    pipe.unwatch()
+                    return self._duplicate(spec, first_job=held[0], same=held[1] == once[1])
+            pipe.multi()  # explicit, or RQ would call multi() after our first command
+            self.store.create(job_id, fields, pipe)
+            self.store.event(job_id, "queued", pipe, platform_id=spec.platform.id, settings=fields["settings"])
+            index.add(pipe, self.store.keys, self.config, job_id)
+            # The safety net of a record not yet ended; its end (or next move) sets the TTL anew.
+            self.store.expire(job_id, self.config.open_record_ttl_s, pipe, datasets=())
+            metrics.job_submitted(pipe, self.store.keys, job_id=job_id, platform_id=spec.platform.id)
+            self.rq.enqueue(pipe, job_id, timeout=timeout, description=description(spec), priority=spec.priority,
+                            cap=cap)
+            if once is not None:
+                idempotency.remember(pipe, once[0], job_id=job_id, spec_hmac=once[1],
+                                     ttl_s=self.config.idempotency_ttl_s)
+            pipe.execute()
+            return None
+
         try:
             if admit is not None:
                 admit()
-            with self.connection.pipeline(transaction=True) as pipe:
-                pipe.multi()  # explicit, or RQ would call multi() after our first command
-                self.store.create(job_id, fields, pipe)
-                self.store.event(job_id, "queued", pipe, platform_id=spec.platform.id, settings=fields["settings"])
-                index.add(pipe, self.store.keys, self.config, job_id)
-                # The safety net of a record not yet ended; its end (or next move) sets the TTL anew.
-                self.store.expire(job_id, self.config.open_record_ttl_s, pipe, datasets=())
-                metrics.job_submitted(pipe, self.store.keys, job_id=job_id, platform_id=spec.platform.id)
-                self.rq.enqueue(pipe, job_id, timeout=timeout, description=description(spec), cap=cap)
-                pipe.execute()
+            duplicate = run_watched(self.connection, write)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise redis_down(self.config, exc) from None
         except redis.exceptions.OutOfMemoryError:  # refused as a whole (MULTI): nothing was written
             raise redis_full(self.config) from None
+        if duplicate is not None:
+            return duplicate
         metrics.submitted(job_id=job_id, platform_id=spec.platform.id)
         answer: dict[str, Any] = {"job_id": job_id, "status": "queued"}
+        if spec.client_id is not None:
+            answer["_id"] = spec.client_id
+        return answer
+
+    def _once(self, spec: JobSpec, scope: str) -> tuple[str, str] | None:
+        """The Redis key of the spec's idempotency key and the HMAC of the spec; None without a key."""
+        if spec.idempotency_key is None:
+            return None
+        secret = self.config.secret_key
+        return (idempotency.key_for(self.store.keys, secret, scope=scope, idempotency_key=spec.idempotency_key),
+                idempotency.digest(secret, "spec", spec.canonical()))
+
+    def _duplicate(self, spec: JobSpec, *, first_job: str, same: bool) -> dict[str, Any]:
+        """The answer to a submit whose idempotency key made `first_job` already (`same`: from the same spec)."""
+        if not same:
+            raise ConflictError(
+                f"idempotency key {spec.idempotency_key!r} was used for a different job spec (job {first_job}) "
+                f"within the last {self.config.idempotency_ttl_s} s (COLLECTOR_IDEMPOTENCY_TTL_S); send that same "
+                "spec again to get its job, or use a new key for this one",
+                details={"idempotency_key": spec.idempotency_key, "job_id": first_job},
+            )
+        status = self.store.read(first_job, "status").get("status") or "expired"
+        answer: dict[str, Any] = {"job_id": first_job, "status": status, "deduplicated": True,
+                                  "duplicate_of": first_job}
         if spec.client_id is not None:
             answer["_id"] = spec.client_id
         return answer
@@ -105,6 +148,7 @@ def new_record(spec: JobSpec, sealer: Sealer | None, *, no_key: str) -> dict[str
         "created_at": now,
         "enqueued_at": now,
         "attempt": 0,
+        "priority": spec.priority,
     }
     if spec.client_id is not None:
         fields["client_id"] = spec.client_id

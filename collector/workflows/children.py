@@ -29,9 +29,13 @@ class JobLinks:
         self._submitter: Submitter | None = None
 
     def spawn(self, parent_id: str, child_id: str, body: dict[str, Any]) -> bool:
-        """Queue `body` as `child_id` unless an earlier attempt did; True when queued now."""
+        """Queue `body` as `child_id` unless an earlier attempt did; True when queued now. A child whose spec names
+        no priority gets its parent's."""
         if self.store.exists(child_id):
             return False
+        if isinstance(body, dict) and "priority" not in body:
+            inherited = self.store.read(parent_id, "priority").get("priority")
+            body = {**body, "priority": inherited} if inherited else body
         if self._submitter is None:
             self._submitter = Submitter(connection=self.connection, config=self.config, registry=self.registry)
         self._submitter.submit(body, job_id=child_id, extra={"parent_id": parent_id})

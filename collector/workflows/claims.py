@@ -27,7 +27,7 @@ def claim(connection: redis.Redis, config: Config, job_id: str, *, by: str) -> d
     rq = RQ(connection, config)
 
     def attempt(pipe: Pipeline) -> dict[str, Any]:
-        pipe.watch(key, rq.queue_key)  # a worker dequeueing it meanwhile changes the queue: look again
+        pipe.watch(key, *rq.lane_keys)  # a worker dequeueing it meanwhile changes its lane: look again
         record = decode_fields(FIELDS, pipe.hmget(key, FIELDS))
         status = record.get("status")
         if status is None:

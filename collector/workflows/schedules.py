@@ -16,7 +16,7 @@ from croniter import CroniterBadDateError, croniter
 from redis.client import Pipeline
 
 from collector.errors import ConflictError, NotFoundError, ValidationError
-from collector.specs.job import validate_spec
+from collector.specs.job import check_priority, validate_spec
 from collector.specs.notify import check_notify
 from collector.specs.secrets import merge_secrets, split_secrets
 from collector.store.records import run_watched
@@ -25,7 +25,7 @@ from collector.types import iso
 
 log = logging.getLogger(__name__)
 
-SCHEDULE_FIELDS = {"name", "spec", "cron", "interval_s", "notify"}
+SCHEDULE_FIELDS = {"name", "spec", "cron", "interval_s", "notify", "priority"}
 MAX_INTERVAL_S = 366 * 24 * 3600  # a year and a day: longer intervals are better said with cron
 CRON_SAMPLE_TICKS = 500           # ticks of a cron looked at for its shortest gap (a gap pattern repeats daily)
 CRON_SAMPLE_S = 2 * 366 * 24 * 3600  # ... and no further ahead than this (sparse crons need few ticks)
@@ -81,6 +81,11 @@ def validate_schedule(body: Any, submitter: Submitter) -> dict[str, Any]:
         errors["name"] = ["give a name of 1 to 200 characters"]
     if body.get("notify") is not None:  # the targets of every job the schedule makes (over the spec's own)
         errors.update(check_notify(body["notify"]))
+    if "priority" in body:  # the lane of every job the schedule makes (over the spec's own)
+        errors.update(check_priority(body["priority"]))
+    if isinstance(body.get("spec"), dict) and "idempotency_key" in body["spec"]:
+        errors["spec.idempotency_key"] = ["a schedule makes a new job on every tick: leave idempotency_key out "
+                                          "(each tick runs once across all processes already)"]
     if "spec" not in body:
         errors["spec"] = ["Missing data for required field: the job spec to run on each tick."]
     else:
@@ -121,6 +126,8 @@ class Schedules:
         stored_spec = {**body["spec"], "settings": masked}
         if body.get("notify") is not None:
             stored_spec["notify"] = body["notify"]
+        if body.get("priority") is not None:
+            stored_spec["priority"] = body["priority"]
         schedule_id = uuid.uuid4().hex[:16]
         now = time.time() if now is None else now
         due = next_tick(cron=body.get("cron"), interval_s=body.get("interval_s"), anchor=now, after=now)

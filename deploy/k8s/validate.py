@@ -2,7 +2,9 @@
 
 Core kinds are checked by kubernetes-validate against the Kubernetes versions in KUBERNETES_VERSIONS, strictly (an
 unknown field is an error, as `kubectl apply`'s default field validation makes it). KEDA's kinds are checked against
-the openAPIV3Schema of their CRDs in deploy/k8s/vendor/, with unknown fields refused the same way. Exits 1, naming
+the openAPIV3Schema of their CRDs in deploy/k8s/vendor/, with unknown fields refused the same way. The worker's
+ScaledObject must count every priority lane of the queue the ConfigMap names (`collector.store.rq.lane_key`) and
+add every trigger in its formula. Exits 1, naming
 each object and what is wrong with it, when anything does not render or validate.
 
     python deploy/k8s/validate.py [KUSTOMIZATION_DIR ...]   # default: the base and every overlay
@@ -11,6 +13,7 @@ each object and what is wrong with it, when anything does not render or validate
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +23,9 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import yaml
+
+from collector.store.lanes import PRIORITIES
+from collector.store.rq import lane_key
 
 HERE = Path(__file__).resolve().parent
 VENDOR = HERE / "vendor"
@@ -103,6 +109,29 @@ def problems(doc: dict[str, Any]) -> list[str]:
     return found
 
 
+def lane_problems(docs: list[dict[str, Any]]) -> list[str]:
+    """What the worker's ScaledObject misses of the queue's lanes: a lane list no trigger counts, a list that is no
+    lane, a trigger its formula leaves out (nothing: an empty list)."""
+    config = next((d for d in docs if d.get("kind") == "ConfigMap"
+                   and "COLLECTOR_QUEUE_NAME" in (d.get("data") or {})), None)
+    scaled = next((d for d in docs if d.get("kind") == "ScaledObject"), None)
+    if config is None or scaled is None:
+        return []
+    name = f"ScaledObject {scaled.get('metadata', {}).get('name', '?')}"
+    queue_key = "rq:queue:" + config["data"]["COLLECTOR_QUEUE_NAME"]
+    lanes = {lane_key(queue_key, priority) for priority in PRIORITIES}
+    counted = {t.get("metadata", {}).get("listName"): t.get("name", "?") for t in scaled["spec"].get("triggers", [])
+               if t.get("type") == "redis"}
+    found = [f"{name}: no redis trigger counts the lane {lane}" for lane in sorted(lanes - set(counted))]
+    found += [f"{name}: trigger {counted[key]} counts {key}, no lane of {queue_key}"
+              for key in sorted(set(counted) - lanes, key=str)]
+    formula = scaled["spec"].get("advanced", {}).get("scalingModifiers", {}).get("formula", "")
+    words = set(re.findall(r"\w+", formula))
+    found += [f"{name}: the formula {formula!r} leaves out the trigger {t.get('name')}"
+              for t in scaled["spec"].get("triggers", []) if t.get("name") not in words]
+    return found
+
+
 def main(argv: list[str]) -> int:
     directories = [Path(a).resolve() for a in argv] or kustomizations()
     failed = False
@@ -113,7 +142,7 @@ def main(argv: list[str]) -> int:
             print(exc, file=sys.stderr)
             failed = True
             continue
-        found = [p for doc in docs for p in problems(doc)]
+        found = [p for doc in docs for p in problems(doc)] + lane_problems(docs)
         for problem in found:
             print(f"{directory.relative_to(HERE.parent.parent)}: {problem}", file=sys.stderr)
         failed = failed or bool(found)

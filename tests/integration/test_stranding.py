@@ -17,6 +17,7 @@ import redis
 
 from collector.app import create_app
 from collector.config import Config
+from collector.store.lanes import Taker
 from tests.conftest import PoolProcess, ServedApp, wait_for
 from tests.integration.reliability_kit import close, events, make_package, submit, view, wait_status, with_package
 
@@ -51,6 +52,23 @@ def child_pid(redis_client: redis.Redis, worker: str) -> int:
     return int(redis_client.hget(f"rq:worker:{worker}", "pid"))
 
 
+def wait_frozen(redis_client: redis.Redis, pid: int) -> None:
+    """Freeze the child `pid` once it waits for a job (on the lanes' wake-up list)."""
+    wait_for(lambda: any(c.get("cmd") == "blpop" for c in redis_client.client_list()),
+             what="the child to wait for a job (on the lanes' wake-up list)")
+    os.kill(pid, signal.SIGSTOP)
+
+
+def take_for(redis_client: redis.Redis, worker: str, job_id: str) -> None:
+    """The frozen child's take ran on the server and its answer never reached it: the job is in its claims and the
+    child never sees it (the child's own take script, run for it while it is frozen)."""
+    claims = f"{QUEUE}:intermediate:{worker}"
+    taker = Taker([QUEUE + ":high", QUEUE, QUEUE + ":low"], claims=claims, wake=QUEUE + ":wake", age_s=0,
+                  job_prefix="rq:job:")
+    assert taker.take_once(redis_client) == (QUEUE.encode(), job_id.encode())
+    assert redis_client.lrange(claims, 0, -1) == [job_id.encode()]
+
+
 def kinds(served: ServedApp, job_id: str) -> list[str]:
     return [e["type"] for e in events(served, job_id)]
 
@@ -61,14 +79,11 @@ def test_a_child_killed_between_taking_a_job_and_noting_it_gives_the_job_back(
     pool = kit.pool(1)
     [worker] = pool.worker_names()
     pid = child_pid(redis_client, worker)
-    wait_for(lambda: any(c.get("cmd") == "blmove" for c in redis_client.client_list()),
-             what="the child to wait in its BLMOVE")
-    os.kill(pid, signal.SIGSTOP)  # frozen inside its BLMOVE: Redis hands it the job, the child never sees it
+    wait_frozen(redis_client, pid)
     try:
         job_id = submit(kit.served, "flaky", {"failures": 0})
         claims = f"{QUEUE}:intermediate:{worker}"
-        wait_for(lambda: redis_client.lrange(claims, 0, -1) == [job_id.encode()],
-                 what="the frozen child to have taken the job into its claims")
+        take_for(redis_client, worker, job_id)
         assert view(kit.served, job_id)["status"] == "queued" and redis_client.llen(QUEUE) == 0
     finally:
         os.kill(pid, signal.SIGKILL)
@@ -199,12 +214,9 @@ def test_a_dead_pools_reaper_gives_back_the_jobs_its_children_had_taken(
         pool = kit.pool(1, pool_heartbeat_ttl_s=2, sweep_interval_s=0.0)
         [worker] = pool.worker_names()
         pid = child_pid(redis_client, worker)
-        wait_for(lambda: any(c.get("cmd") == "blmove" for c in redis_client.client_list()),
-                 what="the child to wait in its BLMOVE")
-        os.kill(pid, signal.SIGSTOP)
+        wait_frozen(redis_client, pid)
         job_id = submit(kit.served, "flaky", {"failures": 0})
-        wait_for(lambda: redis_client.lrange(f"{QUEUE}:intermediate:{worker}", 0, -1) == [job_id.encode()],
-                 what="the frozen child to have taken the job")
+        take_for(redis_client, worker, job_id)
         pool.process.kill()  # the whole pool: its children die with it
         pool.process.wait(10)
         requeued = wait_for(lambda: [e for e in events(kit.served, job_id) if e["type"] == "requeued"],

@@ -56,16 +56,16 @@ def test_a_move_whose_answer_was_lost_gives_its_job_back_before_the_next(
     enqueue(fake_redis, unit_config, "j3")
     enqueue(fake_redis, unit_config, "j4")
     queue_class = claiming_queue("w")
-    real_lmove = fake_redis.lmove
+    real_evalsha = fake_redis.evalsha  # the take is one script: LMOVE from the lane it chose
 
     def lost(*args: object, **kwargs: object) -> object:
-        real_lmove(*args, **kwargs)  # Redis moved the job; the answer never came back
+        real_evalsha(*args, **kwargs)  # Redis moved the job; the answer never came back
         raise redis.ConnectionError("connection reset")
 
-    monkeypatch.setattr(fake_redis, "lmove", lost)
+    monkeypatch.setattr(fake_redis, "evalsha", lost)
     with pytest.raises(redis.ConnectionError):
         dequeue(fake_redis, queue_class)
-    monkeypatch.setattr(fake_redis, "lmove", real_lmove)
+    monkeypatch.setattr(fake_redis, "evalsha", real_evalsha)
     assert fake_redis.lrange(claims_key(QUEUE, "w"), 0, -1) == [b"j3"]
     assert dequeue(fake_redis, queue_class) == "j3", "given back to the head of the queue, then taken again"
     assert fake_redis.lrange(claims_key(QUEUE, "w"), 0, -1) == [b"j3"]

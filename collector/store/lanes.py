@@ -1,0 +1,96 @@
+"""Priority lanes: which lane a pool child takes its next job from, and the take itself (a move into its claims).
+
+Jobs wait in one list per priority (`high`, `normal`, `low`; `store/rq.py` names them). A child takes higher lanes
+first, except that a job waiting at the head of its lane counts one lane higher for every `age_s` seconds it has
+waited, so a low job is never starved for good; between lanes of equal rank the head that has waited longest goes
+first. Choice and move are one Lua script (LMOVE from the chosen lane into the child's claims list), so a job is
+always in a lane or in one child's claims. With every lane empty the child blocks on a wake-up list that each push
+to a lane feeds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from redis import Redis
+from redis.commands.core import Script
+
+PRIORITIES = ("high", "normal", "low")  # lanes, taken in this order
+DEFAULT_PRIORITY = "normal"
+WAKE_TOKENS = 256    # wake-ups kept for children not yet waiting; each only makes a child look again
+WAKE_POLL_S = 5.0    # the longest a waiting child goes without looking again, whatever it was told
+
+# KEYS: the lanes, highest priority first, then the claims list. ARGV: the aging step in seconds (0: strict
+# priority), the prefix of RQ's job hashes. Each non-empty lane's head ranks as its own lane less one per aging step
+# it has waited since RQ queued it (`enqueued_at` of its job hash, read here: a standalone Redis, never a cluster);
+# the best rank is taken, and between equal ranks the head that waited longest, then the higher lane. Returns
+# {lane, job id} or false.
+TAKE = """
+local claims = KEYS[#KEYS]
+local age = tonumber(ARGV[1])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local function epoch(text)
+  if not text then return nil end
+  local y, mo, d, h, mi, s = string.match(text, '^(%d+)-(%d+)-(%d+)T(%d+):(%d+):([%d.]+)')
+  if not y then return nil end
+  y, mo = tonumber(y), tonumber(mo)
+  if mo <= 2 then y, mo = y - 1, mo + 12 end
+  local days = 365 * y + math.floor(y / 4) - math.floor(y / 100) + math.floor(y / 400)
+    + math.floor((153 * (mo - 3) + 2) / 5) + tonumber(d) - 719469
+  return days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(s)
+end
+local best, best_rank, best_waited = nil, 0, 0
+for i = 1, #KEYS - 1 do
+  local head = redis.call('LINDEX', KEYS[i], 0)
+  if head then
+    local rank, waited = i - 1, 0
+    if age > 0 then
+      local queued = epoch(redis.call('HGET', ARGV[2] .. head, 'enqueued_at'))
+      if queued then waited = math.max(0, now - queued) end
+      rank = math.max(0, rank - math.floor(waited / age))
+    end
+    if best == nil or rank < best_rank or (rank == best_rank and waited > best_waited) then
+      best, best_rank, best_waited = i, rank, waited
+    end
+  end
+end
+if best == nil then return false end
+return {KEYS[best], redis.call('LMOVE', KEYS[best], claims, 'LEFT', 'RIGHT')}
+"""
+TAKE_SCRIPT = Script(None, TAKE.encode())  # sent by its SHA (EVALSHA), loaded once per server
+
+
+class Taker:
+    """How one pool child takes jobs: lanes highest first, its claims list, the wake-up list, the aging step."""
+
+    def __init__(self, lanes: Sequence[str], *, claims: str, wake: str, age_s: float, job_prefix: str) -> None:
+        self.lanes, self.claims, self.wake, self.age_s = list(lanes), claims, wake, age_s
+        self.job_prefix = job_prefix
+
+    def take_once(self, connection: Redis) -> tuple[bytes, bytes] | None:
+        """Move the next job into the claims list (one script): `(lane, job id)`, or None when every lane is empty."""
+        result = TAKE_SCRIPT(keys=[*self.lanes, self.claims], args=[self.age_s, self.job_prefix], client=connection)
+        if not result:
+            return None
+        lane, job_id = result
+        return (lane.encode() if isinstance(lane, str) else lane), job_id
+
+    def take(self, connection: Redis, timeout: float | None) -> tuple[bytes, bytes] | None:
+        """`take_once`, waiting up to `timeout` seconds for a job (None: not at all). None when none came."""
+        deadline = time.monotonic() + (timeout or 0)
+        while True:
+            taken = self.take_once(connection)
+            if taken is not None or timeout is None:
+                return taken
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            connection.blpop([self.wake], timeout=min(left, WAKE_POLL_S))
+
+
+def wake(pipe: Redis, key: str) -> None:
+    """Tell a waiting child a lane has a job (on the pusher's pipeline, beside the push)."""
+    pipe.lpush(key, 1)
+    pipe.ltrim(key, 0, WAKE_TOKENS - 1)

@@ -23,6 +23,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.procs import SECRET_KEY  # noqa: E402
 from collector.cli.embedded import EmbeddedRedis  # noqa: E402
 from collector.config import Config  # noqa: E402
 from collector.specs.registry import Registry  # noqa: E402
@@ -49,7 +50,6 @@ class Capped(Platform):
         time.sleep(self.seconds)
         return {"start": start, "end": time.time()}
 '''
-SECRET = "bench-secret-key-of-at-least-32-bytes"
 
 
 def package(where: Path) -> None:
@@ -61,7 +61,7 @@ def package(where: Path) -> None:
 
 def pool(url: str, size: int, pythonpath: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
-    env.update(COLLECTOR_REDIS_URL=url, COLLECTOR_SECRET_KEY=SECRET, COLLECTOR_LOG_LEVEL="WARNING",
+    env.update(COLLECTOR_REDIS_URL=url, COLLECTOR_SECRET_KEY=SECRET_KEY, COLLECTOR_LOG_LEVEL="WARNING",
                COLLECTOR_SHUTDOWN_GRACE_S="1", COLLECTOR_PLATFORMS_PACKAGE=PACKAGE, PYTHONPATH=str(pythonpath))
     return subprocess.Popen([sys.executable, "-m", "collector", "worker", "-n", str(size)], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -86,7 +86,7 @@ def run(url: str, *, jobs: int, seconds: float, pythonpath: Path) -> dict[str, f
             if time.monotonic() > deadline:
                 raise TimeoutError("the pools did not start")
             time.sleep(0.05)
-        config = Config(redis_url=url, secret_key=SECRET, platforms_package=PACKAGE)
+        config = Config(redis_url=url, secret_key=SECRET_KEY, platforms_package=PACKAGE)
         submitter = Submitter(connection=client, config=config, registry=Registry.discover(PACKAGE))
         began = time.time()
         ids = [submitter.submit({"platform_id": "capped", "settings": {"seconds": seconds}})["job_id"]

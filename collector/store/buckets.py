@@ -21,10 +21,9 @@ from collector.store.records import Keys
 
 MICROS = 1_000_000
 
-# KEYS: the buckets. ARGV[1]: the longest wait taken (µs); ARGV[2]: now (µs), or '' for Redis' own clock;
-# ARGV[2 + i]: the interval of KEYS[i] (µs). Answers {1, wait} with the turns reserved, or {0, wait} with nothing
-# taken when the wait would be longer than ARGV[1].
-TAKE = """
+# Both scripts begin here: `now` in µs, ARGV[2] when the caller gives it (tests), else Redis' clock (every host
+# agrees on it).
+NOW = """
 local now
 if ARGV[2] ~= '' then
   now = tonumber(ARGV[2])
@@ -32,6 +31,12 @@ else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
+"""
+
+# KEYS: the buckets. ARGV[1]: the longest wait taken (µs); ARGV[2]: now (µs), or '' for Redis' own clock;
+# ARGV[2 + i]: the interval of KEYS[i] (µs). Answers {1, wait} with the turns reserved, or {0, wait} with nothing
+# taken when the wait would be longer than ARGV[1].
+TAKE = NOW + """
 local go = now
 local free = {}
 for i, key in ipairs(KEYS) do
@@ -52,14 +57,7 @@ return {1, wait}
 # KEYS: the buckets, then their holds. ARGV[1]: how long they stay empty (µs); ARGV[2]: now (µs), or '' for Redis'
 # own clock. A bucket whose next free turn is later already keeps it; the hold says until when no turn reserved
 # before the back-off may be used. Answers the end of the back-off (µs).
-BACK_OFF = """
-local now
-if ARGV[2] ~= '' then
-  now = tonumber(ARGV[2])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
+BACK_OFF = NOW + """
 local until_free = now + tonumber(ARGV[1])
 local ttl = math.floor((until_free - now) / 1000) + 1000
 local n = #KEYS / 2

@@ -18,6 +18,12 @@ class Config:
     """Everything the API, the workers and the CLI are configured with."""
 
     redis_url: str | None = None
+    redis_password: str | None = None
+    redis_sentinels: str | None = None
+    redis_master: str = defaults.REDIS_MASTER
+    redis_sentinel_password: str | None = None
+    redis_min_replicas: int = defaults.REDIS_MIN_REPLICAS
+    redis_min_replicas_wait_s: float = defaults.REDIS_MIN_REPLICAS_WAIT_S
     secret_key: str | None = None
     queue_name: str = defaults.QUEUE_NAME
     key_prefix: str = defaults.KEY_PREFIX
@@ -79,10 +85,14 @@ class Config:
                      "schedule_min_interval_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be 1 or more")
-        for name in ("redis_connect_timeout_s", "redis_socket_timeout_s"):
+        for name in ("redis_connect_timeout_s", "redis_socket_timeout_s", "redis_min_replicas_wait_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be above 0 (seconds)")
-        for name in ("max_schedules", "submits_per_minute"):
+        if self.redis_sentinels is not None:
+            sentinel_addresses(self.redis_sentinels)  # refused here, at start-up, rather than at the first command
+            if not self.redis_master:
+                raise ConfigError(f"{PREFIX}REDIS_MASTER is empty: name the master the sentinels monitor")
+        for name in ("max_schedules", "submits_per_minute", "redis_min_replicas"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be 0 (no limit) or more")
 
@@ -102,16 +112,50 @@ class Config:
         values.setdefault("environ", dict(env))
         return cls(**values)  # type: ignore[arg-type]
 
+    @property
+    def redis_configured(self) -> bool:
+        """Whether a Redis is named, by URL or through Sentinel."""
+        return bool(self.redis_url or self.redis_sentinels)
+
+    @property
+    def redis_where(self) -> str:
+        """The configured Redis as messages name it, passwords masked."""
+        if self.redis_sentinels:
+            return f"Sentinel master {self.redis_master!r} (sentinels {self.redis_sentinels})"
+        return mask_url(self.redis_url or "the configured Redis")
+
+    @property
+    def sentinels(self) -> list[tuple[str, int]]:
+        """The `host:port` pairs of COLLECTOR_REDIS_SENTINELS (none when unset)."""
+        return sentinel_addresses(self.redis_sentinels) if self.redis_sentinels else []
+
     def public(self) -> dict[str, object]:
         """The config as shown to operators: secrets replaced by whether they are set."""
         shown = dataclasses.asdict(self)
         shown["secret_key"] = "***" if self.secret_key else None
         shown["api_token"] = "***" if self.api_token else None
         shown["api_tokens"] = "***" if self.api_tokens else None
+        shown["redis_password"] = "***" if self.redis_password else None
+        shown["redis_sentinel_password"] = "***" if self.redis_sentinel_password else None
         shown.pop("environ")
         if self.redis_url:
             shown["redis_url"] = mask_url(self.redis_url)
         return shown
+
+
+def sentinel_addresses(text: str) -> list[tuple[str, int]]:
+    """`host:port,host:port,...` as pairs; a `ConfigError` naming the bad entry otherwise."""
+    addresses: list[tuple[str, int]] = []
+    for entry in (part.strip() for part in text.split(",")):
+        host, _, port = entry.rpartition(":")
+        host = host.strip("[]")  # an IPv6 address is written [::1]:26379
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f"{PREFIX}REDIS_SENTINELS={text!r}: {entry!r} is not host:port; list the sentinels as "
+                "host:port separated by commas, e.g. sentinel-1:26379,sentinel-2:26379,sentinel-3:26379"
+            )
+        addresses.append((host, int(port)))
+    return addresses
 
 
 def _parse(name: str, type_name: object, raw: str) -> object:

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     runtime, body = ready
     bar = ProgressBar(sys.stderr)
     say(f"running {body['platform_id']} in this process"
-        + (" (Redis: COLLECTOR_REDIS_URL)" if config.redis_url else " (in-process fake Redis)"))
+        + (" (Redis: COLLECTOR_REDIS_URL)" if config.redis_configured else " (in-process fake Redis)"))
 
     def show(progress: dict[str, Any]) -> None:
         bar.update({"status": "started", "progress": progress})

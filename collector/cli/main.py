@@ -225,7 +225,7 @@ def cmd_platforms(args: argparse.Namespace, config: Config) -> int:
 def cmd_worker(args: argparse.Namespace, config: Config) -> int:
     from collector.pool.supervisor import Pool
 
-    if not config.redis_url:
+    if not config.redis_configured:
         raise CollectorError("COLLECTOR_REDIS_URL is not set; the pool needs the Redis the API queues jobs in")
     if args.workers < 1:
         raise CollectorError(f"-n {args.workers}: a pool needs at least 1 worker")
@@ -277,7 +277,7 @@ def cmd_up(args: argparse.Namespace, config: Config) -> int:
     pool: subprocess.Popen[bytes] | None = None
     env = dict(os.environ)
     try:
-        if not config.redis_url:
+        if not config.redis_configured:
             embedded = EmbeddedRedis().start()
             env["COLLECTOR_REDIS_URL"] = embedded.url
             _volatile_by_design(embedded.url, Config.from_env(env))

@@ -37,7 +37,7 @@ class Maintenance:
             ("processes", Processes(self.submitter).advance_all),
             ("waits", lambda: sweep(connection, config)),
             ("notifications", lambda: deliver_due(connection, config)),
-            ("data loss", LossWatch(connection, Keys(config.key_prefix), redis_url=config.redis_url).check),
+            ("data loss", LossWatch(connection, Keys(config.key_prefix), redis_url=config.redis_where).check),
         ]
 
     def tick(self) -> None:

@@ -18,7 +18,6 @@ from redis.retry import Retry
 from collector import defaults
 from collector.config import Config
 from collector.errors import RedisFullError, ServiceUnavailableError
-from collector.masking import mask_url
 from collector.store.datasets import KeptDataset, page_of
 from collector.types import iso
 
@@ -462,7 +461,7 @@ class Lease:
 
 def redis_down(config: Config, exc: Exception) -> ServiceUnavailableError:
     """The 503 for a Redis that cannot be reached: says where (password masked) and that nothing was written."""
-    where = mask_url(config.redis_url or "the configured Redis")
+    where = config.redis_where
     return ServiceUnavailableError(
         f"Redis at {where} is unreachable ({type(exc).__name__}); nothing was written. "
         "Check that Redis runs and COLLECTOR_REDIS_URL points to it, then retry.",
@@ -472,7 +471,7 @@ def redis_down(config: Config, exc: Exception) -> ServiceUnavailableError:
 
 def redis_full(config: Config) -> RedisFullError:
     """The 503 for a Redis at its maxmemory: says where (password masked), that nothing was written, and what helps."""
-    where = mask_url(config.redis_url or "the configured Redis")
+    where = config.redis_where
     return RedisFullError(
         f"Redis at {where} is full: it reached its maxmemory and refuses writes (OOM); nothing was written. "
         "Records of ended jobs expire over time (COLLECTOR_RECORD_TTL_S): retry later, or ask the operator to "

@@ -18,6 +18,7 @@ from collector.specs.registry import Registry
 from collector.specs.secrets import split_secrets
 from collector.store import index, metrics
 from collector.store.records import JobStore, redis_down, redis_full
+from collector.store.replication import ReplicatedPipeline, not_replicated
 from collector.store.rq import RQ
 from collector.types import iso, new_job_id
 
@@ -39,11 +40,12 @@ class Submitter:
 
     def submit(
         self, body: Any, *, job_id: str | None = None, extra: Mapping[str, Any] | None = None,
-        admit: Callable[[], None] | None = None,
+        admit: Callable[[], None] | None = None, replicated: bool = False,
     ) -> dict[str, Any]:
         """Queue the job `body` describes. `job_id` and `extra` record fields are for collector's own
         submitters (schedules, processes), never taken from a request. `admit` is called once the spec is
-        valid, before anything is written (the API counts the caller's submit rate there)."""
+        valid, before anything is written (the API counts the caller's submit rate there). `replicated` returns
+        only once COLLECTOR_REDIS_MIN_REPLICAS replicas hold the job (`NotReplicatedError` when fewer do in time)."""
         spec = validate_spec(body, self.registry, max_timeout_s=self.config.max_timeout_s)
         job_id = job_id or new_job_id()
         fields = new_record(spec, self.sealer, no_key=(
@@ -57,7 +59,9 @@ class Submitter:
         try:
             if admit is not None:
                 admit()
-            with self.connection.pipeline(transaction=True) as pipe:
+            replicas = self.config.redis_min_replicas if replicated else 0
+            with ReplicatedPipeline(self.connection, replicas=replicas,
+                                    timeout_s=self.config.redis_min_replicas_wait_s) as pipe:
                 pipe.multi()  # explicit, or RQ would call multi() after our first command
                 self.store.create(job_id, fields, pipe)
                 self.store.event(job_id, "queued", pipe, platform_id=spec.platform.id, settings=fields["settings"])
@@ -71,6 +75,8 @@ class Submitter:
             raise redis_down(self.config, exc) from None
         except redis.exceptions.OutOfMemoryError:  # refused as a whole (MULTI): nothing was written
             raise redis_full(self.config) from None
+        if pipe.short_of(replicas):
+            raise not_replicated(self.config, job_id, acknowledged=pipe.acknowledged)
         metrics.submitted(job_id=job_id, platform_id=spec.platform.id)
         answer: dict[str, Any] = {"job_id": job_id, "status": "queued"}
         if spec.client_id is not None:

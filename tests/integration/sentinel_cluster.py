@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import redis
 
@@ -15,6 +19,8 @@ from collector.cli.embedded import free_port
 MASTER = "collector-test"
 DOWN_AFTER_MS = 1000       # a primary silent this long is subjectively down for a sentinel
 FAILOVER_TIMEOUT_MS = 3000  # a failover not finished in this long is tried again
+ENDED = frozenset({"finished", "failed", "stopped", "canceled", "404", "410"})
+T = TypeVar("T")
 
 
 def redis_server_binary() -> str | None:
@@ -66,7 +72,8 @@ class SentinelCluster:
             f"sentinel failover-timeout {MASTER} {FAILOVER_TIMEOUT_MS}\n"
             f"sentinel parallel-syncs {MASTER} 1\n"
         )
-        self.sentinels[port] = self._launch([self.binary, str(conf), "--sentinel"], self.workdir / f"sentinel-{port}.log")
+        log = self.workdir / f"sentinel-{port}.log"
+        self.sentinels[port] = self._launch([self.binary, str(conf), "--sentinel"], log)
         self.wait(lambda: self._ping(port), f"sentinel on {port}")
 
     def _launch(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -88,7 +95,8 @@ class SentinelCluster:
     def kill_primary(self) -> int:
         """SIGKILL the primary (no shutdown, no last write); returns its port."""
         port = self.primary_port()
-        assert port is not None, "no sentinel names a primary"
+        if port is None:
+            raise RuntimeError("no sentinel names a primary")
         process = self.servers.pop(port)
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -106,6 +114,10 @@ class SentinelCluster:
             except redis.RedisError:
                 return None
         return self.wait(promoted, "a replica to be promoted", timeout_s)
+
+    def restart(self, port: int) -> None:
+        """Start a server again on `port`, empty; the sentinels make it a replica of the current primary."""
+        self._server(port)
 
     def stop(self) -> None:
         for process in [*self.sentinels.values(), *self.servers.values()]:
@@ -132,14 +144,96 @@ class SentinelCluster:
             return False
 
     @staticmethod
-    def wait(predicate: object, what: str, timeout_s: float = 30.0) -> object:
+    def wait(predicate: Callable[[], T | None], what: str, timeout_s: float = 30.0) -> T:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
-                found = predicate()  # type: ignore[operator]
+                found = predicate()
             except redis.RedisError:
                 found = None
             if found:
                 return found
             time.sleep(0.05)
         raise TimeoutError(f"waited {timeout_s:g} s for {what}")
+
+
+@dataclasses.dataclass
+class Answer:
+    """One submit during a failover run: when (seconds from the kill; negative before), status, job id, code."""
+
+    at_s: float
+    status: int
+    job_id: str | None
+    error: str | None
+
+
+@dataclasses.dataclass
+class FailoverRun:
+    """Jobs submitted without pause while the primary is killed: the answers, and what became of the 202s."""
+
+    answers: list[Answer] = dataclasses.field(default_factory=list)
+    promoted_after_s: float = 0.0
+    ended: dict[str, str] = dataclasses.field(default_factory=dict)  # acknowledged job id → its last status
+
+    @property
+    def acknowledged(self) -> list[str]:
+        return [a.job_id for a in self.answers if a.status == 202 and a.job_id]
+
+    @property
+    def unavailable_s(self) -> float:
+        """Seconds from the first 503 after the kill to the last one (0 when there was none)."""
+        times = [a.at_s for a in self.answers if a.status == 503 and a.at_s >= 0]
+        return max(times) - min(times) if times else 0.0
+
+    def count(self, status: int, error: str | None = None) -> int:
+        return sum(1 for a in self.answers if a.status == status and (error is None or a.error == error))
+
+    @property
+    def lost(self) -> list[str]:
+        """Acknowledged jobs that did not finish."""
+        return [job_id for job_id in self.acknowledged if self.ended.get(job_id) != "finished"]
+
+
+def submit_through_failover(
+    cluster: SentinelCluster, post: Callable[[], tuple[int, Any]], get: Callable[[str], tuple[int, Any]], *,
+    before: int = 15, after: int = 15, pause_s: float = 0.05, settle_s: float = 60.0,
+) -> FailoverRun:
+    """Submit (`post`) until `before` jobs are acknowledged, kill -9 the primary, restart it (it rejoins as a
+    replica once a replica was promoted), keep submitting until `after` more are acknowledged; then wait, reading
+    each acknowledged job (`get`), until every one has ended or `settle_s` has passed."""
+    run = FailoverRun()
+    killed: float | None = None
+
+    def one() -> None:
+        status, body = post()
+        at = time.monotonic() - killed if killed is not None else -1.0
+        job_id = body.get("job_id") if isinstance(body, dict) else None
+        job_id = job_id or (body.get("details", {}).get("job_id") if isinstance(body, dict) else None)
+        run.answers.append(Answer(at, status, job_id, body.get("error") if isinstance(body, dict) else None))
+        time.sleep(pause_s)
+
+    while len(run.acknowledged) < before:
+        one()
+    old = cluster.kill_primary()
+    killed = time.monotonic()
+    acked_before = len(run.acknowledged)
+    watcher = threading.Thread(target=lambda: _rejoin(cluster, old, run, killed), daemon=True)
+    watcher.start()
+    while len(run.acknowledged) < acked_before + after and time.monotonic() - killed < settle_s:
+        one()
+    watcher.join(settle_s)
+    deadline = time.monotonic() + settle_s
+    for job_id in run.acknowledged:
+        while time.monotonic() < deadline:
+            status, body = get(job_id)
+            run.ended[job_id] = body.get("status", str(status)) if status == 200 else str(status)
+            if run.ended[job_id] in ENDED:
+                break
+            time.sleep(0.1)
+    return run
+
+
+def _rejoin(cluster: SentinelCluster, old: int, run: FailoverRun, killed: float) -> None:
+    cluster.wait_new_primary(old)
+    run.promoted_after_s = time.monotonic() - killed
+    cluster.restart(old)

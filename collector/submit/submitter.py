@@ -76,7 +76,7 @@ class Submitter:
         except redis.exceptions.OutOfMemoryError:  # refused as a whole (MULTI): nothing was written
             raise redis_full(self.config) from None
         if pipe.short_of(replicas):
-            raise not_replicated(self.config, job_id, acknowledged=pipe.acknowledged)
+            raise not_replicated(self.config, job_id, acknowledged=pipe.acknowledged, failure=pipe.failure)
         metrics.submitted(job_id=job_id, platform_id=spec.platform.id)
         answer: dict[str, Any] = {"job_id": job_id, "status": "queued"}
         if spec.client_id is not None:

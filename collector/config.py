@@ -88,6 +88,12 @@ class Config:
         for name in ("redis_connect_timeout_s", "redis_socket_timeout_s", "redis_min_replicas_wait_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be above 0 (seconds)")
+        if self.redis_min_replicas and self.redis_min_replicas_wait_s >= self.redis_socket_timeout_s:
+            raise ConfigError(
+                f"{PREFIX}REDIS_MIN_REPLICAS_WAIT_S={self.redis_min_replicas_wait_s:g} is not below "
+                f"{PREFIX}REDIS_SOCKET_TIMEOUT_S={self.redis_socket_timeout_s:g}: a submit would give up on Redis "
+                "before its WAIT for replicas ends; lower the first or raise the second"
+            )
         if self.redis_sentinels is not None:
             sentinel_addresses(self.redis_sentinels)  # refused here, at start-up, rather than at the first command
             if not self.redis_master:

@@ -54,6 +54,7 @@ def test_a_sentinel_list_that_is_not_host_port_is_refused_at_start_up(value: str
     ({"COLLECTOR_REDIS_MIN_REPLICAS": "-1"}, "REDIS_MIN_REPLICAS"),
     ({"COLLECTOR_REDIS_MIN_REPLICAS": "one"}, "REDIS_MIN_REPLICAS"),
     ({"COLLECTOR_REDIS_MIN_REPLICAS_WAIT_S": "0"}, "REDIS_MIN_REPLICAS_WAIT_S"),
+    ({"COLLECTOR_REDIS_MIN_REPLICAS": "1", "COLLECTOR_REDIS_MIN_REPLICAS_WAIT_S": "2"}, "not below"),
 ])
 def test_replica_settings_out_of_range_are_refused(env: dict[str, str], field: str) -> None:
     with pytest.raises(ConfigError, match=field):

@@ -32,11 +32,11 @@ class SentinelCluster:
     """`start()` launches primary, replica and sentinels and waits until the sentinels know the replica;
     `kill_primary()` is `kill -9` of whichever server is primary; `stop()` ends every process it started."""
 
-    def __init__(self, workdir: Path, *, binary: str) -> None:
+    def __init__(self, workdir: Path, *, binary: str, replicas: int = 1) -> None:
         self.workdir, self.binary = workdir, binary
         self.servers: dict[int, subprocess.Popen[bytes]] = {}   # port → redis-server process
         self.sentinels: dict[int, subprocess.Popen[bytes]] = {}  # port → sentinel process
-        self.ports = [free_port(), free_port()]
+        self.ports = [free_port() for _ in range(1 + replicas)]
 
     @property
     def sentinel_list(self) -> str:
@@ -44,12 +44,13 @@ class SentinelCluster:
         return ",".join(f"127.0.0.1:{port}" for port in self.sentinels)
 
     def start(self) -> SentinelCluster:
-        primary, replica = self.ports
+        primary, *replicas = self.ports
         self._server(primary)
-        self._server(replica, "--replicaof", "127.0.0.1", str(primary))
+        for replica in replicas:
+            self._server(replica, "--replicaof", "127.0.0.1", str(primary))
         for _ in range(3):
             self._sentinel(free_port(), primary)
-        self.wait(lambda: self._replicas_known() >= 1, "the sentinels to see the replica")
+        self.wait(lambda: self._replicas_known() >= len(replicas), "the sentinels to see the replicas")
         self.wait(lambda: self._sentinels_known() >= 2, "the sentinels to see each other")
         return self
 
@@ -115,11 +116,29 @@ class SentinelCluster:
                 return None
         return self.wait(promoted, "a replica to be promoted", timeout_s)
 
+    def lag_replicas(self, nbytes: int) -> None:
+        """Leave the replicas `nbytes` behind: stop them (SIGSTOP) and write that much to the primary, more than
+        their sockets buffer, so what is written next waits in the primary's memory and dies with it."""
+        primary = self.primary_port()
+        for port, process in self.servers.items():
+            if port != primary:
+                process.send_signal(signal.SIGSTOP)
+        with redis.Redis(port=primary or 0, socket_timeout=5) as client:
+            chunk = b"x" * (1 << 20)
+            for n in range(max(1, nbytes >> 20)):
+                client.set(f"lag:{n}", chunk)
+
+    def resume_replicas(self) -> None:
+        for process in self.servers.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+
     def restart(self, port: int) -> None:
         """Start a server again on `port`, empty; the sentinels make it a replica of the current primary."""
         self._server(port)
 
     def stop(self) -> None:
+        self.resume_replicas()
         for process in [*self.sentinels.values(), *self.servers.values()]:
             if process.poll() is None:
                 process.kill()
@@ -165,6 +184,7 @@ class Answer:
     status: int
     job_id: str | None
     error: str | None
+    lagging: bool = False  # made while the replicas lagged behind
 
 
 @dataclasses.dataclass
@@ -196,26 +216,34 @@ class FailoverRun:
 
 def submit_through_failover(
     cluster: SentinelCluster, post: Callable[[], tuple[int, Any]], get: Callable[[str], tuple[int, Any]], *,
-    before: int = 15, after: int = 15, pause_s: float = 0.05, settle_s: float = 60.0,
+    before: int = 15, after: int = 15, pause_s: float = 0.05, settle_s: float = 60.0, lag_bytes: int = 0,
+    lagging: int = 4,
 ) -> FailoverRun:
     """Submit (`post`) until `before` jobs are acknowledged, kill -9 the primary, restart it (it rejoins as a
     replica once a replica was promoted), keep submitting until `after` more are acknowledged; then wait, reading
-    each acknowledged job (`get`), until every one has ended or `settle_s` has passed."""
+    each acknowledged job (`get`), until every one has ended or `settle_s` has passed. With `lag_bytes`, the
+    replicas are left that far behind just before the kill, and `lagging` submits are made meanwhile."""
     run = FailoverRun()
     killed: float | None = None
 
-    def one() -> None:
+    def one(lagging: bool = False) -> None:
         status, body = post()
         at = time.monotonic() - killed if killed is not None else -1.0
         job_id = body.get("job_id") if isinstance(body, dict) else None
         job_id = job_id or (body.get("details", {}).get("job_id") if isinstance(body, dict) else None)
-        run.answers.append(Answer(at, status, job_id, body.get("error") if isinstance(body, dict) else None))
+        error = body.get("error") if isinstance(body, dict) else None
+        run.answers.append(Answer(at, status, job_id, error, lagging))
         time.sleep(pause_s)
 
     while len(run.acknowledged) < before:
         one()
+    if lag_bytes:
+        cluster.lag_replicas(lag_bytes)
+        for _ in range(lagging):
+            one(lagging=True)
     old = cluster.kill_primary()
     killed = time.monotonic()
+    cluster.resume_replicas()
     acked_before = len(run.acknowledged)
     watcher = threading.Thread(target=lambda: _rejoin(cluster, old, run, killed), daemon=True)
     watcher.start()

@@ -18,10 +18,10 @@ class Config:
     """Everything the API, the workers and the CLI are configured with."""
 
     redis_url: str | None = None
-    redis_password: str | None = None
+    redis_password: str | None = dataclasses.field(default=None, repr=False)
     redis_sentinels: str | None = None
     redis_master: str = defaults.REDIS_MASTER
-    redis_sentinel_password: str | None = None
+    redis_sentinel_password: str | None = dataclasses.field(default=None, repr=False)
     redis_min_replicas: int = defaults.REDIS_MIN_REPLICAS
     redis_min_replicas_wait_s: float = defaults.REDIS_MIN_REPLICAS_WAIT_S
     secret_key: str | None = None
@@ -129,6 +129,11 @@ class Config:
         if self.redis_sentinels:
             return f"Sentinel master {self.redis_master!r} (sentinels {self.redis_sentinels})"
         return mask_url(self.redis_url or "the configured Redis")
+
+    @property
+    def redis_setting(self) -> str:
+        """The variable that says where Redis is, for messages that tell the operator what to check."""
+        return f"{PREFIX}REDIS_SENTINELS" if self.redis_sentinels else f"{PREFIX}REDIS_URL"
 
     @property
     def sentinels(self) -> list[tuple[str, int]]:

@@ -42,7 +42,7 @@ def readiness(svc: Services) -> dict[str, Any]:
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         body["ready"] = False
         body["reason"] = (f"Redis at {svc.config.redis_where} is unreachable ({type(exc).__name__}); "
-                          "jobs can be neither queued nor read: check that Redis runs and COLLECTOR_REDIS_URL")
+                          f"jobs can be neither queued nor read: check that Redis runs and {svc.config.redis_setting}")
     return body
 
 
@@ -67,7 +67,7 @@ def diagnose(svc: Services) -> dict[str, Any]:
         body["redis"] = {
             "ok": False,
             "url": svc.config.redis_where,
-            "error": f"{type(exc).__name__}: unreachable; check that Redis runs and COLLECTOR_REDIS_URL",
+            "error": f"{type(exc).__name__}: unreachable; check that Redis runs and {svc.config.redis_setting}",
         }
     body["status"] = "down" if not body["healthy"] else "degraded" if body["degraded"] else "ok"
     return body

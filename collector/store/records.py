@@ -464,7 +464,7 @@ def redis_down(config: Config, exc: Exception) -> ServiceUnavailableError:
     where = config.redis_where
     return ServiceUnavailableError(
         f"Redis at {where} is unreachable ({type(exc).__name__}); nothing was written. "
-        "Check that Redis runs and COLLECTOR_REDIS_URL points to it, then retry.",
+        f"Check that Redis runs and {config.redis_setting} points to it, then retry.",
         details={"service": "redis"},
     )
 

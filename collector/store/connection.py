@@ -9,7 +9,7 @@ from redis.backoff import ExponentialBackoff
 from redis.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from collector.config import Config
 from collector.errors import ConfigError
@@ -36,6 +36,16 @@ def connect_to(config: Config, *, blocking: bool = False) -> Redis:
     return sentinel_for(config).master_for(config.redis_master, **master_options(config, blocking=blocking))
 
 
+class PrimaryConnection(SentinelManagedConnection):
+    """A connection to the primary Sentinel names that is dropped when a read fails or is interrupted, as redis-py's
+    plain connections are. Its Sentinel connections keep the socket by default: a worker's BLMOVE broken off by
+    SIGTERM then left its answer pending, the next command on that connection waited for it (a child that never
+    stopped), and a job BLMOVE handed over later would have been read as the answer to something else."""
+
+    def read_response(self, *args: Any, disconnect_on_error: bool = True, **kwargs: Any) -> Any:
+        return super().read_response(*args, disconnect_on_error=disconnect_on_error, **kwargs)
+
+
 def sentinel_for(config: Config) -> Sentinel:
     """A client of the sentinels: each lookup gives up on a sentinel after the connect timeout and asks the next."""
     return Sentinel(
@@ -52,6 +62,7 @@ def master_options(config: Config, *, blocking: bool) -> dict[str, Any]:
     """The options of connections to the primary: timeouts, one retry of a dropped connection (which asks the
     sentinels anew), the password and database (COLLECTOR_REDIS_PASSWORD, or those COLLECTOR_REDIS_URL names)."""
     options: dict[str, Any] = {
+        "connection_class": PrimaryConnection,
         "socket_connect_timeout": config.redis_connect_timeout_s,
         "socket_timeout": None if blocking else config.redis_socket_timeout_s,
         "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 1, supported_errors=(RedisConnectionError,)),

@@ -6,14 +6,14 @@ from __future__ import annotations
 import fakeredis
 import pytest
 from flask import Flask
-from redis.sentinel import SentinelConnectionPool
+from redis.sentinel import SentinelConnectionPool, SentinelManagedConnection
 
 from collector.api.dashboard import mount_dashboard
 from collector.app import create_app
 from collector.config import Config
 from collector.errors import ConfigError
 from collector.specs.registry import Registry
-from collector.store.connection import connect_to
+from collector.store.connection import PrimaryConnection, connect_to
 from collector.store.replication import ReplicatedPipeline
 
 SENTINELS = "10.0.0.1:26379,sentinel-2:26380,[::1]:26381"
@@ -89,6 +89,20 @@ def test_connect_to_sentinels_asks_them_for_the_named_primary() -> None:
         "primary-pw-value", 4, 0.7, 0.3)
     assert "host" not in kwargs  # where the primary is comes from the sentinels, never from the URL
     assert connect_to(config, blocking=True).connection_pool.connection_kwargs["socket_timeout"] is None
+
+
+def test_a_connection_to_the_primary_is_dropped_when_a_read_is_broken_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: dict[str, object] = {}
+
+    def read_response(self: object, *args: object, **kwargs: object) -> None:
+        asked.update(kwargs)
+
+    monkeypatch.setattr(SentinelManagedConnection, "read_response", read_response)
+    client = connect_to(Config(redis_sentinels=SENTINELS))
+    connection = client.connection_pool.make_connection()
+    assert isinstance(connection, PrimaryConnection)
+    connection.read_response()
+    assert asked["disconnect_on_error"] is True  # redis-py's sentinel connections default to keeping the socket
 
 
 def test_connect_to_without_any_redis_says_what_to_set() -> None:

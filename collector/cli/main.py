@@ -226,7 +226,8 @@ def cmd_worker(args: argparse.Namespace, config: Config) -> int:
     from collector.pool.supervisor import Pool
 
     if not config.redis_configured:
-        raise CollectorError("COLLECTOR_REDIS_URL is not set; the pool needs the Redis the API queues jobs in")
+        raise CollectorError("COLLECTOR_REDIS_URL is not set (nor COLLECTOR_REDIS_SENTINELS); the pool needs the Redis "
+                             "the API queues jobs in")
     if args.workers < 1:
         raise CollectorError(f"-n {args.workers}: a pool needs at least 1 worker")
     from collector.specs.secrets import require_secret_key

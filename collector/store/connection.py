@@ -6,7 +6,7 @@ from typing import Any
 
 from redis import Redis
 from redis.backoff import ExponentialBackoff
-from redis.connection import parse_url
+from redis.connection import SSLConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection
@@ -15,7 +15,8 @@ from collector.config import Config
 from collector.errors import ConfigError
 from collector.store.records import connect
 
-# What COLLECTOR_REDIS_URL still says when Sentinel names the primary: who to be and which database, not where.
+# What COLLECTOR_REDIS_URL still says when Sentinel names the primary: who to be, which database, whether over TLS
+# (`rediss://`, with its `ssl_*` options), not where.
 URL_OPTIONS_KEPT = ("username", "password", "db")
 
 
@@ -46,6 +47,10 @@ class PrimaryConnection(SentinelManagedConnection):
         return super().read_response(*args, disconnect_on_error=disconnect_on_error, **kwargs)
 
 
+class PrimarySSLConnection(PrimaryConnection, SSLConnection):
+    """The same over TLS, when COLLECTOR_REDIS_URL is a `rediss://` URL."""
+
+
 def sentinel_for(config: Config) -> Sentinel:
     """A client of the sentinels: each lookup gives up on a sentinel after the connect timeout and asks the next."""
     return Sentinel(
@@ -70,7 +75,10 @@ def master_options(config: Config, *, blocking: bool) -> dict[str, Any]:
     }
     if config.redis_url:
         parsed = parse_url(config.redis_url)
-        options.update({name: parsed[name] for name in URL_OPTIONS_KEPT if parsed.get(name) is not None})
+        options.update({name: value for name, value in parsed.items()
+                        if value is not None and (name in URL_OPTIONS_KEPT or name.startswith("ssl_"))})
+        if parsed.get("connection_class") is SSLConnection:
+            options["connection_class"] = PrimarySSLConnection
     if config.redis_password and options.get("password") is None:
         options["password"] = config.redis_password
     return options

@@ -13,7 +13,7 @@ from collector.app import create_app
 from collector.config import Config
 from collector.errors import ConfigError
 from collector.specs.registry import Registry
-from collector.store.connection import PrimaryConnection, connect_to
+from collector.store.connection import PrimaryConnection, PrimarySSLConnection, connect_to
 from collector.store.replication import ReplicatedPipeline
 
 SENTINELS = "10.0.0.1:26379,sentinel-2:26380,[::1]:26381"
@@ -103,6 +103,13 @@ def test_a_connection_to_the_primary_is_dropped_when_a_read_is_broken_off(monkey
     assert isinstance(connection, PrimaryConnection)
     connection.read_response()
     assert asked["disconnect_on_error"] is True  # redis-py's sentinel connections default to keeping the socket
+
+
+def test_a_rediss_url_makes_the_connections_to_the_primary_tls() -> None:
+    config = Config(redis_sentinels=SENTINELS, redis_url="rediss://ignored:6380/0?ssl_cert_reqs=required")
+    pool = connect_to(config).connection_pool
+    assert pool.connection_class is PrimarySSLConnection and pool.connection_kwargs["ssl_cert_reqs"] == "required"
+    assert issubclass(PrimarySSLConnection, PrimaryConnection)
 
 
 def test_connect_to_without_any_redis_says_what_to_set() -> None:

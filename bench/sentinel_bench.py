@@ -1,6 +1,6 @@
 """Redis failover through Sentinel: run `python bench/sentinel_bench.py [--runs N]`.
 
-On loopback: a redis-server primary, its replicas and three sentinels (down-after 1 s), the API served in this
+On loopback: a redis-server primary, its replicas (AOF on) and three sentinels (down-after 2 s), the API served in this
 process and a `collector worker -n 2` pool, both configured with the sentinels. Jobs (`demo`, one row) are
 submitted one after another; after 15 are acknowledged the primary is killed with SIGKILL and restarted once a
 replica is promoted (the sentinels make it a replica); submits go on until 15 more are acknowledged. In the

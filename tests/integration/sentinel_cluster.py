@@ -17,7 +17,10 @@ import redis
 from collector.cli.embedded import free_port
 
 MASTER = "collector-test"
-DOWN_AFTER_MS = 1000       # a primary silent this long is subjectively down for a sentinel
+# A primary silent this long is subjectively down for a sentinel. At 1000, on a loaded machine, the sentinels once
+# marked the replica they had just promoted down within a second and failed over a second time, to the old primary
+# restarted meanwhile; they PING once a second, so 2000 leaves a new primary a PING to answer.
+DOWN_AFTER_MS = 2000
 FAILOVER_TIMEOUT_MS = 3000  # a failover not finished in this long is tried again
 ENDED = frozenset({"finished", "failed", "stopped", "canceled", "404", "410"})
 T = TypeVar("T")
@@ -58,7 +61,9 @@ class SentinelCluster:
         data = self.workdir / f"redis-{port}"
         data.mkdir(exist_ok=True)
         self.servers[port] = self._launch(
-            [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            # AOF, as in production: a server restarted after a kill comes back with its data, never empty (a
+            # sentinel that promotes an empty server makes every replica empty too).
+            [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
              "--dir", str(data), "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0", *extra],
             data / "log",
         )

@@ -21,19 +21,19 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.procs import SECRET_KEY  # noqa: E402
 from collector.cli.embedded import EmbeddedRedis  # noqa: E402
 from collector.config import Config  # noqa: E402
 from collector.specs.registry import Registry  # noqa: E402
 from collector.store.memory import job_footprint  # noqa: E402
 from collector.submit.submitter import Submitter  # noqa: E402
 
-SECRET = "bench-secret-key"
 TARGET_BYTES = 4096
 
 
 def drain(url: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
-    env.update(COLLECTOR_REDIS_URL=url, COLLECTOR_SECRET_KEY=SECRET, COLLECTOR_LOG_LEVEL="WARNING")
+    env.update(COLLECTOR_REDIS_URL=url, COLLECTOR_SECRET_KEY=SECRET_KEY, COLLECTOR_LOG_LEVEL="WARNING")
     subprocess.run([sys.executable, "-m", "collector", "worker", "-n", "1", "--burst"], env=env, cwd=ROOT,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=1800)
 
@@ -45,7 +45,7 @@ def used_memory(client: redis.Redis) -> int:
 def measure(jobs: int) -> dict[str, Any]:
     with EmbeddedRedis() as server:
         client = redis.Redis.from_url(server.url)
-        config = Config(redis_url=server.url, secret_key=SECRET)
+        config = Config(redis_url=server.url, secret_key=SECRET_KEY)
         submitter = Submitter(connection=client, config=config, registry=Registry.discover("platforms"))
         # One job first, so the structures every job shares (queue, registries, metrics hash, index) exist.
         submitter.submit({"platform_id": "demo", "settings": {"rows": 1}})

@@ -22,7 +22,7 @@ FINISHED = "finished|demo"  # the collector metrics hash field counting finished
 
 
 def config_for(url: str) -> Config:
-    return Config(redis_url=url, secret_key="bench-secret-key")
+    return Config(redis_url=url, secret_key=P.SECRET_KEY)
 
 
 def submit_demo(url: str, count: int, settings: dict[str, Any]) -> None:

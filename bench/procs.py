@@ -16,13 +16,14 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 LOGS = Path(os.environ.get("BENCH_LOG_DIR", "/tmp/collector-bench"))
+SECRET_KEY = "bench-secret-key-of-at-least-32-bytes"  # workers refuse a key under 32 bytes
 
 
 def env_for(redis_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
     env.update({
         "COLLECTOR_REDIS_URL": redis_url,
-        "COLLECTOR_SECRET_KEY": "bench-secret-key",
+        "COLLECTOR_SECRET_KEY": SECRET_KEY,
         "COLLECTOR_SUBMITS_PER_MINUTE": "0",  # the benchmark measures throughput, far past a client's rate
         "BENCH_REDIS_URL": redis_url,
         "PYTHONPATH": str(ROOT),

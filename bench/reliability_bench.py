@@ -24,17 +24,16 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.procs import SECRET_KEY  # noqa: E402
 from collector.cli.embedded import EmbeddedRedis  # noqa: E402
 from collector.config import Config  # noqa: E402
 from collector.specs.registry import Registry  # noqa: E402
 from collector.submit.submitter import Submitter  # noqa: E402
 
-SECRET = "bench-secret-key-of-at-least-32-bytes"
-
 
 def pool(url: str, size: int, *extra: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
-    env.update(COLLECTOR_REDIS_URL=url, COLLECTOR_SECRET_KEY=SECRET, COLLECTOR_LOG_LEVEL="WARNING",
+    env.update(COLLECTOR_REDIS_URL=url, COLLECTOR_SECRET_KEY=SECRET_KEY, COLLECTOR_LOG_LEVEL="WARNING",
                COLLECTOR_SHUTDOWN_GRACE_S="1")
     return subprocess.Popen([sys.executable, "-m", "collector", "worker", "-n", str(size), *extra], env=env,
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -148,7 +147,7 @@ def main() -> None:
     args = parser.parse_args()
     with EmbeddedRedis() as server:
         client = redis.Redis.from_url(server.url)
-        config = Config(redis_url=server.url, secret_key=SECRET)
+        config = Config(redis_url=server.url, secret_key=SECRET_KEY)
         submitter = Submitter(connection=client, config=config, registry=Registry.discover("platforms"))
         print(describe("SIGKILL of a child -> record says so", child_kills(server.url, submitter, client,
                                                                        args.child_runs)))

@@ -295,7 +295,7 @@ def cmd_up(args: argparse.Namespace, config: Config) -> int:
 
         def ready(port: int) -> None:
             print(banner(f"http://{args.host}:{port}", workers=f"{args.workers} (pid {pool.pid if pool else '?'})",
-                         redis=config.redis_url if embedded else "(COLLECTOR_REDIS_URL)", access=access,
+                         redis=config.redis_url if embedded else f"({config.redis_setting})", access=access,
                          registry=app.extensions["collector"].registry), flush=True)
 
         serve_until_signal(app, host=args.host, port=args.port, config=config, on_ready=ready)

@@ -18,6 +18,7 @@ lint: $(STAMP)  ## ruff, the layers (lint-imports), the compose file against the
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.sentinel.yml
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/python deploy/k8s/validate.py
 

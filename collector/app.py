@@ -22,7 +22,8 @@ from collector.logs import setup
 from collector.masking import install_log_masking
 from collector.specs.registry import Registry
 from collector.specs.secrets import require_secret_key
-from collector.store.records import connect, redis_down, redis_full
+from collector.store.connection import connect_to
+from collector.store.records import redis_down, redis_full
 from collector.store.rq import refuse_pickle
 from collector.workflows.reaper import ReaperThread
 
@@ -48,12 +49,12 @@ def create_app(
     if not logging.getLogger().handlers:  # under gunicorn nothing has set logging up: do as the CLI does
         setup(config)
     if connection is None:
-        if not config.redis_url:
+        if not config.redis_configured:
             raise CollectorError(
-                "COLLECTOR_REDIS_URL is not set; point it at Redis, or run `collector up` for an embedded one"
+                "COLLECTOR_REDIS_URL is not set; point it at Redis (or COLLECTOR_REDIS_SENTINELS at the sentinels "
+                "watching it), or run `collector up` for an embedded one"
             )
-        connection = connect(config.redis_url, connect_timeout_s=config.redis_connect_timeout_s,
-                             socket_timeout_s=config.redis_socket_timeout_s)
+        connection = connect_to(config)
     registry = registry or Registry.discover(config.platforms_package)
     install_log_masking()  # gunicorn runs create_app() without the CLI, which installs it too
     refuse_pickle()  # RQ's pickle fallback, wherever a serializer is forgotten, fails instead of unpickling
@@ -82,7 +83,9 @@ def create_app(
     app.register_blueprint(docs.blueprint)
     app.register_blueprint(metrics.blueprint)
     app.register_blueprint(console.blueprint)
-    if dashboard and config.redis_url:
+    if dashboard and config.redis_sentinels:
+        mount_dashboard(app, config.redis_where, queue_name=config.queue_name, connection=connection)
+    elif dashboard and config.redis_url:
         mount_dashboard(app, config.redis_url, queue_name=config.queue_name,
                         connect_timeout_s=config.redis_connect_timeout_s,
                         socket_timeout_s=config.redis_socket_timeout_s)

@@ -23,6 +23,12 @@ class Config:
     """Everything the API, the workers and the CLI are configured with."""
 
     redis_url: str | None = None
+    redis_password: str | None = dataclasses.field(default=None, repr=False)
+    redis_sentinels: str | None = None
+    redis_master: str = defaults.REDIS_MASTER
+    redis_sentinel_password: str | None = dataclasses.field(default=None, repr=False)
+    redis_min_replicas: int = defaults.REDIS_MIN_REPLICAS
+    redis_min_replicas_wait_s: float = defaults.REDIS_MIN_REPLICAS_WAIT_S
     secret_key: str | None = None
     queue_name: str = defaults.QUEUE_NAME
     key_prefix: str = defaults.KEY_PREFIX
@@ -98,10 +104,21 @@ class Config:
             raise ConfigError(f"{PREFIX}PRIORITY_AGE_S={self.priority_age_s} must be 0 (strict priority) or more")
         if self.idempotency_ttl_s < 1:
             raise ConfigError(f"{PREFIX}IDEMPOTENCY_TTL_S={self.idempotency_ttl_s} must be 1 or more (seconds)")
-        for name in ("redis_connect_timeout_s", "redis_socket_timeout_s", "rate_max_wait_s", "stream_max_s"):
+        for name in ("redis_connect_timeout_s", "redis_socket_timeout_s", "rate_max_wait_s", "stream_max_s",
+                     "redis_min_replicas_wait_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be above 0 (seconds)")
-        for name in ("max_schedules", "submits_per_minute"):
+        if self.redis_min_replicas and self.redis_min_replicas_wait_s >= self.redis_socket_timeout_s:
+            raise ConfigError(
+                f"{PREFIX}REDIS_MIN_REPLICAS_WAIT_S={self.redis_min_replicas_wait_s:g} is not below "
+                f"{PREFIX}REDIS_SOCKET_TIMEOUT_S={self.redis_socket_timeout_s:g}: a submit would give up on Redis "
+                "before its WAIT for replicas ends; lower the first or raise the second"
+            )
+        if self.redis_sentinels is not None:
+            sentinel_addresses(self.redis_sentinels)  # refused here, at start-up, rather than at the first command
+            if not self.redis_master:
+                raise ConfigError(f"{PREFIX}REDIS_MASTER is empty: name the master the sentinels monitor")
+        for name in ("max_schedules", "submits_per_minute", "redis_min_replicas"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be 0 (no limit) or more")
         _ = self.caps  # a wrong COLLECTOR_CONCURRENCY stops the process at start-up, not its first capped job
@@ -127,12 +144,36 @@ class Config:
         values.setdefault("environ", dict(env))
         return cls(**values)  # type: ignore[arg-type]
 
+    @property
+    def redis_configured(self) -> bool:
+        """Whether a Redis is named, by URL or through Sentinel."""
+        return bool(self.redis_url or self.redis_sentinels)
+
+    @property
+    def redis_where(self) -> str:
+        """The configured Redis as messages name it, passwords masked."""
+        if self.redis_sentinels:
+            return f"Sentinel master {self.redis_master!r} (sentinels {self.redis_sentinels})"
+        return mask_url(self.redis_url or "the configured Redis")
+
+    @property
+    def redis_setting(self) -> str:
+        """The variable that says where Redis is, for messages that tell the operator what to check."""
+        return f"{PREFIX}REDIS_SENTINELS" if self.redis_sentinels else f"{PREFIX}REDIS_URL"
+
+    @property
+    def sentinels(self) -> list[tuple[str, int]]:
+        """The `host:port` pairs of COLLECTOR_REDIS_SENTINELS (none when unset)."""
+        return sentinel_addresses(self.redis_sentinels) if self.redis_sentinels else []
+
     def public(self) -> dict[str, object]:
         """The config as shown to operators: secrets replaced by whether they are set."""
         shown = dataclasses.asdict(self)
         shown["secret_key"] = "***" if self.secret_key else None
         shown["api_token"] = "***" if self.api_token else None
         shown["api_tokens"] = "***" if self.api_tokens else None
+        shown["redis_password"] = "***" if self.redis_password else None
+        shown["redis_sentinel_password"] = "***" if self.redis_sentinel_password else None
         shown.pop("environ")
         if self.redis_url:
             shown["redis_url"] = mask_url(self.redis_url)
@@ -155,6 +196,19 @@ def parse_caps(raw: str) -> dict[str, int]:
             )
         caps[name] = int(value)
     return caps
+def sentinel_addresses(text: str) -> list[tuple[str, int]]:
+    """`host:port,host:port,...` as pairs; a `ConfigError` naming the bad entry otherwise."""
+    addresses: list[tuple[str, int]] = []
+    for entry in (part.strip() for part in text.split(",")):
+        host, _, port = entry.rpartition(":")
+        host = host.strip("[]")  # an IPv6 address is written [::1]:26379
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f"{PREFIX}REDIS_SENTINELS={text!r}: {entry!r} is not host:port; list the sentinels as "
+                "host:port separated by commas, e.g. sentinel-1:26379,sentinel-2:26379,sentinel-3:26379"
+            )
+        addresses.append((host, int(port)))
+    return addresses
 
 
 def _parse(name: str, type_name: object, raw: str) -> object:

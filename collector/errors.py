@@ -17,6 +17,7 @@
     │   └── RateLimitedError         429: the caller submitted too often; `Retry-After` says when to try again
     ├── ServiceUnavailableError      503: Redis (or another service) is down
     │   ├── RedisFullError           503: Redis is at its maxmemory and refuses writes
+    │   ├── NotReplicatedError       503: a job was queued but fewer replicas than asked acknowledged it in time
     │   └── CheckTimeoutError        504: no worker answered a connection check in time
     ├── PlatformError                a platform failed while running a job
     │   ├── FatalError               the source failed for good: not retried
@@ -168,6 +169,13 @@ class RedisFullError(ServiceUnavailableError):
     """Redis answered OOM: it holds `maxmemory` and, with `noeviction`, refuses writes until memory is freed."""
 
     code = "redis_full"
+
+
+class NotReplicatedError(ServiceUnavailableError):
+    """A submit wrote its job, but fewer replicas than COLLECTOR_REDIS_MIN_REPLICAS acknowledged it in time: the job
+    may run, or be lost if the primary fails before it replicates."""
+
+    code = "not_replicated"
 
 
 class CheckTimeoutError(ServiceUnavailableError):

@@ -17,8 +17,9 @@ from typing import Any
 
 import rq_dashboard
 import rq_dashboard.web
-from flask import Flask, jsonify, redirect, url_for
+from flask import Flask, current_app, jsonify, redirect, url_for
 from flask.typing import ResponseReturnValue
+from redis import Redis
 
 from collector import defaults
 from collector.api.auth import caller
@@ -31,18 +32,24 @@ BLUEPRINT = "rq_dashboard"  # the name rq-dashboard registers its views under
 
 def mount_dashboard(app: Flask, redis_url: str, *, queue_name: str,
                     connect_timeout_s: float = defaults.REDIS_CONNECT_TIMEOUT_S,
-                    socket_timeout_s: float = defaults.REDIS_SOCKET_TIMEOUT_S) -> None:
+                    socket_timeout_s: float = defaults.REDIS_SOCKET_TIMEOUT_S,
+                    connection: Redis | None = None) -> None:
     """Serve rq-dashboard under `/rq` of `app`; job descriptions carry no arguments; its Jobs tab opens on
     collector's queue `queue_name` (rq-dashboard's own default is RQ's `default` queue, always empty here).
     rq-dashboard makes its own Redis clients from the URL (one per request), so the API's timeouts travel in the
-    URL's query."""
+    URL's query. Given a `connection` (the API's, which follows the primary through Sentinel), it uses that one
+    instead, and `redis_url` is only what its page shows."""
     for name, value in REBOUND.items():
         setattr(rq_dashboard.web, name, value)  # the module looks these names up at call time
     rq_dashboard.web.config.serializer = DashboardSerializer
-    app.config.setdefault("RQ_DASHBOARD_REDIS_URL", with_timeouts(redis_url, connect_timeout_s, socket_timeout_s))
+    shown = redis_url if connection is not None else with_timeouts(redis_url, connect_timeout_s, socket_timeout_s)
+    app.config.setdefault("RQ_DASHBOARD_REDIS_URL", shown)
     app.config["RQ_DASHBOARD_SHOW_FULL_ARGS"] = False
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=PREFIX)
-    rq_dashboard.web.setup_rq_connection(app)
+    if connection is None:
+        rq_dashboard.web.setup_rq_connection(app)
+    else:
+        use_connection(app, connection)
     endpoint = f"{BLUEPRINT}.jobs_overview"
     jobs_overview = app.view_functions[endpoint]
     home = queue_name
@@ -67,6 +74,19 @@ def mount_dashboard(app: Flask, redis_url: str, *, queue_name: str,
     app.view_functions[f"{BLUEPRINT}.requeue_job_view"] = requeue_job
     app.view_functions[f"{BLUEPRINT}.requeue_all"] = requeue_all
     app.view_functions[f"{BLUEPRINT}.delete_job_view"] = delete_job
+
+
+def use_connection(app: Flask, connection: Redis) -> None:
+    """rq-dashboard reads through `connection` on every request, in place of the client it would build from its URL
+    (its `push_rq_connection`, which runs before each of its views)."""
+    app.config["RQ_DASHBOARD_REDIS_URL"] = (app.config["RQ_DASHBOARD_REDIS_URL"],)
+    app.redis_conn = connection  # type: ignore[attr-defined]
+
+    def push_connection() -> None:
+        current_app.redis_conn = connection  # type: ignore[attr-defined]
+
+    hooks = app.before_request_funcs.setdefault(BLUEPRINT, [])
+    hooks[:] = [push_connection if hook is rq_dashboard.web.push_rq_connection else hook for hook in hooks]
 
 
 def requeue_job(job_id: str) -> ResponseReturnValue:

@@ -320,7 +320,11 @@ def build_document(config: Config, registry: Registry, *, secured: bool, dashboa
                                           {"$ref": "#/components/schemas/RunDeduplicated"}),
                           "409": response("its idempotency key was used for a different spec; nothing changed",
                                           ERROR),
-                          **problems("400", "413", "422", "429", "503")},
+                          **problems("400", "413", "422", "429"),
+                          "503": response("Redis is unreachable or full, and nothing was written; or `not_replicated`: "
+                                          "the job was written but fewer replicas than COLLECTOR_REDIS_MIN_REPLICAS "
+                                          "acknowledged it in time (`details.job_id` names it: check it with "
+                                          "GET /execution/get before submitting again)", ERROR)},
         }},
         "/execution/get": {"get": {
             "summary": "Everything known about a job",

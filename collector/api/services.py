@@ -50,7 +50,7 @@ class Services:
         self.submitter = Submitter(connection=self.connection, config=self.config, registry=self.registry)
         self.schedules = Schedules(self.submitter)
         self.processes = Processes(self.submitter)
-        self.loss_watch = LossWatch(self.connection, self.store.keys, redis_url=self.config.redis_url)
+        self.loss_watch = LossWatch(self.connection, self.store.keys, redis_url=self.config.redis_where)
         self.loss_watch.check_quietly()  # the run id this process starts on; warns if Redis keeps nothing
 
     def admit(self, who: str) -> None:
@@ -65,7 +65,7 @@ class Services:
         and in the error raised (a validation message may quote a value given for a secret setting)."""
         secrets = remember(secrets_in_body(body, self.registry))
         try:
-            return self.submitter.submit(body, admit=lambda: self.admit(by), scope=by)
+            return self.submitter.submit(body, admit=lambda: self.admit(by), scope=by, replicated=True)
         except CollectorError as exc:
             raise mask_error(exc, secrets) from None
         except Exception as exc:  # logged here, while the secrets are still masked, not by the app's handler

@@ -11,7 +11,6 @@ from flask import Blueprint
 
 from collector import __version__
 from collector.api.services import Services, services
-from collector.masking import mask_url
 from collector.store.rq import RQ
 
 blueprint = Blueprint("system", __name__)
@@ -42,8 +41,8 @@ def readiness(svc: Services) -> dict[str, Any]:
         svc.connection.ping()
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         body["ready"] = False
-        body["reason"] = (f"Redis at {mask_url(svc.config.redis_url or '')} is unreachable ({type(exc).__name__}); "
-                          "jobs can be neither queued nor read: check that Redis runs and COLLECTOR_REDIS_URL")
+        body["reason"] = (f"Redis at {svc.config.redis_where} is unreachable ({type(exc).__name__}); "
+                          f"jobs can be neither queued nor read: check that Redis runs and {svc.config.redis_setting}")
     return body
 
 
@@ -57,7 +56,7 @@ def diagnose(svc: Services) -> dict[str, Any]:
                          for name, why in sorted(svc.registry.broken.items())]
     try:
         body["redis"] = _redis(svc.connection)
-        body["redis"]["url"] = mask_url(svc.config.redis_url or "")
+        body["redis"]["url"] = svc.config.redis_where
         rq = RQ(svc.connection, svc.config)
         body["queues"] = {rq.queue.name: rq.counts("queued", "started", "failed", "finished")}
         workers = rq.workers()
@@ -67,8 +66,8 @@ def diagnose(svc: Services) -> dict[str, Any]:
         body["healthy"] = False
         body["redis"] = {
             "ok": False,
-            "url": mask_url(svc.config.redis_url or ""),
-            "error": f"{type(exc).__name__}: unreachable; check that Redis runs and COLLECTOR_REDIS_URL",
+            "url": svc.config.redis_where,
+            "error": f"{type(exc).__name__}: unreachable; check that Redis runs and {svc.config.redis_setting}",
         }
     body["status"] = "down" if not body["healthy"] else "degraded" if body["degraded"] else "ok"
     return body

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     runtime, body = ready
     bar = ProgressBar(sys.stderr)
     say(f"running {body['platform_id']} in this process"
-        + (" (Redis: COLLECTOR_REDIS_URL)" if config.redis_url else " (in-process fake Redis)"))
+        + (f" (Redis: {config.redis_setting})" if config.redis_configured else " (in-process fake Redis)"))
 
     def show(progress: dict[str, Any]) -> None:
         bar.update({"status": "started", "progress": progress})
@@ -104,7 +104,7 @@ def run_claimed(args: argparse.Namespace, config: Config) -> int:
     def show(progress: dict[str, Any]) -> None:
         bar.update({"status": "started", "progress": progress})
 
-    say(f"claiming job {args.from_job} (Redis: COLLECTOR_REDIS_URL) to run it in this process as that job")
+    say(f"claiming job {args.from_job} (Redis: {config.redis_setting}) to run it in this process as that job")
     signal.signal(signal.SIGTERM, stop_claimed)  # the job then ends failed, as on Ctrl-C, not left `started`
     started = time.monotonic()
     try:

@@ -227,8 +227,9 @@ def cmd_platforms(args: argparse.Namespace, config: Config) -> int:
 def cmd_worker(args: argparse.Namespace, config: Config) -> int:
     from collector.pool.supervisor import Pool
 
-    if not config.redis_url:
-        raise CollectorError("COLLECTOR_REDIS_URL is not set; the pool needs the Redis the API queues jobs in")
+    if not config.redis_configured:
+        raise CollectorError("COLLECTOR_REDIS_URL is not set (nor COLLECTOR_REDIS_SENTINELS); the pool needs the Redis "
+                             "the API queues jobs in")
     if args.workers < 1:
         raise CollectorError(f"-n {args.workers}: a pool needs at least 1 worker")
     from collector.specs.secrets import require_secret_key
@@ -279,7 +280,7 @@ def cmd_up(args: argparse.Namespace, config: Config) -> int:
     pool: subprocess.Popen[bytes] | None = None
     env = dict(os.environ)
     try:
-        if not config.redis_url:
+        if not config.redis_configured:
             embedded = EmbeddedRedis().start()
             env["COLLECTOR_REDIS_URL"] = embedded.url
             _volatile_by_design(embedded.url, Config.from_env(env))
@@ -296,7 +297,7 @@ def cmd_up(args: argparse.Namespace, config: Config) -> int:
 
         def ready(port: int) -> None:
             print(banner(f"http://{args.host}:{port}", workers=f"{args.workers} (pid {pool.pid if pool else '?'})",
-                         redis=config.redis_url if embedded else "(COLLECTOR_REDIS_URL)", access=access,
+                         redis=config.redis_url if embedded else f"({config.redis_setting})", access=access,
                          registry=app.extensions["collector"].registry), flush=True)
 
         serve_until_signal(app, host=args.host, port=args.port, config=config, on_ready=ready)

@@ -21,7 +21,8 @@ from collector.run.runner import Runtime, execute
 from collector.sealing import new_key
 from collector.specs.job import JobSpec, validate_spec
 from collector.specs.registry import Registry
-from collector.store.records import DATASETS, JobStore, connect
+from collector.store.connection import connect_to
+from collector.store.records import DATASETS, JobStore
 from collector.submit.submitter import new_record
 from collector.workflows.claims import beat, claim, settle
 
@@ -66,7 +67,7 @@ def local_runtime(
     """A runtime like a worker's. With no `COLLECTOR_REDIS_URL` an in-process fake Redis stands in, and with
     no `COLLECTOR_SECRET_KEY` a key for this process only seals the secrets."""
     if connection is None:
-        connection = connect(config.redis_url) if config.redis_url else fakeredis.FakeRedis()
+        connection = connect_to(config) if config.redis_configured else fakeredis.FakeRedis()
     if not config.secret_key:
         config = dataclasses.replace(config, secret_key=new_key())
     registry = registry or Registry.discover(config.platforms_package)
@@ -113,7 +114,7 @@ def run_claimed(job_id: str, runtime: Runtime, *, on_progress: ProgressObserver 
     job: its record, its attempt count, its retry policy, its events (a retry it earns is left to the pool).
     `ConflictError` with the reason when it is not queued; `ConfigError` when its secrets need a key this process
     lacks (`key_given` False: `local_runtime` made one up, which opens nothing of the service's; nothing claimed)."""
-    if not runtime.config.redis_url:
+    if not runtime.config.redis_configured:
         raise ConfigError(
             f"claiming job {job_id} runs it as that job, so this process writes its record: set "
             "COLLECTOR_REDIS_URL (and COLLECTOR_SECRET_KEY) as the workers have them, or give --copy to run a copy "

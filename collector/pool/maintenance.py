@@ -40,7 +40,7 @@ class Maintenance:
             ("waits", lambda: sweep(connection, config)),
             ("concurrency caps", Caps(connection=connection, config=config, registry=registry).tend),
             ("notifications", lambda: deliver_due(connection, config)),
-            ("data loss", LossWatch(connection, Keys(config.key_prefix), redis_url=config.redis_url).check),
+            ("data loss", LossWatch(connection, Keys(config.key_prefix), redis_url=config.redis_where).check),
         ]
 
     def tick(self) -> None:

@@ -17,7 +17,8 @@ import redis
 from collector import defaults
 from collector.config import Config
 from collector.run.runner import Runtime
-from collector.store.records import Keys, connect
+from collector.store.connection import connect_to
+from collector.store.records import Keys
 from collector.workflows.reaper import beat_child
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class ChildBeat(threading.Thread):
         super().__init__(name="collector-child-beat", daemon=True)
         self.runtime = runtime
         # Its own client, with timeouts: never queued behind the job's writes, never hung by a frozen Redis.
-        self.connection = connect(runtime.config.redis_url or "")
+        self.connection = connect_to(runtime.config)
         self.halt = threading.Event()
 
     def run(self) -> None:

@@ -22,7 +22,7 @@ from collector.pool.supervision import ChildBeat, Watchdog, die_with_parent, rel
 from collector.resources import reach
 from collector.run.runner import Runtime, install
 from collector.specs.registry import Registry
-from collector.store.records import connect
+from collector.store.connection import connect_to
 from collector.store.rq import JSONSerializer, claiming_queue, refuse_pickle
 from collector.workflows.reaper import Reaper, beat, retire
 from collector.workflows.recovery import recover, recover_claims
@@ -48,8 +48,8 @@ class Pool:
     relays cancels, enforces hard timeouts, heartbeats, and reaps other pools that died."""
 
     def __init__(self, config: Config, *, size: int = defaults.WORKERS, burst: bool = False) -> None:
-        if not config.redis_url:
-            raise ValueError("the worker pool needs COLLECTOR_REDIS_URL")
+        if not config.redis_configured:
+            raise ValueError("the worker pool needs COLLECTOR_REDIS_URL or COLLECTOR_REDIS_SENTINELS")
         # Checked here, so a bad COLLECTOR_EGRESS_ALLOW stops the pool at start instead of every child at birth.
         egress.install(egress.EgressPolicy.from_config(config))
         self.config = config
@@ -82,7 +82,7 @@ class Pool:
     @property
     def connection(self) -> redis.Redis:
         if self._connection is None:
-            self._connection = connect(self.config.redis_url)  # type: ignore[arg-type]
+            self._connection = connect_to(self.config)
         return self._connection
 
     def run(self) -> int:
@@ -208,7 +208,7 @@ class Pool:
             signal.signal(sig, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
         self._connection = None
-        connection = connect(self.config.redis_url, blocking=True)  # type: ignore[arg-type]
+        connection = connect_to(self.config, blocking=True)
         wait_for_redis(connection, parent)
         runtime = Runtime(self.config, connection, self.registry, worker_name=name, pool_name=self.name)
         install(runtime)

@@ -33,7 +33,8 @@ from collector.specs.registry import Registry
 from collector.specs.secrets import merge_secrets, secret_values
 from collector.store import events, metrics
 from collector.store.buckets import Buckets
-from collector.store.records import ENDED, JobStore, connect, decode_fields
+from collector.store.connection import connect_to
+from collector.store.records import ENDED, JobStore, decode_fields
 from collector.store.rq import RQ, current_job_cap, current_job_id, timed_out
 from collector.store.state import States
 from collector.types import iso
@@ -111,9 +112,9 @@ def current_runtime() -> Runtime:
     global _runtime
     if _runtime is None:
         config = Config.from_env()
-        if not config.redis_url:
+        if not config.redis_configured:
             raise CollectorError("COLLECTOR_REDIS_URL is not set; the worker does not know which Redis to use")
-        connection = connect(config.redis_url, blocking=True)
+        connection = connect_to(config, blocking=True)
         _runtime = Runtime(config, connection, Registry.discover(config.platforms_package))
     return _runtime
 

@@ -18,7 +18,6 @@ from redis.retry import Retry
 from collector import defaults
 from collector.config import Config
 from collector.errors import RedisFullError, ServiceUnavailableError
-from collector.masking import mask_url
 from collector.store.datasets import KeptDataset, page_of
 from collector.types import iso
 
@@ -264,13 +263,14 @@ def _legacy_event(entry_id: bytes | str, raw: Mapping[bytes | str, bytes | str])
 T = TypeVar("T")
 
 
-def run_watched(connection: Redis, attempt: Callable[[Pipeline], T]) -> T:
-    """`attempt(pipe)` on a transaction pipeline until it gets through; what it returns.
+def run_watched(connection: Redis, attempt: Callable[[Pipeline], T], *, pipe: Pipeline | None = None) -> T:
+    """`attempt(pipe)` on a transaction pipeline (`pipe`, or a new one of `connection`) until it gets through;
+    what it returns.
 
     An attempt WATCHes keys, reads, then MULTI ... EXEC (or UNWATCHes and returns early, writing nothing).
     When a watched key changed before its EXEC (`WatchError`), it runs again from the start, reading anew.
     """
-    with connection.pipeline(transaction=True) as pipe:
+    with pipe if pipe is not None else connection.pipeline(transaction=True) as pipe:
         while True:
             try:
                 return attempt(pipe)
@@ -493,17 +493,17 @@ class Lease:
 
 def redis_down(config: Config, exc: Exception) -> ServiceUnavailableError:
     """The 503 for a Redis that cannot be reached: says where (password masked) and that nothing was written."""
-    where = mask_url(config.redis_url or "the configured Redis")
+    where = config.redis_where
     return ServiceUnavailableError(
         f"Redis at {where} is unreachable ({type(exc).__name__}); nothing was written. "
-        "Check that Redis runs and COLLECTOR_REDIS_URL points to it, then retry.",
+        f"Check that Redis runs and {config.redis_setting} points to it, then retry.",
         details={"service": "redis"},
     )
 
 
 def redis_full(config: Config) -> RedisFullError:
     """The 503 for a Redis at its maxmemory: says where (password masked), that nothing was written, and what helps."""
-    where = mask_url(config.redis_url or "the configured Redis")
+    where = config.redis_where
     return RedisFullError(
         f"Redis at {where} is full: it reached its maxmemory and refuses writes (OOM); nothing was written. "
         "Records of ended jobs expire over time (COLLECTOR_RECORD_TTL_S): retry later, or ask the operator to "

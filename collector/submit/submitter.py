@@ -19,6 +19,7 @@ from collector.specs.registry import Registry
 from collector.specs.secrets import split_secrets
 from collector.store import idempotency, index, metrics
 from collector.store.records import JobStore, redis_down, redis_full, run_watched
+from collector.store.replication import ReplicatedPipeline, not_replicated
 from collector.store.rq import RQ
 from collector.types import iso, new_job_id
 
@@ -40,13 +41,15 @@ class Submitter:
 
     def submit(
         self, body: Any, *, job_id: str | None = None, extra: Mapping[str, Any] | None = None,
-        admit: Callable[[], None] | None = None, scope: str = "",
+        admit: Callable[[], None] | None = None, scope: str = "", replicated: bool = False,
     ) -> dict[str, Any]:
         """Queue the job `body` describes. `job_id` and `extra` record fields are for collector's own
         submitters (schedules, processes), never taken from a request. `admit` is called once the spec is
         valid, before anything is written (the API counts the caller's submit rate there). A spec with an
         `idempotency_key` that `scope` (the caller) sent before, within COLLECTOR_IDEMPOTENCY_TTL_S, makes no new
-        job: the answer names the first (`deduplicated`), or `ConflictError` when the spec differs."""
+        job: the answer names the first (`deduplicated`), or `ConflictError` when the spec differs. `replicated`
+        returns only once COLLECTOR_REDIS_MIN_REPLICAS replicas hold the job (`NotReplicatedError` when fewer do
+        in time)."""
         spec = validate_spec(body, self.registry, max_timeout_s=self.config.max_timeout_s)
         job_id = job_id or new_job_id()
         fields = new_record(spec, self.sealer, no_key=(
@@ -87,13 +90,18 @@ class Submitter:
         try:
             if admit is not None:
                 admit()
-            duplicate = run_watched(self.connection, write)
+            replicas = self.config.redis_min_replicas if replicated else 0
+            pipe = ReplicatedPipeline(self.connection, replicas=replicas,
+                                      timeout_s=self.config.redis_min_replicas_wait_s)
+            duplicate = run_watched(self.connection, write, pipe=pipe)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise redis_down(self.config, exc) from None
         except redis.exceptions.OutOfMemoryError:  # refused as a whole (MULTI): nothing was written
             raise redis_full(self.config) from None
         if duplicate is not None:
             return duplicate
+        if pipe.short_of(replicas):
+            raise not_replicated(self.config, job_id, acknowledged=pipe.acknowledged, failure=pipe.failure)
         metrics.submitted(job_id=job_id, platform_id=spec.platform.id)
         answer: dict[str, Any] = {"job_id": job_id, "status": "queued"}
         if spec.client_id is not None:

@@ -3,6 +3,8 @@ the 503 of a submit that fewer replicas than asked acknowledged."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import fakeredis
 import pytest
 from flask import Flask
@@ -141,7 +143,7 @@ def test_a_submit_fewer_replicas_acknowledged_is_503_and_says_how_to_check_the_j
     unit_config: Config, registry: Registry
 ) -> None:
     connection = fakeredis.FakeRedis()  # no replica ever acknowledges here: it does not even know WAIT
-    config = Config(**{**unit_config.__dict__, "redis_min_replicas": 1, "redis_min_replicas_wait_s": 0.2})
+    config = dataclasses.replace(unit_config, redis_min_replicas=1, redis_min_replicas_wait_s=0.2)
     client = create_app(config, connection=connection, registry=registry, dashboard=False).test_client()
     answer = client.post("/execution/run", json={"platform_id": "demo", "settings": {"rows": 1}})
     assert answer.status_code == 503, answer.json

@@ -52,7 +52,7 @@ def test_the_submit_form_is_built_from_the_settings_schema(tmp_path: Path, monke
     from tests.secret_platforms import LEAKY, make_package
 
     monkeypatch.syspath_prepend(str(tmp_path))
-    registry = Registry.discover(make_package(tmp_path, "consoleplatforms", leaky=LEAKY))
+    registry = Registry.discover(make_package(tmp_path, "consoleformplatforms", leaky=LEAKY))
     app = create_app(Config(secret_key=SECRET_KEY), connection=fakeredis.FakeRedis(), registry=registry,
                      dashboard=False)
     page = app.test_client().get("/ui/submit?platform_id=leaky").get_data(as_text=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,8 @@ def make_package(tmp_path: Path) -> Path:
     shutil.copytree(ROOT / "platforms", target, ignore=shutil.ignore_patterns("__pycache__"))
     for name, source in (("steps", STEPS), ("flaky", FLAKY), ("sleeper", SLEEPER), ("slowpoke", SLOWPOKE)):
         (target / f"{name}.py").write_text(textwrap.dedent(source))
+    for module in [m for m in sys.modules if m == PACKAGE or m.startswith(f"{PACKAGE}.")]:
+        del sys.modules[module]  # an earlier test's copy, from another tmp_path, is not this one
     return target
 
 

@@ -17,7 +17,6 @@ from collector.app import create_app
 from collector.config import Config
 from tests.conftest import ROOT, PoolProcess, ServedApp, wait_for
 from tests.integration.reliability_kit import (
-    PACKAGE,
     close,
     events,
     make_package,
@@ -68,8 +67,6 @@ def kit(config: Config, tmp_path: Path, start_pool: Callable[..., PoolProcess],
         monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ServedApp, Path]]:
     package = make_package(tmp_path)
     (package / "breaker.py").write_text(textwrap.dedent(BREAKER))
-    for name in [m for m in sys.modules if m == PACKAGE or m.startswith(f"{PACKAGE}.")]:
-        monkeypatch.delitem(sys.modules, name)  # an earlier test's copy, without breaker.py, is not this one
     monkeypatch.syspath_prepend(str(tmp_path))
     kit_config = with_package(config)
     served = ServedApp(create_app(kit_config))

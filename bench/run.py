@@ -119,8 +119,10 @@ def table(r: dict[str, Any]) -> str:
         f"Called nonstop for {r['progress']['sustained_s']:.1f} s ({r['progress']['sustained_calls']:,} calls): "
         f"{r['progress']['sustained_writes_per_s']:.1f} writes/s.",
         "",
-        "Redis per job (worker start-up/shutdown excluded): collector {:.1f} round trips, {:.1f} commands; "
-        "RQ SimpleWorker {:.1f} round trips, {:.1f} commands.".format(
+        "Redis per job (worker start-up/shutdown excluded; sent: a MULTI/EXEC counts as all its commands, a Lua "
+        "script as one; executed: Redis's commandstats, a script's inner calls included): collector {:.1f} round "
+        "trips, {:.1f} commands sent, {:.1f} executed; RQ SimpleWorker {:.1f} round trips, {:.1f} commands sent, "
+        "{:.1f} executed.".format(
             *r["trips"]["collector"], *r["trips"]["rq_simple"]),
         "",
         "| target (ratios: median of the per-round ratios) | measured | met |",

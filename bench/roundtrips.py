@@ -31,24 +31,28 @@ def _counting(run: Callable[[], Any], client: redis.Redis) -> Counts:
     """(round trips, commands sent, commands executed) while `run()` runs: one send per command or per pipeline is
     one round trip; every command packed is one sent."""
     sends, packed = [0], [0]
-    original_send, original_pack = AbstractConnection.send_packed_command, AbstractConnection.pack_command
+    cls = AbstractConnection
+    originals = cls.send_packed_command, cls.send_command, cls.pack_commands
 
-    def send(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+    def send_packed(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
         sends[0] += 1
-        original_send(self, command, check_health)
+        originals[0](self, command, check_health)
 
-    def pack(self: AbstractConnection, *args: Any) -> Any:
-        packed[0] += 1
-        return original_pack(self, *args)
+    def send_one(self: AbstractConnection, *args: Any, **kwargs: Any) -> None:
+        packed[0] += 1  # a command on its own
+        originals[1](self, *args, **kwargs)
+
+    def pack_many(self: AbstractConnection, commands: Any) -> Any:
+        commands = list(commands)
+        packed[0] += len(commands)  # a pipeline's commands, MULTI and EXEC included
+        return originals[2](self, commands)
 
     before = _commands(client)
-    AbstractConnection.send_packed_command = send  # type: ignore[method-assign]
-    AbstractConnection.pack_command = pack  # type: ignore[method-assign]
+    cls.send_packed_command, cls.send_command, cls.pack_commands = send_packed, send_one, pack_many  # type: ignore
     try:
         run()
     finally:
-        AbstractConnection.send_packed_command = original_send  # type: ignore[method-assign]
-        AbstractConnection.pack_command = original_pack  # type: ignore[method-assign]
+        cls.send_packed_command, cls.send_command, cls.pack_commands = originals  # type: ignore
     return sends[0], packed[0], _commands(client) - before
 
 

@@ -65,6 +65,7 @@ def collector_worker(url: str, jobs: int) -> Counts:
     from collector.run.runner import Runtime, install
     from collector.specs.registry import Registry
     from collector.store.records import connect
+    from collector.store.rq import claiming_queue
 
     client = redis.Redis.from_url(url)
     client.flushall()
@@ -72,7 +73,9 @@ def collector_worker(url: str, jobs: int) -> Counts:
     config = config_for(url)
     connection = connect(url, blocking=True)
     install(Runtime(config, connection, Registry.discover("platforms"), worker_name="bench"))
-    worker = CollectorWorker(["collector"], connection=connection, name=f"bench-{jobs}", serializer=JSONSerializer)
+    name = f"bench-{jobs}"
+    worker = CollectorWorker(["collector"], connection=connection, name=name, serializer=JSONSerializer,
+                             queue_class=claiming_queue(name))  # as the pool makes its children
     counted = _counting(lambda: worker.work(burst=True, logging_level=LOGGING_LEVEL), client)
     client.close()
     return counted

@@ -13,6 +13,7 @@ import struct
 import time
 from typing import Any
 
+import redis
 from rq import Queue
 from rq.exceptions import DeserializationError
 from rq.job import Job, JobStatus
@@ -183,6 +184,23 @@ class CollectorWorker(LeanHeartbeats, SimpleWorker):
         foreground group, and RQ takes a second one as a cold shutdown that breaks the running job off: the
         supervisor, which gets the same Ctrl-C, gives running jobs their grace instead."""
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def queue_next(self, pipeline: Any) -> Any:
+        """The next job's take, with this one's end: not once the worker was asked to stop."""
+        queue_class: Any = self.queue_class
+        if self._stop_requested or len(self.queues) != 1 or not hasattr(queue_class, "queue_prefetch"):
+            return None
+        return queue_class.queue_prefetch(pipeline, self.queues[0].key)
+
+    def teardown(self) -> None:
+        """A job taken with the last one's end and not run goes back to the head of its lane."""
+        queue_class: Any = self.queue_class
+        if getattr(queue_class, "_prefetched", None) is not None and len(self.queues) == 1:
+            try:
+                queue_class.give_back(self.connection, self.queues[0].key)
+            except redis.RedisError as exc:  # the supervisor settles the claims of a child that exited
+                log.warning("Worker %s: could not give back the job it had taken next (%s)", self.name, exc)
+        super().teardown()
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         with self._quiet():

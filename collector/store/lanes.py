@@ -25,7 +25,8 @@ WAKE_POLL_S = 5.0    # the longest a waiting child goes without looking again, w
 # priority), the prefix of RQ's job hashes. Each non-empty lane's head ranks as its own lane less one per aging step
 # it has waited since RQ queued it (`enqueued_at` of its job hash, read here: a standalone Redis, never a cluster);
 # the best rank is taken, and between equal ranks the head that waited longest, then the higher lane. Returns
-# {lane, job id} or false.
+# {lane, job id} or false; with ARGV[3] = '1', {lane, job id, the job hash (HGETALL: empty when gone)}, so a
+# take and the read of what it took are one round trip.
 TAKE = """
 local claims = KEYS[#KEYS]
 local age = tonumber(ARGV[1])
@@ -57,24 +58,47 @@ for i = 1, #KEYS - 1 do
   end
 end
 if best == nil then return false end
-return {KEYS[best], redis.call('LMOVE', KEYS[best], claims, 'LEFT', 'RIGHT')}
+local taken = redis.call('LMOVE', KEYS[best], claims, 'LEFT', 'RIGHT')
+if ARGV[3] == '1' then return {KEYS[best], taken, redis.call('HGETALL', ARGV[2] .. taken)} end
+return {KEYS[best], taken}
 """
 TAKE_SCRIPT = Script(None, TAKE.encode())  # sent by its SHA (EVALSHA), loaded once per server
 
 
-class Taker:
-    """How one pool child takes jobs: lanes highest first, its claims list, the wake-up list, the aging step."""
+def load(connection: Redis) -> None:
+    """Load the take script, so a take queued on a transaction (by its SHA alone) finds it."""
+    connection.script_load(TAKE)
 
-    def __init__(self, lanes: Sequence[str], *, claims: str, wake: str, age_s: float, job_prefix: str) -> None:
+
+class Taker:
+    """How one pool child takes jobs: lanes highest first, its claims list, the wake-up list, the aging step; with
+    `fetch`, each take reads the job hash it took too (`job_hash`)."""
+
+    def __init__(self, lanes: Sequence[str], *, claims: str, wake: str, age_s: float, job_prefix: str,
+                 fetch: bool = False) -> None:
         self.lanes, self.claims, self.wake, self.age_s = list(lanes), claims, wake, age_s
-        self.job_prefix = job_prefix
+        self.job_prefix, self.fetch = job_prefix, fetch
+        self.job_hash: dict[bytes, bytes] = {}  # what the last take read of the job it took ({}: its hash is gone)
 
     def take_once(self, connection: Redis) -> tuple[bytes, bytes] | None:
         """Move the next job into the claims list (one script): `(lane, job id)`, or None when every lane is empty."""
-        result = TAKE_SCRIPT(keys=[*self.lanes, self.claims], args=[self.age_s, self.job_prefix], client=connection)
+        result = TAKE_SCRIPT(keys=[*self.lanes, self.claims], args=self.args(), client=connection)
+        return self.taken(result)
+
+    def args(self) -> list[object]:
+        return [self.age_s, self.job_prefix, "1" if self.fetch else "0"]
+
+    def queue_take(self, pipe: Redis) -> None:
+        """Queue a take on `pipe` (sent by its SHA: the script must be loaded; `taken` reads its answer)."""
+        pipe.evalsha(TAKE_SCRIPT.sha, len(self.lanes) + 1, *self.lanes, self.claims, *self.args())
+
+    def taken(self, result: object) -> tuple[bytes, bytes] | None:
+        """The take script's answer as `(lane, job id)` (None: nothing taken); keeps the job hash it read."""
         if not result:
             return None
-        lane, job_id = result
+        lane, job_id, *fetched = result  # type: ignore[misc]
+        flat = fetched[0] if fetched else []
+        self.job_hash = dict(zip(flat[::2], flat[1::2], strict=True))
         return (lane.encode() if isinstance(lane, str) else lane), job_id
 
     def take(self, connection: Redis, timeout: float | None) -> tuple[bytes, bytes] | None:

@@ -72,10 +72,12 @@ def collector_worker(url: str, jobs: int) -> Counts:
     submit_demo(url, jobs, {"rows": 1})
     config = config_for(url)
     connection = connect(url, blocking=True)
-    install(Runtime(config, connection, Registry.discover("platforms"), worker_name="bench"))
+    runtime = Runtime(config, connection, Registry.discover("platforms"), worker_name="bench")
+    install(runtime)
     name = f"bench-{jobs}"
     worker = CollectorWorker(["collector"], connection=connection, name=name, serializer=JSONSerializer,
                              queue_class=claiming_queue(name))  # as the pool makes its children
+    worker.runtime = runtime
     counted = _counting(lambda: worker.work(burst=True, logging_level=LOGGING_LEVEL), client)
     client.close()
     return counted

@@ -23,7 +23,7 @@ from collector import defaults
 from collector.errors import ForeignJobError, JobFailedError
 from collector.pool.heartbeat import CollectorJob, LeanHeartbeats
 from collector.run.checks import run_check
-from collector.run.runner import Runtime, queue_start, run_job
+from collector.run.runner import Runtime, run_job, start_with
 from collector.store.rq import CHECK_FUNCTION, RUN_FUNCTION
 
 log = logging.getLogger(__name__)
@@ -185,14 +185,15 @@ class CollectorWorker(LeanHeartbeats, SimpleWorker):
         supervisor, which gets the same Ctrl-C, gives running jobs their grace instead."""
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    def queue_start(self, job: Job, pipeline: Any) -> Any:
+    def send_start(self, job: Job, commands: list[Any]) -> bool:
         """The runner's start of a job it will run, with the worker's: not for a job that is refused, nor for one
         under a concurrency cap (its slot is taken before its start is written)."""
         if self.runtime is None or job.func_name != RUN_FUNCTION or refusal(job) is not None:
-            return None
+            return False
         if isinstance(job.meta, dict) and job.meta.get("cap"):
-            return None
-        return queue_start(self.runtime, job.id, pipeline)
+            return False
+        start_with(self.runtime, job.id, commands)
+        return True
 
     def queue_next(self, pipeline: Any) -> Any:
         """The next job's take, with this one's end: not once the worker was asked to stop."""

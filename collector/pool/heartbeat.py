@@ -13,10 +13,10 @@ shows the traceback from. And since collector never enqueues a job with RQ depen
 is written without RQ's WATCH of, and look-up in, its dependents set.
 
 Around a job, RQ's two start transactions (the execution record and registry entry, then the worker's and
-the job's state) and the PERSIST of the job key that `Job.perform` sends are one transaction, with the job's
-own start (`queue_start`); the `idle` state after a finished job is saved in its end transaction; and the
-suspension check between jobs is a plain EXISTS (RQ adds a heartbeat to it in a transaction; the mixin's
-heartbeat comes at most once a second).
+the job's state) and the PERSIST of the job key that `Job.perform` sends are one transaction, or go with the
+job's own start in one script (`send_start`); the `idle` state after a finished job is saved in its end
+transaction; and the suspension check between jobs is a plain EXISTS (RQ adds a heartbeat to it in a
+transaction; the mixin's heartbeat comes at most once a second).
 """
 
 from __future__ import annotations
@@ -151,18 +151,15 @@ class LeanHeartbeats:
                 pipeline.lrem(worker.queue_class(job.origin, connection=worker.connection).intermediate_queue_key,
                               1, job.id)
             pipeline.persist(job.key)
-            first = len(pipeline.command_stack)
-            read_start = self.queue_start(job, pipeline)
-            answers = pipeline.execute()
-            if read_start is not None:
-                read_start(answers[first:])
+            if not self.send_start(job, pipeline.command_stack):
+                pipeline.execute()
         job.persisted = True
         worker.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")
 
-    def queue_start(self, job: Any, pipeline: Any) -> Any:
-        """Queue the job's own start writes on the worker's start transaction; a function that takes their answers,
-        or None (nothing queued: the job writes its start when it runs)."""
-        return None
+    def send_start(self, job: Any, commands: list[Any]) -> bool:
+        """Send the worker's start writes `commands` (a transaction's queued commands) with the job's own start, in
+        one script; False when it does not (the transaction is sent as it is)."""
+        return False
 
     def check_for_suspension(self, burst: bool) -> None:
         """RQ's check, skipped when the last job's end transaction made it; else one EXISTS while not

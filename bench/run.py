@@ -2,8 +2,8 @@
 
 Drain rate (collector's pool vs RQ SimpleWorker, RQ's forking Worker and Celery prefork, 2 workers each),
 I/O-bound jobs (a GET that takes 100 ms: `collector worker -n 32` vs Celery prefork -c 32, with the pools' PSS;
-bench/io_bench.py), end to end over HTTP (collector vs a bare Flask + RQ endpoint, both under gunicorn), API latency under
-load, the cost of 1M ctx.progress() calls, and Redis round trips per job. Writes bench/RESULTS.md.
+bench/io_bench.py), end to end over HTTP (collector vs a bare Flask + RQ endpoint, both under gunicorn), API
+latency under load, the cost of 1M ctx.progress() calls, and Redis round trips per job. Writes bench/RESULTS.md.
 """
 
 from __future__ import annotations

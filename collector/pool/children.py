@@ -195,12 +195,12 @@ class CollectorWorker(LeanHeartbeats, SimpleWorker):
         start_with(self.runtime, job.id, commands)
         return True
 
-    def queue_next(self, pipeline: Any) -> Any:
-        """The next job's take, with this one's end: not once the worker was asked to stop."""
+    def send_end(self, commands: list[Any]) -> list[Any] | None:
+        """A finished job's end with the take of the next job: not once the worker was asked to stop."""
         queue_class: Any = self.queue_class
-        if self._stop_requested or len(self.queues) != 1 or not hasattr(queue_class, "queue_prefetch"):
+        if self._stop_requested or len(self.queues) != 1 or not hasattr(queue_class, "apply_then_take"):
             return None
-        return queue_class.queue_prefetch(pipeline, self.queues[0].key)
+        return [queue_class.apply_then_take(self.connection, self.queues[0].key, commands)]
 
     def teardown(self) -> None:
         """A job taken with the last one's end and not run goes back to the head of its lane."""

@@ -7,7 +7,7 @@ the start of the next dequeue. The mixin sends each heartbeat as one pipeline, s
 when one was sent less than HEARTBEAT_MIN_GAP_S ago (the worker key lives for minutes), and skips setting
 a state the worker already has. Heartbeats RQ sends inside its own pipelines, or with an explicit TTL
 (at the start of a job), are never skipped. A finished job's last heartbeat is saved with its end state
-instead of one round trip before it, and the take of the next job may go with it (`queue_next`). A finished
+instead of one round trip before it, and the take of the next job may go with it (`send_end`). A finished
 job gets no RQ results stream (its record holds the result); a failed one keeps RQ's, which the dashboard
 shows the traceback from. And since collector never enqueues a job with RQ dependencies, a finished job's end
 is written without RQ's WATCH of, and look-up in, its dependents set.
@@ -98,21 +98,18 @@ class LeanHeartbeats:
             worker.cleanup_execution(job, pipeline=pipeline)
             pipeline.hset(worker.key, "state", WorkerStatus.IDLE.value)
             pipeline.exists(WORKERS_SUSPENDED)
-            read_take = self.queue_next(pipeline)
-            if read_take is None:
+            sent = self.send_end(pipeline.command_stack)
+            if sent is None:
                 *_, suspended = pipeline.execute()
             else:
-                *answers, suspended, taken = pipeline.execute(raise_on_error=False)
-                for answer in (*answers, suspended):
-                    if isinstance(answer, Exception):
-                        raise answer
-                read_take(taken)
+                [suspended] = sent
         worker._state = self._state_written = WorkerStatus.IDLE
         self._not_suspended = not suspended
 
-    def queue_next(self, pipeline: Any) -> Any:
-        """Queue the take of the next job on a finished job's end transaction; a function that reads its answer,
-        or None (nothing queued: the worker takes its next job as RQ does)."""
+    def send_end(self, commands: list[Any]) -> list[Any] | None:
+        """Send a finished job's end writes `commands` (a transaction's queued commands) with the take of the next
+        job, in one script: `[the answer of the last command]`, or None (not sent: the transaction is sent as it
+        is, and the worker takes its next job as RQ does)."""
         return None
 
     def prepare_execution(self, job: Any) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from redis import Redis
 from redis.commands.core import Script
@@ -64,10 +65,20 @@ return {KEYS[best], taken}
 """
 TAKE_SCRIPT = Script(None, TAKE.encode())  # sent by its SHA (EVALSHA), loaded once per server
 
-
-def load(connection: Redis) -> None:
-    """Load the take script, so a take queued on a transaction (by its SHA alone) finds it."""
-    connection.script_load(TAKE)
+# The same take, after the writes of a job's end given as ARGV[4..] (groups: how many words, the words), applied
+# first: a job's end and the take of the next are one command. Returns {lane or false, job id or false, job hash,
+# the answer of the last write}.
+APPLIED_THEN_TAKE = """
+local i, last = 4, false
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  last = redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+""" + TAKE.replace(
+    "if best == nil then return false end", "if best == nil then return {false, false, {}, last} end").replace(
+    "redis.call('HGETALL', ARGV[2] .. taken)}", "redis.call('HGETALL', ARGV[2] .. taken), last}")
+APPLIED_THEN_TAKE_SCRIPT = Script(None, APPLIED_THEN_TAKE.encode())
 
 
 class Taker:
@@ -88,9 +99,15 @@ class Taker:
     def args(self) -> list[object]:
         return [self.age_s, self.job_prefix, "1" if self.fetch else "0"]
 
-    def queue_take(self, pipe: Redis) -> None:
-        """Queue a take on `pipe` (sent by its SHA: the script must be loaded; `taken` reads its answer)."""
-        pipe.evalsha(TAKE_SCRIPT.sha, len(self.lanes) + 1, *self.lanes, self.claims, *self.args())
+    def take_after(self, connection: Redis, commands: Sequence[tuple[Any, ...]]) -> tuple[Any, Any]:
+        """Apply `commands` (a pipeline's command stack), then take the next job with its job hash, in one script:
+        `((lane, job id) or None, the answer of the last command)`."""
+        argv: list[Any] = [self.age_s, self.job_prefix, "1"]
+        for args, _options in commands:
+            argv += [len(args), *args]
+        lane, job_id, flat, last = APPLIED_THEN_TAKE_SCRIPT(keys=[*self.lanes, self.claims], args=argv,
+                                                            client=connection)
+        return self.taken([lane, job_id, flat] if lane else None), last
 
     def taken(self, result: object) -> tuple[bytes, bytes] | None:
         """The take script's answer as `(lane, job id)` (None: nothing taken); keeps the job hash it read."""

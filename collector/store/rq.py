@@ -368,7 +368,7 @@ class ClaimingQueue(LaneQueue):
     _taken: bytes | None = None   # the id the last move took, while RQ's dequeue loop runs
     _unsure = False               # a move failed in flight: the job it may have taken is in the claims, unrun
     _fetched: dict[bytes, bytes] = {}  # the job hash the last move read with the take ({}: gone)
-    # A job taken into the claims in the last job's end transaction (`queue_prefetch`): the next dequeue runs it.
+    # A job taken into the claims with the last job's end (`apply_then_take`): the next dequeue runs it.
     _prefetched: tuple[bytes, bytes, dict[bytes, bytes]] | None = None
 
     @property
@@ -455,24 +455,19 @@ class ClaimingQueue(LaneQueue):
         cls._unsure, cls._prefetched = False, None
 
     @classmethod
-    def queue_prefetch(cls, pipe: Any, queue_key: str) -> Any:
-        """Queue on `pipe` (a job's end transaction) the take of the next job into the claims, with its job hash;
-        the function returned reads the take's answer from the transaction's (an exception: nothing taken). The
-        take runs when the worker would take its next job anyway, right after this one's end: no job of a higher
-        lane queued later is passed over. Until it runs, a prefetched job sits in this child's claims, where the
+    def apply_then_take(cls, connection: Redis, queue_key: str, commands: list[Any]) -> Any:
+        """Apply `commands` (a job's end transaction, as queued) and take the next job into the claims with its job
+        hash, in one script; the next dequeue runs the job taken. Returns the answer of the last command. The take
+        comes when the worker would take its next job anyway, right after this one's end: no job of a higher lane
+        queued later is passed over. Until it runs, the job taken sits in this child's claims, where the
         supervisor (or the reaper) settles it when the child dies."""
         taker = cls._taker(queue_key)
-        taker.queue_take(pipe)
-        cls._unsure = True  # until the answer is read: a transaction lost in flight may have taken a job
-
-        def read(answer: Any) -> None:
-            cls._unsure = False
-            if isinstance(answer, Exception):  # e.g. the script not loaded (a restarted Redis): taken later
-                return
-            taken = taker.taken(answer)
-            if taken is not None:
-                cls._prefetched = (taken[0], taken[1], taker.job_hash)
-        return read
+        cls._unsure = True  # until the answer is read: a script lost in flight may have taken a job
+        taken, last = taker.take_after(connection, commands)
+        cls._unsure = False
+        if taken is not None:
+            cls._prefetched = (taken[0], taken[1], taker.job_hash)
+        return last
 
 
 def claiming_queue(worker_name: str, *, age_s: float = 0.0) -> type[Queue]:

@@ -12,7 +12,6 @@ from collector.pool import heartbeat
 from collector.pool.children import CollectorWorker
 from collector.run.runner import Runtime, install
 from collector.specs.registry import Registry
-from collector.store import lanes
 from collector.store.records import JobStore
 from collector.store.rq import claiming_queue
 from collector.submit.submitter import Submitter
@@ -104,7 +103,6 @@ def test_a_job_costs_three_round_trips_and_leaves_rq_state_as_rq_does(
     submitter = Submitter(connection=fake_redis, config=unit_config, registry=registry)
     runtime = Runtime(unit_config, fake_redis, registry, worker_name="w3")
     install(runtime)
-    lanes.load(fake_redis)  # as the first take of a child does: not counted
     sent: list[int] = []
     original = AbstractConnection.send_packed_command
 

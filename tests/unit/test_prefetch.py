@@ -11,7 +11,6 @@ from collector.pool.children import CollectorWorker
 from collector.run import runner
 from collector.run.runner import Runtime, install
 from collector.specs.registry import Registry
-from collector.store import lanes
 from collector.store.records import JobStore
 from collector.store.rq import claiming_queue, claims_key
 from collector.submit.submitter import Submitter
@@ -26,7 +25,6 @@ def worker(fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Regis
     monkeypatch.setattr(runner, "_runtime", None)
     runtime = Runtime(unit_config, fake_redis, registry, worker_name="w")
     install(runtime)
-    lanes.load(fake_redis)
     made = CollectorWorker(["collector"], connection=fake_redis, name="w", serializer=JSONSerializer,
                            queue_class=claiming_queue("w"))
     made.runtime = runtime
@@ -77,19 +75,15 @@ def test_a_worker_asked_to_stop_takes_nothing_with_the_end_of_its_job(
 ) -> None:
     submit(fake_redis, unit_config, registry)
     worker._stop_requested = True
-    with fake_redis.pipeline() as pipe:
-        assert worker.queue_next(pipe) is None
-        assert pipe.command_stack == []
+    assert worker.send_end([]) is None
+    assert fake_redis.llen(QUEUE) == 1 and fake_redis.llen(claims_key(QUEUE, "w")) == 0
 
 
 def test_a_job_taken_next_by_a_child_that_dies_is_queued_again(
     worker: CollectorWorker, fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry
 ) -> None:
     job_id = submit(fake_redis, unit_config, registry)
-    with fake_redis.pipeline() as pipe:  # the end transaction of the job before, as the worker sends it
-        read = worker.queue_next(pipe)
-        *_, answer = pipe.execute()
-    read(answer)
+    assert worker.send_end([(("EXISTS", "rq:suspended"), {})]) == [0]  # the end of the job before, and the take
     assert fake_redis.lrange(claims_key(QUEUE, "w"), 0, -1) == [job_id.encode()]
     assert fake_redis.llen(QUEUE) == 0
     recover_claims(fake_redis, unit_config, "w", cause="killed")  # the child died before running it

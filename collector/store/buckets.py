@@ -21,22 +21,26 @@ from collector.store.records import Keys
 
 MICROS = 1_000_000
 
-# Both scripts begin here: `now` in µs, ARGV[2] when the caller gives it (tests), else Redis' clock (every host
-# agrees on it).
-NOW = """
+
+
+def now_from(arg: int) -> str:
+    """The Lua every script begins with: `now` in µs, ARGV[arg] when the caller gives it (tests), else Redis' clock
+    (every host agrees on it)."""
+    return f"""
 local now
-if ARGV[2] ~= '' then
-  now = tonumber(ARGV[2])
+if ARGV[{arg}] ~= '' then
+  now = tonumber(ARGV[{arg}])
 else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 """
 
+
 # KEYS: the buckets. ARGV[1]: the longest wait taken (µs); ARGV[2]: now (µs), or '' for Redis' own clock;
 # ARGV[2 + i]: the interval of KEYS[i] (µs). Answers {1, wait} with the turns reserved, or {0, wait} with nothing
 # taken when the wait would be longer than ARGV[1].
-TAKE = NOW + """
+TAKE = now_from(2) + """
 local go = now
 local free = {}
 for i, key in ipairs(KEYS) do
@@ -57,7 +61,7 @@ return {1, wait}
 # KEYS: the buckets, then their holds. ARGV[1]: how long they stay empty (µs); ARGV[2]: now (µs), or '' for Redis'
 # own clock. A bucket whose next free turn is later already keeps it; the hold says until when no turn reserved
 # before the back-off may be used. Answers the end of the back-off (µs).
-BACK_OFF = NOW + """
+BACK_OFF = now_from(2) + """
 local until_free = now + tonumber(ARGV[1])
 local ttl = math.floor((until_free - now) / 1000) + 1000
 local n = #KEYS / 2
@@ -73,14 +77,7 @@ return until_free
 """
 
 # KEYS: the holds of buckets. ARGV[1]: now (µs), or ''. Answers how long the longest hold still lasts (µs, 0: none).
-HELD = """
-local now
-if ARGV[1] ~= '' then
-  now = tonumber(ARGV[1])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
+HELD = now_from(1) + """
 local left = 0
 for _, key in ipairs(KEYS) do
   local hold = tonumber(redis.call('GET', key) or '0')

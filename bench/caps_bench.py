@@ -28,28 +28,9 @@ from collector.cli.embedded import EmbeddedRedis  # noqa: E402
 from collector.config import Config  # noqa: E402
 from collector.specs.registry import Registry  # noqa: E402
 from collector.submit.submitter import Submitter  # noqa: E402
+from tests.integration.test_caps_live import CAPPED  # noqa: E402  the platform the live test runs
 
 PACKAGE = "capsbenchplatforms"
-CAPPED = '''
-"""Sleeps `seconds`; two of its jobs run at once, over every pool."""
-import time
-
-from collector.platform import Platform
-
-
-class Capped(Platform):
-    """Sleeps, then returns its start and end (epoch seconds)."""
-
-    CONCURRENCY = 2
-
-    def __init__(self, seconds: float = 0.5) -> None:
-        self.seconds = seconds
-
-    def _run(self, ctx):
-        start = time.time()
-        time.sleep(self.seconds)
-        return {"start": start, "end": time.time()}
-'''
 
 
 def package(where: Path) -> None:

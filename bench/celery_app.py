@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import redis
 from celery import Celery
 
 from bench import tasks
@@ -25,3 +26,15 @@ def noop() -> None:
 @app.task(name="bench.sleep10")
 def sleep10() -> None:
     tasks.sleep10()
+
+
+_done: list[redis.Redis] = []  # this process's connection for counting ended GET tasks
+
+
+@app.task(name="bench.http_wait")
+def http_wait(url: str) -> None:
+    """The GET, then one INCR of `bench:done` (the benchmark counts ended tasks, as collector's metrics do)."""
+    tasks.http_wait(url)
+    if not _done:
+        _done.append(redis.Redis.from_url(os.environ["BENCH_REDIS_URL"]))
+    _done[0].incr("bench:done")

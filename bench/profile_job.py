@@ -69,8 +69,8 @@ def main() -> int:
     print("|---|---:|---:|")
     for label, _, _ in STAGES:
         print(f"| {label} | {results['collector'][label] * 1000:.3f} | {results['rq_simple'][label] * 1000:.3f} |")
-    print(f"| Redis round trips / commands per job | {trips['collector'][0]:.0f} / {trips['collector'][1]:.0f} "
-          f"| {trips['rq_simple'][0]:.0f} / {trips['rq_simple'][1]:.0f} |")
+    print(f"| Redis round trips / commands per job | {trips['collector'][0]:.0f} / {trips['collector'][2]:.0f} "
+          f"| {trips['rq_simple'][0]:.0f} / {trips['rq_simple'][2]:.0f} |")
     return 0
 
 

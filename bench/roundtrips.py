@@ -1,8 +1,15 @@
-"""Redis round trips and commands per job: collector's worker next to RQ's SimpleWorker, counted in-process."""
+"""Redis round trips and commands per job: collector's worker next to RQ's SimpleWorker, counted in-process.
+
+Three counts per job: round trips (one per send: a command, a pipeline or a transaction), commands sent (each
+command the worker packs: a MULTI/EXEC transaction counts as all its commands, MULTI and EXEC included; a Lua
+script as the one EVALSHA it is), and commands executed (Redis's commandstats: a script's inner calls counted
+one by one, EVALSHA included, MULTI and EXEC too)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -10,52 +17,73 @@ from redis.connection import AbstractConnection
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from bench.phases import config_for, submit_demo
 
 LOGGING_LEVEL = "WARNING"  # what the in-process workers log at (bench/profile_job.py sets INFO, as the pool runs)
 
 
-def _counting(run: Callable[[], Any], client: redis.Redis) -> tuple[int, int]:
-    """(round trips, commands) while `run()` runs: one send per command or per pipeline is one round trip."""
-    sends = [0]
-    original = AbstractConnection.send_packed_command
+Counts = tuple[int, int, int]  # round trips, commands sent, commands Redis executed
 
-    def send(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+
+def _counting(run: Callable[[], Any], client: redis.Redis) -> Counts:
+    """(round trips, commands sent, commands executed) while `run()` runs: one send per command or per pipeline is
+    one round trip; every command packed is one sent."""
+    sends, packed = [0], [0]
+    cls = AbstractConnection
+    originals = cls.send_packed_command, cls.send_command, cls.pack_commands
+
+    def send_packed(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
         sends[0] += 1
-        original(self, command, check_health)
+        originals[0](self, command, check_health)
+
+    def send_one(self: AbstractConnection, *args: Any, **kwargs: Any) -> None:
+        packed[0] += 1  # a command on its own
+        originals[1](self, *args, **kwargs)
+
+    def pack_many(self: AbstractConnection, commands: Any) -> Any:
+        commands = list(commands)
+        packed[0] += len(commands)  # a pipeline's commands, MULTI and EXEC included
+        return originals[2](self, commands)
 
     before = _commands(client)
-    AbstractConnection.send_packed_command = send  # type: ignore[method-assign]
+    cls.send_packed_command, cls.send_command, cls.pack_commands = send_packed, send_one, pack_many  # type: ignore
     try:
         run()
     finally:
-        AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
-    return sends[0], _commands(client) - before
+        cls.send_packed_command, cls.send_command, cls.pack_commands = originals  # type: ignore
+    return sends[0], packed[0], _commands(client) - before
 
 
 def _commands(client: redis.Redis) -> int:
     return sum(int(v.get("calls", 0)) for v in client.info("commandstats").values())
 
 
-def collector_worker(url: str, jobs: int) -> tuple[int, int]:
+def collector_worker(url: str, jobs: int) -> Counts:
     from collector.pool.children import CollectorWorker
     from collector.run.runner import Runtime, install
     from collector.specs.registry import Registry
     from collector.store.records import connect
+    from collector.store.rq import claiming_queue
 
     client = redis.Redis.from_url(url)
     client.flushall()
     submit_demo(url, jobs, {"rows": 1})
     config = config_for(url)
     connection = connect(url, blocking=True)
-    install(Runtime(config, connection, Registry.discover("platforms"), worker_name="bench"))
-    worker = CollectorWorker(["collector"], connection=connection, name=f"bench-{jobs}", serializer=JSONSerializer)
+    runtime = Runtime(config, connection, Registry.discover("platforms"), worker_name="bench")
+    install(runtime)
+    name = f"bench-{jobs}"
+    worker = CollectorWorker(["collector"], connection=connection, name=name, serializer=JSONSerializer,
+                             queue_class=claiming_queue(name))  # as the pool makes its children
+    worker.runtime = runtime
     counted = _counting(lambda: worker.work(burst=True, logging_level=LOGGING_LEVEL), client)
     client.close()
     return counted
 
 
-def rq_simple_worker(url: str, jobs: int) -> tuple[int, int]:
+def rq_simple_worker(url: str, jobs: int) -> Counts:
     client = redis.Redis.from_url(url)
     client.flushall()
     queue = Queue("bench", connection=client, serializer=JSONSerializer)
@@ -68,11 +96,22 @@ def rq_simple_worker(url: str, jobs: int) -> tuple[int, int]:
     return counted
 
 
-def per_job(url: str, jobs: int = 200) -> dict[str, tuple[float, float]]:
-    """Round trips and commands per job, the worker's start-up and shutdown (a run with no job) taken out."""
+def per_job(url: str, jobs: int = 200) -> dict[str, tuple[float, float, float]]:
+    """Round trips, commands sent and commands executed per job, the worker's start-up and shutdown (a run with
+    no job) taken out."""
     out = {}
     for name, measure in (("collector", collector_worker), ("rq_simple", rq_simple_worker)):
-        empty_trips, empty_cmds = measure(url, 0)
-        trips, cmds = measure(url, jobs)
-        out[name] = ((trips - empty_trips) / jobs, (cmds - empty_cmds) / jobs)
+        empty = measure(url, 0)
+        full = measure(url, jobs)
+        trips, sent, executed = ((f - e) / jobs for f, e in zip(full, empty, strict=True))
+        out[name] = (trips, sent, executed)
     return out
+
+
+if __name__ == "__main__":
+    from collector.cli.embedded import EmbeddedRedis
+
+    with EmbeddedRedis() as server:
+        for system, (trips, sent, executed) in per_job(server.url).items():
+            print(f"{system}: {trips:.1f} round trips, {sent:.1f} commands sent, {executed:.1f} commands executed "
+                  "per job")

@@ -1,8 +1,9 @@
 """The benchmark: `python bench/run.py [--runs 3]` measures everything in one go on one private Redis.
 
 Drain rate (collector's pool vs RQ SimpleWorker, RQ's forking Worker and Celery prefork, 2 workers each),
-end to end over HTTP (collector vs a bare Flask + RQ endpoint, both under gunicorn), API latency under
-load, the cost of 1M ctx.progress() calls, and Redis round trips per job. Writes bench/RESULTS.md.
+I/O-bound jobs (a GET that takes 100 ms: `collector worker -n 32` vs Celery prefork -c 32, with the pools' PSS;
+bench/io_bench.py), end to end over HTTP (collector vs a bare Flask + RQ endpoint, both under gunicorn), API
+latency under load, the cost of 1M ctx.progress() calls, and Redis round trips per job. Writes bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import phases, roundtrips
+from bench import io_bench, phases, roundtrips
 from collector.cli.embedded import EmbeddedRedis, free_port
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -52,6 +53,8 @@ def one_run(url: str, args: argparse.Namespace, say: Any) -> dict[str, Any]:
         "f": phases.drain_rq(url, min(n_sleep, n_fork), "bench.tasks.sleep10", "rq.worker.Worker")["rate"],
         "y": phases.drain_celery(url, n_sleep, "bench.sleep10")["rate"],
     }
+    say(f"I/O-bound: {args.io_jobs} jobs of a 100 ms GET each, 32 workers each")
+    r["io"] = io_bench.io_phase(url, args.io_jobs)
     r["e2e_c"], r["e2e_b"] = [], []
     for round_ in range(1, args.rounds + 1):
         say(f"end to end round {round_}/{args.rounds}: {args.e2e_jobs} jobs each over HTTP, then latency under load")
@@ -70,6 +73,9 @@ def ratios(r: dict[str, Any]) -> dict[str, float]:
     return {
         "simple": _median([c / s for c, s in zip(d["c"], d["s"], strict=True)]),
         "fork": _median([c / f for c, f in zip(d["c"], d["f"], strict=True)]),
+        "celery": _median([c / y for c, y in zip(d["c"], d["y"], strict=True)]),
+        "celery_sleep": r["sleep"]["c"] / r["sleep"]["y"],
+        "io": _median([c["rate"] / y["rate"] for c, y in zip(r["io"]["c"], r["io"]["y"], strict=True)]),
         "e2e": _median([c["rate"] / b["rate"] for c, b in zip(r["e2e_c"], r["e2e_b"], strict=True)]),
     }
 
@@ -80,6 +86,9 @@ def verdicts(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
     return [
         ("drain >= 1.0x RQ SimpleWorker", f"{q['simple']:.2f}x", q["simple"] >= 1.0),
         ("drain >= 5x RQ forking Worker", f"{q['fork']:.2f}x", q["fork"] >= 5.0),
+        ("drain >= 1.0x Celery prefork, no-op", f"{q['celery']:.2f}x", q["celery"] >= 1.0),
+        ("drain >= 1.0x Celery prefork, 10 ms jobs", f"{q['celery_sleep']:.2f}x", q["celery_sleep"] >= 1.0),
+        ("I/O-bound (32 workers each) >= 1.0x Celery prefork", f"{q['io']:.2f}x", q["io"] >= 1.0),
         ("end to end >= 0.8x Flask + RQ", f"{q['e2e']:.2f}x", q["e2e"] >= 0.8),
         ("1M progress calls add < 1 s", f"{p['added_s']:.3f} s", p["added_s"] < 1.0),
         ("< 20 Redis writes per second of run time", f"{p['writes_per_s']:.1f}/s; nonstop "
@@ -107,6 +116,13 @@ def table(r: dict[str, Any]) -> str:
         f"| RQ Worker (fork per job) x2 | {rates(d['f'])} | {sl['f']:,.0f} |",
         f"| Celery prefork, concurrency 2 | {rates(d['y'])} | {sl['y']:,.0f} |",
         "",
+        "| I/O-bound: each job a GET answered after 100 ms (127.0.0.1) | jobs/s (10-90 % of jobs ended) "
+        "| pool PSS, MB |",
+        "|---|---:|---:|",
+        *[f"| {name} | {x['rate']:,.0f} | {x['pss_mb']:,.0f} |" for name, key in (
+            ("collector (`collector worker -n 32`, http_json platform)", "c"), ("Celery prefork, -c 32", "y"))
+          for x in r["io"][key]],
+        "",
         "| end to end over HTTP (gunicorn gthread 2x4, 8 client threads) | jobs/s: median (each round) "
         "| POST p50 / p99 ms | GET p50 / p99 ms |",
         "|---|---:|---:|---:|",
@@ -119,8 +135,10 @@ def table(r: dict[str, Any]) -> str:
         f"Called nonstop for {r['progress']['sustained_s']:.1f} s ({r['progress']['sustained_calls']:,} calls): "
         f"{r['progress']['sustained_writes_per_s']:.1f} writes/s.",
         "",
-        "Redis per job (worker start-up/shutdown excluded): collector {:.1f} round trips, {:.1f} commands; "
-        "RQ SimpleWorker {:.1f} round trips, {:.1f} commands.".format(
+        "Redis per job (worker start-up/shutdown excluded; sent: a MULTI/EXEC counts as all its commands, a Lua "
+        "script as one; executed: Redis's commandstats, a script's inner calls included): collector {:.1f} round "
+        "trips, {:.1f} commands sent, {:.1f} executed; RQ SimpleWorker {:.1f} round trips, {:.1f} commands sent, "
+        "{:.1f} executed.".format(
             *r["trips"]["collector"], *r["trips"]["rq_simple"]),
         "",
         "| target (ratios: median of the per-round ratios) | measured | met |",
@@ -137,6 +155,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2000, help="no-op jobs per drain measurement")
     parser.add_argument("--fork-jobs", type=int, default=300, help="jobs for RQ's forking worker (slow)")
     parser.add_argument("--sleep-jobs", type=int, default=400, help="10 ms jobs per drain measurement")
+    parser.add_argument("--io-jobs", type=int, default=2000, help="I/O-bound jobs per system")
     parser.add_argument("--e2e-jobs", type=int, default=1000, help="jobs submitted over HTTP per system")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the report goes")
     args = parser.parse_args()

@@ -41,7 +41,7 @@ def per_job(url: str, data_dir: str, body: dict[str, Any]) -> tuple[float, float
     ids = [submitter.submit(body)["job_id"] for _ in range(JOBS)]
     runtime = Runtime(config, connect(url, blocking=True), registry, worker_name="bench")
     execute(ids.pop(), runtime)  # the first run saves the bookmark and loads the scripts: not counted
-    trips, commands = _counting(lambda: [execute(job_id, runtime) for job_id in ids], client)
+    trips, _, commands = _counting(lambda: [execute(job_id, runtime) for job_id in ids], client)
     if body.get("state_key"):
         key = Keys(config.key_prefix).state(body["platform_id"], body["state_key"])
         print(f"  the saved state: {client.get(key)!r}, {client.memory_usage(key, samples=0)} B in Redis")

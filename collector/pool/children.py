@@ -13,6 +13,7 @@ import struct
 import time
 from typing import Any
 
+import redis
 from rq import Queue
 from rq.exceptions import DeserializationError
 from rq.job import Job, JobStatus
@@ -22,7 +23,7 @@ from collector import defaults
 from collector.errors import ForeignJobError, JobFailedError
 from collector.pool.heartbeat import CollectorJob, LeanHeartbeats
 from collector.run.checks import run_check
-from collector.run.runner import Runtime, run_job
+from collector.run.runner import Runtime, run_job, start_with
 from collector.store.rq import CHECK_FUNCTION, RUN_FUNCTION
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,33 @@ class CollectorWorker(LeanHeartbeats, SimpleWorker):
         foreground group, and RQ takes a second one as a cold shutdown that breaks the running job off: the
         supervisor, which gets the same Ctrl-C, gives running jobs their grace instead."""
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def send_start(self, job: Job, commands: list[Any]) -> bool:
+        """The runner's start of a job it will run, with the worker's: not for a job that is refused, nor for one
+        under a concurrency cap (its slot is taken before its start is written)."""
+        if self.runtime is None or job.func_name != RUN_FUNCTION or refusal(job) is not None:
+            return False
+        if isinstance(job.meta, dict) and job.meta.get("cap"):
+            return False
+        start_with(self.runtime, job.id, commands)
+        return True
+
+    def send_end(self, commands: list[Any]) -> list[Any] | None:
+        """A finished job's end with the take of the next job: not once the worker was asked to stop."""
+        queue_class: Any = self.queue_class
+        if self._stop_requested or len(self.queues) != 1 or not hasattr(queue_class, "apply_then_take"):
+            return None
+        return [queue_class.apply_then_take(self.connection, self.queues[0].key, commands)]
+
+    def teardown(self) -> None:
+        """A job taken with the last one's end and not run goes back to the head of its lane."""
+        queue_class: Any = self.queue_class
+        if getattr(queue_class, "_prefetched", None) is not None and len(self.queues) == 1:
+            try:
+                queue_class.give_back(self.connection, self.queues[0].key)
+            except redis.RedisError as exc:  # the supervisor settles the claims of a child that exited
+                log.warning("Worker %s: could not give back the job it had taken next (%s)", self.name, exc)
+        super().teardown()
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         with self._quiet():

@@ -7,14 +7,16 @@ the start of the next dequeue. The mixin sends each heartbeat as one pipeline, s
 when one was sent less than HEARTBEAT_MIN_GAP_S ago (the worker key lives for minutes), and skips setting
 a state the worker already has. Heartbeats RQ sends inside its own pipelines, or with an explicit TTL
 (at the start of a job), are never skipped. A finished job's last heartbeat is saved with its end state
-instead of one round trip before it. A finished job gets no RQ results stream (its record holds the result); a
-failed one keeps RQ's, which the dashboard shows the traceback from. And since collector never enqueues a job
-with RQ dependencies, a finished job's end is written without RQ's WATCH of, and look-up in, its dependents set.
+instead of one round trip before it, and the take of the next job may go with it (`send_end`). A finished
+job gets no RQ results stream (its record holds the result); a failed one keeps RQ's, which the dashboard
+shows the traceback from. And since collector never enqueues a job with RQ dependencies, a finished job's end
+is written without RQ's WATCH of, and look-up in, its dependents set.
 
 Around a job, RQ's two start transactions (the execution record and registry entry, then the worker's and
-the job's state) and the PERSIST of the job key that `Job.perform` sends are one transaction; the `idle`
-state after a finished job is saved in its end transaction; and the suspension check between jobs is a
-plain EXISTS (RQ adds a heartbeat to it in a transaction; the mixin's heartbeat comes at most once a second).
+the job's state) and the PERSIST of the job key that `Job.perform` sends are one transaction, or go with the
+job's own start in one script (`send_start`); the `idle` state after a finished job is saved in its end
+transaction; and the suspension check between jobs is a plain EXISTS (RQ adds a heartbeat to it in a
+transaction; the mixin's heartbeat comes at most once a second).
 """
 
 from __future__ import annotations
@@ -96,9 +98,19 @@ class LeanHeartbeats:
             worker.cleanup_execution(job, pipeline=pipeline)
             pipeline.hset(worker.key, "state", WorkerStatus.IDLE.value)
             pipeline.exists(WORKERS_SUSPENDED)
-            *_, suspended = pipeline.execute()
+            sent = self.send_end(pipeline.command_stack)
+            if sent is None:
+                *_, suspended = pipeline.execute()
+            else:
+                [suspended] = sent
         worker._state = self._state_written = WorkerStatus.IDLE
         self._not_suspended = not suspended
+
+    def send_end(self, commands: list[Any]) -> list[Any] | None:
+        """Send a finished job's end writes `commands` (a transaction's queued commands) with the take of the next
+        job, in one script: `[the answer of the last command]`, or None (not sent: the transaction is sent as it
+        is, and the worker takes its next job as RQ does)."""
+        return None
 
     def prepare_execution(self, job: Any) -> Any:
         """RQ's execution record and registry entry, queued for `prepare_job_execution` to send with its writes."""
@@ -136,9 +148,15 @@ class LeanHeartbeats:
                 pipeline.lrem(worker.queue_class(job.origin, connection=worker.connection).intermediate_queue_key,
                               1, job.id)
             pipeline.persist(job.key)
-            pipeline.execute()
+            if not self.send_start(job, pipeline.command_stack):
+                pipeline.execute()
         job.persisted = True
         worker.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")
+
+    def send_start(self, job: Any, commands: list[Any]) -> bool:
+        """Send the worker's start writes `commands` (a transaction's queued commands) with the job's own start, in
+        one script; False when it does not (the transaction is sent as it is)."""
+        return False
 
     def check_for_suspension(self, burst: bool) -> None:
         """RQ's check, skipped when the last job's end transaction made it; else one EXISTS while not

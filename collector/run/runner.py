@@ -9,7 +9,7 @@ import secrets
 import signal
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import redis
@@ -31,7 +31,7 @@ from collector.run.throttle import JobThrottle
 from collector.sealing import Sealer
 from collector.specs.registry import Registry
 from collector.specs.secrets import merge_secrets, secret_values
-from collector.store import events, metrics
+from collector.store import events, metrics, starts
 from collector.store.buckets import Buckets
 from collector.store.connection import connect_to
 from collector.store.records import ENDED, JobStore, decode_fields
@@ -92,6 +92,9 @@ class Runtime:
         self.links = JobLinks(connection=self.connection, config=self.config, registry=self.registry)
         self.caps = Caps(connection=self.connection, config=self.config, registry=self.registry)
         self.log_events: events.JobEventsHandler | None = None
+        # The start the worker wrote with its own, in one script (`start_with`): job id, the record's
+        # START_FIELDS as read, the attempt number, the lease token.
+        self.started: tuple[str, list[Any], int, str] | None = None
 
 
 _runtime: Runtime | None = None
@@ -105,6 +108,7 @@ def install(runtime: Runtime) -> None:
     runtime.log_events = events.keep_platform_logs(runtime.connection, runtime.store.keys)
     with contextlib.suppress(redis.RedisError):  # loaded on first use otherwise
         runtime.store.load_scripts()
+        starts.load(runtime.connection)
 
 
 def current_runtime() -> Runtime:
@@ -172,28 +176,39 @@ def execute(job_id: str, runtime: Runtime) -> Any:
     return result
 
 
+def start_with(runtime: Runtime, job_id: str, commands: Sequence[tuple[Any, ...]]) -> None:
+    """Write the start of `job_id` (as `_start` does) with its worker's own start writes `commands` (a pipeline's
+    command stack), one script in one round trip; `_start` then takes the start as written."""
+    token = secrets.token_hex(8)
+    values, attempt = _write_start(runtime, job_id, token, before=commands)
+    runtime.started = (job_id, values, attempt, token)
+
+
+def _write_start(runtime: Runtime, job_id: str, token: str, *, before: Sequence[tuple[Any, ...]] = ()
+                 ) -> tuple[list[Any], int]:
+    """Read what the job needs and mark it started, atomically (one script), so a cancel that committed first is
+    seen here and one that comes later sees `started`."""
+    return starts.start(runtime.connection, runtime.store.keys, job_id, fields=START_FIELDS, before=before,
+                        values={"status": "started", "started_at": iso(), "worker": runtime.worker_name,
+                                "pool": runtime.pool_name, "lease": token},
+                        event={"worker": runtime.worker_name, "type": "started", "at": iso()})
+
+
 def _start(runtime: Runtime, job_id: str) -> tuple[dict[str, Any], int, str]:
     """Mark the job started, taking the lease on its record (a new random token: an earlier attempt still
     running somewhere can write nothing more), and read what it needs: its record's START_FIELDS and its attempt
-    number. Raises, running nothing, when the job has no record or ended before it started (a cancel came first)."""
+    number. Raises, running nothing, when the job has no record or ended before it started (a cancel came first).
+    A start the worker sent with its own (`start_with`) is taken as written."""
     store, config = runtime.store, runtime.config
     key = store.keys.job(job_id)
-    token = secrets.token_hex(8)
-
-    # One round trip: read what the job needs and mark it started, atomically (MULTI), so a cancel
-    # that committed first is seen here and one that comes later sees `started`.
-    def start() -> list[Any]:
-        with runtime.connection.pipeline(transaction=True) as pipe:
-            pipe.hmget(key, list(START_FIELDS))
-            pipe.hset(key, mapping={"status": "started", "started_at": iso(), "worker": runtime.worker_name,
-                                    "pool": runtime.pool_name, "lease": token})
-            pipe.hincrby(key, "attempt", 1)
-            store.event(job_id, "started", pipe, worker=runtime.worker_name)
-            metrics.job_started(pipe, store.keys, job_id=job_id)
-            return pipe.execute()
-
-    # Redis may go away between the dequeue and this write: wait for it rather than lose the dequeued job.
-    values, _, attempt, *_ = until_written(start, wait_s=config.redis_wait_s, what=f"job {job_id}: start")
+    started, runtime.started = runtime.started, None
+    if started is not None and started[0] == job_id:
+        _, values, attempt, token = started
+    else:
+        token = secrets.token_hex(8)
+        # Redis may go away between the dequeue and this write: wait for it rather than lose the dequeued job.
+        values, attempt = until_written(lambda: _write_start(runtime, job_id, token), wait_s=config.redis_wait_s,
+                                        what=f"job {job_id}: start")
     got = decode_fields(START_FIELDS, values)
     if "platform_id" not in got:
         runtime.connection.delete(key, store.keys.events(job_id))  # do not leave the stub the HSET made

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from redis import Redis
 from redis.commands.core import Script
@@ -25,7 +26,8 @@ WAKE_POLL_S = 5.0    # the longest a waiting child goes without looking again, w
 # priority), the prefix of RQ's job hashes. Each non-empty lane's head ranks as its own lane less one per aging step
 # it has waited since RQ queued it (`enqueued_at` of its job hash, read here: a standalone Redis, never a cluster);
 # the best rank is taken, and between equal ranks the head that waited longest, then the higher lane. Returns
-# {lane, job id} or false.
+# {lane, job id} or false; with ARGV[3] = '1', {lane, job id, the job hash (HGETALL: empty when gone)}, so a
+# take and the read of what it took are one round trip.
 TAKE = """
 local claims = KEYS[#KEYS]
 local age = tonumber(ARGV[1])
@@ -57,24 +59,63 @@ for i = 1, #KEYS - 1 do
   end
 end
 if best == nil then return false end
-return {KEYS[best], redis.call('LMOVE', KEYS[best], claims, 'LEFT', 'RIGHT')}
+local taken = redis.call('LMOVE', KEYS[best], claims, 'LEFT', 'RIGHT')
+if ARGV[3] == '1' then return {KEYS[best], taken, redis.call('HGETALL', ARGV[2] .. taken)} end
+return {KEYS[best], taken}
 """
 TAKE_SCRIPT = Script(None, TAKE.encode())  # sent by its SHA (EVALSHA), loaded once per server
 
+# The same take, after the writes of a job's end given as ARGV[4..] (groups: how many words, the words), applied
+# first: a job's end and the take of the next are one command. Returns {lane or false, job id or false, job hash,
+# the answer of the last write}.
+APPLIED_THEN_TAKE = """
+local i, last = 4, false
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  last = redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+""" + TAKE.replace(
+    "if best == nil then return false end", "if best == nil then return {false, false, {}, last} end").replace(
+    "redis.call('HGETALL', ARGV[2] .. taken)}", "redis.call('HGETALL', ARGV[2] .. taken), last}")
+APPLIED_THEN_TAKE_SCRIPT = Script(None, APPLIED_THEN_TAKE.encode())
+
 
 class Taker:
-    """How one pool child takes jobs: lanes highest first, its claims list, the wake-up list, the aging step."""
+    """How one pool child takes jobs: lanes highest first, its claims list, the wake-up list, the aging step; with
+    `fetch`, each take reads the job hash it took too (`job_hash`)."""
 
-    def __init__(self, lanes: Sequence[str], *, claims: str, wake: str, age_s: float, job_prefix: str) -> None:
+    def __init__(self, lanes: Sequence[str], *, claims: str, wake: str, age_s: float, job_prefix: str,
+                 fetch: bool = False) -> None:
         self.lanes, self.claims, self.wake, self.age_s = list(lanes), claims, wake, age_s
-        self.job_prefix = job_prefix
+        self.job_prefix, self.fetch = job_prefix, fetch
+        self.job_hash: dict[bytes, bytes] = {}  # what the last take read of the job it took ({}: its hash is gone)
 
     def take_once(self, connection: Redis) -> tuple[bytes, bytes] | None:
         """Move the next job into the claims list (one script): `(lane, job id)`, or None when every lane is empty."""
-        result = TAKE_SCRIPT(keys=[*self.lanes, self.claims], args=[self.age_s, self.job_prefix], client=connection)
+        result = TAKE_SCRIPT(keys=[*self.lanes, self.claims], args=self.args(), client=connection)
+        return self.taken(result)
+
+    def args(self) -> list[object]:
+        return [self.age_s, self.job_prefix, "1" if self.fetch else "0"]
+
+    def take_after(self, connection: Redis, commands: Sequence[tuple[Any, ...]]) -> tuple[Any, Any]:
+        """Apply `commands` (a pipeline's command stack), then take the next job with its job hash, in one script:
+        `((lane, job id) or None, the answer of the last command)`."""
+        argv: list[Any] = [self.age_s, self.job_prefix, "1"]
+        for args, _options in commands:
+            argv += [len(args), *args]
+        lane, job_id, flat, last = APPLIED_THEN_TAKE_SCRIPT(keys=[*self.lanes, self.claims], args=argv,
+                                                            client=connection)
+        return self.taken([lane, job_id, flat] if lane else None), last
+
+    def taken(self, result: object) -> tuple[bytes, bytes] | None:
+        """The take script's answer as `(lane, job id)` (None: nothing taken); keeps the job hash it read."""
         if not result:
             return None
-        lane, job_id = result
+        lane, job_id, *fetched = result  # type: ignore[misc]
+        flat = fetched[0] if fetched else []
+        self.job_hash = dict(zip(flat[::2], flat[1::2], strict=True))
         return (lane.encode() if isinstance(lane, str) else lane), job_id
 
     def take(self, connection: Redis, timeout: float | None) -> tuple[bytes, bytes] | None:

@@ -33,15 +33,6 @@ EVENTS = ("submitted", "started", "finished", "failed", "retried", "canceled")
 BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, math.inf)
 SEP = "|"  # platform ids are Python module names, so they never hold it
 
-# Adds 1 to `started|<platform>`, reading the platform from the record in the same round trip as the
-# runner's start write (the runner learns the platform only from that round trip's answer).
-_STARTED = """
-local platform = redis.call('HGET', KEYS[1], 'platform_id')
-if platform then redis.call('HINCRBY', KEYS[2], ARGV[1] .. platform, 1) end
-return 0
-"""
-
-
 def count(pipe: Pipeline, keys: Keys, event: str, platform_id: str, amount: int = 1) -> None:
     """Queue `event` (one of EVENTS) for `platform_id` on `pipe`; a running job stopped on request counts as
     canceled."""
@@ -64,11 +55,6 @@ def job_submitted(pipe: Pipeline, keys: Keys, *, job_id: str, platform_id: str) 
 
 def submitted(*, job_id: str, platform_id: str) -> None:
     log.info("job submitted", extra={"job_id": job_id, "platform_id": platform_id, "event": "submitted"})
-
-
-def job_started(pipe: Pipeline, keys: Keys, *, job_id: str) -> None:
-    """Hook of the runner's start pipeline: count `started` for the record's platform."""
-    pipe.eval(_STARTED, 2, keys.job(job_id), keys.metrics(), f"started{SEP}")
 
 
 def job_ended(pipe: Pipeline, keys: Keys, *, job_id: str, platform_id: str, status: str, duration_s: float) -> None:

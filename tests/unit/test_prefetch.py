@@ -1,0 +1,91 @@
+"""A pool child's next job taken with the last one's end: in its claims, run next, given back or recovered."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+from rq.serializers import JSONSerializer
+
+from collector.config import Config
+from collector.pool.children import CollectorWorker
+from collector.run import runner
+from collector.run.runner import Runtime, install
+from collector.specs.registry import Registry
+from collector.store.records import JobStore
+from collector.store.rq import claiming_queue, claims_key
+from collector.submit.submitter import Submitter
+from collector.workflows.recovery import recover_claims
+
+QUEUE = "rq:queue:collector"
+
+
+@pytest.fixture
+def worker(fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry,
+           monkeypatch: pytest.MonkeyPatch) -> CollectorWorker:
+    monkeypatch.setattr(runner, "_runtime", None)
+    runtime = Runtime(unit_config, fake_redis, registry, worker_name="w")
+    install(runtime)
+    made = CollectorWorker(["collector"], connection=fake_redis, name="w", serializer=JSONSerializer,
+                           queue_class=claiming_queue("w"))
+    made.runtime = runtime
+    return made
+
+
+def submit(connection: fakeredis.FakeRedis, config: Config, registry: Registry, priority: str = "normal") -> str:
+    body = {"platform_id": "demo", "settings": {"rows": 1}, "priority": priority}
+    return Submitter(connection=connection, config=config, registry=registry).submit(body)["job_id"]
+
+
+def status(connection: fakeredis.FakeRedis, config: Config, job_id: str) -> str:
+    return JobStore(connection, config).read(job_id, "status")["status"]
+
+
+def test_the_next_job_is_taken_with_the_end_of_the_last_and_run_next(
+    worker: CollectorWorker, fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry
+) -> None:
+    first, second, third = (submit(fake_redis, unit_config, registry) for _ in range(3))
+    taken: list[str] = []
+    original = worker.queue_class.lmove
+
+    def counting(*args: object, **kwargs: object) -> object:
+        found = original(*args, **kwargs)  # type: ignore[arg-type]
+        taken.append(found[1].decode() if found else "")
+        return found
+
+    worker.queue_class.lmove = counting  # type: ignore[method-assign]
+    assert worker.work(burst=True)
+    assert [status(fake_redis, unit_config, j) for j in (first, second, third)] == ["finished"] * 3
+    assert taken == [first, second, third, ""]
+    assert fake_redis.llen(claims_key(QUEUE, "w")) == 0 and fake_redis.llen(QUEUE) == 0
+
+
+def test_a_worker_that_stops_gives_back_the_job_it_had_taken_next(
+    worker: CollectorWorker, fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry
+) -> None:
+    first, second, third = (submit(fake_redis, unit_config, registry, "low") for _ in range(3))
+    assert worker.work(burst=True, max_jobs=1)  # it took `second` with the end of `first`, then stopped
+    assert status(fake_redis, unit_config, second) == "queued"
+    assert fake_redis.lrange(f"{QUEUE}:low", 0, -1) == [second.encode(), third.encode()]  # back at the head
+    assert fake_redis.llen(claims_key(QUEUE, "w")) == 0
+    assert status(fake_redis, unit_config, first) == "finished"
+
+
+def test_a_worker_asked_to_stop_takes_nothing_with_the_end_of_its_job(
+    worker: CollectorWorker, fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry
+) -> None:
+    submit(fake_redis, unit_config, registry)
+    worker._stop_requested = True
+    assert worker.send_end([]) is None
+    assert fake_redis.llen(QUEUE) == 1 and fake_redis.llen(claims_key(QUEUE, "w")) == 0
+
+
+def test_a_job_taken_next_by_a_child_that_dies_is_queued_again(
+    worker: CollectorWorker, fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry
+) -> None:
+    job_id = submit(fake_redis, unit_config, registry)
+    assert worker.send_end([(("EXISTS", "rq:suspended"), {})]) == [0]  # the end of the job before, and the take
+    assert fake_redis.lrange(claims_key(QUEUE, "w"), 0, -1) == [job_id.encode()]
+    assert fake_redis.llen(QUEUE) == 0
+    recover_claims(fake_redis, unit_config, "w", cause="killed")  # the child died before running it
+    assert fake_redis.lrange(QUEUE, 0, -1) == [job_id.encode()]
+    assert status(fake_redis, unit_config, job_id) == "queued"

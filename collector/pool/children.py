@@ -23,6 +23,7 @@ from collector import defaults
 from collector.errors import ForeignJobError, JobFailedError
 from collector.pool.heartbeat import CollectorJob, LeanHeartbeats
 from collector.run.checks import run_check
+from collector.run.context import REDIS_WAITS, until_written
 from collector.run.runner import Runtime, run_job, start_with
 from collector.store.rq import CHECK_FUNCTION, RUN_FUNCTION
 
@@ -200,7 +201,23 @@ class CollectorWorker(LeanHeartbeats, SimpleWorker):
         queue_class: Any = self.queue_class
         if self._stop_requested or len(self.queues) != 1 or not hasattr(queue_class, "apply_then_take"):
             return None
-        return [queue_class.apply_then_take(self.connection, self.queues[0].key, commands)]
+        try:
+            return [queue_class.apply_then_take(self.connection, self.queues[0].key, commands)]
+        except REDIS_WAITS as exc:
+            # Lost in flight (a failover, say): the job's record holds its end already; RQ's side is written
+            # alone once Redis answers, and whatever the script may have taken goes back from the claims
+            # before the next take.
+            log.warning("Worker %s: the end of its job was not sent with the take of the next (%s); sent alone",
+                        self.name, exc)
+            wait_s = self.runtime.config.redis_wait_s if self.runtime is not None else 0.0
+            return until_written(lambda: self._apply(commands), wait_s=wait_s, what=f"worker {self.name}: job end")
+
+    def _apply(self, commands: list[Any]) -> list[Any]:
+        """A transaction's queued `commands` sent as one: `[the answer of the last]`."""
+        with self.connection.pipeline() as pipe:
+            for args, options in commands:
+                pipe.execute_command(*args, **options)
+            return pipe.execute()[-1:]
 
     def teardown(self) -> None:
         """A job taken with the last one's end and not run goes back to the head of its lane."""

@@ -180,7 +180,10 @@ def start_with(runtime: Runtime, job_id: str, commands: Sequence[tuple[Any, ...]
     """Write the start of `job_id` (as `_start` does) with its worker's own start writes `commands` (a pipeline's
     command stack), one script in one round trip; `_start` then takes the start as written."""
     token = secrets.token_hex(8)
-    values, attempt = _write_start(runtime, job_id, token, before=commands)
+    # Redis may go away between the take and this write (a failover): wait for it rather than fail a job that
+    # never ran; RQ's writes in `commands` are all safe to apply twice.
+    values, attempt = until_written(lambda: _write_start(runtime, job_id, token, before=commands),
+                                    wait_s=runtime.config.redis_wait_s, what=f"job {job_id}: start")
     runtime.started = (job_id, values, attempt, token)
 
 

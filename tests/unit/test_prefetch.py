@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import fakeredis
 import pytest
+import redis
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from collector.config import Config
@@ -11,6 +15,7 @@ from collector.pool.children import CollectorWorker
 from collector.run import runner
 from collector.run.runner import Runtime, install
 from collector.specs.registry import Registry
+from collector.store import lanes
 from collector.store.records import JobStore
 from collector.store.rq import claiming_queue, claims_key
 from collector.submit.submitter import Submitter
@@ -89,3 +94,48 @@ def test_a_job_taken_next_by_a_child_that_dies_is_queued_again(
     recover_claims(fake_redis, unit_config, "w", cause="killed")  # the child died before running it
     assert fake_redis.lrange(QUEUE, 0, -1) == [job_id.encode()]
     assert status(fake_redis, unit_config, job_id) == "queued"
+
+
+def test_a_start_lost_in_flight_is_sent_again_and_the_job_runs(
+    worker: CollectorWorker, fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, second = (submit(fake_redis, unit_config, registry) for _ in range(2))
+    original, lost = runner._write_start, []
+
+    def lost_once(*args: object, **kwargs: object) -> object:
+        if not lost:  # the primary died with the script in flight
+            lost.append(args[1])
+            raise redis.ConnectionError("Connection closed by server.")
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner, "_write_start", lost_once)
+    assert worker.work(burst=True)
+    assert lost == [first]
+    assert [status(fake_redis, unit_config, j) for j in (first, second)] == ["finished"] * 2
+    assert [Job.fetch(j, connection=fake_redis, serializer=JSONSerializer).get_status() for j in (first, second)] \
+        == ["finished"] * 2  # not failed on RQ's side for a write that was only late
+    assert fake_redis.llen(claims_key(QUEUE, "w")) == 0
+
+
+def test_an_end_lost_in_flight_is_written_alone_and_what_it_took_goes_back(
+    worker: CollectorWorker, fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, second, third = (submit(fake_redis, unit_config, registry) for _ in range(3))
+    original, lost = lanes.Taker.take_after, []
+
+    def lost_once(taker: lanes.Taker, connection: Any, commands: Any) -> Any:
+        answer = original(taker, connection, commands)
+        if not lost:  # the script ran and took the next job; its answer was lost
+            lost.append(answer)
+            raise redis.ConnectionError("Connection closed by server.")
+        return answer
+
+    monkeypatch.setattr(lanes.Taker, "take_after", lost_once)
+    assert worker.work(burst=True)
+    assert len(lost) == 1
+    assert [status(fake_redis, unit_config, j) for j in (first, second, third)] == ["finished"] * 3
+    assert [Job.fetch(j, connection=fake_redis, serializer=JSONSerializer).get_status()
+            for j in (first, second, third)] == ["finished"] * 3
+    assert fake_redis.llen(claims_key(QUEUE, "w")) == 0 and fake_redis.llen(QUEUE) == 0

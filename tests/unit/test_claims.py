@@ -9,8 +9,9 @@ from rq.executions import Execution
 
 from collector.config import Config
 from collector.specs.registry import Registry
+from collector.store.claiming_queue import claiming_queue
 from collector.store.records import JobStore
-from collector.store.rq import RQ, JSONSerializer, claiming_queue, claims_key
+from collector.store.rq import RQ, JSONSerializer, claims_key
 from collector.submit.submitter import Submitter
 from collector.workflows.recovery import recover
 

@@ -12,8 +12,8 @@ from collector.pool import heartbeat
 from collector.pool.children import CollectorWorker
 from collector.run.runner import Runtime, install
 from collector.specs.registry import Registry
+from collector.store.claiming_queue import claiming_queue
 from collector.store.records import JobStore
-from collector.store.rq import claiming_queue
 from collector.submit.submitter import Submitter
 
 

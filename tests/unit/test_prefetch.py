@@ -16,8 +16,9 @@ from collector.run import runner
 from collector.run.runner import Runtime, install
 from collector.specs.registry import Registry
 from collector.store import lanes
+from collector.store.claiming_queue import claiming_queue
 from collector.store.records import JobStore, Lease
-from collector.store.rq import claiming_queue, claims_key
+from collector.store.rq import claims_key
 from collector.submit.submitter import Submitter
 from collector.workflows.recovery import recover_claims
 

@@ -64,8 +64,8 @@ def collector_worker(url: str, jobs: int) -> Counts:
     from collector.pool.children import CollectorWorker
     from collector.run.runner import Runtime, install
     from collector.specs.registry import Registry
+    from collector.store.claiming_queue import claiming_queue
     from collector.store.records import connect
-    from collector.store.rq import claiming_queue
 
     client = redis.Redis.from_url(url)
     client.flushall()

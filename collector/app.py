@@ -24,7 +24,7 @@ from collector.specs.registry import Registry
 from collector.specs.secrets import require_secret_key
 from collector.store.connection import connect_to
 from collector.store.records import redis_down, redis_full
-from collector.store.rq import refuse_pickle
+from collector.store.rq_dashboard import refuse_pickle
 from collector.workflows.reaper import ReaperThread
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from collector.config import Config
+from tests.local_server import LocalServer
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_SERVICES = os.environ.get("COLLECTOR_REQUIRE_SERVICES") == "1"
@@ -83,6 +84,13 @@ def _default_egress() -> Iterator[None]:
 
     with egress.installed(egress.EgressPolicy()):
         yield
+
+
+@pytest.fixture
+def local_server(allow_loopback: None) -> Iterator[LocalServer]:
+    """A local HTTP server (`tests/local_server.py`) that jobs run in this process may reach."""
+    with LocalServer.serving() as server:
+        yield server
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ validate = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(validate)
 
 EXAMPLE = ROOT / "deploy" / "k8s" / "overlays" / "example"
+SENTINEL = ROOT / "deploy" / "k8s" / "overlays" / "sentinel"
 SECRET_KEY = "deploy-test-key-that-is-32-bytes-long"
 
 
@@ -168,6 +169,30 @@ def test_network_policies_fence_api_workers_and_redis(example: list[dict[str, An
     assert {s.get("app.kubernetes.io/component", s.get("app")) for s in sources} == {"api", "worker", "keda-operator"}
     redis_pods = one(example, "StatefulSet", "redis")["spec"]["template"]["metadata"]["labels"]
     assert redis_policy["podSelector"]["matchLabels"].items() <= redis_pods.items()
+
+
+def test_the_sentinel_overlay_points_every_process_and_keda_at_the_same_sentinels() -> None:
+    docs = validate.render(SENTINEL)
+    config = settings(docs)
+    assert config.sentinels and config.redis_master and config.redis_min_replicas == 1
+    scaled = one(docs, "ScaledObject", "collector-worker")["spec"]
+    lanes = [t for t in scaled["triggers"] if t["name"] != "started"]
+    assert [t["metadata"]["listName"] for t in lanes] == RQ(fakeredis.FakeRedis(), config).lane_keys
+    for trigger in lanes:  # KEDA asks the same sentinels (by fully qualified name) for the same master
+        assert trigger["type"] == "redis-sentinel" and trigger["metadata"]["sentinelMaster"] == config.redis_master
+        pairs = [address.rsplit(":", 1) for address in trigger["metadata"]["addresses"].split(",")]
+        assert [(host.removesuffix(".collector-sentinel.svc.cluster.local"), int(port)) for host, port in pairs] \
+            == config.sentinels
+    assert "collector-sentinel.svc" in next(t for t in scaled["triggers"] if t["name"] == "started")["metadata"]["url"]
+    policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    sentinel_ports = {port for _, port in config.sentinels}
+    for name in ("collector-api", "collector-worker"):  # the sentinels, then the primary they name
+        to_redis = [rule for rule in policies[name]["egress"]
+                    if any(p["podSelector"]["matchLabels"].get("app.kubernetes.io/component") == "redis"
+                           for p in rule["to"])]
+        assert {p["port"] for rule in to_redis for p in rule["ports"]} == {6379, *sentinel_ports}, name
+    redis_ports = {p["port"] for rule in policies["collector-redis"]["ingress"] for p in rule["ports"]}
+    assert redis_ports == {6379, *sentinel_ports}
 
 
 def test_the_example_secrets_are_placeholders_no_process_accepts(example: list[dict[str, Any]]) -> None:

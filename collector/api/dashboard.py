@@ -2,8 +2,8 @@
 
 rq-dashboard 0.9 passes no serializer to most of what it calls (`Job.fetch` in the job view and delete,
 `requeue_job`, the registries behind its lists and its empty action, `Queue.all`), so RQ would unpickle
-whatever a job hash holds. Every RQ name its module uses is rebound here to a class of `store/rq.py` (`REBOUND`)
-that always reads with `DashboardSerializer`.
+whatever a job hash holds. Every RQ name its module uses is rebound here to a class of `store/rq_dashboard.py`
+(`REBOUND`) that always reads with `DashboardSerializer`.
 
 Its actions on jobs go through collector's own: Requeue (one job, or every failed one) retries by hand as
 `POST /execution/retry` does, and Delete of a job that has not ended cancels it as `POST /execution/cancel` does.
@@ -24,7 +24,7 @@ from redis import Redis
 from collector import defaults
 from collector.api.auth import caller
 from collector.api.services import services
-from collector.store.rq import REBOUND, DashboardSerializer
+from collector.store.rq_dashboard import REBOUND, DashboardSerializer
 
 PREFIX = "/rq"
 BLUEPRINT = "rq_dashboard"  # the name rq-dashboard registers its views under

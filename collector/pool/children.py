@@ -17,14 +17,15 @@ import redis
 from rq import Queue
 from rq.exceptions import DeserializationError
 from rq.job import Job, JobStatus
-from rq.worker import SimpleWorker
+from rq.suspension import WORKERS_SUSPENDED
+from rq.worker import SimpleWorker, WorkerStatus
 
 from collector import defaults
 from collector.errors import ForeignJobError, JobFailedError
 from collector.pool.heartbeat import CollectorJob, LeanHeartbeats
 from collector.run.checks import run_check
 from collector.run.context import REDIS_WAITS, until_written
-from collector.run.runner import Runtime, run_job, start_with
+from collector.run.runner import Runtime, pending_end_answered, run_job, start_with, write_pending_end
 from collector.store.rq import CHECK_FUNCTION, RUN_FUNCTION
 
 log = logging.getLogger(__name__)
@@ -196,21 +197,52 @@ class CollectorWorker(LeanHeartbeats, SimpleWorker):
         start_with(self.runtime, job.id, commands)
         return True
 
-    def send_end(self, commands: list[Any]) -> list[Any] | None:
-        """A finished job's end with the take of the next job: not once the worker was asked to stop."""
-        queue_class: Any = self.queue_class
-        if self._stop_requested or len(self.queues) != 1 or not hasattr(queue_class, "apply_then_take"):
+    def _ends_with_take(self) -> bool:
+        """Whether a finished job's end goes with the take of the next job: not once the worker was asked to stop."""
+        return not self._stop_requested and len(self.queues) == 1 and hasattr(self.queue_class, "apply_then_take")
+
+    def send_end(self, job: Job, commands: list[Any]) -> list[Any] | None:
+        """A finished job's end: the runner's own (fenced by its lease, left in `pending_end`), RQ's writes
+        `commands` and the take of the next job, in one script. `[the answer of the last command]`, or None when
+        not sent that way (RQ's writes are then sent as they are, after the runner's)."""
+        runtime = self.runtime
+        pending = runtime.pending_end if runtime is not None and runtime.pending_end is not None \
+            and runtime.pending_end.job_id == job.id else None
+        if not self._ends_with_take():
+            if runtime is not None and not write_pending_end(runtime):
+                return self._superseded_end(job)
             return None
+        queue_class: Any = self.queue_class
+        fenced = (pending.record, pending.fenced) if pending is not None else None
+        if runtime is not None:
+            runtime.pending_end = None
         try:
-            return [queue_class.apply_then_take(self.connection, self.queues[0].key, commands)]
+            last, answer = queue_class.apply_then_take(self.connection, self.queues[0].key, commands, fenced)
         except REDIS_WAITS as exc:
-            # Lost in flight (a failover, say): the job's record holds its end already; RQ's side is written
-            # alone once Redis answers, and whatever the script may have taken goes back from the claims
-            # before the next take.
+            # Lost in flight (a failover, say): each part is sent again alone once Redis answers (the runner's is
+            # not refused when it was written already), and whatever the script may have taken goes back from
+            # the claims before the next take.
             log.warning("Worker %s: the end of its job was not sent with the take of the next (%s); sent alone",
                         self.name, exc)
-            wait_s = self.runtime.config.redis_wait_s if self.runtime is not None else 0.0
+            if runtime is not None:
+                runtime.pending_end = pending
+                if not write_pending_end(runtime):
+                    return self._superseded_end(job)
+            wait_s = runtime.config.redis_wait_s if runtime is not None else 0.0
             return until_written(lambda: self._apply(commands), wait_s=wait_s, what=f"worker {self.name}: job end")
+        if runtime is not None and pending is not None \
+                and not pending_end_answered(runtime, pending, pending.lease.answered(answer)):
+            return self._superseded_end(job)
+        return [last]
+
+    def _superseded_end(self, job: Job) -> list[Any]:
+        """A finished run that lost its lease before its end was written: RQ's side of the job belongs to the
+        attempt that holds it now, so only this worker's execution is cleaned up (as `handle_job_failure` does)."""
+        with self.connection.pipeline() as pipe:
+            self.cleanup_execution(job, pipeline=pipe)
+            pipe.hset(self.key, "state", WorkerStatus.IDLE.value)
+            pipe.exists(WORKERS_SUSPENDED)
+            return pipe.execute()[-1:]
 
     def _apply(self, commands: list[Any]) -> list[Any]:
         """A transaction's queued `commands` sent as one: `[the answer of the last]`."""
@@ -252,6 +284,7 @@ class CollectorWorker(LeanHeartbeats, SimpleWorker):
             os._exit(1)
         if self.runtime is not None:
             self.runtime.outcome = None
+            self.runtime.ends_with_worker = self._ends_with_take()
         if self.slots is not None:
             timeout = job.timeout if job.timeout and job.timeout > 0 else None
             deadline = time.time() + timeout + defaults.TIMEOUT_GRACE_S if timeout else 0.0
@@ -259,6 +292,8 @@ class CollectorWorker(LeanHeartbeats, SimpleWorker):
         try:
             super().execute_job(job, queue)
         finally:
+            if self.runtime is not None and self.runtime.pending_end is not None:
+                write_pending_end(self.runtime)  # a path that did not send it (RQ's own handling of a repeat)
             if self.slots is not None:
                 self.slots.clear(self.slot_index)
 
@@ -290,6 +325,8 @@ class CollectorWorker(LeanHeartbeats, SimpleWorker):
         self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = ""
     ) -> None:
         """RQ's failure handling, except for jobs the runner scheduled for a retry or found cancelled."""
+        if self.runtime is not None and self.runtime.pending_end is not None:
+            write_pending_end(self.runtime)  # the run finished; what failed came after it: its end is written first
         outcome = self.runtime.outcome if self.runtime is not None else None
         if outcome is not None and outcome.status in (*SUSPENDED, SUPERSEDED):
             # Waiting (or queued again already): the runner wrote the record and RQ's status; only the

@@ -98,7 +98,7 @@ class LeanHeartbeats:
             worker.cleanup_execution(job, pipeline=pipeline)
             pipeline.hset(worker.key, "state", WorkerStatus.IDLE.value)
             pipeline.exists(WORKERS_SUSPENDED)
-            sent = self.send_end(pipeline.command_stack)
+            sent = self.send_end(job, pipeline.command_stack)
             if sent is None:
                 *_, suspended = pipeline.execute()
             else:
@@ -106,7 +106,7 @@ class LeanHeartbeats:
         worker._state = self._state_written = WorkerStatus.IDLE
         self._not_suspended = not suspended
 
-    def send_end(self, commands: list[Any]) -> list[Any] | None:
+    def send_end(self, job: Any, commands: list[Any]) -> list[Any] | None:
         """Send a finished job's end writes `commands` (a transaction's queued commands) with the take of the next
         job, in one script: `[the answer of the last command]`, or None (not sent: the transaction is sent as it
         is, and the worker takes its next job as RQ does)."""

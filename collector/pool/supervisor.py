@@ -22,8 +22,10 @@ from collector.pool.supervision import ChildBeat, Watchdog, die_with_parent, rel
 from collector.resources import reach
 from collector.run.runner import Runtime, install
 from collector.specs.registry import Registry
+from collector.store.claiming_queue import claiming_queue
 from collector.store.connection import connect_to
-from collector.store.rq import JSONSerializer, claiming_queue, refuse_pickle
+from collector.store.rq import JSONSerializer
+from collector.store.rq_dashboard import refuse_pickle
 from collector.workflows.reaper import Reaper, beat, retire
 from collector.workflows.recovery import recover, recover_claims
 

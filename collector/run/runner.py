@@ -34,7 +34,7 @@ from collector.specs.secrets import merge_secrets, secret_values
 from collector.store import events, metrics, starts
 from collector.store.buckets import Buckets
 from collector.store.connection import connect_to
-from collector.store.records import ENDED, JobStore, decode_fields
+from collector.store.records import ENDED, JobStore, Lease, decode_fields
 from collector.store.rq import RQ, current_job_cap, current_job_id, timed_out
 from collector.store.state import States
 from collector.types import iso
@@ -95,6 +95,22 @@ class Runtime:
         # The start the worker wrote with its own, in one script (`start_with`): job id, the record's
         # START_FIELDS as read, the attempt number, the lease token.
         self.started: tuple[str, list[Any], int, str] | None = None
+        # Set by a pool child that sends a finished job's end with its own (`PendingEnd`): the runner then leaves
+        # the end of a plain finished job (no parent, no concurrency cap) in `pending_end` instead of sending it.
+        self.ends_with_worker = False
+        self.pending_end: PendingEnd | None = None
+
+
+@dataclasses.dataclass
+class PendingEnd:
+    """A finished job's end, made but not sent: its worker sends it with its own end writes and the take of the
+    next job (`send_end`), or alone (`write_pending_end`); `ended` then does what follows the write."""
+
+    job_id: str
+    record: str               # the job record's key
+    fenced: list[Any]         # the lease's fenced writes (`Lease.fenced`)
+    lease: Lease
+    ended: Callable[[], None]  # once written: the `finished` log line
 
 
 _runtime: Runtime | None = None
@@ -464,6 +480,16 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
         if ctx.lease is not None:
             ctx.lease.end(pipe)
 
+    def ended() -> None:
+        metrics.ended(job_id=ctx.job_id, platform_id=ctx.platform_id, status=status, duration_s=duration_s)
+
+    lease = ctx.lease
+    if (status == "finished" and runtime.ends_with_worker and lease is not None and lease.lost is None
+            and not ctx.parent_id and not got.get("concurrency")):
+        # Nothing follows the write but the log line: the worker sends it with its own end (one round trip).
+        runtime.pending_end = PendingEnd(ctx.job_id, runtime.store.keys.job(ctx.job_id), lease.fenced(write), lease,
+                                         ended)
+        return
     try:  # fenced: written only while this attempt holds its lease, and never onto a record that is gone
         until_written(lambda: ctx.write(write), wait_s=runtime.config.redis_wait_s,
                       what=f"job {ctx.job_id}: final state")
@@ -471,9 +497,32 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
         _superseded(runtime, ctx)
     _wake(runtime, ctx.job_id, got.get("concurrency"))
     if status != "scheduled":
-        metrics.ended(job_id=ctx.job_id, platform_id=ctx.platform_id, status=status, duration_s=duration_s)
+        ended()
     if ctx.parent_id and status in ENDED:
         try:  # the parent may wait for this, its last child; the maintenance sweep is the backstop
             resume_parent(runtime.connection, runtime.config, ctx.parent_id)
         except redis.RedisError as exc:
             log.warning("job %s: parent %s not resumed yet (%s)", ctx.job_id, ctx.parent_id, exc)
+
+
+def write_pending_end(runtime: Runtime) -> bool:
+    """Send the end the runner left to the worker (`PendingEnd`) on its own, waiting out a Redis outage: True when
+    written (or when there was none), False when the attempt lost its lease (nothing written)."""
+    pending, runtime.pending_end = runtime.pending_end, None
+    if pending is None:
+        return True
+    written = until_written(lambda: pending.lease.send(pending.fenced), wait_s=runtime.config.redis_wait_s,
+                            what=f"job {pending.job_id}: final state")
+    return pending_end_answered(runtime, pending, written)
+
+
+def pending_end_answered(runtime: Runtime, pending: PendingEnd, written: bool) -> bool:
+    """After a pending end was sent: its log line when written; when its lease was lost, the job is this
+    attempt's no more (`superseded`), which is logged once."""
+    if written:
+        pending.ended()
+        return True
+    runtime.outcome = Outcome("superseded")
+    log.warning("job %s: this attempt lost its lease (%s) before its end was written; nothing was written",
+                pending.job_id, pending.lease.lost)
+    return False

@@ -102,6 +102,18 @@ class CapSlots:
     def caps(self) -> list[str]:
         return sorted(raw.decode() for raw in self.connection.smembers(self.keys.caps()))
 
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """Every cap key's slots held and jobs parked now, in one round trip after the caps set's: `{cap: (held,
+        parked)}`. Slots past their expiry (a crash nothing released) still count until maintenance or a take drops
+        them."""
+        caps = self.caps()
+        with self.connection.pipeline(transaction=False) as pipe:
+            for cap in caps:
+                pipe.zcard(self.keys.cap_slots(cap))
+                pipe.llen(self.keys.cap_parked(cap))
+            answers = pipe.execute() if caps else []
+        return {cap: (int(answers[2 * i]), int(answers[2 * i + 1])) for i, cap in enumerate(caps)}
+
     def holders(self, cap: str) -> list[str]:
         return [raw.decode() for raw in self.connection.zrange(self.keys.cap_slots(cap), 0, -1)]
 

@@ -28,7 +28,7 @@ WAKE_POLL_S = 5.0    # the longest a waiting child goes without looking again, w
 # the best rank is taken, and between equal ranks the head that waited longest, then the higher lane. Returns
 # {lane, job id} or false; with ARGV[3] = '1', {lane, job id, the job hash (HGETALL: empty when gone)}, so a
 # take and the read of what it took are one round trip.
-TAKE = """
+_TAKE = """
 local claims = KEYS[#KEYS]
 local age = tonumber(ARGV[1])
 local clock = redis.call('TIME')
@@ -44,10 +44,10 @@ local function epoch(text)
   return days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(s)
 end
 local best, best_rank, best_waited = nil, 0, 0
-for i = 1, #KEYS - 1 do
+for i = first, #KEYS - 1 do
   local head = redis.call('LINDEX', KEYS[i], 0)
   if head then
-    local rank, waited = i - 1, 0
+    local rank, waited = i - first, 0
     if age > 0 then
       local queued = epoch(redis.call('HGET', ARGV[2] .. head, 'enqueued_at'))
       if queued then waited = math.max(0, now - queued) end
@@ -63,22 +63,47 @@ local taken = redis.call('LMOVE', KEYS[best], claims, 'LEFT', 'RIGHT')
 if ARGV[3] == '1' then return {KEYS[best], taken, redis.call('HGETALL', ARGV[2] .. taken)} end
 return {KEYS[best], taken}
 """
+TAKE = "local first = 1\n" + _TAKE  # the lanes are KEYS[first] to the key before the claims
 TAKE_SCRIPT = Script(None, TAKE.encode())  # sent by its SHA (EVALSHA), loaded once per server
 
 # The same take, after the writes of a job's end given as ARGV[4..] (groups: how many words, the words), applied
 # first: a job's end and the take of the next are one command. Returns {lane or false, job id or false, job hash,
 # the answer of the last write}.
-APPLIED_THEN_TAKE = """
-local i, last = 4, false
-while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  last = redis.call(unpack(ARGV, i + 1, i + n))
-  i = i + n + 1
+_APPLY = """
+local last = false
+local function apply(from, to)
+  local i = from
+  while i <= to do
+    local n = tonumber(ARGV[i])
+    last = redis.call(unpack(ARGV, i + 1, i + n))
+    i = i + n + 1
+  end
 end
-""" + TAKE.replace(
-    "if best == nil then return false end", "if best == nil then return {false, false, {}, last} end").replace(
-    "redis.call('HGETALL', ARGV[2] .. taken)}", "redis.call('HGETALL', ARGV[2] .. taken), last}")
+"""
+_TAKE_AFTER = _TAKE.replace(
+    "if best == nil then return false end", "if best == nil then return {false, false, {}, last, fenced} end").replace(
+    "redis.call('HGETALL', ARGV[2] .. taken)}", "redis.call('HGETALL', ARGV[2] .. taken), last, fenced}")
+APPLIED_THEN_TAKE = "local first, fenced = 1, 1\n" + _APPLY + "apply(4, #ARGV)\n" + _TAKE_AFTER
 APPLIED_THEN_TAKE_SCRIPT = Script(None, APPLIED_THEN_TAKE.encode())
+
+# The same, with a finished run's own end first, fenced as `records.FENCED_WRITE` fences it: KEYS[1] is the job
+# record, ARGV[4] how many words the fenced part has (the lease token, then its groups). Applied only while the
+# run holds its lease (or its end is written already: a resend); else nothing is applied or taken, and the
+# answer's fifth part says why (0: the lease is another's, -1: no record), as the fenced-write script answers.
+FENCED_THEN_TAKE = "local first = 2\n" + _APPLY + """
+local f = tonumber(ARGV[4])
+local token = ARGV[5]
+local held = redis.call('HMGET', KEYS[1], 'lease', 'status')
+local fenced = 1
+if not held[1] then
+  if redis.call('EXISTS', KEYS[1]) == 0 then fenced = -1 else fenced = 0 end
+elseif held[1] == token .. ':ended' then fenced = 2
+elseif held[1] ~= token or held[2] ~= 'started' then fenced = 0 end
+if fenced ~= 1 and fenced ~= 2 then return {false, false, {}, false, fenced} end
+if fenced == 1 then apply(6, 4 + f) end
+apply(5 + f, #ARGV)
+""" + _TAKE_AFTER
+FENCED_THEN_TAKE_SCRIPT = Script(None, FENCED_THEN_TAKE.encode())
 
 
 class Taker:
@@ -105,9 +130,21 @@ class Taker:
         argv: list[Any] = [self.age_s, self.job_prefix, "1"]
         for args, _options in commands:
             argv += [len(args), *args]
-        lane, job_id, flat, last = APPLIED_THEN_TAKE_SCRIPT(keys=[*self.lanes, self.claims], args=argv,
-                                                            client=connection)
+        lane, job_id, flat, last, _ = APPLIED_THEN_TAKE_SCRIPT(keys=[*self.lanes, self.claims], args=argv,
+                                                               client=connection)
         return self.taken([lane, job_id, flat] if lane else None), last
+
+    def take_after_fenced(self, connection: Redis, record: str, fenced: Sequence[Any],
+                          commands: Sequence[tuple[Any, ...]]) -> tuple[Any, Any, int]:
+        """`take_after`, with the fenced writes `fenced` (a lease's token and writes) to the job record `record`
+        applied first, in the same script: `((lane, job id) or None, the answer of the last command, the fenced
+        answer)`. When the fence refuses (answer 0 or -1), nothing was applied or taken."""
+        argv: list[Any] = [self.age_s, self.job_prefix, "1", len(fenced), *fenced]
+        for args, _options in commands:
+            argv += [len(args), *args]
+        lane, job_id, flat, last, answer = FENCED_THEN_TAKE_SCRIPT(keys=[record, *self.lanes, self.claims],
+                                                                   args=argv, client=connection)
+        return self.taken([lane, job_id, flat] if lane else None), last, answer
 
     def taken(self, result: object) -> tuple[bytes, bytes] | None:
         """The take script's answer as `(lane, job id)` (None: nothing taken); keeps the job hash it read."""

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from redis import Redis
 from redis.client import Pipeline
 
+from collector.store.caps import CapSlots
 from collector.store.dataloss import LossWatch
 from collector.store.records import Keys
 from collector.store.rq import RQ
@@ -134,6 +135,17 @@ class RedisMetrics(Collector):
         running_jobs = GaugeMetricFamily("collector_jobs_running", "Jobs a worker holds now.", labels=["queue"])
         running_jobs.add_metric([self.queue_name], counts["started"])
         yield running_jobs
+        caps = CapSlots(self.connection, self.keys).counts()
+        held = GaugeMetricFamily("collector_concurrency_slots_held",
+                                 "Slots of a concurrency cap held by running (or woken) jobs.", labels=["cap"])
+        parked = GaugeMetricFamily("collector_jobs_parked",
+                                   "Jobs parked (`deferred`) until a slot of their concurrency cap frees.",
+                                   labels=["cap"])
+        for cap, (slots, waiting) in sorted(caps.items()):
+            held.add_metric([cap], slots)
+            parked.add_metric([cap], waiting)
+        yield held
+        yield parked
         workers = GaugeMetricFamily("collector_workers", "Live workers (registered, heartbeat not expired).")
         workers.add_metric([], self.rq.worker_count())
         yield workers

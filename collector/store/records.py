@@ -471,12 +471,25 @@ class Lease:
         """Queue the writes on the pipeline `build` gets; send them, fenced, in one round trip. True when written."""
         if self.lost is not None:
             return False
+        return self.send(self.fenced(build), connection=connection)
+
+    def fenced(self, build: Callable[[Pipeline], Any]) -> list[Any]:
+        """The writes `build` queues, as the fenced-write script takes them (the token first): to send now
+        (`send`) or with other writes (`answered` then reads the answer)."""
         argv: list[Any] = [self.token]
         with self.store.connection.pipeline(transaction=False) as pipe:
             build(pipe)
             for args, _options in pipe.command_stack:
                 argv += [len(args), *args]
+        return argv
+
+    def send(self, argv: list[Any], *, connection: Redis | None = None) -> bool:
+        """Send fenced writes made by `fenced`, in one round trip. True when written."""
         answer = self.store.fenced_write(keys=[self.store.keys.job(self.job_id)], args=argv, client=connection)
+        return self.answered(answer)
+
+    def answered(self, answer: Any) -> bool:
+        """What the fenced-write script answered: True when written; else the lease is lost, and `lost` says why."""
         if answer in (1, 2):
             return True
         self.lost = "gone" if answer == -1 else "taken"

@@ -1,6 +1,8 @@
 """The one adapter to RQ: collector's queue, the function names its jobs store, and RQ's side of every job state.
 
-Everything but the pool's worker class (which extends RQ's worker, in `collector.pool`) reaches RQ through here:
+Everything but the pool's worker class (which extends RQ's worker, in `collector.pool`) reaches RQ through this
+module and its two siblings (`claiming_queue.py`, the queue a pool child takes jobs with; `rq_dashboard.py`, what
+rq-dashboard reads):
 every `Queue`, every read of RQ's registries and workers, and RQ's private calls (`_enqueue_job`,
 `_handle_failure`), so an RQ upgrade is checked in one place. Writes go on the caller's pipeline, inside its
 MULTI, beside the job record's own: a job's record and its RQ state change together or not at all.
@@ -8,25 +10,66 @@ MULTI, beside the job record's own: a job's record and its RQ state change toget
 
 from __future__ import annotations
 
-import json
+import contextlib
+import datetime
 import time
-from typing import Any, NoReturn
+from typing import Any
 
-import redis
 from redis import Redis
 from redis.client import Pipeline
 from rq import Queue, Worker, get_current_job
 from rq import registry as rq_registry
-from rq.exceptions import DequeueTimeout, DeserializationError, NoSuchJobError
+from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import DefaultSerializer, JSONSerializer
 from rq.timeouts import JobTimeoutException
 
 from collector.config import Config
-from collector.errors import CollectorError, PickleRefusedError
+from collector.errors import CollectorError
 from collector.store import lanes
 from collector.store.lanes import DEFAULT_PRIORITY, PRIORITIES
 from collector.store.records import Keys
+
+
+def _resolving_known_serializers() -> None:
+    """RQ resolves its serializer each time it makes a Job, a Queue or a registry, six times a job in a worker, by
+    an isinstance check against a `typing.Protocol`: about 20 µs each on Python 3.11, near a tenth of a worker's
+    time per job. RQ's own two serializers are taken as they are; anything else is still checked by RQ."""
+    from rq import job as rq_job
+    from rq import queue as rq_queue
+    from rq import serializers
+    from rq.worker import base as rq_worker
+
+    check = serializers.resolve_serializer
+
+    def resolve(serializer: Any = None) -> Any:
+        if serializer is JSONSerializer or serializer is DefaultSerializer:
+            return serializer
+        return check(serializer)
+
+    for module in (rq_job, rq_queue, rq_registry, rq_worker):
+        module.resolve_serializer = resolve  # type: ignore[attr-defined]
+
+
+def _parsing_timestamps_in_c() -> None:
+    """RQ reads each timestamp of a job hash with `datetime.strptime` (about 15 µs, twice for every job a worker
+    takes); its own format (`2026-01-02T03:04:05.123456Z`) is read by `datetime.fromisoformat`, in C, to the same
+    value. Anything else still goes to RQ's parser."""
+    from rq import utils as rq_utils
+
+    parse = rq_utils.utcparse
+
+    def utcparse(string: str) -> datetime.datetime:
+        if string.endswith("Z"):
+            with contextlib.suppress(ValueError):
+                return datetime.datetime.fromisoformat(string).replace(tzinfo=datetime.UTC)
+        return parse(string)
+
+    rq_utils.utcparse = utcparse
+
+
+_resolving_known_serializers()
+_parsing_timestamps_in_c()
 
 # The function names RQ stores with collector's jobs. They name no module any more: the pool's workers map them
 # to the functions, so jobs queued by any version (and pools of any version) agree on them.
@@ -45,6 +88,11 @@ def lane_key(queue_key: str, priority: str | None) -> str:
 def wake_key(queue_key: str) -> str:
     """The list a push to any lane of the queue feeds, on which idle pool children wait."""
     return f"{queue_key}:wake"
+
+
+def claims_key(queue_key: str, worker_name: str) -> str:
+    """The list a pool child moves jobs into as it takes them off the queue (its own RQ intermediate list)."""
+    return f"{queue_key}:intermediate:{worker_name}"
 
 
 def priority_of(job: Job | None) -> str:
@@ -350,131 +398,6 @@ class RQ:
                 worker.register_death()
 
 
-def claims_key(queue_key: str, worker_name: str) -> str:
-    """The list a pool child moves jobs into as it takes them off the queue (its own RQ intermediate list)."""
-    return f"{queue_key}:intermediate:{worker_name}"
-
-
-class ClaimingQueue(LaneQueue):
-    """collector's queue as a pool child takes jobs off it: from the lanes in priority order (`store/lanes.py`),
-    moved into the child's own claims list instead of RQ's intermediate list that every worker shares. A job is then
-    always in a lane, in exactly one child's claims, or started: when the child dies, even between taking a job and
-    noting it in its slot, its supervisor (or the reaper, for a dead pool) reads the claims and puts the job back.
-    RQ's start transaction removes the job from `intermediate_queue_key`, which here names the claims list (one per
-    child, whichever lane the job came from). Made per child by `claiming_queue`."""
-
-    claimant = ""
-    age_s = 0.0                   # a job waiting this long at a lane's head is taken as if one lane higher
-    _taken: bytes | None = None   # the id the last move took, while RQ's dequeue loop runs
-    _unsure = False               # a move failed in flight: the job it may have taken is in the claims, unrun
-    _fetched: dict[bytes, bytes] = {}  # the job hash the last move read with the take ({}: gone)
-    # A job taken into the claims with the last job's end (`apply_then_take`): the next dequeue runs it.
-    _prefetched: tuple[bytes, bytes, dict[bytes, bytes]] | None = None
-
-    @property
-    def intermediate_queue_key(self) -> str:
-        return claims_key(self.base_key, self.claimant)
-
-    @classmethod
-    def _taker(cls, queue_key: str) -> lanes.Taker:
-        return lanes.Taker([lane_key(queue_key, p) for p in PRIORITIES], claims=claims_key(queue_key, cls.claimant),
-                           wake=wake_key(queue_key), age_s=cls.age_s, job_prefix=Job.redis_job_namespace_prefix,
-                           fetch=True)
-
-    @classmethod
-    def dequeue_any(cls, queues: Any, timeout: int | None, connection: Redis, job_class: Any = None,
-                    serializer: Any = None, death_penalty_class: Any = None) -> Any:
-        """RQ's dequeue with the job hash read by the take itself (one round trip, not two)."""
-        cls._taken = None
-        queues = list(queues)
-        if len(queues) != 1:
-            return super().dequeue_any(queues, timeout, connection, job_class=job_class, serializer=serializer,
-                                       death_penalty_class=death_penalty_class)
-        job_cls = job_class or cls.job_class
-        while True:
-            result = cls.lmove(connection, queues[0].key, timeout)
-            if result is None:
-                return None
-            raw, cls._fetched = cls._fetched, {}
-            if not raw:
-                continue  # its job hash is gone: the next move drops it from the claims
-            lane, job_id = (part.decode() if isinstance(part, bytes) else part for part in result)
-            queue = cls.from_queue_key(lane, connection=connection, job_class=job_cls, serializer=serializer,
-                                       death_penalty_class=death_penalty_class)
-            job = job_cls(job_id, connection=connection, serializer=serializer)
-            job.restore(raw)
-            return job, queue
-
-    @classmethod
-    def lpop(cls, queue_keys: list[str], timeout: int | None, connection: Redis | None = None) -> Any:
-        """RQ pops (no intermediate list at all) where it cannot tell the server's version; a child claims always."""
-        if len(queue_keys) == 1 and connection is not None:
-            return cls.lmove(connection, queue_keys[0], timeout)
-        return super().lpop(queue_keys, timeout, connection=connection)
-
-    @classmethod
-    def lmove(cls, connection: Redis, queue_key: str, timeout: int | None) -> Any:
-        """The next job of the queue `queue_key`'s lanes, moved into the claims: `(lane key, job id)`."""
-        claims = claims_key(queue_key, cls.claimant)
-        if cls._taken is not None:
-            # RQ's loop came back for another: the job last taken has no job hash any more and is skipped.
-            connection.lrem(claims, 1, cls._taken)
-            cls._taken = None
-        if cls._prefetched is not None:
-            lane, cls._taken, cls._fetched = cls._prefetched
-            cls._prefetched = None
-            return lane, cls._taken
-        if cls._unsure:
-            cls.give_back(connection, queue_key)
-        taker = cls._taker(queue_key)
-        try:
-            result = taker.take(connection, timeout)
-        except (redis.ConnectionError, redis.TimeoutError):
-            cls._unsure = True
-            raise
-        if result is None:
-            if timeout is None:
-                return None
-            raise DequeueTimeout(timeout, queue_key)
-        lane, cls._taken = result
-        cls._fetched = taker.job_hash
-        return lane, cls._taken
-
-    @classmethod
-    def give_back(cls, connection: Redis, queue_key: str) -> None:
-        """Nothing runs now, so whatever the claims hold (taken by a move whose answer was lost, or prefetched and
-        not run) goes back to the head of its lane."""
-        claims = claims_key(queue_key, cls.claimant)
-        while (last := connection.lindex(claims, -1)) is not None:
-            try:
-                job = Job.fetch(last.decode(), connection=connection, serializer=JSONSerializer)
-            except NoSuchJobError:
-                connection.lrem(claims, 1, last)
-                continue
-            connection.lmove(claims, lane_key(queue_key, priority_of(job)), "RIGHT", "LEFT")
-        cls._unsure, cls._prefetched = False, None
-
-    @classmethod
-    def apply_then_take(cls, connection: Redis, queue_key: str, commands: list[Any]) -> Any:
-        """Apply `commands` (a job's end transaction, as queued) and take the next job into the claims with its job
-        hash, in one script; the next dequeue runs the job taken. Returns the answer of the last command. The take
-        comes when the worker would take its next job anyway, right after this one's end: no job of a higher lane
-        queued later is passed over. Until it runs, the job taken sits in this child's claims, where the
-        supervisor (or the reaper) settles it when the child dies."""
-        taker = cls._taker(queue_key)
-        cls._unsure = True  # until the answer is read: a script lost in flight may have taken a job
-        taken, last = taker.take_after(connection, commands)
-        cls._unsure = False
-        if taken is not None:
-            cls._prefetched = (taken[0], taken[1], taker.job_hash)
-        return last
-
-
-def claiming_queue(worker_name: str, *, age_s: float = 0.0) -> type[Queue]:
-    """The queue class of the pool child `worker_name`: it claims jobs into its own list, lanes aged by `age_s`."""
-    return type("ClaimingQueue", (ClaimingQueue,), {"claimant": worker_name, "age_s": age_s, "__module__": __name__})
-
-
 def current_job_id(function: str) -> str:
     """The id of the job this worker runs now; `function` (the caller) raises when not called by a worker."""
     job = get_current_job()
@@ -506,104 +429,7 @@ def timed_out(exc: BaseException) -> bool:
     return False
 
 
-def _refuse(*_: object, **__: object) -> NoReturn:
-    raise PickleRefusedError(
-        "RQ was asked to pickle or unpickle because a caller named no serializer; collector reads and writes RQ "
-        "data as JSON only: pass serializer=JSONSerializer"
-    )
-
-
-def refuse_pickle() -> None:
-    """Make RQ's pickle serializer refuse in this process (and the processes it forks): RQ falls back to pickle
-    wherever a caller names no serializer, and that fallback must fail loudly rather than unpickle."""
-    DefaultSerializer.loads = staticmethod(_refuse)  # type: ignore[assignment]
-    DefaultSerializer.dumps = staticmethod(_refuse)  # type: ignore[assignment]
-
-
-# -- what rq-dashboard reads ---------------------------------------------------------------------------------------
-# rq-dashboard 0.9 passes no serializer to most of what it calls (`Job.fetch` in the job view and delete,
-# `requeue_job`, the registries behind its lists and its empty action, `Queue.all`), so RQ would unpickle whatever a
-# job hash holds. `api/dashboard.py` rebinds each RQ name of its module (`REBOUND`) to one of these, which always
-# read with `DashboardSerializer`.
-UNREADABLE = "(unreadable: not JSON; collector reads RQ data as JSON only and never unpickles it)"
-
-
-class DashboardSerializer:
-    """RQ's JSON serializer, except that data which is not JSON reads as the text UNREADABLE instead of failing:
-    a job hash someone wrote with pickle then shows in the dashboard for what it is."""
-
-    @staticmethod
-    def dumps(value: Any) -> bytes:
-        return JSONSerializer.dumps(value)
-
-    @staticmethod
-    def loads(data: bytes | str) -> Any:
-        try:
-            return json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
-        except ValueError:  # UnicodeDecodeError and JSONDecodeError alike
-            return UNREADABLE
-
-
-class DashboardJob(Job):
-    """A job read with `DashboardSerializer`, whatever serializer the caller names."""
-
-    def __init__(self, id: str | None = None, connection: Any = None, serializer: Any = None) -> None:
-        super().__init__(id, connection=connection, serializer=DashboardSerializer)
-
-    def get_call_string(self) -> str | None:
-        try:
-            return super().get_call_string()
-        except (DeserializationError, ValueError):  # a payload that is not a JSON call
-            return UNREADABLE
-
-
-class DashboardQueue(Queue):
-    """A queue whose jobs (and registries) are read with `DashboardSerializer`."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.update(serializer=DashboardSerializer, job_class=DashboardJob)
-        super().__init__(*args, **kwargs)
-
-
-def _registry(base: type[rq_registry.BaseRegistry]) -> type[rq_registry.BaseRegistry]:
-    """`base` with `DashboardSerializer` and `DashboardJob`, whatever the caller names."""
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        kwargs.update(serializer=DashboardSerializer, job_class=DashboardJob)
-        base.__init__(self, *args, **kwargs)
-
-    return type(base.__name__, (base,), {"__init__": __init__, "__module__": __name__})
-
-
-class DashboardWorker(Worker):
-    """`Worker.all` reading each worker's current job with `DashboardSerializer`."""
-
-    @classmethod
-    def all(cls, *args: Any, **kwargs: Any) -> list[Worker]:  # type: ignore[override]
-        kwargs.update(serializer=DashboardSerializer, job_class=DashboardJob, queue_class=DashboardQueue)
-        return Worker.all(*args, **kwargs)
-
-
-def requeue_job(job_id: str, connection: Any, serializer: Any = None) -> Job:
-    """RQ's `requeue_job`, reading the job with `DashboardSerializer`."""
-    return DashboardJob.fetch(job_id, connection=connection).requeue()
-
-
-# Every RQ name rq_dashboard.web calls, and what `api/dashboard.py` rebinds it to. tests/unit/test_dashboard_json.py
-# checks that the module holds no other RQ class or function that reads jobs, so an upgrade that adds one is noticed.
-REBOUND: dict[str, Any] = {
-    "Job": DashboardJob,
-    "Queue": DashboardQueue,
-    "Worker": DashboardWorker,
-    "requeue_job": requeue_job,
-    **{name: _registry(getattr(rq_registry, name)) for name in (
-        "CanceledJobRegistry", "DeferredJobRegistry", "FailedJobRegistry", "FinishedJobRegistry",
-        "ScheduledJobRegistry", "StartedJobRegistry",
-    )},
-}
-
-
 __all__ = [
-    "CHECK_FUNCTION", "RQ", "RUN_FUNCTION", "JSONSerializer", "Job", "claiming_queue", "current_job_cap",
+    "CHECK_FUNCTION", "RQ", "RUN_FUNCTION", "JSONSerializer", "Job", "current_job_cap",
     "current_job_id", "timed_out",
 ]

@@ -121,7 +121,7 @@ def lane_problems(docs: list[dict[str, Any]]) -> list[str]:
     queue_key = "rq:queue:" + config["data"]["COLLECTOR_QUEUE_NAME"]
     lanes = {lane_key(queue_key, priority) for priority in PRIORITIES}
     counted = {t.get("metadata", {}).get("listName"): t.get("name", "?") for t in scaled["spec"].get("triggers", [])
-               if t.get("type") == "redis"}
+               if t.get("type") in ("redis", "redis-sentinel")}
     found = [f"{name}: no redis trigger counts the lane {lane}" for lane in sorted(lanes - set(counted))]
     found += [f"{name}: trigger {counted[key]} counts {key}, no lane of {queue_key}"
               for key in sorted(set(counted) - lanes, key=str)]

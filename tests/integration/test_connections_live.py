@@ -17,7 +17,7 @@ from collector.config import Config
 from collector.sealing import Sealer
 from tests.conftest import ROOT, TEST_SECRET_KEY, PoolProcess, ServedApp, wait_for, worker_env
 from tests.integration.storage.conftest import database_name, postgres_admin
-from tests.unit.platforms.conftest import LocalServer, json_answer
+from tests.local_server import LocalServer, json_answer
 
 # Secrets the operator gives the connections; looked for in everything Redis and the workers' log hold.
 PG_PASSWORD = "live-pg-password-41c7"
@@ -45,15 +45,8 @@ def warehouse() -> Iterator[str]:
 
 @pytest.fixture
 def api_server() -> Iterator[LocalServer]:
-    server = LocalServer()
-    server.thread.start()
-    try:
+    with LocalServer.serving() as server:
         yield server
-    finally:
-        server.release.set()
-        server.httpd.shutdown()
-        server.httpd.server_close()
-        server.thread.join(5)
 
 
 @pytest.fixture

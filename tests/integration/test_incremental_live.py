@@ -17,7 +17,7 @@ from collector.config import Config
 from tests.conftest import PoolProcess, ServedApp, wait_for
 from tests.integration.storage.conftest import database_name, mariadb_admin, postgres_admin
 from tests.integration.test_cli_client import cli
-from tests.unit.platforms.conftest import LocalServer, Seen, json_answer
+from tests.local_server import LocalServer, Seen, json_answer
 
 HEADERS = {"X-Requested-With": "test"}
 
@@ -136,15 +136,9 @@ def test_sql_query_second_run_reads_only_newer_rows(api: ServedApp, table: tuple
 def feed() -> Iterator[tuple[LocalServer, list[dict[str, Any]]]]:
     records: list[dict[str, Any]] = [{"id": 1, "updated": "2024-05-01T10:00:00Z"},
                                      {"id": 2, "updated": "2024-05-02T10:00:00Z"}]
-    server = LocalServer()
-    server.route("/orders", lambda seen, calls: json_answer({"data": records}))
-    server.thread.start()
-    try:
+    with LocalServer.serving() as server:
+        server.route("/orders", lambda seen, calls: json_answer({"data": records}))
         yield server, records
-    finally:
-        server.httpd.shutdown()
-        server.httpd.server_close()
-        server.thread.join(5)
 
 
 def test_http_json_second_run_reads_only_newer_records(api: ServedApp, feed: tuple[LocalServer, list[Any]]) -> None:

@@ -23,7 +23,7 @@ from collector.config import Config
 from collector.sealing import Sealer
 from tests.conftest import ROOT, TEST_SECRET_KEY, PoolProcess, ServedApp, wait_for
 from tests.integration.reliability_kit import close, events, submit, view, wait_status
-from tests.unit.platforms.conftest import LocalServer, json_answer
+from tests.local_server import LocalServer, json_answer
 
 PACKAGE = "notifyplatforms"
 HOOK_SECRET = "hook-signing-secret-5e1c9a"
@@ -60,15 +60,8 @@ class Boom(Platform):
 
 @pytest.fixture
 def receiver() -> Iterator[LocalServer]:
-    server = LocalServer()
-    server.thread.start()
-    try:
+    with LocalServer.serving() as server:
         yield server
-    finally:
-        server.release.set()
-        server.httpd.shutdown()
-        server.httpd.server_close()
-        server.thread.join(5)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import redis
 from collector.app import create_app
 from collector.config import Config
 from tests.conftest import PoolProcess, ServedApp, wait_for
-from tests.unit.platforms.conftest import Answer, LocalServer, Seen, json_answer
+from tests.local_server import Answer, LocalServer, Seen, json_answer
 
 ENDED = ("finished", "failed", "stopped", "canceled")
 
@@ -42,14 +42,8 @@ class Arrivals:
 
 
 @pytest.fixture
-def source(allow_loopback: None) -> Iterator[LocalServer]:
-    server = LocalServer()
-    server.thread.start()
-    yield server
-    server.release.set()
-    server.httpd.shutdown()
-    server.httpd.server_close()
-    server.thread.join(5)
+def source(local_server: LocalServer) -> LocalServer:
+    return local_server
 
 
 @pytest.fixture

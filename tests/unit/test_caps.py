@@ -22,6 +22,7 @@ from collector.workflows.cancel import cancel
 from collector.workflows.caps import Caps
 from collector.workflows.recovery import recover
 from collector.workflows.waiting import suspend
+from tests.unit.test_metrics import samples
 
 KEYS = Keys("collector")
 
@@ -204,3 +205,17 @@ def test_a_platform_cap_is_a_whole_number(tmp_path: Path, monkeypatch: pytest.Mo
         assert registry.platforms["capped"].concurrency == eval(value)
     else:
         assert "CONCURRENCY" in registry.broken["capped"] and "whole number" in registry.broken["capped"]
+
+
+def test_metrics_show_each_caps_slots_held_and_jobs_parked(
+    client: FlaskClient, fake_redis: fakeredis.FakeRedis, capped: Config, registry: Registry
+) -> None:
+    caps = Caps(connection=fake_redis, config=capped, registry=registry)
+    jobs = [submit(fake_redis, capped, registry) for _ in range(3)]
+    assert [caps.admit(job_id, cap="demo", timeout_s=60) for job_id in jobs] == [True, False, False]
+    assert caps.admit(submit(fake_redis, capped, registry, concurrency_key="acme"), cap="demo:acme", timeout_s=60)
+    got = samples(client)
+    assert got[("collector_concurrency_slots_held", (("cap", "demo"),))] == 1
+    assert got[("collector_jobs_parked", (("cap", "demo"),))] == 2
+    assert got[("collector_concurrency_slots_held", (("cap", "demo:acme"),))] == 1
+    assert got[("collector_jobs_parked", (("cap", "demo:acme"),))] == 0

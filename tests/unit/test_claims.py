@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import fakeredis
 import pytest
 import redis
@@ -9,8 +11,9 @@ from rq.executions import Execution
 
 from collector.config import Config
 from collector.specs.registry import Registry
+from collector.store.claiming_queue import claiming_queue
 from collector.store.records import JobStore
-from collector.store.rq import RQ, JSONSerializer, claiming_queue, claims_key
+from collector.store.rq import RQ, JSONSerializer, claims_key
 from collector.submit.submitter import Submitter
 from collector.workflows.recovery import recover
 
@@ -108,3 +111,17 @@ def test_a_worker_killed_right_after_its_final_write_leaves_rq_nothing_to_flag_f
     assert fake_redis.hget(job.key, "status") == b"finished"
     assert 0 < fake_redis.ttl(job.key) <= unit_config.record_ttl_s
     assert JobStore(fake_redis, unit_config).read(job_id, "status")["status"] == "finished"
+
+
+@pytest.mark.parametrize("stamp", ["2026-12-03T09:51:39.128123Z", "2026-01-02T03:04:05.000000Z", "2026-01-02T03:04:05Z",
+                                   "1999-12-31T23:59:59.999999Z"])
+def test_rq_timestamps_read_as_rqs_own_parser_reads_them(stamp: str) -> None:
+    from rq import utils as rq_utils
+
+    import collector.store.rq as adapter  # installs the faster parser
+
+    assert rq_utils.utcparse is not None and adapter is not None
+    expected = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ" if "." in stamp else "%Y-%m-%dT%H:%M:%SZ")
+    assert rq_utils.str_to_date(stamp.encode()) == expected.replace(tzinfo=datetime.UTC)
+    with pytest.raises(ValueError):
+        rq_utils.str_to_date("not a time")

@@ -9,7 +9,7 @@ import rq_dashboard.web
 from flask import Flask
 
 from collector.api.dashboard import mount_dashboard
-from collector.store.rq import REBOUND, UNREADABLE, DashboardJob, DashboardSerializer
+from collector.store.rq_dashboard import REBOUND, UNREADABLE, DashboardJob, DashboardSerializer
 
 # RQ names in rq_dashboard.web that read no job data: an exception, a formatter of values already read, the base
 # class its lists test with isinstance, and the default its `config.serializer` starts from (replaced on mount).

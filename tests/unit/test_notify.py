@@ -28,8 +28,8 @@ from collector.workflows.delivery import backoff, deliver_due, sign
 from collector.workflows.ends import Ends
 from collector.workflows.notify import process_changes
 from collector.workflows.waiting import suspend
+from tests.local_server import LocalServer
 from tests.unit.conftest import SECRET_KEY
-from tests.unit.platforms.conftest import LocalServer
 
 HOOK_SECRET = "unit-hook-secret-8d2f"
 
@@ -177,9 +177,7 @@ def test_a_tick_past_its_budget_hands_deliveries_back_untried(
 def test_a_redirect_of_the_hook_to_a_private_address_meets_the_egress_policy(
     unit_config: Config, fake_redis: fakeredis.FakeRedis, registry: Registry, tmp_path: Path
 ) -> None:
-    server = LocalServer()
-    server.thread.start()
-    try:
+    with LocalServer.serving() as server:
         server.route("/hook", lambda seen, n: (302, {"Location": "http://169.254.169.254/latest/meta-data"}, b""))
         sealed = Sealer(SECRET_KEY).seal(HOOK_SECRET)
         path = tmp_path / "hooks.toml"
@@ -194,8 +192,3 @@ def test_a_redirect_of_the_hook_to_a_private_address_meets_the_egress_policy(
         assert seen.headers["x-collector-signature"] == sign(HOOK_SECRET, seen.body)
         (tried,) = [e for e in store.events(job_id) if e["type"] == "notify"]
         assert tried["outcome"] == "retrying" and "169.254.169.254 (link-local)" in tried["error"], tried
-    finally:
-        server.release.set()
-        server.httpd.shutdown()
-        server.httpd.server_close()
-        server.thread.join(5)

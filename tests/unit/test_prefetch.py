@@ -16,8 +16,9 @@ from collector.run import runner
 from collector.run.runner import Runtime, install
 from collector.specs.registry import Registry
 from collector.store import lanes
-from collector.store.records import JobStore
-from collector.store.rq import claiming_queue, claims_key
+from collector.store.claiming_queue import claiming_queue
+from collector.store.records import JobStore, Lease
+from collector.store.rq import claims_key
 from collector.submit.submitter import Submitter
 from collector.workflows.recovery import recover_claims
 
@@ -78,9 +79,9 @@ def test_a_worker_that_stops_gives_back_the_job_it_had_taken_next(
 def test_a_worker_asked_to_stop_takes_nothing_with_the_end_of_its_job(
     worker: CollectorWorker, fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry
 ) -> None:
-    submit(fake_redis, unit_config, registry)
+    job = Job.fetch(submit(fake_redis, unit_config, registry), connection=fake_redis, serializer=JSONSerializer)
     worker._stop_requested = True
-    assert worker.send_end([]) is None
+    assert worker.send_end(job, []) is None
     assert fake_redis.llen(QUEUE) == 1 and fake_redis.llen(claims_key(QUEUE, "w")) == 0
 
 
@@ -88,7 +89,8 @@ def test_a_job_taken_next_by_a_child_that_dies_is_queued_again(
     worker: CollectorWorker, fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry
 ) -> None:
     job_id = submit(fake_redis, unit_config, registry)
-    assert worker.send_end([(("EXISTS", "rq:suspended"), {})]) == [0]  # the end of the job before, and the take
+    before = Job.fetch(job_id, connection=fake_redis, serializer=JSONSerializer)  # stands for the job that ended
+    assert worker.send_end(before, [(("EXISTS", "rq:suspended"), {})]) == [0]  # the end of the job before, and the take
     assert fake_redis.lrange(claims_key(QUEUE, "w"), 0, -1) == [job_id.encode()]
     assert fake_redis.llen(QUEUE) == 0
     recover_claims(fake_redis, unit_config, "w", cause="killed")  # the child died before running it
@@ -123,19 +125,61 @@ def test_an_end_lost_in_flight_is_written_alone_and_what_it_took_goes_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     first, second, third = (submit(fake_redis, unit_config, registry) for _ in range(3))
-    original, lost = lanes.Taker.take_after, []
+    original, lost = lanes.Taker.take_after_fenced, []
 
-    def lost_once(taker: lanes.Taker, connection: Any, commands: Any) -> Any:
-        answer = original(taker, connection, commands)
+    def lost_once(taker: lanes.Taker, *args: Any) -> Any:
+        answer = original(taker, *args)
         if not lost:  # the script ran and took the next job; its answer was lost
             lost.append(answer)
             raise redis.ConnectionError("Connection closed by server.")
         return answer
 
-    monkeypatch.setattr(lanes.Taker, "take_after", lost_once)
+    monkeypatch.setattr(lanes.Taker, "take_after_fenced", lost_once)
     assert worker.work(burst=True)
     assert len(lost) == 1
     assert [status(fake_redis, unit_config, j) for j in (first, second, third)] == ["finished"] * 3
     assert [Job.fetch(j, connection=fake_redis, serializer=JSONSerializer).get_status()
             for j in (first, second, third)] == ["finished"] * 3
     assert fake_redis.llen(claims_key(QUEUE, "w")) == 0 and fake_redis.llen(QUEUE) == 0
+
+
+def test_a_finished_run_that_lost_its_lease_writes_nothing_and_takes_nothing(
+    worker: CollectorWorker, fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    first, second = (submit(fake_redis, unit_config, registry) for _ in range(2))
+    original = Lease.fenced
+
+    def taken_meanwhile(lease: Lease, build: Any) -> list[Any]:
+        made = original(lease, build)
+        if lease.job_id == first:  # recovered while it ran: another attempt holds it now
+            fake_redis.hset(JobStore(fake_redis, unit_config).keys.job(first), "lease", "another")
+        return made
+
+    monkeypatch.setattr(Lease, "fenced", taken_meanwhile)
+    assert worker.work(burst=True)
+    record = JobStore(fake_redis, unit_config).read(first, "status", "lease")
+    assert record == {"status": "started", "lease": "another"}  # the other attempt's, untouched
+    assert Job.fetch(first, connection=fake_redis, serializer=JSONSerializer).get_status() != "finished"
+    assert "lost its lease (taken) before its end was written" in caplog.text
+    assert status(fake_redis, unit_config, second) == "finished"  # taken afterwards, as usual
+    assert fake_redis.llen(claims_key(QUEUE, "w")) == 0
+
+
+def test_a_worker_asked_to_stop_as_its_job_ends_writes_that_end_and_takes_nothing(
+    worker: CollectorWorker, fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, second = (submit(fake_redis, unit_config, registry) for _ in range(2))
+    original = Lease.fenced
+
+    def stop_asked(lease: Lease, build: Any) -> list[Any]:
+        worker._stop_requested = True  # SIGTERM while the job ran
+        return original(lease, build)
+
+    monkeypatch.setattr(Lease, "fenced", stop_asked)
+    worker.work(burst=True)
+    assert status(fake_redis, unit_config, first) == "finished"
+    assert Job.fetch(first, connection=fake_redis, serializer=JSONSerializer).get_status() == "finished"
+    assert status(fake_redis, unit_config, second) == "queued"
+    assert fake_redis.lrange(QUEUE, 0, -1) == [second.encode()] and fake_redis.llen(claims_key(QUEUE, "w")) == 0

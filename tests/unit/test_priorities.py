@@ -13,9 +13,11 @@ from rq.serializers import JSONSerializer
 from collector.config import Config
 from collector.errors import ConfigError
 from collector.specs.registry import Registry
+from collector.store.claiming_queue import claiming_queue
 from collector.store.lanes import Taker
 from collector.store.records import JobStore
-from collector.store.rq import RQ, DashboardQueue, claiming_queue, claims_key, lane_key, wake_key
+from collector.store.rq import RQ, claims_key, lane_key, wake_key
+from collector.store.rq_dashboard import DashboardQueue
 from collector.submit.submitter import Submitter
 from collector.workflows.cancel import cancel
 from collector.workflows.children import JobLinks

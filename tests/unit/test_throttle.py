@@ -23,21 +23,10 @@ from collector.specs.registry import Registry
 from collector.store.buckets import Buckets
 from collector.store.records import JobStore, Keys
 from collector.submit.submitter import Submitter
-from tests.unit.platforms.conftest import LocalServer, json_answer
+from tests.local_server import LocalServer, json_answer
 
 TEN = parse_rate("10/s")
 log = logging.getLogger("tests.throttle")
-
-
-@pytest.fixture
-def local_server(allow_loopback: None) -> Iterator[LocalServer]:
-    server = LocalServer()
-    server.thread.start()
-    yield server
-    server.release.set()
-    server.httpd.shutdown()
-    server.httpd.server_close()
-    server.thread.join(5)
 
 
 @pytest.fixture

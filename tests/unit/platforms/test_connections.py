@@ -21,8 +21,8 @@ from collector.specs.registry import Registry
 from collector.store.records import JobStore
 from platforms.csv_source import CsvSource
 from platforms.http_json import HttpJson
+from tests.local_server import LocalServer, json_answer
 from tests.unit.conftest import SECRET_KEY
-from tests.unit.platforms.conftest import LocalServer, json_answer
 
 # Secrets of the connections, looked for in everything the service keeps.
 PASSWORD = "pg-pass-8d1f2c"

@@ -20,8 +20,8 @@ from collector.specs.registry import Registry
 from collector.store.records import JobStore
 from collector.submit.submitter import Submitter
 from platforms.csv_source import CsvSource, infer_type
+from tests.local_server import LocalServer, json_answer
 from tests.unit.conftest import SECRET_KEY as KEY
-from tests.unit.platforms.conftest import LocalServer, json_answer
 
 PUBLISHERS = (
     "id,code,name,revenue,active,since,updated_at,note\n"

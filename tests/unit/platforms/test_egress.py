@@ -22,8 +22,8 @@ from collector.http_client import HttpClient
 from collector.specs.registry import Registry
 from platforms.csv_source import CsvSource
 from platforms.http_json import HttpJson
+from tests.local_server import LocalServer, json_answer
 from tests.unit.conftest import SECRET_KEY as KEY
-from tests.unit.platforms.conftest import LocalServer, json_answer
 
 METADATA_SPELLINGS = [
     "http://169.254.169.254/latest/meta-data/iam/security-credentials/",

@@ -25,8 +25,8 @@ from collector.submit.submitter import Submitter
 from collector.testkit import redis_contents
 from collector.types import Secret
 from platforms.http_json import HttpJson, dig, flatten, link_header_next
+from tests.local_server import LocalServer, Seen, json_answer
 from tests.unit.conftest import SECRET_KEY as KEY
-from tests.unit.platforms.conftest import LocalServer, Seen, json_answer
 
 TOKEN = "tok-9f8e7d6c5b4a"
 PASSWORD = "pw-0a1b2c3d4e"

@@ -21,8 +21,8 @@ from collector.specs.registry import Registry
 from collector.store.records import JobStore, Keys
 from collector.store.state import States
 from collector.submit.submitter import Submitter
+from tests.local_server import LocalServer, Seen, json_answer
 from tests.unit.conftest import SECRET_KEY as KEY
-from tests.unit.platforms.conftest import LocalServer, Seen, json_answer
 
 
 @pytest.fixture

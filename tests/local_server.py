@@ -1,7 +1,9 @@
-"""A local HTTP server for source platform tests: routes answered by test functions, requests recorded."""
+"""A local HTTP server on 127.0.0.1 for tests of what reaches out over HTTP (sources, hooks, rate limits): routes
+answered by test functions, requests recorded."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import threading
@@ -9,8 +11,6 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-import pytest
 
 Answer = tuple[int, dict[str, str], bytes]
 
@@ -77,15 +77,16 @@ class LocalServer:
     def seen(self, path: str) -> list[Seen]:
         return [r for r in self.requests if r.path == path]
 
-
-@pytest.fixture
-def local_server(allow_loopback: None) -> Iterator[LocalServer]:
-    server = LocalServer()
-    server.thread.start()
-    try:
-        yield server
-    finally:
-        server.release.set()
-        server.httpd.shutdown()
-        server.httpd.server_close()
-        server.thread.join(5)
+    @classmethod
+    @contextlib.contextmanager
+    def serving(cls) -> Iterator[LocalServer]:
+        """A server answering on a free port until the block ends; slow answers stop waiting then."""
+        server = cls()
+        server.thread.start()
+        try:
+            yield server
+        finally:
+            server.release.set()
+            server.httpd.shutdown()
+            server.httpd.server_close()
+            server.thread.join(5)

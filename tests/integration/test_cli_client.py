@@ -8,14 +8,13 @@ import pty
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 from collector.cli.client import Client
 from collector.config import Config
+from tests.local_server import LocalServer, json_answer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,32 +70,12 @@ def test_platforms_table(served: Any) -> None:
 
 
 def test_the_token_is_sent_as_bearer(config: Config) -> None:
-    seen: list[str | None] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.headers.get("Authorization"))
-            body = b'{"platforms": [], "broken": {}}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}"
-        assert Client(url, token="t0ken").platforms() == {"platforms": [], "broken": {}}
-        assert cli(url, "platforms", token="s3cret").returncode == 0
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert seen == ["Bearer t0ken", "Bearer s3cret"]
+    with LocalServer.serving() as server:
+        server.route("/platforms/get", lambda seen, calls: json_answer({"platforms": [], "broken": {}}))
+        assert Client(server.base, token="t0ken").platforms() == {"platforms": [], "broken": {}}
+        assert cli(server.base, "platforms", token="s3cret").returncode == 0
+    sent = [seen.headers.get("authorization") for seen in server.seen("/platforms/get")]
+    assert sent == ["Bearer t0ken", "Bearer s3cret"]
 
 
 def test_the_client_and_from_job_work_with_a_named_token(config: Config) -> None:

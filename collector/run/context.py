@@ -231,7 +231,9 @@ class RunContext:
     def save_state(self, state: dict[str, Any]) -> None:
         """Keep `state` (a JSON object of at most `STATE_MAX_BYTES`, no secret values) as the state the next run of
         this job's state key gets as `ctx.saved_state`. Written with the job's end, and only when it finishes: a run
-        that fails, stops or retries leaves the saved state as it was. The last call wins. A job without a state
+        that fails, stops or retries leaves the saved state as it was. The last call wins, across waits too: a state
+        saved before `ctx.wait_for` (or a wait for children) is kept with the job and written when a run after the
+        wait finishes, unless that run saves another. A job without a state
         key (no `state_key` in its spec, not run by a schedule) keeps nothing; a warning says so."""
         self.check_lease()
         payload = encode_state(state, secrets=self.secrets)

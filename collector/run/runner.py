@@ -160,7 +160,7 @@ def _admit(runtime: Runtime, job_id: str, *, cap: str, timeout_s: float) -> None
 
 START_FIELDS = ("platform_id", "settings", "secrets", "status", "checkpoint", "retry", "max_attempts",
                 "cancel_requested_at", "canceled_by", "timeout_s", "inputs", "parent_id", "children", "resumes",
-                "notify", "client_id", "schedule_id", "concurrency", "state_key")
+                "notify", "client_id", "schedule_id", "concurrency", "state_key", "state_pending")
 
 
 def execute(job_id: str, runtime: Runtime) -> Any:
@@ -268,6 +268,8 @@ def _context(runtime: Runtime, job_id: str, got: dict[str, Any], attempt: int, t
         state_key=state_key,
         saved_state=(saved or {}).get("state"),
     )
+    if state_key and got.get("state_pending"):  # what a run before a wait saved, until this run saves its own
+        ctx.state_to_save = got["state_pending"]
     if got.get("cancel_requested_at"):
         ctx.cancel()
     runtime.current = ctx
@@ -383,8 +385,11 @@ def _fail(runtime: Runtime, ctx: RunContext, exc: BaseException, got: dict[str, 
 
 def _suspend(runtime: Runtime, ctx: RunContext, wait: dict[str, Any]) -> str:
     """A job that waits (for input or children): record it and free the worker. `stopped` when cancelled."""
+    fields = ctx.final_fields()
+    if ctx.state_key and ctx.state_to_save:  # saved before the wait: kept for the run that resumes, until it ends
+        fields["state_pending"] = ctx.state_to_save
     status = "stopped" if ctx.should_stop else until_written(
-        lambda: suspend(runtime.connection, runtime.store, ctx.job_id, wait, ctx.final_fields(), lease=ctx.lease),
+        lambda: suspend(runtime.connection, runtime.store, ctx.job_id, wait, fields, lease=ctx.lease),
         wait_s=runtime.config.redis_wait_s, what=f"job {ctx.job_id}: waiting")
     if status == "superseded":
         return status

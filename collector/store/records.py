@@ -28,7 +28,7 @@ JSON_FIELDS = frozenset({
     "retries_by_hand", "notify",
 })
 # Fields never shown in an API answer.
-HIDDEN_FIELDS = frozenset({"secrets", "timeout_s", "inputs", "wait_nonce", "wait_used", "lease"})
+HIDDEN_FIELDS = frozenset({"secrets", "timeout_s", "inputs", "wait_nonce", "wait_used", "lease", "state_pending"})
 ENDED = frozenset({"finished", "failed", "stopped", "canceled"})
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DATASETS = ("original", "processed")

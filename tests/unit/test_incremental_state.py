@@ -259,3 +259,44 @@ def test_resetting_state_needs_operate(fake_redis: fakeredis.FakeRedis, unit_con
     assert saved(fake_redis, unit_config, "saver", "k3") is not None
     done = client.delete("/state?key=k3", headers={"Authorization": f"Bearer {OPERATE}", "X-Requested-With": "t"})
     assert done.status_code == 200 and done.json["reset"] == ["saver"]
+
+
+WAITER = '''
+    """A platform that saves state, then waits for an approval before it finishes."""
+    from collector.platform import Platform
+
+
+    class Waiter(Platform):
+        """Saves `value` as `seen` on its first run, waits for `go`, and finishes after it without saving again."""
+
+        def __init__(self, value: int = 0) -> None:
+            self.value = value
+
+        def _run(self, ctx):
+            if "go" not in ctx.inputs:
+                ctx.save_state({"seen": self.value})
+            ctx.wait_for("go", prompt="approve")
+            return {"seen_before": ctx.saved_state.get("seen")}
+'''
+
+
+def test_a_state_saved_before_a_wait_is_written_when_the_resumed_run_finishes(
+        fake_redis: fakeredis.FakeRedis, unit_config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        client: FlaskClient) -> None:
+    from collector.errors import JobFailedError as Suspended
+    from collector.workflows.waiting import resume
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = Registry.discover(make_package(tmp_path, "waitingstateplatforms", waiter=WAITER))
+    spec = {"platform_id": "waiter", "state_key": "approvals", "settings": {"value": 7}}
+    job_id = Submitter(connection=fake_redis, config=unit_config, registry=registry).submit(spec)["job_id"]
+    runtime = Runtime(unit_config, fake_redis, registry)
+    with pytest.raises(Suspended, match="waiting"):
+        execute(job_id, runtime)
+    assert saved(fake_redis, unit_config, "waiter", "approvals") is None  # not before the job finishes
+    view = client.get(f"/execution/get?job_id={job_id}").get_json()
+    assert view["status"] == "waiting" and "state_pending" not in view
+    resume(fake_redis, unit_config, job_id, token=view["waiting"]["resume_token"], given={"ok": True})
+    fake_redis.delete("rq:queue:collector")  # run here, not by a worker
+    assert execute(job_id, runtime) == {"seen_before": None}
+    assert saved(fake_redis, unit_config, "waiter", "approvals")["state"] == {"seen": 7}  # type: ignore[index]

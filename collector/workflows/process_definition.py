@@ -15,11 +15,12 @@ from typing import Any
 from collector.errors import ValidationError
 from collector.specs.job import validate_spec
 from collector.specs.notify import PROCESS_EVENTS, check_notify
+from collector.store.state import state_key_problem
 from collector.submit.submitter import Submitter
 
 PROCESS_FIELDS = {"name", "version", "steps", "notify"}
 STEP_FIELDS = {"name", "tasks"}
-TASK_FIELDS = {"name", "platform_id", "settings", "manual", "prompt"}
+TASK_FIELDS = {"name", "platform_id", "settings", "manual", "prompt", "state_key"}
 NOTE_MAX_CHARS = 500  # longest note an ack, rerun or finalize keeps in the process's history
 REFERENCE = "$result"
 VERDICTS = {"OK", "FAIL"}
@@ -103,8 +104,8 @@ def _check_task(task: Any, where: str, names: set[str], errors: dict[str, list[s
     if task.get("manual") is True:
         if not isinstance(task.get("prompt", ""), str):
             _err(errors, f"{where}.prompt", "say what the person should check, as a string")
-        if "platform_id" in task or "settings" in task:
-            _err(errors, where, "a manual task has no platform_id or settings")
+        if "platform_id" in task or "settings" in task or "state_key" in task:
+            _err(errors, where, "a manual task has no platform_id, settings or state_key")
         return
     if "manual" in task:
         _err(errors, f"{where}.manual", "only `manual: true` is meaningful; leave it out for platform tasks")
@@ -127,6 +128,8 @@ def _check_task(task: Any, where: str, names: set[str], errors: dict[str, list[s
                 # Its value would be kept in the process's definition in plain text, beside the reference.
                 _err(errors, f"{where}.settings.{key}", "a secret or storage setting cannot take another task's "
                                                         "result; give its value, or a connection name")
+    if task.get("state_key") is not None and (problem := state_key_problem(task["state_key"])):
+        _err(errors, f"{where}.state_key", problem)
     try:
         validate_spec({"platform_id": task.get("platform_id"), "settings": settings}, submitter.registry)
     except ValidationError as exc:

@@ -253,6 +253,8 @@ class Processes:
         doc = self._update(process_id, change)
         for job_id, settings, task in to_submit:
             spec = {"platform_id": task["platform_id"], "settings": settings}
+            if task.get("state_key"):  # runs of the task, and of other jobs with the key, hand their state on
+                spec["state_key"] = task["state_key"]
             self.submitter.submit(spec, job_id=job_id, extra={"process_id": process_id})
         if to_submit:
             self._cancel_strays(process_id, [job_id for job_id, _, _ in to_submit])
@@ -376,7 +378,8 @@ class Processes:
                 raise ValidationError("the process has secrets but the service has no COLLECTOR_SECRET_KEY")
             sealed = self.submitter.sealer.seal(secrets)
         return {**base, "kind": "platform", "platform_id": spec.platform.id, "settings": masked, "secrets": sealed,
-                **({"refers": refers} if refers else {})}
+                **({"refers": refers} if refers else {}), **({"state_key": task["state_key"]} if task.get("state_key")
+                                                              else {})}
 
     def _find_open_task(self, doc: dict[str, Any], name: str) -> tuple[dict[str, Any], dict[str, Any]]:
         if doc["status"] != "running":

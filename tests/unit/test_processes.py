@@ -145,3 +145,19 @@ def test_process_api(client) -> None:
     assert conflict.status_code == 409 and conflict.get_json()["error"] == "conflict"
     assert client.get("/process/get").status_code == 400
     assert client.get("/process/get?process_id=missing").status_code == 404
+
+
+def test_a_task_with_a_state_key_runs_as_a_job_of_that_key(processes: Processes, fake_redis) -> None:
+    body = definition()
+    body["steps"][0]["tasks"][0]["state_key"] = "monthly-pull"
+    view = processes.run(body)
+    job_id = task(view, "pull")["job_id"]
+    assert fake_redis.hget(f"collector:job:{job_id}", "state_key") == b"monthly-pull"
+
+    bad, before = definition(), fake_redis.dbsize()
+    bad["steps"][0]["tasks"][0]["state_key"] = "no spaces allowed"
+    bad["steps"][0]["tasks"][1]["state_key"] = "k"
+    with pytest.raises(ValidationError) as caught:
+        processes.run(bad)
+    assert set(caught.value.details) == {"steps.0.tasks.0.state_key", "steps.0.tasks.1"}
+    assert fake_redis.dbsize() == before

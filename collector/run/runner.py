@@ -482,6 +482,8 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
             States(runtime.connection, runtime.store.keys).save(
                 pipe, platform_id=ctx.platform_id, state_key=ctx.state_key, payload=ctx.state_to_save,
                 job_id=ctx.job_id, ttl_s=runtime.config.state_ttl_s, found=ctx.state_found)
+        if ctx.throttler is not None and ctx.throttler.waited_s > 0:
+            metrics.rate_waited(pipe, runtime.store.keys, platform_id=ctx.platform_id, seconds=ctx.throttler.waited_s)
         if ctx.lease is not None:
             ctx.lease.end(pipe)
 

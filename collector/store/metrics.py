@@ -68,6 +68,11 @@ def job_ended(pipe: Pipeline, keys: Keys, *, job_id: str, platform_id: str, stat
     pipe.hincrby(name, f"duration_count{SEP}{platform_id}", 1)
 
 
+def rate_waited(pipe: Pipeline, keys: Keys, *, platform_id: str, seconds: float) -> None:
+    """Hook of the runner's end pipeline: the seconds an attempt slept for tokens of its rate limits."""
+    pipe.hincrbyfloat(keys.metrics(), f"rate_wait{SEP}{platform_id}", round(seconds, 6))
+
+
 def ended(*, job_id: str, platform_id: str, status: str, duration_s: float) -> None:
     log.info("job %s in %.3f s", status, duration_s,
              extra={"job_id": job_id, "platform_id": platform_id, "event": status, "duration_s": duration_s})
@@ -81,6 +86,7 @@ def read(connection: Redis, keys: Keys) -> dict[str, Any]:
     """The hash parsed: `{"counters": {event: {platform: n}}, "durations": {platform: {...}}}`."""
     raw = connection.hgetall(keys.metrics())
     counters: dict[str, dict[str, float]] = defaultdict(dict)
+    rate_waits: dict[str, float] = {}
     durations: dict[str, dict[str, Any]] = defaultdict(lambda: {"buckets": {}, "sum": 0.0, "count": 0})
     for key, value in raw.items():
         field = key.decode() if isinstance(key, bytes) else key
@@ -93,9 +99,11 @@ def read(connection: Redis, keys: Keys) -> dict[str, Any]:
             durations[rest]["sum"] = number
         elif kind == "duration_count":
             durations[rest]["count"] = number
+        elif kind == "rate_wait":
+            rate_waits[rest] = number
         elif kind in EVENTS:
             counters[kind][rest] = number
-    return {"counters": dict(counters), "durations": dict(durations)}
+    return {"counters": dict(counters), "durations": dict(durations), "rate_waits": rate_waits}
 
 
 class RedisMetrics(Collector):
@@ -128,6 +136,12 @@ class RedisMetrics(Collector):
                 buckets.append((_label(bound), running))
             histogram.add_metric([platform], buckets, data["sum"])
         yield histogram
+        waits = CounterMetricFamily("collector_rate_limit_wait_seconds",
+                                    "Seconds jobs slept for tokens of their rate limits, by platform (written with "
+                                    "each attempt's end).", labels=["platform"])
+        for platform, seconds in sorted(parsed["rate_waits"].items()):
+            waits.add_metric([platform], seconds)
+        yield waits
         counts = self.rq.counts("queued", "started")
         depth = GaugeMetricFamily("collector_queue_depth", "Jobs waiting in the queue.", labels=["queue"])
         depth.add_metric([self.queue_name], counts["queued"])

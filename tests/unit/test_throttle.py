@@ -10,6 +10,7 @@ from typing import Any
 
 import fakeredis
 import pytest
+from flask.testing import FlaskClient
 
 from collector import rates
 from collector.config import Config
@@ -20,10 +21,12 @@ from collector.run.context import RunContext
 from collector.run.runner import Runtime, execute
 from collector.run.throttle import JobThrottle
 from collector.specs.registry import Registry
+from collector.store import metrics
 from collector.store.buckets import Buckets
 from collector.store.records import JobStore, Keys
 from collector.submit.submitter import Submitter
 from tests.local_server import LocalServer, json_answer
+from tests.unit.test_metrics import samples
 
 TEN = parse_rate("10/s")
 log = logging.getLogger("tests.throttle")
@@ -217,7 +220,7 @@ def test_without_a_throttle_the_client_sleeps_as_asked(local_server: LocalServer
 
 
 def test_a_platform_s_jobs_keep_to_its_rate_limit(fake_redis: fakeredis.FakeRedis, unit_config: Config,
-                                                  local_server: LocalServer) -> None:
+                                                  local_server: LocalServer, client: FlaskClient) -> None:
     arrived: list[float] = []
     local_server.route("/paced", lambda seen, n: (arrived.append(time.monotonic()), json_answer({}))[1])
     registry = Registry.discover("tests.paced_platforms")
@@ -232,6 +235,8 @@ def test_a_platform_s_jobs_keep_to_its_rate_limit(fake_redis: fakeredis.FakeRedi
     assert len(arrived) == 8
     assert arrived[-1] - started >= 0.69                    # 8 requests at 10/s: the last turn 0.7 s after the first
     assert rates.current() is None                          # uninstalled once the job ended
+    waited = samples(client)[("collector_rate_limit_wait_seconds_total", (("platform", "paced"),))]
+    assert 0.5 <= waited < 3                                # 0.3 s by the first job, 0.4 s by the second
 
 
 def test_a_runtime_not_throttled_takes_no_tokens(fake_redis: fakeredis.FakeRedis, unit_config: Config,
@@ -245,3 +250,4 @@ def test_a_runtime_not_throttled_takes_no_tokens(fake_redis: fakeredis.FakeRedis
     assert execute(job_id, runtime) == {"requests": 3}
     assert len(local_server.seen("/paced")) == 3
     assert fake_redis.keys("collector:bucket:*") == []
+    assert metrics.read(fake_redis, Keys("collector"))["rate_waits"] == {}

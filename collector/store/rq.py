@@ -157,6 +157,13 @@ class RQ:
         raw = self.connection.hget(Keys(self.config.key_prefix).job(job_id), "priority")
         return raw.decode() if isinstance(raw, bytes) else raw
 
+    def recreate(self, pipe: Pipeline, job_id: str, *, timeout: int) -> None:
+        """Queue a new RQ job for the record `job_id`, whose RQ hash is gone (expired, deleted): on the lane of the
+        priority it was submitted with, under the concurrency cap it was submitted under."""
+        priority, cap = (raw.decode() if isinstance(raw, bytes) else raw for raw in self.connection.hmget(
+            Keys(self.config.key_prefix).job(job_id), ["priority", "concurrency"]))
+        self.enqueue(pipe, job_id, timeout=timeout, priority=priority, cap=cap or None)
+
     # -- reading -----------------------------------------------------------------------------------------------
     def fetch(self, job_id: str) -> Job | None:
         """RQ's job `job_id`, or None when its hash is gone (expired, flushed)."""
@@ -251,7 +258,7 @@ class RQ:
         for key in self.lane_keys:
             pipe.lrem(key, 0, job_id)
         if job is None:
-            self.enqueue(pipe, job_id, timeout=timeout)
+            self.recreate(pipe, job_id, timeout=timeout)
         else:
             self.lane(priority_of(job))._enqueue_job(job, pipeline=pipe)  # saves it with no expiry (ttl None)
 

@@ -262,7 +262,7 @@ class Ends:
         if job is not None:
             self.rq.requeue(pipe, job, at_front=at_front)
         elif recreate_timeout_s is not None:
-            self.rq.enqueue(pipe, job_id, timeout=recreate_timeout_s)
+            self.rq.recreate(pipe, job_id, timeout=recreate_timeout_s)
 
     def _keep_open(self, pipe: Any, job_id: str) -> None:
         """The safety net of a job not yet ended: its record and events expire `open_record_ttl_s` after its last

@@ -219,3 +219,24 @@ def test_metrics_show_each_caps_slots_held_and_jobs_parked(
     assert got[("collector_jobs_parked", (("cap", "demo"),))] == 2
     assert got[("collector_concurrency_slots_held", (("cap", "demo:acme"),))] == 1
     assert got[("collector_jobs_parked", (("cap", "demo:acme"),))] == 0
+
+
+def test_a_job_retried_after_its_rq_hash_is_gone_keeps_its_cap(
+    fake_redis: fakeredis.FakeRedis, capped: Config, registry: Registry
+) -> None:
+    from rq.job import Job
+    from rq.serializers import JSONSerializer
+
+    from collector.errors import JobFailedError
+    from collector.workflows.retry import retry
+
+    job_id = submit(fake_redis, capped, registry, priority="high", settings={"rows": 2, "fail_at": 1})
+    assert Job.fetch(job_id, connection=fake_redis, serializer=JSONSerializer).meta["cap"] == "demo"
+    fake_redis.delete("rq:queue:collector:high")
+    with pytest.raises(JobFailedError):
+        execute(job_id, Runtime(capped, fake_redis, registry, worker_name="w1"))
+    fake_redis.delete(f"rq:job:{job_id}")  # expired before anyone retried it
+    retry(fake_redis, capped, job_id, by="ops")
+    again = Job.fetch(job_id, connection=fake_redis, serializer=JSONSerializer)
+    assert again.meta == {"priority": "high", "cap": "demo"}
+    assert fake_redis.lrange("rq:queue:collector:high", 0, -1) == [job_id.encode()]

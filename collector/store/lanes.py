@@ -17,6 +17,8 @@ from typing import Any
 from redis import Redis
 from redis.commands.core import Script
 
+from collector.store.records import FENCE, script_groups
+
 PRIORITIES = ("high", "normal", "low")  # lanes, taken in this order
 DEFAULT_PRIORITY = "normal"
 WAKE_TOKENS = 256    # wake-ups kept for children not yet waiting; each only makes a child look again
@@ -86,19 +88,14 @@ _TAKE_AFTER = _TAKE.replace(
 APPLIED_THEN_TAKE = "local first, fenced = 1, 1\n" + _APPLY + "apply(4, #ARGV)\n" + _TAKE_AFTER
 APPLIED_THEN_TAKE_SCRIPT = Script(None, APPLIED_THEN_TAKE.encode())
 
-# The same, with a finished run's own end first, fenced as `records.FENCED_WRITE` fences it: KEYS[1] is the job
-# record, ARGV[4] how many words the fenced part has (the lease token, then its groups). Applied only while the
-# run holds its lease (or its end is written already: a resend); else nothing is applied or taken, and the
-# answer's fifth part says why (0: the lease is another's, -1: no record), as the fenced-write script answers.
-FENCED_THEN_TAKE = "local first = 2\n" + _APPLY + """
+# The same, with a finished run's own end first, fenced as `records.FENCED_WRITE` fences it (the same `FENCE`):
+# KEYS[1] is the job record, ARGV[4] how many words the fenced part has (the lease token, then its groups).
+# Applied only while the run holds its lease (or its end is written already: a resend); else nothing is applied
+# or taken, and the answer's fifth part says why (0: the lease is another's, -1: no record), as the fenced-write
+# script answers.
+FENCED_THEN_TAKE = "local first = 2\n" + _APPLY + FENCE + """
 local f = tonumber(ARGV[4])
-local token = ARGV[5]
-local held = redis.call('HMGET', KEYS[1], 'lease', 'status')
-local fenced = 1
-if not held[1] then
-  if redis.call('EXISTS', KEYS[1]) == 0 then fenced = -1 else fenced = 0 end
-elseif held[1] == token .. ':ended' then fenced = 2
-elseif held[1] ~= token or held[2] ~= 'started' then fenced = 0 end
+local fenced = fence(KEYS[1], ARGV[5])
 if fenced ~= 1 and fenced ~= 2 then return {false, false, {}, false, fenced} end
 if fenced == 1 then apply(6, 4 + f) end
 apply(5 + f, #ARGV)
@@ -127,9 +124,7 @@ class Taker:
     def take_after(self, connection: Redis, commands: Sequence[tuple[Any, ...]]) -> tuple[Any, Any]:
         """Apply `commands` (a pipeline's command stack), then take the next job with its job hash, in one script:
         `((lane, job id) or None, the answer of the last command)`."""
-        argv: list[Any] = [self.age_s, self.job_prefix, "1"]
-        for args, _options in commands:
-            argv += [len(args), *args]
+        argv = [self.age_s, self.job_prefix, "1", *script_groups(commands)]
         lane, job_id, flat, last, _ = APPLIED_THEN_TAKE_SCRIPT(keys=[*self.lanes, self.claims], args=argv,
                                                                client=connection)
         return self.taken([lane, job_id, flat] if lane else None), last
@@ -139,9 +134,7 @@ class Taker:
         """`take_after`, with the fenced writes `fenced` (a lease's token and writes) to the job record `record`
         applied first, in the same script: `((lane, job id) or None, the answer of the last command, the fenced
         answer)`. When the fence refuses (answer 0 or -1), nothing was applied or taken."""
-        argv: list[Any] = [self.age_s, self.job_prefix, "1", len(fenced), *fenced]
-        for args, _options in commands:
-            argv += [len(args), *args]
+        argv = [self.age_s, self.job_prefix, "1", len(fenced), *fenced, *script_groups(commands)]
         lane, job_id, flat, last, answer = FENCED_THEN_TAKE_SCRIPT(keys=[record, *self.lanes, self.claims],
                                                                    args=argv, client=connection)
         return self.taken([lane, job_id, flat] if lane else None), last, answer

@@ -283,14 +283,22 @@ def run_watched(connection: Redis, attempt: Callable[[Pipeline], T], *, pipe: Pi
 # each command as its length and its words. Answers 1 (written), 0 (the lease is another's), -1 (no record: a
 # record deleted or expired under a running job is never re-created) or 2 (the run's end is written already: its
 # last write marked the lease ended, and this is that write sent again after a lost answer, or a late check).
-FENCED_WRITE = """
-local held = redis.call('HMGET', KEYS[1], 'lease', 'status')
-if not held[1] then
-  if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-  return 0
+# The lease check itself, as a Lua function every fenced script starts with (`store/lanes.py` FENCED_THEN_TAKE too).
+FENCE = """
+local function fence(record, token)
+  local held = redis.call('HMGET', record, 'lease', 'status')
+  if not held[1] then
+    if redis.call('EXISTS', record) == 0 then return -1 end
+    return 0
+  end
+  if held[1] == token .. ':ended' then return 2 end
+  if held[1] ~= token or held[2] ~= 'started' then return 0 end
+  return 1
 end
-if held[1] == ARGV[1] .. ':ended' then return 2 end
-if held[1] ~= ARGV[1] or held[2] ~= 'started' then return 0 end
+"""
+FENCED_WRITE = FENCE + """
+local fenced = fence(KEYS[1], ARGV[1])
+if fenced ~= 1 then return fenced end
 local i = 2
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
@@ -299,6 +307,15 @@ while i <= #ARGV do
 end
 return 1
 """
+
+
+def script_groups(commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Commands queued on a pipeline (its `command_stack` entries) as the groups a script applies them from: each
+    command's word count, then its words."""
+    groups: list[Any] = []
+    for args, _options in commands:
+        groups += [len(args), *args]
+    return groups
 
 
 class JobStore:
@@ -476,12 +493,9 @@ class Lease:
     def fenced(self, build: Callable[[Pipeline], Any]) -> list[Any]:
         """The writes `build` queues, as the fenced-write script takes them (the token first): to send now
         (`send`) or with other writes (`answered` then reads the answer)."""
-        argv: list[Any] = [self.token]
         with self.store.connection.pipeline(transaction=False) as pipe:
             build(pipe)
-            for args, _options in pipe.command_stack:
-                argv += [len(args), *args]
-        return argv
+            return [self.token, *script_groups(pipe.command_stack)]
 
     def send(self, argv: list[Any], *, connection: Redis | None = None) -> bool:
         """Send fenced writes made by `fenced`, in one round trip. True when written."""

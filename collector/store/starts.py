@@ -12,7 +12,7 @@ from redis.commands.core import Script
 
 from collector import defaults
 from collector.store.metrics import SEP
-from collector.store.records import Keys, encode
+from collector.store.records import Keys, encode, script_groups
 
 # KEYS: the job record, its events list, the metrics hash. ARGV: how many fields to read, the fields, how many
 # values to set (name, value pairs), the pairs, the `started` event (JSON), the events kept, the metrics field
@@ -46,21 +46,13 @@ def load(connection: Redis) -> None:
     connection.script_load(START)
 
 
-def queued(commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-    """Commands queued on a pipeline (its `command_stack` entries' words) as the script's groups."""
-    argv: list[Any] = []
-    for args, _options in commands:
-        argv += [len(args), *args]
-    return argv
-
-
 def start(connection: Redis, keys: Keys, job_id: str, *, fields: Sequence[str], values: Mapping[str, Any],
           event: Mapping[str, Any], before: Sequence[tuple[Any, ...]] = ()) -> tuple[list[Any], int]:
     """Apply the writes `before` (a pipeline's command stack), then mark the job started with `values`, count it
     and add its `started` event; returns the record's `fields` as they were, and its attempt number now."""
     pairs = [word for name, value in encode(values).items() for word in (name, value)]
     argv = [len(fields), *fields, len(pairs), *pairs, json.dumps(event, default=str, separators=(",", ":")),
-            defaults.EVENTS_MAXLEN, STARTED_PREFIX, *queued(before)]
+            defaults.EVENTS_MAXLEN, STARTED_PREFIX, *script_groups(before)]
     got, attempt = START_SCRIPT(keys=[keys.job(job_id), keys.events(job_id), keys.metrics()], args=argv,
                                 client=connection)
     return list(got), int(attempt)

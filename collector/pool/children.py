@@ -206,16 +206,15 @@ class CollectorWorker(LeanHeartbeats, SimpleWorker):
         `commands` and the take of the next job, in one script. `[the answer of the last command]`, or None when
         not sent that way (RQ's writes are then sent as they are, after the runner's)."""
         runtime = self.runtime
-        pending = runtime.pending_end if runtime is not None and runtime.pending_end is not None \
-            and runtime.pending_end.job_id == job.id else None
+        pending = runtime.pending_end if runtime is not None else None
+        if pending is not None and pending.job_id != job.id:
+            pending = None
         if not self._ends_with_take():
             if runtime is not None and not write_pending_end(runtime):
                 return self._superseded_end(job)
             return None
         queue_class: Any = self.queue_class
         fenced = (pending.record, pending.fenced) if pending is not None else None
-        if runtime is not None:
-            runtime.pending_end = None
         try:
             last, answer = queue_class.apply_then_take(self.connection, self.queues[0].key, commands, fenced)
         except REDIS_WAITS as exc:
@@ -224,15 +223,14 @@ class CollectorWorker(LeanHeartbeats, SimpleWorker):
             # the claims before the next take.
             log.warning("Worker %s: the end of its job was not sent with the take of the next (%s); sent alone",
                         self.name, exc)
-            if runtime is not None:
-                runtime.pending_end = pending
-                if not write_pending_end(runtime):
-                    return self._superseded_end(job)
+            if runtime is not None and not write_pending_end(runtime):
+                return self._superseded_end(job)
             wait_s = runtime.config.redis_wait_s if runtime is not None else 0.0
             return until_written(lambda: self._apply(commands), wait_s=wait_s, what=f"worker {self.name}: job end")
-        if runtime is not None and pending is not None \
-                and not pending_end_answered(runtime, pending, pending.lease.answered(answer)):
-            return self._superseded_end(job)
+        if runtime is not None and pending is not None:
+            runtime.pending_end = None
+            if not pending_end_answered(runtime, pending, pending.lease.answered(answer)):
+                return self._superseded_end(job)
         return [last]
 
     def _superseded_end(self, job: Job) -> list[Any]:

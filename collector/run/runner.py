@@ -106,11 +106,18 @@ class PendingEnd:
     """A finished job's end, made but not sent: its worker sends it with its own end writes and the take of the
     next job (`send_end`), or alone (`write_pending_end`); `ended` then does what follows the write."""
 
-    job_id: str
-    record: str               # the job record's key
-    fenced: list[Any]         # the lease's fenced writes (`Lease.fenced`)
     lease: Lease
+    fenced: list[Any]          # the lease's fenced writes (`Lease.fenced`)
     ended: Callable[[], None]  # once written: the `finished` log line
+
+    @property
+    def job_id(self) -> str:
+        return self.lease.job_id
+
+    @property
+    def record(self) -> str:
+        """The job record's key."""
+        return self.lease.store.keys.job(self.lease.job_id)
 
 
 _runtime: Runtime | None = None
@@ -494,8 +501,7 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
     if (status == "finished" and runtime.ends_with_worker and lease is not None and lease.lost is None
             and not ctx.parent_id and not got.get("concurrency")):
         # Nothing follows the write but the log line: the worker sends it with its own end (one round trip).
-        runtime.pending_end = PendingEnd(ctx.job_id, runtime.store.keys.job(ctx.job_id), lease.fenced(write), lease,
-                                         ended)
+        runtime.pending_end = PendingEnd(lease, lease.fenced(write), ended)
         return
     try:  # fenced: written only while this attempt holds its lease, and never onto a record that is gone
         until_written(lambda: ctx.write(write), wait_s=runtime.config.redis_wait_s,

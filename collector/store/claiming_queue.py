@@ -128,10 +128,7 @@ class ClaimingQueue(LaneQueue):
         when the child dies."""
         taker = cls._taker(queue_key)
         cls._unsure = True  # until the answer is read: a script lost in flight may have taken a job
-        if fenced is None:
-            (taken, last), answer = taker.take_after(connection, commands), 1
-        else:
-            taken, last, answer = taker.take_after_fenced(connection, fenced[0], fenced[1], commands)
+        taken, last, answer = taker.take_after(connection, commands, fenced)
         cls._unsure = False
         if taken is not None:
             cls._prefetched = (taken[0], taken[1], taker.job_hash)

@@ -121,22 +121,20 @@ class Taker:
     def args(self) -> list[object]:
         return [self.age_s, self.job_prefix, "1" if self.fetch else "0"]
 
-    def take_after(self, connection: Redis, commands: Sequence[tuple[Any, ...]]) -> tuple[Any, Any]:
+    def take_after(self, connection: Redis, commands: Sequence[tuple[Any, ...]],
+                   fenced: tuple[str, Sequence[Any]] | None = None) -> tuple[Any, Any, int]:
         """Apply `commands` (a pipeline's command stack), then take the next job with its job hash, in one script:
-        `((lane, job id) or None, the answer of the last command)`."""
-        argv = [self.age_s, self.job_prefix, "1", *script_groups(commands)]
-        lane, job_id, flat, last, _ = APPLIED_THEN_TAKE_SCRIPT(keys=[*self.lanes, self.claims], args=argv,
-                                                               client=connection)
-        return self.taken([lane, job_id, flat] if lane else None), last
-
-    def take_after_fenced(self, connection: Redis, record: str, fenced: Sequence[Any],
-                          commands: Sequence[tuple[Any, ...]]) -> tuple[Any, Any, int]:
-        """`take_after`, with the fenced writes `fenced` (a lease's token and writes) to the job record `record`
-        applied first, in the same script: `((lane, job id) or None, the answer of the last command, the fenced
-        answer)`. When the fence refuses (answer 0 or -1), nothing was applied or taken."""
-        argv = [self.age_s, self.job_prefix, "1", len(fenced), *fenced, *script_groups(commands)]
-        lane, job_id, flat, last, answer = FENCED_THEN_TAKE_SCRIPT(keys=[record, *self.lanes, self.claims],
-                                                                   args=argv, client=connection)
+        `((lane, job id) or None, the answer of the last command, the fenced answer)`. With `fenced` (a job record's
+        key, and a lease's token and writes to it), those writes come first, fenced: when the fence refuses (answer
+        0 or -1), nothing was applied or taken; without it the fenced answer is 1."""
+        args: list[Any] = [self.age_s, self.job_prefix, "1"]
+        if fenced is None:
+            script, keys = APPLIED_THEN_TAKE_SCRIPT, [*self.lanes, self.claims]
+        else:
+            record, writes = fenced
+            script, keys = FENCED_THEN_TAKE_SCRIPT, [record, *self.lanes, self.claims]
+            args += [len(writes), *writes]
+        lane, job_id, flat, last, answer = script(keys=keys, args=[*args, *script_groups(commands)], client=connection)
         return self.taken([lane, job_id, flat] if lane else None), last, answer
 
     def taken(self, result: object) -> tuple[bytes, bytes] | None:

@@ -125,7 +125,7 @@ def test_an_end_lost_in_flight_is_written_alone_and_what_it_took_goes_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     first, second, third = (submit(fake_redis, unit_config, registry) for _ in range(3))
-    original, lost = lanes.Taker.take_after_fenced, []
+    original, lost = lanes.Taker.take_after, []
 
     def lost_once(taker: lanes.Taker, *args: Any) -> Any:
         answer = original(taker, *args)
@@ -134,7 +134,7 @@ def test_an_end_lost_in_flight_is_written_alone_and_what_it_took_goes_back(
             raise redis.ConnectionError("Connection closed by server.")
         return answer
 
-    monkeypatch.setattr(lanes.Taker, "take_after_fenced", lost_once)
+    monkeypatch.setattr(lanes.Taker, "take_after", lost_once)
     assert worker.work(burst=True)
     assert len(lost) == 1
     assert [status(fake_redis, unit_config, j) for j in (first, second, third)] == ["finished"] * 3

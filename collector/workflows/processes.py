@@ -377,9 +377,9 @@ class Processes:
             if self.submitter.sealer is None:
                 raise ValidationError("the process has secrets but the service has no COLLECTOR_SECRET_KEY")
             sealed = self.submitter.sealer.seal(secrets)
+        optional = {"refers": refers, "state_key": task.get("state_key")}
         return {**base, "kind": "platform", "platform_id": spec.platform.id, "settings": masked, "secrets": sealed,
-                **({"refers": refers} if refers else {}), **({"state_key": task["state_key"]} if task.get("state_key")
-                                                              else {})}
+                **{name: value for name, value in optional.items() if value}}
 
     def _find_open_task(self, doc: dict[str, Any], name: str) -> tuple[dict[str, Any], dict[str, Any]]:
         if doc["status"] != "running":

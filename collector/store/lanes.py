@@ -17,6 +17,7 @@ from typing import Any
 from redis import Redis
 from redis.commands.core import Script
 
+from collector.store import scripts
 from collector.store.records import FENCE, script_groups
 
 PRIORITIES = ("high", "normal", "low")  # lanes, taken in this order
@@ -115,7 +116,7 @@ class Taker:
 
     def take_once(self, connection: Redis) -> tuple[bytes, bytes] | None:
         """Move the next job into the claims list (one script): `(lane, job id)`, or None when every lane is empty."""
-        result = TAKE_SCRIPT(keys=[*self.lanes, self.claims], args=self.args(), client=connection)
+        result = scripts.call(TAKE_SCRIPT, keys=[*self.lanes, self.claims], args=self.args(), client=connection)
         return self.taken(result)
 
     def args(self) -> list[object]:
@@ -134,7 +135,8 @@ class Taker:
             record, writes = fenced
             script, keys = FENCED_THEN_TAKE_SCRIPT, [record, *self.lanes, self.claims]
             args += [len(writes), *writes]
-        lane, job_id, flat, last, answer = script(keys=keys, args=[*args, *script_groups(commands)], client=connection)
+        lane, job_id, flat, last, answer = scripts.call(script, keys=keys, args=[*args, *script_groups(commands)],
+                                                        client=connection)
         return self.taken([lane, job_id, flat] if lane else None), last, answer
 
     def taken(self, result: object) -> tuple[bytes, bytes] | None:

@@ -11,6 +11,7 @@ from redis import Redis
 from redis.commands.core import Script
 
 from collector import defaults
+from collector.store import scripts
 from collector.store.metrics import SEP
 from collector.store.records import Keys, encode, script_groups
 
@@ -53,6 +54,6 @@ def start(connection: Redis, keys: Keys, job_id: str, *, fields: Sequence[str], 
     pairs = [word for name, value in encode(values).items() for word in (name, value)]
     argv = [len(fields), *fields, len(pairs), *pairs, json.dumps(event, default=str, separators=(",", ":")),
             defaults.EVENTS_MAXLEN, STARTED_PREFIX, *script_groups(before)]
-    got, attempt = START_SCRIPT(keys=[keys.job(job_id), keys.events(job_id), keys.metrics()], args=argv,
-                                client=connection)
+    got, attempt = scripts.call(START_SCRIPT, keys=[keys.job(job_id), keys.events(job_id), keys.metrics()],
+                                args=argv, client=connection)
     return list(got), int(attempt)

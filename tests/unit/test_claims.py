@@ -11,6 +11,7 @@ from rq.executions import Execution
 
 from collector.config import Config
 from collector.specs.registry import Registry
+from collector.store import scripts
 from collector.store.claiming_queue import claiming_queue
 from collector.store.records import JobStore
 from collector.store.rq import RQ, JSONSerializer, claims_key
@@ -59,16 +60,16 @@ def test_a_move_whose_answer_was_lost_gives_its_job_back_before_the_next(
     enqueue(fake_redis, unit_config, "j3")
     enqueue(fake_redis, unit_config, "j4")
     queue_class = claiming_queue("w")
-    real_evalsha = fake_redis.evalsha  # the take is one script: LMOVE from the lane it chose
+    real_call = scripts.call  # the take is one script: LMOVE from the lane it chose
 
     def lost(*args: object, **kwargs: object) -> object:
-        real_evalsha(*args, **kwargs)  # Redis moved the job; the answer never came back
+        real_call(*args, **kwargs)  # type: ignore[arg-type]  # Redis moved the job; the answer never came back
         raise redis.ConnectionError("connection reset")
 
-    monkeypatch.setattr(fake_redis, "evalsha", lost)
+    monkeypatch.setattr(scripts, "call", lost)
     with pytest.raises(redis.ConnectionError):
         dequeue(fake_redis, queue_class)
-    monkeypatch.setattr(fake_redis, "evalsha", real_evalsha)
+    monkeypatch.setattr(scripts, "call", real_call)
     assert fake_redis.lrange(claims_key(QUEUE, "w"), 0, -1) == [b"j3"]
     assert dequeue(fake_redis, queue_class) == "j3", "given back to the head of the queue, then taken again"
     assert fake_redis.lrange(claims_key(QUEUE, "w"), 0, -1) == [b"j3"]

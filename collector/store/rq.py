@@ -68,8 +68,27 @@ def _parsing_timestamps_in_c() -> None:
     rq_utils.utcparse = utcparse
 
 
+def _formatting_timestamps_in_c() -> None:
+    """RQ writes each timestamp with `strftime` (eight a job); `isoformat` writes the same text faster. RQ's
+    format ignores a timezone, as this does; a year before 1000 still goes to RQ's (strftime pads it otherwise)."""
+    from rq import job as rq_job
+    from rq import utils as rq_utils
+    from rq.worker import base as rq_worker
+
+    format_ = rq_utils.utcformat
+
+    def utcformat(dt: datetime.datetime) -> str:
+        if dt.year < 1000:
+            return format_(dt)
+        return dt.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+    for module in (rq_utils, rq_job, rq_worker):
+        module.utcformat = utcformat  # type: ignore[attr-defined]
+
+
 _resolving_known_serializers()
 _parsing_timestamps_in_c()
+_formatting_timestamps_in_c()
 
 # The function names RQ stores with collector's jobs. They name no module any more: the pool's workers map them
 # to the functions, so jobs queued by any version (and pools of any version) agree on them.

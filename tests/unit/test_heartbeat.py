@@ -14,6 +14,7 @@ from collector.run.runner import Runtime, install
 from collector.specs.registry import Registry
 from collector.store.claiming_queue import claiming_queue
 from collector.store.records import JobStore
+from collector.store.rq import RUN_FUNCTION
 from collector.submit.submitter import Submitter
 
 
@@ -135,6 +136,10 @@ def test_a_job_costs_two_round_trips_and_leaves_rq_state_as_rq_does(
         assert not fake_redis.exists(f"rq:results:{job_id}")
         assert JobStore(fake_redis, unit_config).read(job_id, "result") == {"result": {"rows": 2}}
         assert job.worker_name == "w5" and job.started_at is not None and job.ended_at is not None
+        # the end writes the fields it changes, not the whole job: what RQ saved at the enqueue is all there
+        assert job.func_name == RUN_FUNCTION and job.origin == "collector" and job.enqueued_at is not None
+        assert {k.decode() for k in fake_redis.hkeys(job.key)} >= set(job.to_dict()) | {"ended_at", "worker_name"}
+        assert job.ended_at >= job.started_at and job.last_heartbeat == job.ended_at
         assert fake_redis.ttl(job.key) > 0
         assert JobStore(fake_redis, unit_config).read(job_id, "status") == {"status": "finished"}
         assert all(fake_redis.ttl(k) > 0 for k in fake_redis.keys(f"*{job_id}:dataset:*"))

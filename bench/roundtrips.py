@@ -20,6 +20,7 @@ from rq.serializers import JSONSerializer
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.phases import config_for, submit_demo
+from collector.store import scripts
 
 LOGGING_LEVEL = "WARNING"  # what the in-process workers log at (bench/profile_job.py sets INFO, as the pool runs)
 
@@ -47,12 +48,19 @@ def _counting(run: Callable[[], Any], client: redis.Redis) -> Counts:
         packed[0] += len(commands)  # a pipeline's commands, MULTI and EXEC included
         return originals[2](self, commands)
 
+    def script_sent(connection: AbstractConnection, words: Any) -> None:
+        packed[0] += 1  # one of collector's scripts, packed by hiredis and sent as it is
+        send_script(connection, words)
+
+    send_script = scripts._send
     before = _commands(client)
     cls.send_packed_command, cls.send_command, cls.pack_commands = send_packed, send_one, pack_many  # type: ignore
+    scripts._send = script_sent  # type: ignore[assignment]
     try:
         run()
     finally:
         cls.send_packed_command, cls.send_command, cls.pack_commands = originals  # type: ignore
+        scripts._send = send_script  # type: ignore[assignment]
     return sends[0], packed[0], _commands(client) - before
 
 

@@ -24,19 +24,20 @@ except ImportError:  # pragma: no cover - hiredis is a pinned dependency
 
 
 def call(script: Script, *, keys: Sequence[Any], args: Sequence[Any], client: Redis) -> Any:
-    """What `script(keys=keys, args=args, client=client)` answers, sent as one EVALSHA (an EVAL's text only when
-    the server has not loaded it yet, after a restart or a failover)."""
+    """What `script(keys=keys, args=args, client=client)` answers, sent as one EVALSHA (the script's text is sent
+    with SCRIPT LOAD first only when the server does not know it: after a restart or a failover)."""
+    words = ("EVALSHA", script.sha, len(keys), *keys, *args)
     own = client.connection
     pool = client.connection_pool
     connection = own or pool.get_connection()
     try:
         try:
-            _send(connection, ("EVALSHA", script.sha, len(keys), *keys, *args))
+            _send(connection, words)
             return connection.read_response()
         except NoScriptError:
             connection.send_command("SCRIPT", "LOAD", script.script)
             connection.read_response()
-            _send(connection, ("EVALSHA", script.sha, len(keys), *keys, *args))
+            _send(connection, words)
             return connection.read_response()
     except ResponseError:
         raise  # an error answer was read whole: the connection is fine

@@ -24,10 +24,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from rq import utils as rq_utils  # its `utcformat` looked up when called: `store/rq.py` replaces it
 from rq.executions import Execution
 from rq.job import Job, JobStatus, _job_stack
 from rq.suspension import WORKERS_SUSPENDED, is_suspended
-from rq.utils import now, utcformat
+from rq.utils import now
 from rq.worker import WorkerStatus
 
 HEARTBEAT_MIN_GAP_S = 1.0  # far below RQ's worker TTL (420 s): a skipped repeat never lets the key expire
@@ -90,8 +91,9 @@ class LeanHeartbeats:
             result_ttl = job.get_result_ttl(worker.default_result_ttl)
             if result_ttl != 0:  # RQ's Job._handle_success, the status saved with the job, without its Result
                 job._status = JobStatus.FINISHED
-                pipeline.hset(job.key, mapping={"status": JobStatus.FINISHED.value, "ended_at": utcformat(job.ended_at),
-                                                "last_heartbeat": utcformat(job.last_heartbeat)})
+                pipeline.hset(job.key, mapping={"status": JobStatus.FINISHED.value,
+                                                "ended_at": rq_utils.utcformat(job.ended_at),
+                                                "last_heartbeat": rq_utils.utcformat(job.last_heartbeat)})
                 job.finished_job_registry.add(job, result_ttl, pipeline)
             if result_ttl is not None and result_ttl > 0:
                 pipeline.expire(job.key, result_ttl)
@@ -142,7 +144,7 @@ class LeanHeartbeats:
                 "state": WorkerStatus.BUSY.value,
                 "current_job": job.id,
                 "current_job_working_time": 0,
-                "last_heartbeat": utcformat(worker.last_heartbeat),
+                "last_heartbeat": rq_utils.utcformat(worker.last_heartbeat),
             })
             pipeline.expire(worker.key, heartbeat_ttl)
             job.prepare_for_execution(worker.name, pipeline=pipeline)

@@ -8,7 +8,8 @@
   - `minimal`: a one-line Lua script (one HINCRBY): the cheapest atomic write a start could be;
   - `start`: collector's own start script (`store/starts.py`) on a queued job's record, without the worker's RQ
     writes that go with it in the pool;
-- **the bare sleep**: the same 2 processes with no round trip at all.
+- **the bare sleep**: the same 2 processes with no round trip at all;
+- **collector's pool** as it is, `collector worker -n 2` draining the `demo` platform's 10 ms jobs.
 
 The floor is a bound, not a worker: nothing is taken from a queue, no job is built, no end is written. It is what
 a worker would reach whose every other piece of work (the take, the record's end, the job's context) cost nothing
@@ -91,19 +92,22 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=400, help="10 ms jobs per measurement")
     args = parser.parse_args()
-    rows: dict[str, list[float]] = {"celery": [], "bare": [], "minimal": [], "start": []}
+    rows: dict[str, list[float]] = {"celery": [], "bare": [], "minimal": [], "start": [], "collector": []}
     with EmbeddedRedis() as server:
         for number in range(1, args.rounds + 1):
             rows["celery"].append(phases.drain_celery(server.url, args.jobs, "bench.sleep10")["rate"])
             for kind in ("bare", "minimal", "start"):
                 rows[kind].append(floor(server.url, kind, args.jobs))
+            rows["collector"].append(phases.drain_collector(server.url, args.jobs,
+                                                            {"rows": 1, "delay_s": SLEEP_S})["rate"])
             print(f"round {number}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in rows.items()), flush=True)
     print(f"\n| 10 ms jobs, 2 workers, jobs/s | {' | '.join(f'round {i}' for i in range(1, args.rounds + 1))} "
           "| median ratio to Celery (per round) |")
     print("|---|" + "---:|" * (args.rounds + 1))
     labels = {"celery": "Celery prefork (`-c 2`)", "bare": "bare sleep, nothing between jobs",
               "minimal": "floor: one minimal script answered before each job",
-              "start": "floor: collector's start script answered before each job"}
+              "start": "floor: collector's start script answered before each job",
+              "collector": "collector's pool (`collector worker -n 2`), as it is"}
     for kind, label in labels.items():
         ratio = statistics.median(v / c for v, c in zip(rows[kind], rows["celery"], strict=True))
         print(f"| {label} | {' | '.join(f'{v:.1f}' for v in rows[kind])} | {ratio:.3f}x |")

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 E = TypeVar("E", bound="CollectorError")
 
 MASK = "***"
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+# The password runs to the last `@` before the host: clients (redis-py among them) take a password with an `@` left
+# unencoded, and a pattern stopping at the first `@` would show the rest of it.
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/\s]*):(?P<pw>[^/\s]+)@")
 # Query parameters that would carry an API token: the API refuses them (400), and log lines show them masked.
 QUERY_TOKEN_NAMES = frozenset({"token", "access_token", "api_token", "api_key", "apikey"})
 _QUERY_TOKEN = re.compile(r"(?i)([?&](?:" + "|".join(sorted(QUERY_TOKEN_NAMES)) + r")=)[^&#\s'\"]+")
@@ -44,11 +46,17 @@ def needles(secrets: Iterable[str]) -> list[str]:
     return sorted({v for s in maskable(secrets) for v in variants(s)}, key=len, reverse=True)
 
 
-def mask_text(text: str, secrets: Iterable[str] = ()) -> str:
-    """Text with every known secret value, URL password and auth header replaced by `***`."""
+def mask_secrets(text: str, secrets: Iterable[str]) -> str:
+    """Text with every known secret value (in each spelling `variants` knows) replaced by `***`, and nothing else."""
     for secret in needles(secrets):
         if secret in text:
             text = text.replace(secret, MASK)
+    return text
+
+
+def mask_text(text: str, secrets: Iterable[str] = ()) -> str:
+    """Text with every known secret value, URL password and auth header replaced by `***`."""
+    text = mask_secrets(text, secrets)
     text = _QUERY_TOKEN.sub(lambda m: f"{m.group(1)}{MASK}", mask_url(text))
     return _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{(m.group(2) or '') and m.group(2) + ' '}{MASK}", text)
 

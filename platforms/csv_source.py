@@ -14,7 +14,7 @@ from typing import Any
 from collector import egress
 from collector.http_client import HttpClient
 from collector.incremental import Incremental
-from collector.masking import mask_text
+from collector.masking import mask_secrets, mask_text
 from collector.platform import FatalError, Platform, SettingError, Storage
 from collector.resources import reach
 
@@ -144,6 +144,11 @@ class CsvSource(Platform):
             codecs.lookup(encoding)
         except LookupError:
             raise ValueError(f"encoding {encoding!r} is unknown; use e.g. utf-8, latin-1 or cp1252") from None
+        if self.named is not None and self.named.kind == "http" and not ascii_compatible(encoding):
+            # The connection's credentials are masked out of what it answers by their spelling in ASCII: an
+            # encoding that spells ASCII otherwise (UTF-16, EBCDIC, UTF-7) would let them through re-encoded.
+            raise SettingError("encoding", f"encoding {encoding!r} does not read ASCII as ASCII; an http "
+                                           "connection's answer is read in utf-8, latin-1, cp1252 or the like")
         if skip_rows < 0:
             raise ValueError(f"skip_rows={skip_rows} is negative; give 0 or more")
         if columns is not None and len(set(columns)) != len(columns):
@@ -224,7 +229,9 @@ class CsvSource(Platform):
                     lines = list(csv.reader(itertools.islice(file, self.skip_rows, None), delimiter=self.delimiter))
             else:
                 raw, _ = self._client(on_retry=ctx.log.warning).request(str(self.url))
-                text = io.StringIO(raw.decode(self._codec()), newline="")
+                # Credentials a server echoes are masked before the text is split into cells, which could part them.
+                secrets = self.named.secrets if self.named is not None else ()
+                text = io.StringIO(mask_secrets(raw.decode(self._codec()), secrets), newline="")
                 lines = list(csv.reader(itertools.islice(text, self.skip_rows, None), delimiter=self.delimiter))
         except FileNotFoundError:
             raise FatalError(f"no file at path {self.path!r} on this worker; check the path") from None
@@ -274,3 +281,17 @@ class CsvSource(Platform):
                     raise FatalError(f"data row {number}, column {name!r}: {text!r} is not a {kind}; "
                                      "fix the file or the column's entry in types") from None
         return typed
+
+
+
+# Encodings that read ASCII as ASCII and in which no byte joins the ASCII byte after it into another character
+# (multi-byte ones such as Shift JIS and GBK do; ISO-2022 and UTF-7 switch by escapes): UTF-8 and single-byte ones.
+ASCII_SAFE = re.compile(r"utf-8(-sig)?|ascii|iso8859-\d+|cp125\d|cp437|cp850|cp852|cp866|koi8-[ru]|mac-roman")
+
+
+def ascii_compatible(encoding: str) -> bool:
+    """Whether text in `encoding` spells every ASCII character as ASCII does, whatever comes before it."""
+    try:
+        return ASCII_SAFE.fullmatch(codecs.lookup(encoding).name) is not None
+    except LookupError:
+        return False

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import socket
 import threading
 import time
@@ -81,6 +82,11 @@ def check_url(value: str | URL, *, setting: str, backends: tuple[str, ...] = tup
         raise SettingError(setting, f"url has query parameter(s) {refused} that a job may not set; allowed for "
                                     f"{backend}: {sorted(QUERY_PARAMETERS[backend])}")
     if backend != "sqlite":
+        if url.host and "@" in url.host:  # the rest of a password (or user name) with an `@` not encoded
+            if host_setting is not None:
+                raise SettingError(host_setting, "the database host has an '@'; give the host name alone")
+            raise SettingError(setting, "url has an '@' in its user name or password: write it as %40 "
+                                        "(URL-encoded), e.g. postgresql://user:p%40ss@host/db")
         egress.current().check_host(url.host, setting=host_setting or setting, what="the database host")
     return url
 
@@ -128,8 +134,13 @@ def _postgresql_connector(policy: egress.EgressPolicy) -> Callable[..., Any]:
     def connect(dialect: Any, record: Any, cargs: list[Any], cparams: dict[str, Any]) -> None:
         host, port = cparams.get("host") or "localhost", int(cparams.get("port") or DEFAULT_PORTS["postgresql"])
         _, sockaddr = policy.addresses(str(host), port)[0]
-        # libpq connects to hostaddr and still uses host for TLS verification and the password file.
+        # libpq connects to hostaddr and still uses host for TLS verification.
         cparams["hostaddr"] = str(sockaddr[0])
+        # libpq fills a password the URL leaves out from the worker's environment and files (PGPASSWORD, a
+        # password file, a service file): the operator's, sent to whichever server the job names. An address
+        # the job chose gets only the password the job gave, and no password file.
+        cparams["password"] = cparams.get("password") or ""
+        cparams["passfile"] = os.devnull
 
     return connect
 

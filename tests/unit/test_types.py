@@ -43,6 +43,10 @@ def test_datetimes_are_utc_aware() -> None:
 
 def test_masking_hides_url_passwords_known_secrets_and_auth_headers() -> None:
     assert mask_url("mysql+pymysql://bob:s3cr3t@db:3306/x") == "mysql+pymysql://bob:***@db:3306/x"
+    # A client takes a password with an `@` left unencoded: none of it shows, nor of a user name with one.
+    assert mask_url("redis://:Op3rator@SecretTail@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
+    assert mask_url("at redis://us@er:p@ss@h/0 and http://u:pw@h/x") == "at redis://us@er:***@h/0 and http://u:***@h/x"
+    assert mask_url("http://host:8080/a@b") == "http://host:8080/a@b"
     text = "failed with token abc123 at postgresql://u:pw@h/db; headers {'Authorization': 'Bearer xyz'}"
     masked = mask_text(text, ["abc123"])
     for leaked in ("abc123", ":pw@", "xyz"):

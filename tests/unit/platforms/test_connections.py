@@ -317,6 +317,33 @@ def test_connection_secrets_never_reach_the_record(
         assert secret not in caplog.text
 
 
+def test_credentials_a_server_echoes_stay_masked_however_the_csv_is_read(
+    site_config: Config, fake_redis: fakeredis.FakeRedis, registry: Registry, local_server: LocalServer
+) -> None:
+    """A server that echoes the request's credentials into its CSV: a delimiter that parts the token, or an
+    encoding that spells ASCII otherwise, must not hand it to the client through the datasets."""
+    local_server.route("/v1/echo.csv", lambda seen, n: (
+        200, {"Content-Type": "text/csv"}, f"header\n{seen.headers['authorization']}\n".encode()))
+    client = create_app(site_config, connection=fake_redis, registry=registry, dashboard=False).test_client()
+    for encoding in ("cp037", "utf-16", "utf-7", "shift_jis", "iso2022_jp"):
+        response = client.post("/execution/run", json={"platform_id": "csv_source", "settings": {
+            "connection": "api", "url": "echo.csv", "encoding": encoding}})
+        assert response.status_code == 422, (encoding, response.get_json())
+        assert list(response.get_json()["details"]) == ["settings.encoding"]
+    for delimiter in ("-", "5", "7", "a"):
+        response = client.post("/execution/run", json={"platform_id": "csv_source", "settings": {
+            "connection": "api", "url": "echo.csv", "delimiter": delimiter, "has_header": False,
+            "encoding": "latin-1"}})
+        assert response.status_code == 202, response.get_json()
+        job_id = response.get_json()["job_id"]
+        execute(job_id, Runtime(site_config, fake_redis, registry))
+        view = JobStore(fake_redis, site_config).view(job_id, full=True)
+        assert view is not None and view["status"] == "finished", view
+        cells = [cell for row in view["datasets"]["original"] for cell in row.values()]
+        assert "Bearer ***" in delimiter.join(cells), cells
+        assert TOKEN not in delimiter.join(cells) and TOKEN.encode() not in everything_kept(fake_redis)
+
+
 class Ctx:
     """The least of a run context `_run` needs here."""
 

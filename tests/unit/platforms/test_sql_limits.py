@@ -241,3 +241,95 @@ def test_a_rogue_server_gets_no_local_file_even_when_the_url_asks_for_local_infi
         rogue.close()
     assert not rogue.client_flags & RogueMySQL.LOCAL_FILES, "the client must not offer to send local files"
     assert b"canary-4f1e9a" not in rogue.received
+
+
+@pytest.mark.parametrize("url", ["postgresql://app:Sup3r@SecretTail@db.example.com/sales",
+                                 "mysql://app:Sup3r@SecretTail@db.example.com/sales"])
+def test_a_password_with_an_unencoded_at_is_refused_without_quoting_any_of_it(
+    client: FlaskClient, fake_redis: fakeredis.FakeRedis, url: str
+) -> None:
+    status, body = submit(client, {"url": url, "query": "SELECT 1"})
+    assert status == 422 and "%40" in body["details"]["settings.url"][0], body
+    assert "SecretTail" not in str(body) and "Sup3r" not in str(body)
+    status, body = submit(client, {"url": "https://example.com/x", "storage": {"type": "mysql", "settings": {
+        "url": url, "table": "t"}}}, platform_id="http_json")
+    assert status == 422 and "SecretTail" not in str(body), body
+    assert fake_redis.dbsize() == 0
+
+
+class PasswordAskingServer:
+    """A PostgreSQL server on loopback that asks for a cleartext password and keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.startups: list[bytes] = []
+        self.passwords: list[str] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                with contextlib.suppress(OSError, struct.error):
+                    self._one(conn)
+
+    @staticmethod
+    def _read(conn: socket.socket, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = conn.recv(size - len(data))
+            if not chunk:
+                raise OSError("closed")
+            data += chunk
+        return data
+
+    def _one(self, conn: socket.socket) -> None:
+        while True:
+            body = self._read(conn, struct.unpack("!I", self._read(conn, 4))[0] - 4)
+            if struct.unpack("!I", body[:4])[0] in (80877103, 80877104):  # SSLRequest, GSSENCRequest
+                conn.sendall(b"N")
+                continue
+            self.startups.append(body)
+            break
+        conn.sendall(b"R" + struct.pack("!II", 8, 3))  # AuthenticationCleartextPassword
+        kind = self._read(conn, 1)
+        message = self._read(conn, struct.unpack("!I", self._read(conn, 4))[0] - 4)
+        if kind == b"p":
+            self.passwords.append(message.rstrip(b"\0").decode())
+        error = b"SFATAL\0C28P01\0Mno\0\0"
+        conn.sendall(b"E" + struct.pack("!I", len(error) + 4) + error)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_job_chosen_database_never_gets_the_workers_own_postgresql_password(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """libpq fills a password the URL leaves out from PGPASSWORD or a password file: the operator's, which must
+    not go to a server a job names. A password the job gave itself is still sent."""
+    from collector import egress
+
+    passfile = tmp_path / "pgpass"
+    passfile.write_text("*:*:*:*:Operator-File-Password\n")
+    passfile.chmod(0o600)
+    monkeypatch.setenv("PGPASSWORD", "Operator-Env-Password")
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    server = PasswordAskingServer()
+    try:
+        with egress.installed(egress.EgressPolicy(allow_hosts=frozenset({"127.0.0.1"}))):
+            for url in (f"postgresql://anyone@127.0.0.1:{server.port}/x",
+                        f"postgresql://anyone:Own-Password@127.0.0.1:{server.port}/x"):
+                engine = databases.create_engine(databases.check_url(url, setting="url"))
+                with pytest.raises(sa.exc.OperationalError):
+                    engine.connect()
+                engine.dispose()
+    finally:
+        server.close()
+    assert len(server.startups) == 2 and all(b"anyone" in s for s in server.startups)
+    assert server.passwords == ["Own-Password"]

@@ -12,6 +12,7 @@ Its actions on jobs go through collector's own: Requeue (one job, or every faile
 from __future__ import annotations
 
 import functools
+import html
 import urllib.parse
 from typing import Any
 
@@ -20,6 +21,7 @@ import rq_dashboard.web
 from flask import Flask, current_app, jsonify, redirect, url_for
 from flask.typing import ResponseReturnValue
 from redis import Redis
+from rq.exceptions import NoSuchJobError
 
 from collector import defaults
 from collector.api.auth import caller
@@ -71,6 +73,7 @@ def mount_dashboard(app: Flask, redis_url: str, *, queue_name: str,
             return jsonify(status="OK")
         return delete(job_id=job_id)
 
+    app.view_functions[f"{BLUEPRINT}.job_info"] = escaped_job_info(app.view_functions[f"{BLUEPRINT}.job_info"])
     app.view_functions[f"{BLUEPRINT}.requeue_job_view"] = requeue_job
     app.view_functions[f"{BLUEPRINT}.requeue_all"] = requeue_all
     app.view_functions[f"{BLUEPRINT}.delete_job_view"] = delete_job
@@ -87,6 +90,35 @@ def use_connection(app: Flask, connection: Redis) -> None:
 
     hooks = app.before_request_funcs.setdefault(BLUEPRINT, [])
     hooks[:] = [push_connection if hook is rq_dashboard.web.push_rq_connection else hook for hook in hooks]
+
+
+def escaped_job_info(job_info: Any) -> Any:
+    """rq-dashboard's job data with every text HTML-escaped: its job page puts the fields (the error a job ended
+    with, its description, result and meta, which a client's spec can fill) into the page as HTML, unescaped,
+    where its jobs list escapes them. A job that is gone is a 404, not its 500."""
+    raw = job_info.__wrapped__  # the view's dict, before rq-dashboard makes it JSON
+
+    @functools.wraps(job_info)
+    def view(instance_number: int, job_id: str) -> ResponseReturnValue:
+        try:
+            data = raw(instance_number=instance_number, job_id=job_id)
+        except NoSuchJobError:
+            return jsonify(error="not_found", message=f"no job {job_id!r} in RQ (ended and expired, or never "
+                                                      "queued)"), 404
+        return jsonify(html_escaped(data)), 200, {"Cache-Control": "no-store"}
+
+    return view
+
+
+def html_escaped(value: Any) -> Any:
+    """`value` with each string in it (keys aside) HTML-escaped."""
+    if isinstance(value, str):
+        return html.escape(value)
+    if isinstance(value, dict):
+        return {key: html_escaped(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [html_escaped(item) for item in value]
+    return value
 
 
 def requeue_job(job_id: str) -> ResponseReturnValue:

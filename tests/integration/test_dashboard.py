@@ -95,3 +95,23 @@ def test_connection_checks_stay_out_of_the_finished_count(
     status, finished = served.request("GET", "/rq/0/data/jobs/collector/finished/50/asc/1.json")
     assert status == 200 and [j["id"] for j in finished["jobs"]] == [job_id]
     assert queue["finished_job_registry_count"] == 1, "the count is what the list shows"
+
+
+def test_the_job_page_data_is_html_escaped_and_a_gone_job_is_a_404(
+    served: ServedApp, start_pool: Callable[..., PoolProcess]
+) -> None:
+    """rq-dashboard's job page puts its data into the page as HTML: an error text a client's spec chose (here a
+    path in it) must arrive escaped, as its jobs list shows it."""
+    start_pool(1)
+    tag = "<img src=x onerror=alert(document.domain)>"
+    status, body = served.request("POST", "/execution/run", {
+        "platform_id": "csv_source", "settings": {"path": f"{tag}.csv"}})
+    assert status == 202, body
+    job_id = body["job_id"]
+    wait_for(lambda: served.request("GET", f"/execution/get?job_id={job_id}")[1]["status"] == "failed",
+             timeout_s=20, what="the job to fail")
+    status, data = served.request("GET", f"/rq/0/data/job/{job_id}.json")
+    assert status == 200 and data["exc_info"], data
+    assert "<img" not in str(data) and "&lt;img src=x onerror=alert(document.domain)&gt;" in data["exc_info"]
+    status, data = served.request("GET", "/rq/0/data/job/no-such-job.json")
+    assert status == 404 and data["error"] == "not_found", data

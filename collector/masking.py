@@ -20,11 +20,15 @@ E = TypeVar("E", bound="CollectorError")
 MASK = "***"
 # The password runs to the last `@` before the host: clients (redis-py among them) take a password with an `@` left
 # unencoded, and a pattern stopping at the first `@` would show the rest of it.
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/\s]*):(?P<pw>[^/\s]+)@")
+# The scheme starts where no scheme character comes before it and is at most 32 long: matched from every letter of a
+# long word, an unbounded one took time quadratic in the word (a 64 kB query string in an access line: seconds).
+_URL_PASSWORD = re.compile(
+    r"(?<![a-zA-Z0-9+.\-])(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]{0,31}://)(?P<user>[^:/\s]*):(?P<pw>[^/\s]+)@")
 # Query parameters that would carry an API token: the API refuses them (400), and log lines show them masked.
 QUERY_TOKEN_NAMES = frozenset({"token", "access_token", "api_token", "api_key", "apikey"})
 _QUERY_TOKEN = re.compile(r"(?i)([?&](?:" + "|".join(sorted(QUERY_TOKEN_NAMES)) + r")=)[^&#\s'\"]+")
-_AUTH_HEADER = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(bearer|basic|token)?\s*[^'\",\s}]+")
+# Possessive blanks: with plain `\s*` twice in a row, a long run of blanks after `authorization:` took quadratic time.
+_AUTH_HEADER = re.compile(r"(?i)(authorization['\"]?\s*+[:=]\s*+['\"]?)(bearer|basic|token)?\s*+[^'\",\s}]+")
 # What JSON text outside strings is made of (numbers, true/false/null, NaN/Infinity, punctuation, spaces): a
 # secret written only with these could match there, so `mask_json` checks that a place it found is in a string.
 _OUTSIDE_STRINGS = frozenset("0123456789+-.eE,:[]{} \t\r\ntruefalsnNaIiy")

@@ -47,6 +47,8 @@ def test_masking_hides_url_passwords_known_secrets_and_auth_headers() -> None:
     assert mask_url("redis://:Op3rator@SecretTail@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
     assert mask_url("at redis://us@er:p@ss@h/0 and http://u:pw@h/x") == "at redis://us@er:***@h/0 and http://u:***@h/x"
     assert mask_url("http://host:8080/a@b") == "http://host:8080/a@b"
+    assert mask_url("see (redis://u:p@h/0) and\tREDIS://u:p@h") == "see (redis://u:***@h/0) and\tREDIS://u:***@h"
+    assert mask_text("{'Authorization':   'Basic   dXNlcjpwYXNz'}") == "{'Authorization':   'Basic ***'}"
     text = "failed with token abc123 at postgresql://u:pw@h/db; headers {'Authorization': 'Bearer xyz'}"
     masked = mask_text(text, ["abc123"])
     for leaked in ("abc123", ":pw@", "xyz"):

@@ -110,6 +110,12 @@ def caller() -> str:
     return str(g.get("caller", ANONYMOUS))
 
 
+def caller_may(scope: str) -> bool:
+    """Whether the current request's token has `scope` (anyone has every scope when the API is open)."""
+    token = g.get("token")
+    return token is None or token.allows(scope)
+
+
 def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix.rstrip("/") + "/")
 

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from markupsafe import escape
 
-from collector.api.auth import caller
+from collector.api.auth import caller, caller_may
 from collector.api.requests import (
     after_param,
     cancel_reason,
@@ -36,7 +36,9 @@ def run() -> tuple[dict[str, Any], int]:
 def get() -> dict[str, Any]:
     full = flag("full")
     offset, limit = page_params(full)
-    return services().view(job_id_param(), full=full, offset=offset, limit=limit)
+    # The resume token and callback link resume the job: only for a caller who may (`operate`); the callback
+    # needs no API token, so a `read` token must not see it.
+    return services().view(job_id_param(), full=full, offset=offset, limit=limit, with_resume=caller_may("operate"))
 
 
 @blueprint.post("/execution/resume")

@@ -6,8 +6,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from flask import g
-
+from collector.api.auth import caller_may
 from collector.api.forms import resume_fields
 from collector.api.services import Services
 from collector.api.tokens import SCOPES
@@ -21,8 +20,7 @@ ROWS_PER_PAGE = 50  # dataset rows per page of a job's tables
 
 def allowed(scope: str) -> bool:
     """Whether the signed-in token (or anyone, in open mode) has `scope`: what a page offers follows it."""
-    token = g.get("token")
-    return token is None or token.allows(scope)
+    return caller_may(scope)
 
 
 def scopes() -> list[str]:
@@ -71,7 +69,7 @@ def jobs_page(svc: Services, query: Mapping[str, Any]) -> dict[str, Any]:
 
 def job_page(svc: Services, job_id: str, *, offset: int) -> dict[str, Any]:
     """A job: its view with a page of its datasets' rows, its events, its attempts and the resume form's fields."""
-    job = svc.view(job_id, full=True, offset=offset, limit=ROWS_PER_PAGE)
+    job = svc.view(job_id, full=True, offset=offset, limit=ROWS_PER_PAGE, with_resume=allowed("operate"))
     events = svc.events(job_id)
     waiting = job.get("waiting") if isinstance(job.get("waiting"), dict) else None
     tables = {}

@@ -76,10 +76,11 @@ class Services:
         finally:
             forget(secrets)
 
-    def view(self, job_id: str, *, full: bool, offset: int = 0, limit: int = defaults.FULL_PAGE_ROWS
-             ) -> dict[str, Any]:
+    def view(self, job_id: str, *, full: bool, offset: int = 0, limit: int = defaults.FULL_PAGE_ROWS,
+             with_resume: bool = True) -> dict[str, Any]:
         """Everything known about a job (with `full`, rows `offset` to `offset + limit` of its datasets and the
-        link to the next page); `NotFoundError` when there is no record."""
+        link to the next page); `NotFoundError` when there is no record. `with_resume`: a job waiting for input
+        shows what resumes it (its resume token and callback link), for a caller who may resume it."""
         view = self.store.view(job_id, full=full, offset=offset, limit=limit)
         if view is None:
             raise self._no_job(job_id)
@@ -87,7 +88,7 @@ class Services:
             page = view["datasets_page"]
             page["next"] = (None if page["next_offset"] is None else
                             f"/execution/get?job_id={job_id}&full=1&offset={page['next_offset']}&limit={limit}")
-        return describe(self.connection, self.config, view)
+        return describe(self.connection, self.config, view, with_resume=with_resume)
 
     def events(self, job_id: str, *, after: str | None = None) -> list[dict[str, Any]]:
         found = self.store.events(job_id, after=after)

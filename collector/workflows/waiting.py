@@ -305,14 +305,18 @@ def sweep(connection: redis.Redis, config: Config) -> None:
         resume_parent(connection, config, raw.decode())
 
 
-def describe(connection: redis.Redis, config: Config, view: dict[str, Any]) -> dict[str, Any]:
-    """`GET /execution/get`'s extras: the resume token of a job waiting for input, the children's statuses."""
+def describe(connection: redis.Redis, config: Config, view: dict[str, Any], *, with_resume: bool = True
+             ) -> dict[str, Any]:
+    """`GET /execution/get`'s extras: the resume token and callback link of a job waiting for input (`with_resume`:
+    for a caller who may resume it; else `resume` says which scope may), the children's statuses."""
     store = JobStore(connection, config)
     job_id = view["job_id"]
     wait = view.get("waiting")
     if view.get("status") == "waiting" and isinstance(wait, dict) and wait.get("kind") == "input":
-        nonce = store.read(job_id, "wait_nonce").get("wait_nonce")
-        if nonce and config.secret_key:
+        nonce = store.read(job_id, "wait_nonce").get("wait_nonce") if with_resume else None
+        if not with_resume:
+            wait["resume"] = "a token with scope 'operate' sees the resume token and callback link here"
+        elif nonce and config.secret_key:
             wait["resume_token"] = resume_token(config.secret_key, job_id, nonce)
             wait["resume"] = f"POST /execution/resume?job_id={job_id} with {{\"token\": ..., \"input\": {{...}}}}"
             wait["callback"] = f"/execution/callback?token={callback_token(config.secret_key, job_id, nonce)}"

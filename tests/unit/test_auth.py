@@ -300,7 +300,14 @@ def test_who_resumes_is_the_token_name(secured: FlaskClient, fake_redis: fakered
     job_id = queued_job(secured)
     wait = {"kind": "input", "name": "signin", "prompt": "sign in", "timeout_s": 60}
     assert suspend(fake_redis, Store(fake_redis, unit_config), job_id, wait, {}) == "waiting"
-    token = secured.get(f"/execution/get?job_id={job_id}", headers=bearer("ci")).get_json()["waiting"]["resume_token"]
+    # What resumes the job (its token, its callback link, which needs no API token) shows only to a token that may
+    # resume it: `operate`.
+    for name in ("reader", "ci"):
+        shown = secured.get(f"/execution/get?job_id={job_id}", headers=bearer(name)).get_json()["waiting"]
+        assert "resume_token" not in shown and "callback" not in shown and "'operate'" in shown["resume"], shown
+    shown = secured.get(f"/execution/get?job_id={job_id}", headers=bearer("ops")).get_json()["waiting"]
+    token = shown["resume_token"]
+    assert shown["callback"].startswith("/execution/callback?token=")
     body = {"token": token, "input": {"code": "c"}}
     assert secured.post(f"/execution/resume?job_id={job_id}", json=body, headers=bearer("ci")).status_code == 403
     answer = secured.post(f"/execution/resume?job_id={job_id}", json=body, headers=bearer("ops"))

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 access = logging.getLogger("collector.access")
 
 # Query parameters whose values an access line never shows (`?token=`, `?api_key=`, `?password=`, ...).
+CALLBACK_PATH = "/execution/callback"
+LOGGED_QUERY_CHARS = 1000  # of a query string in an access line; the rest is counted, not shown
 SECRET_PARAMETER = re.compile(r"token|secret|passw|pwd|key|auth|sig|session|credential", re.IGNORECASE)
 # Characters left as they are when a path is quoted for an access line; anything else (control characters
 # that could forge a log line included) is percent-encoded.
@@ -101,13 +103,15 @@ class CollectorServer(TcpWSGIServer):
                         late, self.header_timeout_s, self.body_timeout_s)
 
 
-def redact_query(query: str) -> str:
-    """`query` with the values of token-like parameters replaced by `***`."""
+def redact_query(query: str, *, every_value: bool = False) -> str:
+    """`query` with the values of token-like parameters (`every_value`: of all) replaced by `***`, cut to
+    LOGGED_QUERY_CHARS."""
     if not query:
         return ""
     pairs = parse_qsl(query, keep_blank_values=True)
-    return urlencode([(name, "***" if SECRET_PARAMETER.search(name) else value) for name, value in pairs],
-                     safe="*")
+    shown = urlencode([(name, "***" if every_value or SECRET_PARAMETER.search(name) else value)
+                       for name, value in pairs], safe="*")
+    return shown if len(shown) <= LOGGED_QUERY_CHARS else f"{shown[:LOGGED_QUERY_CHARS]}…({len(shown)} chars)"
 
 
 def access_logged(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
@@ -125,7 +129,8 @@ def access_logged(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable
             return app(environ, start)
         finally:
             path = quote(environ.get("PATH_INFO", "").encode("latin-1"), safe=PATH_SAFE)
-            query = redact_query(environ.get("QUERY_STRING", ""))
+            # A callback link's query is a waiting job's input (a sign-in's code): none of it is logged.
+            query = redact_query(environ.get("QUERY_STRING", ""), every_value=path == CALLBACK_PATH)
             access.info('%s "%s %s%s" %s %.1f ms', environ.get("REMOTE_ADDR", "-"), environ.get("REQUEST_METHOD"),
                         path, f"?{query}" if query else "", status[0], (time.perf_counter() - started) * 1000)
 

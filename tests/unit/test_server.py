@@ -39,6 +39,22 @@ def test_an_access_line_redacts_the_query_and_escapes_the_path(caplog: pytest.Lo
     assert '"GET ' in line and " 404 " in line
 
 
+
+def test_a_callback_links_input_is_never_logged_and_a_long_query_is_cut(caplog: pytest.LogCaptureFixture) -> None:
+    def app(environ: dict, start_response: object) -> list[bytes]:
+        start_response("202 ACCEPTED", [])  # type: ignore[operator]
+        return [b""]
+
+    with caplog.at_level(logging.INFO, logger="collector.access"):
+        for path, query in (("/execution/callback", "token=j.t&code=4%2F0AX4-S3CRET&state=xyz"),
+                            ("/execution/list", "x=" + "a" * 5000)):
+            access_logged(app)({"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query,
+                                "REMOTE_ADDR": "127.0.0.1"}, lambda *a: None)
+    callback, listing = [r.getMessage() for r in caplog.records if r.name == "collector.access"]
+    assert "S3CRET" not in callback and "xyz" not in callback and "token=***&code=***&state=***" in callback
+    assert len(listing) < 1200 and "…(5002 chars)" in listing
+
+
 @pytest.mark.parametrize("field", ["http_threads", "http_connection_limit", "http_header_timeout_s",
                                    "http_body_timeout_s", "http_idle_timeout_s"])
 def test_settings_that_cannot_work_are_refused_at_start(field: str) -> None:

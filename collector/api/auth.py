@@ -19,6 +19,8 @@ Checks, in order, on every request:
    in, or that reaches an open API. Routes that change nothing (scope `read`, such as `POST /system/alive`)
    are exempt. A console form instead carries the session's CSRF token (403 without it), whatever its scope.
 5. The route's scope: a token without it gets 403 naming the scope.
+
+Every answer carries SAFETY_HEADERS: no other site may frame a page of the service.
 """
 
 from __future__ import annotations
@@ -269,6 +271,16 @@ def _refuse_dashboard_get_of_an_action() -> None:
         raise MethodNotAllowed(valid_methods=["POST"], description="dashboard actions change Redis and take POST only")
 
 
+# Sent with every answer: no page of the API (console, dashboard, docs) may be framed by another site, which
+# could then click its buttons for a signed-in person, and no answer is read as a type it does not declare.
+SAFETY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
 def install_auth(app: Flask, tokens: Sequence[Token]) -> None:
     """Check every request of `app`: caller, scope, cross-site guard (open when `tokens` is empty)."""
     tokens = tuple(tokens)
@@ -299,4 +311,10 @@ def install_auth(app: Flask, tokens: Sequence[Token]) -> None:
         if token is not None and not token.allows(scope):
             return _missing_scope(token, scope)
         return None
+
+    @app.after_request
+    def safety_headers(response: Response) -> Response:
+        for name, value in SAFETY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
 

@@ -143,6 +143,15 @@ def test_scopes_imply_lower_ones_and_combine_with_plus() -> None:
     assert tokens.identify("d" * 16 + ":with:colons", tokens.parse_tokens(f"d:admin:{'d' * 16}:with:colons"))
 
 
+def test_no_page_or_answer_may_be_framed_by_another_site(secured: FlaskClient, client: FlaskClient) -> None:
+    answers = [client.get("/system/alive"), client.get("/ui/"), secured.get("/ui/login"),
+               secured.get("/execution/list"), secured.get("/docs", headers=basic(SECRETS["reader"]))]
+    for answer in answers:
+        assert answer.headers["X-Frame-Options"] == "DENY", answer.request.path
+        assert answer.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+
+
 @pytest.mark.parametrize(("raw", "expected"), [
     ("bare-token-0123456789abcdef,another-one-0123456789abcdef", "entry 1 is not name:scopes:token"),
     ("ci:submit:short", "shorter than 16"),

@@ -78,6 +78,16 @@ def recover(
         rq.settle_ended(pipe, job, status=status, ttl=store.ttl_for(status), worker_name=worker_name)
         pipe.execute()
 
+    def forget_rq_run(pipe: Pipeline) -> None:
+        """The record waits (a retry, an input) and no worker runs the job: its worker died right after writing
+        that, before RQ's side of the run was cleaned up. The run's execution goes from RQ's started registry, or
+        RQ's own cleanup would flag the job failed when the entry expires (and count it running until then)."""
+        executions = rq.executions(rq.fetch(job_id))
+        pipe.multi()
+        rq.forget_executions(pipe, executions)
+        rq.release(pipe, job_id, worker_name=worker_name)
+        pipe.execute()
+
     def attempt(pipe: Pipeline) -> tuple[str, str, dict[str, Any]] | None:
         # WATCH the record: two reapers (or a reaper and a late worker) never both settle one job.
         pipe.watch(key)
@@ -86,6 +96,9 @@ def recover(
         status = record.get("status")
         if status in ENDED and worker_name:
             settle_rq(pipe, status)
+            return None
+        if status in ("scheduled", "waiting") and worker_name:
+            forget_rq_run(pipe)
             return None
         if status is None or status in ENDED or status in ("scheduled", "waiting"):
             return None

@@ -114,6 +114,30 @@ def test_a_worker_killed_right_after_its_final_write_leaves_rq_nothing_to_flag_f
     assert JobStore(fake_redis, unit_config).read(job_id, "status")["status"] == "finished"
 
 
+@pytest.mark.parametrize("status", ["scheduled", "waiting"])
+def test_a_worker_killed_right_after_a_retry_or_wait_is_written_leaves_rq_no_run(
+    fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry, status: str
+) -> None:
+    """The record waits for its retry (or an input); the worker died before RQ's side of its run was cleaned up:
+    the run's execution must not stay in RQ's started registry (counted running, flagged failed when it expires)."""
+    job_id = Submitter(connection=fake_redis, config=unit_config, registry=registry).submit(
+        {"platform_id": "demo", "settings": {"rows": 1}})["job_id"]
+    rq = RQ(fake_redis, unit_config)
+    job = rq.fetch(job_id)
+    assert job is not None
+    with fake_redis.pipeline() as pipe:  # what a worker's start leaves in RQ
+        Execution.create(job, 60, pipeline=pipe, worker_name="w")
+        pipe.hset(job.key, "status", "started")
+        pipe.lrem(QUEUE, 0, job_id)
+        pipe.rpush(claims_key(QUEUE, "w"), job_id)
+        pipe.execute()
+    fake_redis.hset(f"collector:job:{job_id}", "status", status)  # the runner's write, then SIGKILL
+    assert recover(fake_redis, unit_config, job_id, kind="died", cause="killed", worker_name="w") is None
+    assert fake_redis.zcard("rq:wip:collector") == 0, "no execution left for RQ's cleanup"
+    assert fake_redis.llen(claims_key(QUEUE, "w")) == 0
+    assert JobStore(fake_redis, unit_config).read(job_id, "status")["status"] == status
+
+
 @pytest.mark.parametrize("stamp", ["2026-12-03T09:51:39.128123Z", "2026-01-02T03:04:05.000000Z", "2026-01-02T03:04:05Z",
                                    "1999-12-31T23:59:59.999999Z"])
 def test_rq_timestamps_read_as_rqs_own_parser_reads_them(stamp: str) -> None:

@@ -223,10 +223,10 @@ def _write_start(runtime: Runtime, job_id: str, token: str, *, before: Sequence[
 def _start(runtime: Runtime, job_id: str) -> tuple[dict[str, Any], int, str]:
     """Mark the job started, taking the lease on its record (a new random token: an earlier attempt still
     running somewhere can write nothing more), and read what it needs: its record's START_FIELDS and its attempt
-    number. Raises, running nothing, when the job has no record or ended before it started (a cancel came first).
-    A start the worker sent with its own (`start_with`) is taken as written."""
-    store, config = runtime.store, runtime.config
-    key = store.keys.job(job_id)
+    number. Raises, running nothing and writing nothing to the record, when the job has no record, ended before it
+    started (a cancel came first) or is started under another attempt's lease. A start the worker sent with its
+    own (`start_with`) is taken as written."""
+    config = runtime.config
     started, runtime.started = runtime.started, None
     if started is not None and started[0] == job_id:
         _, values, attempt, token = started
@@ -237,15 +237,25 @@ def _start(runtime: Runtime, job_id: str) -> tuple[dict[str, Any], int, str]:
                                         what=f"job {job_id}: start")
     got = decode_fields(START_FIELDS, values)
     if "platform_id" not in got:
-        runtime.connection.delete(key, store.keys.events(job_id))  # do not leave the stub the HSET made
         log.warning("job %s has no record (expired or deleted); nothing run", job_id)
         raise JobFailedError(f"job {job_id} has no record (expired or deleted); nothing to run")
+    if int(attempt) == starts.REFUSED and got.get("status") not in ENDED:
+        # Started under another lease: another attempt runs the job (this worker took it before a freeze long
+        # enough for its pool to be declared dead, and the job was queued again and started elsewhere). This copy
+        # runs nothing and writes nothing to the record; RQ's side belongs to the attempt that runs it.
+        runtime.outcome = Outcome("superseded")
+        log.warning("job %s is started under another lease (it runs elsewhere); this worker's copy was not run",
+                    job_id)
+        raise JobFailedError(f"job {job_id} is running elsewhere; this copy was not run")
     if got.get("status") in ENDED:
-        # Cancelled (or ended) between being dequeued and starting: put the status back, run nothing.
-        until_written(lambda: _restore(runtime, job_id, got["status"]), wait_s=config.redis_wait_s,
-                      what=f"job {job_id}: status")
-        runtime.outcome = Outcome("canceled")
-        raise JobFailedError(f"job {job_id} was {got['status']} before it started; not run")
+        # Cancelled (or ended by another attempt) between being taken and starting: the start wrote nothing to the
+        # record; the skip is noted among its events, and nothing runs. RQ's side follows a cancel; another
+        # attempt's end is that attempt's.
+        status = got["status"]
+        until_written(lambda: _skipped(runtime, job_id, status), wait_s=config.redis_wait_s,
+                      what=f"job {job_id}: skipped")
+        runtime.outcome = Outcome("canceled" if status == "canceled" else "superseded")
+        raise JobFailedError(f"job {job_id} was {status} before it started; not run")
     return got, int(attempt), token
 
 
@@ -463,10 +473,8 @@ def _wake(runtime: Runtime, job_id: str, cap: str | None) -> None:
             log.warning("job %s: parked jobs of %s not woken yet (%s)", job_id, cap, exc)
 
 
-def _restore(runtime: Runtime, job_id: str, status: str) -> None:
+def _skipped(runtime: Runtime, job_id: str, status: str) -> None:
     with runtime.connection.pipeline(transaction=True) as pipe:
-        runtime.store.update(job_id, {"status": status}, pipe)
-        pipe.hincrby(runtime.store.keys.job(job_id), "attempt", -1)  # it did not run: no attempt was made
         runtime.store.event(job_id, "skipped", pipe, reason=f"{status} before it started")
         pipe.execute()
 

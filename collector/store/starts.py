@@ -13,23 +13,30 @@ from redis.commands.core import Script
 from collector import defaults
 from collector.store import scripts
 from collector.store.metrics import SEP
-from collector.store.records import Keys, encode, script_groups
+from collector.store.records import ENDED, Keys, encode, script_groups
 
 # KEYS: the job record, its events list, the metrics hash. ARGV: how many fields to read, the fields, how many
 # values to set (name, value pairs), the pairs, the `started` event (JSON), the events kept, the metrics field
-# prefix of `started`, then the worker's own writes as groups (count of words, the words), applied first. Returns
-# {the fields read (false: absent), the attempt number}.
+# prefix of `started`, this attempt's lease token, then the worker's own writes as groups (count of words, the
+# words), applied first. Returns {the fields read (false: absent), the attempt number}; the attempt number is
+# REFUSED, and the record is left as it was, when the record is gone, has ended, or is `started` under another
+# lease: another attempt runs the job (a worker frozen past its pool's death ran a job taken before the freeze,
+# which the sweep had already queued again and another worker had started).
 START = """
 local i = 1
 local function take(n) local part = {unpack(ARGV, i, i + n - 1)}; i = i + n; return part end
 local fields = take(tonumber(take(1)[1]))
 local pairs_ = take(tonumber(take(1)[1]))
-local event, kept, prefix = unpack(take(3))
+local event, kept, prefix, lease = unpack(take(4))
 while i <= #ARGV do
   local words = take(tonumber(take(1)[1]))
   redis.call(unpack(words))
 end
 local got = redis.call('HMGET', KEYS[1], unpack(fields))
+local now = redis.call('HMGET', KEYS[1], 'platform_id', 'status', 'lease')
+if not now[1] or ENDED[now[2]] or (now[2] == 'started' and now[3] ~= lease) then
+  return {got, REFUSED}
+end
 redis.call('HSET', KEYS[1], unpack(pairs_))
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 redis.call('RPUSH', KEYS[2], event)
@@ -38,6 +45,9 @@ local platform = redis.call('HGET', KEYS[1], 'platform_id')
 if platform then redis.call('HINCRBY', KEYS[3], prefix .. platform, 1) end
 return {got, attempt}
 """
+REFUSED = -1  # the attempt number of a start the record refused
+START = START.replace("REFUSED", str(REFUSED)).replace(
+    "ENDED", "({" + ", ".join(f"['{status}'] = true" for status in sorted(ENDED)) + "})", 1)
 START_SCRIPT = Script(None, START.encode())
 STARTED_PREFIX = f"started{SEP}"  # the metrics field of `started`, less the platform
 
@@ -49,11 +59,13 @@ def load(connection: Redis) -> None:
 
 def start(connection: Redis, keys: Keys, job_id: str, *, fields: Sequence[str], values: Mapping[str, Any],
           event: Mapping[str, Any], before: Sequence[tuple[Any, ...]] = ()) -> tuple[list[Any], int]:
-    """Apply the writes `before` (a pipeline's command stack), then mark the job started with `values`, count it
-    and add its `started` event; returns the record's `fields` as they were, and its attempt number now."""
+    """Apply the writes `before` (a pipeline's command stack), then mark the job started with `values` (its
+    `lease` among them), count it and add its `started` event; returns the record's `fields` as they were, and its
+    attempt number now, or REFUSED (nothing written to the record) when the record is gone, ended, or started
+    under another lease."""
     pairs = [word for name, value in encode(values).items() for word in (name, value)]
     argv = [len(fields), *fields, len(pairs), *pairs, json.dumps(event, default=str, separators=(",", ":")),
-            defaults.EVENTS_MAXLEN, STARTED_PREFIX, *script_groups(before)]
+            defaults.EVENTS_MAXLEN, STARTED_PREFIX, values.get("lease", ""), *script_groups(before)]
     got, attempt = scripts.call(START_SCRIPT, keys=[keys.job(job_id), keys.events(job_id), keys.metrics()],
                                 args=argv, client=connection)
     return list(got), int(attempt)

@@ -15,6 +15,7 @@ from collector.run import runner
 from collector.run.context import RunContext
 from collector.run.runner import Runtime, execute
 from collector.specs.registry import Registry
+from collector.store import starts
 from collector.store.records import JobStore
 from collector.submit.submitter import Submitter
 from collector.workflows.reaper import Reaper, beat, beat_child
@@ -75,6 +76,32 @@ def test_a_run_whose_job_was_taken_over_stops_at_its_next_progress_and_writes_no
     assert "ended_at" not in record and "error" not in record
     assert [e["type"] for e in store.events(job_id)] == ["queued", "started"], "no end, no stale event"
     assert any("attempt 1 lost its lease" in r.getMessage() for r in caplog.records)
+
+
+def test_a_job_started_under_another_lease_is_not_run_and_its_record_is_left_alone(
+    fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker frozen past its pool's death starts a job it took before the freeze, which the sweep queued again
+    and another worker started meanwhile: the start is refused, nothing runs, the record is the other attempt's."""
+    job_id = submit(fake_redis, unit_config, registry)
+    store = JobStore(fake_redis, unit_config)
+    take_over(fake_redis, store, job_id)
+    key = store.keys.job(job_id)
+    before = fake_redis.hgetall(key), fake_redis.lrange(store.keys.events(job_id), 0, -1)
+    runtime = Runtime(unit_config, fake_redis, registry, worker_name="w1")
+    ran: list[str] = []
+    with pytest.raises(JobFailedError, match="running elsewhere"):
+        run_scripted(monkeypatch, runtime, job_id, lambda ctx: ran.append("ran"))
+    assert ran == [] and runtime.outcome is not None and runtime.outcome.status == "superseded"
+    assert (fake_redis.hgetall(key), fake_redis.lrange(store.keys.events(job_id), 0, -1)) == before
+    # The same start sent twice (its first answer lost on the way) is taken: the lease is this attempt's own.
+    fake_redis.hset(key, "status", "queued")
+    once = {"fields": ("status",), "values": {"status": "started", "lease": "mine"}, "event": {"type": "started"}}
+    assert starts.start(fake_redis, store.keys, job_id, **once)[1] != starts.REFUSED
+    assert starts.start(fake_redis, store.keys, job_id, **once)[1] != starts.REFUSED
+    fake_redis.hset(key, "status", "finished")
+    assert starts.start(fake_redis, store.keys, job_id, **once)[1] == starts.REFUSED
+    assert store.read(job_id, "status")["status"] == "finished"
 
 
 def test_a_stale_run_that_returns_without_a_ctx_call_writes_no_end_and_no_datasets(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 import fakeredis
 import pytest
@@ -91,20 +92,25 @@ def test_releasing_a_job_clears_every_list_and_registry_rq_keeps_it_in(fake_redi
     assert fake_redis.zrange("rq:failed:collector", 0, -1) == [b"other"]
 
 
-def test_a_worker_killed_right_after_its_final_write_leaves_rq_nothing_to_flag_failed(
-    fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry
-) -> None:
-    job_id = Submitter(connection=fake_redis, config=unit_config, registry=registry).submit(
+def started_in_rq(fake_redis: fakeredis.FakeRedis, config: Config, registry: Registry) -> tuple[str, Any]:
+    """A submitted job as a worker's start leaves it in RQ (worker `w`): its id and RQ's job."""
+    job_id = Submitter(connection=fake_redis, config=config, registry=registry).submit(
         {"platform_id": "demo", "settings": {"rows": 1}})["job_id"]
-    rq = RQ(fake_redis, unit_config)
-    job = rq.fetch(job_id)
+    job = RQ(fake_redis, config).fetch(job_id)
     assert job is not None
-    with fake_redis.pipeline() as pipe:  # what a worker's start leaves in RQ
+    with fake_redis.pipeline() as pipe:
         Execution.create(job, 60, pipeline=pipe, worker_name="w")
         pipe.hset(job.key, "status", "started")
         pipe.persist(job.key)
         pipe.lrem(QUEUE, 0, job_id)
         pipe.execute()
+    return job_id, job
+
+
+def test_a_worker_killed_right_after_its_final_write_leaves_rq_nothing_to_flag_failed(
+    fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry
+) -> None:
+    job_id, job = started_in_rq(fake_redis, unit_config, registry)
     assert fake_redis.zcard("rq:wip:collector") == 1
     fake_redis.hset(f"collector:job:{job_id}", "status", "finished")  # its final write, then SIGKILL
     assert recover(fake_redis, unit_config, job_id, kind="died", cause="killed", worker_name="w") is None
@@ -120,17 +126,8 @@ def test_a_worker_killed_right_after_a_retry_or_wait_is_written_leaves_rq_no_run
 ) -> None:
     """The record waits for its retry (or an input); the worker died before RQ's side of its run was cleaned up:
     the run's execution must not stay in RQ's started registry (counted running, flagged failed when it expires)."""
-    job_id = Submitter(connection=fake_redis, config=unit_config, registry=registry).submit(
-        {"platform_id": "demo", "settings": {"rows": 1}})["job_id"]
-    rq = RQ(fake_redis, unit_config)
-    job = rq.fetch(job_id)
-    assert job is not None
-    with fake_redis.pipeline() as pipe:  # what a worker's start leaves in RQ
-        Execution.create(job, 60, pipeline=pipe, worker_name="w")
-        pipe.hset(job.key, "status", "started")
-        pipe.lrem(QUEUE, 0, job_id)
-        pipe.rpush(claims_key(QUEUE, "w"), job_id)
-        pipe.execute()
+    job_id, _ = started_in_rq(fake_redis, unit_config, registry)
+    fake_redis.rpush(claims_key(QUEUE, "w"), job_id)
     fake_redis.hset(f"collector:job:{job_id}", "status", status)  # the runner's write, then SIGKILL
     assert recover(fake_redis, unit_config, job_id, kind="died", cause="killed", worker_name="w") is None
     assert fake_redis.zcard("rq:wip:collector") == 0, "no execution left for RQ's cleanup"

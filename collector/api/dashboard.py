@@ -21,12 +21,11 @@ import rq_dashboard.web
 from flask import Flask, current_app, jsonify, redirect, url_for
 from flask.typing import ResponseReturnValue
 from redis import Redis
-from rq.exceptions import NoSuchJobError
 
 from collector import defaults
 from collector.api.auth import caller
 from collector.api.services import services
-from collector.store.rq_dashboard import REBOUND, DashboardSerializer
+from collector.store.rq_dashboard import REBOUND, DashboardSerializer, job_data
 
 PREFIX = "/rq"
 BLUEPRINT = "rq_dashboard"  # the name rq-dashboard registers its views under
@@ -100,9 +99,8 @@ def escaped_job_info(job_info: Any) -> Any:
 
     @functools.wraps(job_info)
     def view(instance_number: int, job_id: str) -> ResponseReturnValue:
-        try:
-            data = raw(instance_number=instance_number, job_id=job_id)
-        except NoSuchJobError:
+        data = job_data(raw, instance_number=instance_number, job_id=job_id)
+        if data is None:
             return jsonify(error="not_found", message=f"no job {job_id!r} in RQ (ended and expired, or never "
                                                       "queued)"), 404
         return jsonify(html_escaped(data)), 200, {"Cache-Control": "no-store"}

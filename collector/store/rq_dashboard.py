@@ -9,11 +9,12 @@ read with `DashboardSerializer`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from rq import Queue, Worker
 from rq import registry as rq_registry
-from rq.exceptions import DeserializationError
+from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.job import Job
 from rq.serializers import DefaultSerializer, JSONSerializer
 
@@ -110,3 +111,11 @@ REBOUND: dict[str, Any] = {
         "ScheduledJobRegistry", "StartedJobRegistry",
     )},
 }
+
+
+def job_data(view: Callable[..., dict[str, Any]], **arguments: Any) -> dict[str, Any] | None:
+    """What rq-dashboard's job data `view` answers for `arguments`, or None when RQ has no such job."""
+    try:
+        return view(**arguments)
+    except NoSuchJobError:
+        return None

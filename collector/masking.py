@@ -18,12 +18,11 @@ if TYPE_CHECKING:
 E = TypeVar("E", bound="CollectorError")
 
 MASK = "***"
-# The password runs to the last `@` before the host: clients (redis-py among them) take a password with an `@` left
-# unencoded, and a pattern stopping at the first `@` would show the rest of it.
-# The scheme starts where no scheme character comes before it and is at most 32 long: matched from every letter of a
-# long word, an unbounded one took time quadratic in the word (a 64 kB query string in an access line: seconds).
-_URL_PASSWORD = re.compile(
-    r"(?<![a-zA-Z0-9+.\-])(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]{0,31}://)(?P<user>[^:/\s]*):(?P<pw>[^/\s]+)@")
+# The password runs to the last `@` before the host (clients, redis-py among them, take a password with an `@` left
+# unencoded, and a pattern stopping at the first `@` would show the rest of it), within the quotes of the text it
+# is written in. The scheme is at most 32 characters: tried from every letter of a long word, an unbounded one took
+# time quadratic in the word (a 64 kB query string in an access line: seconds).
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]{0,31}://)(?P<user>[^:/\s]*):(?P<pw>[^/\s\"']+)@")
 # Query parameters that would carry an API token: the API refuses them (400), and log lines show them masked.
 QUERY_TOKEN_NAMES = frozenset({"token", "access_token", "api_token", "api_key", "apikey"})
 _QUERY_TOKEN = re.compile(r"(?i)([?&](?:" + "|".join(sorted(QUERY_TOKEN_NAMES)) + r")=)[^&#\s'\"]+")

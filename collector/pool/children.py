@@ -301,7 +301,7 @@ class CollectorWorker(LeanHeartbeats, SimpleWorker):
             log.info("Worker %s: job %s is %s; worker free", self.name, job.id, outcome.status)
             return  # a wait is no error: no traceback in the log
         if outcome is not None and outcome.status == SUPERSEDED:
-            log.warning("Worker %s: job %s stopped: this attempt lost its lease; its writes were refused",
+            log.warning("Worker %s: job %s stopped: another attempt holds it; this one writes nothing more",
                         self.name, job.id)
             return
         if isinstance(exc_info[1], ForeignJobError | DeserializationError):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import socket
 import threading
 import time
@@ -49,6 +48,7 @@ QUERY_PARAMETERS = {
     "sqlite": frozenset({"timeout", "mode", "cache", "immutable", "uri"}),
 }
 QUERY_PARAMETERS["mariadb"] = QUERY_PARAMETERS["mysql"]
+NO_FILE = "/nonexistent/collector-none"  # a path no file is at (Debian keeps /nonexistent absent on purpose)
 CLIENT_LOCAL_FILES = 128              # MySQL protocol capability flag: the client may send local files
 CONNECT_TIMEOUT_S = 10                # for the socket a checked connection opens, when the URL gives none
 TIMEOUT_MARGIN_S = 1.0                # the server's statement timeout is this much past the job's own, so the
@@ -136,11 +136,13 @@ def _postgresql_connector(policy: egress.EgressPolicy) -> Callable[..., Any]:
         _, sockaddr = policy.addresses(str(host), port)[0]
         # libpq connects to hostaddr and still uses host for TLS verification.
         cparams["hostaddr"] = str(sockaddr[0])
-        # libpq fills a password the URL leaves out from the worker's environment and files (PGPASSWORD, a
-        # password file, a service file): the operator's, sent to whichever server the job names. An address
-        # the job chose gets only the password the job gave, and no password file.
+        # libpq fills what the URL leaves out from the worker's environment and files: a password (PGPASSWORD, a
+        # password file, a service file) and a client certificate (PGSSLCERT, ~/.postgresql): the operator's, sent
+        # to whichever server the job names. A server the job chose gets only the password the job gave; the files
+        # named are ones that never exist (libpq skips those silently; /dev/null it warns about on stderr).
         cparams["password"] = cparams.get("password") or ""
-        cparams["passfile"] = os.devnull
+        for name in ("passfile", "sslcert", "sslkey"):
+            cparams[name] = NO_FILE
 
     return connect
 

@@ -239,23 +239,21 @@ def _start(runtime: Runtime, job_id: str) -> tuple[dict[str, Any], int, str]:
     if "platform_id" not in got:
         log.warning("job %s has no record (expired or deleted); nothing run", job_id)
         raise JobFailedError(f"job {job_id} has no record (expired or deleted); nothing to run")
-    if int(attempt) == starts.REFUSED and got.get("status") not in ENDED:
-        # Started under another lease: another attempt runs the job (this worker took it before a freeze long
-        # enough for its pool to be declared dead, and the job was queued again and started elsewhere). This copy
-        # runs nothing and writes nothing to the record; RQ's side belongs to the attempt that runs it.
-        runtime.outcome = Outcome("superseded")
-        log.warning("job %s is started under another lease (it runs elsewhere); this worker's copy was not run",
-                    job_id)
-        raise JobFailedError(f"job {job_id} is running elsewhere; this copy was not run")
-    if got.get("status") in ENDED:
-        # Cancelled (or ended by another attempt) between being taken and starting: the start wrote nothing to the
-        # record; the skip is noted among its events, and nothing runs. RQ's side follows a cancel; another
-        # attempt's end is that attempt's.
-        status = got["status"]
-        until_written(lambda: _skipped(runtime, job_id, status), wait_s=config.redis_wait_s,
+    if got.get("status") == "canceled":
+        # Cancelled between being taken and starting: the start wrote nothing to the record; the skip is noted
+        # among its events, and nothing runs.
+        until_written(lambda: _skipped(runtime, job_id, "canceled"), wait_s=config.redis_wait_s,
                       what=f"job {job_id}: skipped")
-        runtime.outcome = Outcome("canceled" if status == "canceled" else "superseded")
-        raise JobFailedError(f"job {job_id} was {status} before it started; not run")
+        runtime.outcome = Outcome("canceled")
+        raise JobFailedError(f"job {job_id} was canceled before it started; not run")
+    if int(attempt) == starts.REFUSED:
+        # Another attempt holds the job (started, parked, waiting or ended under it): this worker took it before
+        # a freeze long enough for its pool to be declared dead, and the job was queued again and taken elsewhere.
+        # This copy runs nothing and writes nothing; RQ's side belongs to the attempt that holds the job.
+        runtime.outcome = Outcome("superseded")
+        log.warning("job %s is %s under another attempt; this worker's copy was not run", job_id,
+                    got.get("status"))
+        raise JobFailedError(f"job {job_id} is held by another attempt ({got.get('status')}); this copy was not run")
     return got, int(attempt), token
 
 

@@ -13,28 +13,32 @@ from redis.commands.core import Script
 from collector import defaults
 from collector.store import scripts
 from collector.store.metrics import SEP
-from collector.store.records import ENDED, Keys, encode, script_groups
+from collector.store.records import Keys, encode, script_groups
 
 # KEYS: the job record, its events list, the metrics hash. ARGV: how many fields to read, the fields, how many
 # values to set (name, value pairs), the pairs, the `started` event (JSON), the events kept, the metrics field
 # prefix of `started`, this attempt's lease token, then the worker's own writes as groups (count of words, the
-# words), applied first. Returns {the fields read (false: absent), the attempt number}; the attempt number is
-# REFUSED, and the record is left as it was, when the record is gone, has ended, or is `started` under another
-# lease: another attempt runs the job (a worker frozen past its pool's death ran a job taken before the freeze,
-# which the sweep had already queued again and another worker had started).
+# words), applied first. Returns {the fields read (false: absent), the attempt number}.
+#
+# A job starts only from `queued` (or `started` under this attempt's own lease: the same start sent again after
+# its answer was lost). Otherwise the attempt number is REFUSED and nothing is written but the worker's LREMs
+# (the job leaves its claims): the record is gone, ended, or another attempt holds it (a worker frozen past its
+# pool's death starts a job it took before the freeze, which the sweep queued again and another worker started,
+# parked or finished meanwhile).
 START = """
 local i = 1
 local function take(n) local part = {unpack(ARGV, i, i + n - 1)}; i = i + n; return part end
 local fields = take(tonumber(take(1)[1]))
 local pairs_ = take(tonumber(take(1)[1]))
 local event, kept, prefix, lease = unpack(take(4))
+local now = redis.call('HMGET', KEYS[1], 'platform_id', 'status', 'lease')
+local startable = now[1] and (now[2] == 'queued' or (now[2] == 'started' and now[3] == lease))
 while i <= #ARGV do
   local words = take(tonumber(take(1)[1]))
-  redis.call(unpack(words))
+  if startable or string.upper(words[1]) == 'LREM' then redis.call(unpack(words)) end
 end
 local got = redis.call('HMGET', KEYS[1], unpack(fields))
-local now = redis.call('HMGET', KEYS[1], 'platform_id', 'status', 'lease')
-if not now[1] or ENDED[now[2]] or (now[2] == 'started' and now[3] ~= lease) then
+if not startable then
   return {got, REFUSED}
 end
 redis.call('HSET', KEYS[1], unpack(pairs_))
@@ -46,8 +50,7 @@ if platform then redis.call('HINCRBY', KEYS[3], prefix .. platform, 1) end
 return {got, attempt}
 """
 REFUSED = -1  # the attempt number of a start the record refused
-START = START.replace("REFUSED", str(REFUSED)).replace(
-    "ENDED", "({" + ", ".join(f"['{status}'] = true" for status in sorted(ENDED)) + "})", 1)
+START = START.replace("REFUSED", str(REFUSED))
 START_SCRIPT = Script(None, START.encode())
 STARTED_PREFIX = f"started{SEP}"  # the metrics field of `started`, less the platform
 
@@ -61,8 +64,8 @@ def start(connection: Redis, keys: Keys, job_id: str, *, fields: Sequence[str], 
           event: Mapping[str, Any], before: Sequence[tuple[Any, ...]] = ()) -> tuple[list[Any], int]:
     """Apply the writes `before` (a pipeline's command stack), then mark the job started with `values` (its
     `lease` among them), count it and add its `started` event; returns the record's `fields` as they were, and its
-    attempt number now, or REFUSED (nothing written to the record) when the record is gone, ended, or started
-    under another lease."""
+    attempt number now, or REFUSED (nothing written but `before`'s LREMs) unless the record is `queued`, or
+    `started` under the same lease (this start sent again)."""
     pairs = [word for name, value in encode(values).items() for word in (name, value)]
     argv = [len(fields), *fields, len(pairs), *pairs, json.dumps(event, default=str, separators=(",", ":")),
             defaults.EVENTS_MAXLEN, STARTED_PREFIX, values.get("lease", ""), *script_groups(before)]

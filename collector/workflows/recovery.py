@@ -97,7 +97,7 @@ def recover(
         if status in ENDED and worker_name:
             settle_rq(pipe, status)
             return None
-        if status in ("scheduled", "waiting") and worker_name:
+        if status in ("scheduled", "waiting") and (worker_name or (pool is not None and record.get("pool") == pool)):
             forget_rq_run(pipe)
             return None
         if status is None or status in ENDED or status in ("scheduled", "waiting"):

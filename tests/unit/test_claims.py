@@ -121,17 +121,19 @@ def test_a_worker_killed_right_after_its_final_write_leaves_rq_nothing_to_flag_f
 
 
 @pytest.mark.parametrize("status", ["scheduled", "waiting"])
+@pytest.mark.parametrize("found_by", ["its supervisor", "the sweep of its dead pool"])
 def test_a_worker_killed_right_after_a_retry_or_wait_is_written_leaves_rq_no_run(
-    fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry, status: str
+    fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry, status: str, found_by: str
 ) -> None:
     """The record waits for its retry (or an input); the worker died before RQ's side of its run was cleaned up:
     the run's execution must not stay in RQ's started registry (counted running, flagged failed when it expires)."""
     job_id, _ = started_in_rq(fake_redis, unit_config, registry)
     fake_redis.rpush(claims_key(QUEUE, "w"), job_id)
-    fake_redis.hset(f"collector:job:{job_id}", "status", status)  # the runner's write, then SIGKILL
-    assert recover(fake_redis, unit_config, job_id, kind="died", cause="killed", worker_name="w") is None
+    fake_redis.hset(f"collector:job:{job_id}", mapping={"status": status, "pool": "p1"})  # then SIGKILL
+    by = {"worker_name": "w"} if found_by == "its supervisor" else {"pool": "p1"}
+    assert recover(fake_redis, unit_config, job_id, kind="died", cause="killed", **by) is None
     assert fake_redis.zcard("rq:wip:collector") == 0, "no execution left for RQ's cleanup"
-    assert fake_redis.llen(claims_key(QUEUE, "w")) == 0
+    assert fake_redis.llen(claims_key(QUEUE, "w")) == (0 if "worker_name" in by else 1)
     assert JobStore(fake_redis, unit_config).read(job_id, "status")["status"] == status
 
 

@@ -90,7 +90,7 @@ def test_a_job_started_under_another_lease_is_not_run_and_its_record_is_left_alo
     before = fake_redis.hgetall(key), fake_redis.lrange(store.keys.events(job_id), 0, -1)
     runtime = Runtime(unit_config, fake_redis, registry, worker_name="w1")
     ran: list[str] = []
-    with pytest.raises(JobFailedError, match="running elsewhere"):
+    with pytest.raises(JobFailedError, match="held by another attempt"):
         run_scripted(monkeypatch, runtime, job_id, lambda ctx: ran.append("ran"))
     assert ran == [] and runtime.outcome is not None and runtime.outcome.status == "superseded"
     assert (fake_redis.hgetall(key), fake_redis.lrange(store.keys.events(job_id), 0, -1)) == before
@@ -99,9 +99,15 @@ def test_a_job_started_under_another_lease_is_not_run_and_its_record_is_left_alo
     once = {"fields": ("status",), "values": {"status": "started", "lease": "mine"}, "event": {"type": "started"}}
     assert starts.start(fake_redis, store.keys, job_id, **once)[1] != starts.REFUSED
     assert starts.start(fake_redis, store.keys, job_id, **once)[1] != starts.REFUSED
-    fake_redis.hset(key, "status", "finished")
-    assert starts.start(fake_redis, store.keys, job_id, **once)[1] == starts.REFUSED
-    assert store.read(job_id, "status")["status"] == "finished"
+    # Anything but `queued` (or this lease's own start) refuses, and of the worker's writes only its LREMs apply:
+    # the job leaves its claims; RQ's side and the record stay the other attempt's.
+    for status in ("finished", "canceled", "waiting", "scheduled", "deferred"):
+        fake_redis.hset(key, "status", status)
+        fake_redis.rpush("claims", job_id)
+        before = [(("HSET", "rq-side", "status", "started"), {}), (("LREM", "claims", 1, job_id), {})]
+        assert starts.start(fake_redis, store.keys, job_id, before=before, **once)[1] == starts.REFUSED
+        assert store.read(job_id, "status")["status"] == status
+        assert not fake_redis.exists("rq-side") and fake_redis.llen("claims") == 0
 
 
 def test_a_stale_run_that_returns_without_a_ctx_call_writes_no_end_and_no_datasets(

@@ -48,6 +48,11 @@ def test_masking_hides_url_passwords_known_secrets_and_auth_headers() -> None:
     assert mask_url("at redis://us@er:p@ss@h/0 and http://u:pw@h/x") == "at redis://us@er:***@h/0 and http://u:***@h/x"
     assert mask_url("http://host:8080/a@b") == "http://host:8080/a@b"
     assert mask_url("see (redis://u:p@h/0) and\tREDIS://u:p@h") == "see (redis://u:***@h/0) and\tREDIS://u:***@h"
+    # Glued to what comes before it (a quoted space, a digit, a long word), and within the quotes around it.
+    for glued in ("dsn=%20postgresql://u:hunter2@db/x", "1redis://u:hunter2@h", "x" * 40 + "redis://u:hunter2@h"):
+        assert "hunter2" not in mask_url(glued) and "***@" in mask_url(glued)
+    assert mask_url('{"url":"http://u:p@h","mail":"me@example.com"}') == \
+        '{"url":"http://u:***@h","mail":"me@example.com"}'
     assert mask_text("{'Authorization':   'Basic   dXNlcjpwYXNz'}") == "{'Authorization':   'Basic ***'}"
     text = "failed with token abc123 at postgresql://u:pw@h/db; headers {'Authorization': 'Bearer xyz'}"
     masked = mask_text(text, ["abc123"])

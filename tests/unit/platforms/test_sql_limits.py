@@ -309,7 +309,7 @@ class PasswordAskingServer:
 
 
 def test_a_job_chosen_database_never_gets_the_workers_own_postgresql_password(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """libpq fills a password the URL leaves out from PGPASSWORD or a password file: the operator's, which must
     not go to a server a job names. A password the job gave itself is still sent."""
@@ -333,3 +333,4 @@ def test_a_job_chosen_database_never_gets_the_workers_own_postgresql_password(
         server.close()
     assert len(server.startups) == 2 and all(b"anyone" in s for s in server.startups)
     assert server.passwords == ["Own-Password"]
+    assert "password file" not in capfd.readouterr().err  # libpq warns on stderr about a file it cannot use

@@ -12,6 +12,8 @@ from flask.testing import FlaskClient
 from collector.app import create_app
 from collector.config import Config
 from collector.specs.registry import Registry
+from collector.store.rq import RQ
+from collector.workflows.recovery import enqueue_due
 
 SECRET_KEY = "unit-test-key-that-is-32-bytes-long"
 
@@ -37,3 +39,10 @@ def registry() -> Registry:
 def client(fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry) -> FlaskClient:
     app = create_app(unit_config, connection=fake_redis, registry=registry, dashboard=False)
     return app.test_client()
+
+
+def enqueue_due_now(connection: fakeredis.FakeRedis, config: Config, job_id: str) -> int:
+    """Bring the retry of `job_id` due now and move it back to the queue, as a pool supervisor does when its time
+    comes; the number of jobs moved."""
+    connection.zadd(RQ(connection, config).scheduled_key, {job_id: 0})
+    return enqueue_due(connection, config)

@@ -29,6 +29,7 @@ from collector.submit.submitter import Submitter
 from collector.testkit import redis_contents
 from collector.types import Secret
 from tests.secret_platforms import ECHOING, install_vault, make_package
+from tests.unit.conftest import enqueue_due_now
 
 API_KEY, HEADER_KEY, AUTH = "api-key-5e1f0c9b2a", "hdr-key-8d7c6b5a4f", "Bearer hdr-tok-1a2b3c4d"
 
@@ -168,6 +169,7 @@ def test_a_job_that_echoes_its_secrets_keeps_none_of_them(
             with pytest.raises(JobFailedError):
                 execute(job_id, runtime)               # attempt 1: a transient error quoting them, retried
             assert runtime.outcome is not None and runtime.outcome.status == "scheduled"
+            assert enqueue_due_now(fake_redis, unit_config, job_id) == 1
             result = execute(job_id, runtime)          # attempt 2: finishes
     finally:
         logging.getLogger("platforms").removeHandler(handler)

@@ -18,6 +18,7 @@ from rq import Queue
 from rq.exceptions import DeserializationError
 from rq.job import Job, JobStatus
 from rq.suspension import WORKERS_SUSPENDED
+from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
 from collector import defaults
@@ -294,6 +295,15 @@ class CollectorWorker(LeanHeartbeats, SimpleWorker):
                 write_pending_end(self.runtime)  # a path that did not send it (RQ's own handling of a repeat)
             if self.slots is not None:
                 self.slots.clear(self.slot_index)
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        """RQ writes the job's last heartbeat as a run ends: not for an attempt another one superseded, whose job
+        hash is that attempt's (or gone: the write would leave a stub without expiry)."""
+        outcome = self.runtime.outcome if self.runtime is not None else None
+        if outcome is not None and outcome.status == SUPERSEDED:
+            job.ended_at = now()
+            return
+        super().handle_execution_ended(job, queue, heartbeat_ttl)
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         outcome = self.runtime.outcome if self.runtime is not None else None

@@ -156,3 +156,53 @@ def test_a_whole_pool_frozen_past_the_threshold_loses_its_job_and_its_stale_copy
     assert overlap < 3.0, f"the stale copy ran on {overlap:.1f} s after it thawed"
     # The stale copy wrote nothing on the record afterwards: its steps went on counting from where it froze.
     assert done["progress"]["message"] != "" and done["progress"]["done"] >= 8 / 0.05 - 1
+
+
+def test_a_job_taken_before_a_freeze_is_not_started_once_another_attempt_holds_it(
+    config: Config, redis_client: redis.Redis
+) -> None:
+    """Worker A took a job with the end of its last one, then froze past its pool's death; the sweep put the job back
+    and worker B started it. Thawed, A's loop comes to the job it took: its start is refused, nothing runs, nothing
+    of the record or RQ's side of the job changes, and A's claims are left empty. (RQ's real worker loop, in
+    process, on a real redis-server: the freeze itself is `test_a_whole_pool_frozen_…`'s.)"""
+    from rq.serializers import JSONSerializer
+
+    from collector.pool.children import CollectorWorker
+    from collector.run.runner import Runtime, install
+    from collector.specs.registry import Registry
+    from collector.store.claiming_queue import claiming_queue
+    from collector.store.records import JobStore, connect
+    from collector.store.rq import RQ, claims_key
+    from collector.submit.submitter import Submitter
+
+    registry = Registry.discover("platforms")
+    job_id = Submitter(connection=redis_client, config=config, registry=registry).submit(
+        {"platform_id": "demo", "settings": {"rows": 1}})["job_id"]
+    queue_key = RQ(redis_client, config).queue_key
+    queue_class = claiming_queue("A")
+    taker = queue_class._taker(queue_key)
+    lane, taken = taker.take_once(redis_client)  # A takes it (with its last job's end)
+    assert taken.decode() == job_id
+    store = JobStore(redis_client, config)
+    key = store.keys.job(job_id)
+    # ... froze; the sweep put the job back, and B started it: its lease, its worker.
+    redis_client.lrem(claims_key(queue_key, "A"), 0, job_id)
+    redis_client.hset(key, mapping={"status": "started", "lease": "lease-of-b", "worker": "B", "attempt": 1})
+    record, rq_side = redis_client.hgetall(key), redis_client.hgetall(f"rq:job:{job_id}")
+    seen = redis_client.lrange(store.keys.events(job_id), 0, -1)
+    redis_client.rpush(claims_key(queue_key, "A"), job_id)  # what A's claims held when it froze
+
+    connection = connect(config.redis_url or "", blocking=True)
+    runtime = Runtime(config, connection, registry, worker_name="A")
+    install(runtime)
+    queue_class._prefetched = (lane, taken, taker.job_hash)  # what A's loop holds from before the freeze
+    worker = CollectorWorker([config.queue_name], connection=connection, name="A", serializer=JSONSerializer,
+                             queue_class=queue_class)
+    worker.runtime = runtime
+    worker.work(burst=True)  # thawed: it comes to the job it took, then finds the queue empty
+    assert runtime.outcome is not None and runtime.outcome.status == "superseded"
+    assert redis_client.hgetall(key) == record, "the record is B's"
+    assert redis_client.lrange(store.keys.events(job_id), 0, -1) == seen, "no `started` of A's"
+    assert redis_client.hgetall(f"rq:job:{job_id}") == rq_side, "RQ's side of the job is B's"
+    assert redis_client.llen(claims_key(queue_key, "A")) == 0 and redis_client.zcard("rq:wip:collector") == 0
+    connection.close()

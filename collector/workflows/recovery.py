@@ -94,10 +94,13 @@ def recover(
         values = pipe.hmget(key, list(FIELDS))
         record = decode_fields(FIELDS, values)
         status = record.get("status")
-        if status in ENDED and worker_name:
+        # Found by the dead worker's supervisor, or by the sweep of its dead pool: whatever RQ still holds of the
+        # run that died is stale once the record has ended, or waits (a retry, an input) with no worker on it.
+        dead_run = bool(worker_name) or (pool is not None and record.get("pool") == pool)
+        if status in ENDED and dead_run:
             settle_rq(pipe, status)
             return None
-        if status in ("scheduled", "waiting") and (worker_name or (pool is not None and record.get("pool") == pool)):
+        if status in ("scheduled", "waiting") and dead_run:
             forget_rq_run(pipe)
             return None
         if status is None or status in ENDED or status in ("scheduled", "waiting"):

@@ -107,13 +107,15 @@ def started_in_rq(fake_redis: fakeredis.FakeRedis, config: Config, registry: Reg
     return job_id, job
 
 
+@pytest.mark.parametrize("found_by", ["its supervisor", "the sweep of its dead pool"])
 def test_a_worker_killed_right_after_its_final_write_leaves_rq_nothing_to_flag_failed(
-    fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry
+    fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry, found_by: str
 ) -> None:
     job_id, job = started_in_rq(fake_redis, unit_config, registry)
     assert fake_redis.zcard("rq:wip:collector") == 1
-    fake_redis.hset(f"collector:job:{job_id}", "status", "finished")  # its final write, then SIGKILL
-    assert recover(fake_redis, unit_config, job_id, kind="died", cause="killed", worker_name="w") is None
+    fake_redis.hset(f"collector:job:{job_id}", mapping={"status": "finished", "pool": "p1"})  # then SIGKILL
+    by = {"worker_name": "w"} if found_by == "its supervisor" else {"pool": "p1"}
+    assert recover(fake_redis, unit_config, job_id, kind="died", cause="killed", **by) is None
     assert fake_redis.zcard("rq:wip:collector") == 0, "no execution left for RQ's cleanup"
     assert fake_redis.hget(job.key, "status") == b"finished"
     assert 0 < fake_redis.ttl(job.key) <= unit_config.record_ttl_s

@@ -163,7 +163,11 @@ def test_a_waiting_job_is_resumed_through_its_form(console: ServedApp, pool: Poo
     assert page.get_attribute("#in-code", "type") == "password", "a code is typed like a secret"
     shot(page, "console-job.png")
     page.fill("#in-code", "abc-123-xyz")
-    page.click("#resume")
+    with page.expect_navigation():
+        page.click("#resume")
+    # The job's page reloads itself when the job ends: leave it for a page that does not, so that reload cannot
+    # interrupt the visit below.
+    page.goto(console.url + "/ui/inbox")
     wait_for(lambda: job_status(console, job_id) == "finished", timeout_s=60, what="the resumed job to finish")
     assert console.request("GET", f"/execution/get?job_id={job_id}")[1]["result"] == {"code_chars": 11}
     page.goto(console.url + f"/ui/jobs/{job_id}")

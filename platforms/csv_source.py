@@ -283,7 +283,6 @@ class CsvSource(Platform):
         return typed
 
 
-
 # Encodings that read ASCII as ASCII and in which no byte joins the ASCII byte after it into another character
 # (multi-byte ones such as Shift JIS and GBK do; ISO-2022 and UTF-7 switch by escapes): UTF-8 and single-byte ones.
 ASCII_SAFE = re.compile(r"utf-8(-sig)?|ascii|iso8859-\d+|cp125\d|cp437|cp850|cp852|cp866|koi8-[ru]|mac-roman")

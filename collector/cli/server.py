@@ -35,9 +35,9 @@ from collector.errors import ConfigError
 log = logging.getLogger(__name__)
 access = logging.getLogger("collector.access")
 
-# Query parameters whose values an access line never shows (`?token=`, `?api_key=`, `?password=`, ...).
-CALLBACK_PATH = "/execution/callback"
+CALLBACK_PATH = "/execution/callback"  # its query is a waiting job's input: no value of it is logged
 LOGGED_QUERY_CHARS = 1000  # of a query string in an access line; the rest is counted, not shown
+# Query parameters whose values an access line never shows (`?token=`, `?api_key=`, `?password=`, ...).
 SECRET_PARAMETER = re.compile(r"token|secret|passw|pwd|key|auth|sig|session|credential", re.IGNORECASE)
 # Characters left as they are when a path is quoted for an access line; anything else (control characters
 # that could forge a log line included) is percent-encoded.

@@ -296,17 +296,22 @@ class CollectorWorker(LeanHeartbeats, SimpleWorker):
             if self.slots is not None:
                 self.slots.clear(self.slot_index)
 
+    @property
+    def _outcome(self) -> Any:
+        """How the runner says the job in hand ended (None before it says, or without a runtime)."""
+        return self.runtime.outcome if self.runtime is not None else None
+
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
         """RQ writes the job's last heartbeat as a run ends: not for an attempt another one superseded, whose job
         hash is that attempt's (or gone: the write would leave a stub without expiry)."""
-        outcome = self.runtime.outcome if self.runtime is not None else None
+        outcome = self._outcome
         if outcome is not None and outcome.status == SUPERSEDED:
             job.ended_at = now()
             return
         super().handle_execution_ended(job, queue, heartbeat_ttl)
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
-        outcome = self.runtime.outcome if self.runtime is not None else None
+        outcome = self._outcome
         if outcome is not None and outcome.status in SUSPENDED:
             log.info("Worker %s: job %s is %s; worker free", self.name, job.id, outcome.status)
             return  # a wait is no error: no traceback in the log
@@ -335,7 +340,7 @@ class CollectorWorker(LeanHeartbeats, SimpleWorker):
         """RQ's failure handling, except for jobs the runner scheduled for a retry or found cancelled."""
         if self.runtime is not None and self.runtime.pending_end is not None:
             write_pending_end(self.runtime)  # the run finished; what failed came after it: its end is written first
-        outcome = self.runtime.outcome if self.runtime is not None else None
+        outcome = self._outcome
         if outcome is not None and outcome.status in (*SUSPENDED, SUPERSEDED):
             # Waiting (or queued again already): the runner wrote the record and RQ's status; only the
             # execution is left to clean up, and this attempt counts as no failure. Superseded: the attempt that

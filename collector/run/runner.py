@@ -223,8 +223,8 @@ def _write_start(runtime: Runtime, job_id: str, token: str, *, before: Sequence[
 def _start(runtime: Runtime, job_id: str) -> tuple[dict[str, Any], int, str]:
     """Mark the job started, taking the lease on its record (a new random token: an earlier attempt still
     running somewhere can write nothing more), and read what it needs: its record's START_FIELDS and its attempt
-    number. Raises, running nothing and writing nothing to the record, when the job has no record, ended before it
-    started (a cancel came first) or is started under another attempt's lease. A start the worker sent with its
+    number. Raises, running nothing and writing nothing to the record, when the job is not `queued`: it has no
+    record, was cancelled first, or another attempt holds it (`store/starts.py`). A start the worker sent with its
     own (`start_with`) is taken as written."""
     config = runtime.config
     started, runtime.started = runtime.started, None

@@ -313,10 +313,9 @@ def describe(connection: redis.Redis, config: Config, view: dict[str, Any], *, w
     job_id = view["job_id"]
     wait = view.get("waiting")
     if view.get("status") == "waiting" and isinstance(wait, dict) and wait.get("kind") == "input":
-        nonce = store.read(job_id, "wait_nonce").get("wait_nonce") if with_resume else None
         if not with_resume:
             wait["resume"] = "a token with scope 'operate' sees the resume token and callback link here"
-        elif nonce and config.secret_key:
+        elif (nonce := store.read(job_id, "wait_nonce").get("wait_nonce")) and config.secret_key:
             wait["resume_token"] = resume_token(config.secret_key, job_id, nonce)
             wait["resume"] = f"POST /execution/resume?job_id={job_id} with {{\"token\": ..., \"input\": {{...}}}}"
             wait["callback"] = f"/execution/callback?token={callback_token(config.secret_key, job_id, nonce)}"

@@ -42,7 +42,10 @@ def test_every_dashboard_page_loads_while_jobs_run_and_no_arguments_show(
     assert seen_busy, "the worker view was read while a job ran"
     wait_for(lambda: served.request("GET", f"/execution/get?job_id={ids[2]}")[1]["status"] == "failed",
              timeout_s=20, what="the failing job")
-    status, body = served.request("GET", "/rq/0/data/jobs/collector/failed/8/asc/1.json")
+    # RQ's side of a failure is written after collector's record: wait for it rather than read it at once.
+    failed_list = "/rq/0/data/jobs/collector/failed/8/asc/1.json"
+    wait_for(lambda: served.request("GET", failed_list)[1].get("jobs"), timeout_s=20, what="RQ's failed list")
+    status, body = served.request("GET", failed_list)
     assert status == 200 and [j["id"] for j in body["jobs"]] == [ids[2]]
 
 

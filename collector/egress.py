@@ -2,7 +2,8 @@
 
 By default a job reaches public addresses only: loopback, private, link-local, multicast, reserved, unspecified
 and other not globally reachable addresses are refused, in IPv4 and IPv6, including the IPv6 forms that carry
-an IPv4 address (mapped, compatible, 6to4, NAT64). The operator opens more with `COLLECTOR_EGRESS_ALLOW`.
+an IPv4 address (mapped, compatible, 6to4, NAT64). The operator opens more with `COLLECTOR_EGRESS_ALLOW`, each
+entry on every port or on one (`db.internal:5432`).
 
 Two checks, one rule. At submit, a host written as a literal address, in any spelling a resolver accepts
 (`2852039166`, `0xa9fea9fe`, `0251.0376.0251.0376`, `127.1`, `[::ffff:169.254.169.254]`), is refused with a 422.
@@ -35,6 +36,7 @@ NAT64 = ipaddress.IPv6Network("64:ff9b::/96")            # well-known prefix: th
 NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")    # local-use NAT64 (RFC 8215): reaches private networks
 COMPATIBLE = ipaddress.IPv6Network("::/96")              # deprecated IPv4-compatible addresses (::a.b.c.d)
 SCHEMES = ("http", "https")
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def literal_address(host: str) -> Address | None:
@@ -103,46 +105,65 @@ def refusal(address: Address) -> str | None:
 class EgressPolicy:
     """The addresses jobs may reach: public ones, plus the hosts and networks the operator allows."""
 
-    allow_hosts: frozenset[str] = frozenset()
-    allow_networks: tuple[Network, ...] = ()
+    allow_hosts: frozenset[str] = frozenset()        # every port of these names
+    allow_networks: tuple[Network, ...] = ()          # every port of these networks
+    allow_host_ports: frozenset[tuple[str, int]] = frozenset()   # a name on one port (`db.internal:5432`)
+    allow_network_ports: tuple[tuple[Network, int], ...] = ()    # a network on one port (`10.0.0.0/8:443`)
     max_redirects: int = defaults.EGRESS_MAX_REDIRECTS
     max_response_bytes: int = defaults.MAX_RESPONSE_BYTES
 
     @classmethod
     def from_config(cls, config: Config) -> EgressPolicy:
-        hosts, networks = parse_allow(config.egress_allow or "")
+        allow = parse_allow(config.egress_allow or "")
         if config.max_response_bytes < 1:
             raise ConfigError(f"COLLECTOR_MAX_RESPONSE_BYTES={config.max_response_bytes} must be 1 or more")
-        return cls(allow_hosts=hosts, allow_networks=networks, max_response_bytes=config.max_response_bytes)
+        return cls(allow_hosts=allow.hosts, allow_networks=allow.networks, allow_host_ports=allow.host_ports,
+                   allow_network_ports=allow.network_ports, max_response_bytes=config.max_response_bytes)
 
-    def host_allowed(self, host: str) -> bool:
-        """Whether the operator allowed `host` by name (every address it resolves to is then allowed)."""
-        return host.strip("[]").rstrip(".").lower() in self.allow_hosts
+    def host_allowed(self, host: str, port: int | None = None) -> bool:
+        """Whether the operator allowed `host` by name, on every port or on `port` (every address it resolves
+        to is then allowed)."""
+        name = host.strip("[]").rstrip(".").lower()
+        return name in self.allow_hosts or (port is not None and (name, port) in self.allow_host_ports)
 
-    def address_refusal(self, address: Address) -> str | None:
-        """Why `address` is refused, or None when it is public or in an allowed network."""
+    def address_refusal(self, address: Address, port: int | None = None) -> str | None:
+        """Why `address` is refused (on `port`, when given), or None when it is public or in a network allowed on
+        every port or on `port`."""
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped   # networks are written as IPv4: ::ffff:10.0.0.1 is 10.0.0.1
         if any(address in network for network in self.allow_networks if network.version == address.version):
             return None
-        return refusal(address)
+        if port is not None and any(address in network for network, allowed in self.allow_network_ports
+                                    if allowed == port and network.version == address.version):
+            return None
+        why = refusal(address)
+        if why is None:
+            return None
+        ports = sorted({allowed for network, allowed in self.allow_network_ports
+                        if network.version == address.version and address in network})
+        if ports:
+            opened = ", ".join(map(str, ports))
+            return f"{why}, and COLLECTOR_EGRESS_ALLOW opens it on port(s) {opened} only, not {port}"
+        return why
 
-    def check_host(self, host: str | None, *, setting: str, what: str = "host") -> None:
-        """At submit: `SettingError` when `host` is a literal address the policy refuses (names wait for DNS)."""
+    def check_host(self, host: str | None, *, setting: str, what: str = "host", port: int | None = None) -> None:
+        """At submit: `SettingError` when `host` is a literal address the policy refuses on `port` (names wait
+        for DNS)."""
         if not host:
             raise SettingError(setting, f"{what} is missing; name the server to connect to")
-        if self.host_allowed(host):
+        if self.host_allowed(host, port):
             return
         address = literal_address(host)
         if address is None:
             if not HOSTNAME.match(ascii_name(host)):
                 raise SettingError(setting, f"{what} {host!r} is not a host name or address")
             return
-        why = self.address_refusal(address)
+        why = self.address_refusal(address, port)
         if why is not None:
-            raise SettingError(setting, f"{what} {host!r} is the address {address}: {why}; jobs may not connect to "
-                                        "loopback, private, link-local or other non-public addresses (the operator "
-                                        "can allow one with COLLECTOR_EGRESS_ALLOW)")
+            on = f" port {port}" if port is not None else ""
+            raise SettingError(setting, f"{what} {host!r} is the address {address}{on}: {why}; jobs may not connect "
+                                        "to loopback, private, link-local or other non-public addresses (the "
+                                        "operator can allow one with COLLECTOR_EGRESS_ALLOW)")
 
     def check_url(self, url: str, *, setting: str) -> None:
         """At submit: `SettingError` unless `url` is http(s) and its host is not a refused literal address."""
@@ -151,20 +172,22 @@ class EgressPolicy:
             parts.port  # noqa: B018 - raises for a port that is not a number
         except ValueError as exc:
             raise SettingError(setting, f"url is not a valid URL ({exc})") from None
-        if parts.scheme.lower() not in SCHEMES:
+        scheme = parts.scheme.lower()
+        if scheme not in SCHEMES:
             raise SettingError(setting, "url must start with http:// or https://")
-        self.check_host(parts.hostname, setting=setting, what="the url's host")
+        self.check_host(parts.hostname, setting=setting, what="the url's host",
+                        port=parts.port or DEFAULT_PORTS[scheme])
 
     def addresses(self, host: str, port: int) -> list[tuple[int, tuple[object, ...]]]:
         """At connect time: (family, sockaddr) of each address `host` resolves to that the policy allows;
         `EgressError` when it resolves to refused addresses only."""
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        if self.host_allowed(host):
+        if self.host_allowed(host, port):
             return [(family, sockaddr) for family, _, _, _, sockaddr in infos]
         allowed, refused = [], []
         for family, _, _, _, sockaddr in infos:
             address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-            why = self.address_refusal(address)
+            why = self.address_refusal(address, port)
             if why is None:
                 allowed.append((family, sockaddr))
             else:
@@ -197,24 +220,68 @@ class EgressPolicy:
         raise error
 
 
-def parse_allow(text: str) -> tuple[frozenset[str], tuple[Network, ...]]:
-    """`COLLECTOR_EGRESS_ALLOW`: comma-separated host names, addresses and CIDR networks."""
+@dataclasses.dataclass(frozen=True)
+class AllowList:
+    """`COLLECTOR_EGRESS_ALLOW` as read: names and networks open on every port, and on one port."""
+
+    hosts: frozenset[str] = frozenset()
+    networks: tuple[Network, ...] = ()
+    host_ports: frozenset[tuple[str, int]] = frozenset()
+    network_ports: tuple[tuple[Network, int], ...] = ()
+
+
+ALLOW_EXAMPLE = "e.g. db.internal, db.internal:5432, 10.1.2.3, 10.0.0.0/8:443, [fd00::1]:5432"
+
+
+def parse_allow(text: str) -> AllowList:
+    """`COLLECTOR_EGRESS_ALLOW`: comma-separated host names, addresses and CIDR networks, each on every port, or
+    on one port when it ends in `:port` (an IPv6 address or network with a port is written in brackets)."""
     hosts: set[str] = set()
     networks: list[Network] = []
+    host_ports: set[tuple[str, int]] = set()
+    network_ports: list[tuple[Network, int]] = []
     for entry in (e.strip() for e in text.split(",")):
         if not entry:
             continue
+        target, port = _split_port(entry)
         try:
-            networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
-            continue
+            network = ipaddress.ip_network(target.strip("[]"), strict=False)
         except ValueError:
-            pass
-        name = entry.rstrip(".").lower()
-        if not HOSTNAME.match(name):
-            raise ConfigError(f"COLLECTOR_EGRESS_ALLOW entry {entry!r} is neither a host name, an address nor a "
-                              "CIDR network (e.g. db.internal, 10.1.2.3, 10.0.0.0/8); fix or remove it")
-        hosts.add(name)
-    return frozenset(hosts), tuple(networks)
+            name = target.rstrip(".").lower()
+            if not HOSTNAME.match(name):
+                raise ConfigError(f"COLLECTOR_EGRESS_ALLOW entry {entry!r} is neither a host name, an address nor a "
+                                  f"CIDR network, with or without a port ({ALLOW_EXAMPLE}); fix or remove it") from None
+            if port is None:
+                hosts.add(name)
+            else:
+                host_ports.add((name, port))
+            continue
+        if port is None:
+            networks.append(network)
+        else:
+            network_ports.append((network, port))
+    return AllowList(frozenset(hosts), tuple(networks), frozenset(host_ports), tuple(network_ports))
+
+
+def _split_port(entry: str) -> tuple[str, int | None]:
+    """An allow-list entry's host or network, and its port when it gives one (`host:port`, `[v6]:port`)."""
+    if entry.startswith("["):
+        inside, bracket, rest = entry[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ConfigError(f"COLLECTOR_EGRESS_ALLOW entry {entry!r}: write an IPv6 address or network with a "
+                              f"port as [address]:port ({ALLOW_EXAMPLE})")
+        return inside, _port(entry, rest[1:]) if rest else None
+    if entry.count(":") != 1:
+        return entry, None   # a name, an IPv4 address or network, or an IPv6 one without a port
+    target, _, port = entry.partition(":")
+    return target, _port(entry, port)
+
+
+def _port(entry: str, text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ConfigError(f"COLLECTOR_EGRESS_ALLOW entry {entry!r}: the port must be a number from 1 to 65535 "
+                          f"({ALLOW_EXAMPLE})")
+    return int(text)
 
 
 _lock = threading.Lock()

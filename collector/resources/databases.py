@@ -87,7 +87,8 @@ def check_url(value: str | URL, *, setting: str, backends: tuple[str, ...] = tup
                 raise SettingError(host_setting, "the database host has an '@'; give the host name alone")
             raise SettingError(setting, "url has an '@' in its user name or password: write it as %40 "
                                         "(URL-encoded), e.g. postgresql://user:p%40ss@host/db")
-        egress.current().check_host(url.host, setting=host_setting or setting, what="the database host")
+        egress.current().check_host(url.host, setting=host_setting or setting, what="the database host",
+                                    port=url.port or DEFAULT_PORTS[backend])
     return url
 
 

@@ -105,6 +105,72 @@ def test_a_bad_allow_list_entry_stops_the_service_at_start() -> None:
         Pool(Config(redis_url="redis://127.0.0.1:1/0", egress_allow="-nope-"))
 
 
+def test_allow_list_entries_may_name_one_port() -> None:
+    allow = egress.parse_allow("db.internal:5432, Api.Internal, 10.0.0.0/8:443, 10.9.9.9, [fd00::1]:5432, "
+                               "[fd00::/16]:8443, fd01::/16, [fd02::1]")
+    net = ipaddress.ip_network
+    assert allow.hosts == {"api.internal"} and allow.host_ports == {("db.internal", 5432)}
+    assert allow.networks == (net("10.9.9.9/32"), net("fd01::/16"), net("fd02::1/128"))
+    assert allow.network_ports == ((net("10.0.0.0/8"), 443), (net("fd00::1/128"), 5432), (net("fd00::/16"), 8443))
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ("db.internal:0", "the port must be a number from 1 to 65535"),
+    ("db.internal:65536", "the port must be a number from 1 to 65535"),
+    ("10.0.0.1:http", "the port must be a number from 1 to 65535"),
+    ("[fd00::1]5432", r"write an IPv6 address or network with a port as \[address\]:port"),
+    ("[fd00::1", r"write an IPv6 address or network with a port as \[address\]:port"),
+    ("bad host!:80", "is neither a host name, an address nor a CIDR network, with or without a port"),
+])
+def test_a_bad_port_in_the_allow_list_stops_the_service_at_start(entry: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        egress.EgressPolicy.from_config(Config(egress_allow=entry))
+
+
+def test_an_address_allowed_on_one_port_is_refused_on_the_others_at_submit(
+    fake_redis: fakeredis.FakeRedis, registry: Registry
+) -> None:
+    config = Config(secret_key=KEY, egress_allow="127.0.0.1:8080, 10.0.0.0/8:443, metadata.internal:80")
+    client = create_app(config, connection=fake_redis, registry=registry, dashboard=False).test_client()
+    for url in ("http://127.0.0.1:8080/x", "https://10.1.2.3/x", "http://10.1.2.3:443/x", "http://metadata.internal/x"):
+        status, body = submit(client, "http_json", {"url": url})
+        assert status == 202, (url, body)
+    for url, port in (("http://127.0.0.1:6379/", 6379), ("http://127.0.0.1/", 80), ("http://10.1.2.3/x", 80)):
+        status, body = submit(client, "http_json", {"url": url})
+        assert status == 422, (url, body)
+        assert f"port {port}: loopback" in str(body) or f"port {port}: private" in str(body), body
+        assert "opens it on port(s)" in str(body) and f"only, not {port}" in str(body), body
+
+
+def test_a_database_host_allowed_on_one_port_is_refused_on_the_others() -> None:
+    from collector.errors import SettingError
+    from collector.resources import databases
+
+    with egress.installed(egress.EgressPolicy.from_config(Config(egress_allow="10.0.0.5:5432"))):
+        assert databases.check_url("postgresql://u:p@10.0.0.5/db", setting="url").host == "10.0.0.5"
+        assert databases.check_url("postgresql://u:p@10.0.0.5:5432/db", setting="url").port == 5432
+        for url in ("postgresql://u:p@10.0.0.5:6432/db", "mysql://u:p@10.0.0.5/db"):
+            with pytest.raises(SettingError, match="opens it on port"):
+                databases.check_url(url, setting="url")
+
+
+def test_a_name_allowed_on_one_port_reaches_that_port_only_at_connect_time(
+    local_server: LocalServer, second_loopback_server: tuple[str, list[str]]
+) -> None:
+    local_server.route("/items", lambda seen, calls: json_answer([{"id": 1}]))
+    port = local_server.httpd.server_address[1]
+    other_url, other_hits = second_loopback_server
+    other_port = int(other_url.rsplit(":", 1)[1])
+    with egress.installed(egress.EgressPolicy.from_config(Config(egress_allow=f"localhost:{port}, 127.0.0.2:{port}"))):
+        client = HttpClient(headers={}, secrets=[], max_retries=0)
+        body, _ = client.request(f"http://localhost:{port}/items")
+        assert body == b'[{"id": 1}]'
+        with pytest.raises(EgressError, match=f"127.0.0.2 is 127.0.0.2 \\(loopback, and COLLECTOR_EGRESS_ALLOW "
+                                              f"opens it on port\\(s\\) {port} only, not {other_port}\\)"):
+            client.request(f"{other_url}/x")
+    assert other_hits == []
+
+
 @pytest.mark.parametrize(("host", "expected"), [
     ("2852039166", "169.254.169.254"), ("0xa9fea9fe", "169.254.169.254"), ("0251.0376.0251.0376", "169.254.169.254"),
     ("127.1", "127.0.0.1"), ("0x7f.1", "127.0.0.1"), ("10.1", "10.0.0.1"), ("\uff11\uff12\uff17.0.0.1", "127.0.0.1"),

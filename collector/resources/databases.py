@@ -38,17 +38,19 @@ ALIASES = {"postgres": "postgresql"}
 DEFAULT_PORTS = {"mysql": 3306, "mariadb": 3306, "postgresql": 5432}
 # URL query parameters a job may give, by backend. Left out on purpose: anything naming a file on the worker
 # (option files, certificates, passfile, service), a startup command or options, a socket, a host override,
-# client flags and local_infile. A named operator connection (`trusted`) may use any.
+# client flags, local_infile, and PostgreSQL's GSSAPI (`gssencmode`: the worker's Kerberos identity). A named
+# operator connection (`trusted`) may use any.
 QUERY_PARAMETERS = {
     "mysql": frozenset({"charset", "collation", "connect_timeout", "read_timeout", "write_timeout",
                         "ssl_check_hostname"}),
     "postgresql": frozenset({"sslmode", "connect_timeout", "application_name", "client_encoding",
                              "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
-                             "target_session_attrs", "channel_binding", "gssencmode"}),
+                             "target_session_attrs", "channel_binding"}),
     "sqlite": frozenset({"timeout", "mode", "cache", "immutable", "uri"}),
 }
 QUERY_PARAMETERS["mariadb"] = QUERY_PARAMETERS["mysql"]
 NO_FILE = "/nonexistent/collector-none"  # a path no file is at (Debian keeps /nonexistent absent on purpose)
+NO_KERBEROS = "!gss,!sspi"            # libpq's require_auth: any authentication a server asks for but these
 CLIENT_LOCAL_FILES = 128              # MySQL protocol capability flag: the client may send local files
 CONNECT_TIMEOUT_S = 10                # for the socket a checked connection opens, when the URL gives none
 TIMEOUT_MARGIN_S = 1.0                # the server's statement timeout is this much past the job's own, so the
@@ -144,6 +146,10 @@ def _postgresql_connector(policy: egress.EgressPolicy) -> Callable[..., Any]:
         cparams["password"] = cparams.get("password") or ""
         for name in ("passfile", "sslcert", "sslkey"):
             cparams[name] = NO_FILE
+        # Nor the worker's Kerberos identity: libpq offers GSSAPI encryption, and answers a server that asks for
+        # GSSAPI (or SSPI) authentication, with the worker's own credentials when it has any.
+        cparams["gssencmode"] = "disable"
+        cparams["require_auth"] = NO_KERBEROS
 
     return connect
 

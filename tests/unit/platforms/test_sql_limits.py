@@ -39,6 +39,7 @@ def submit(client: FlaskClient, settings: dict[str, Any], platform_id: str = "sq
     ("postgresql://u@db.example.com/shop?service=prod", "service"),
     ("postgresql://u@db.example.com/shop?passfile=/root/.pgpass", "passfile"),
     ("postgresql://u@db.example.com/shop?sslmode=require&hostaddr=10.0.0.1", "hostaddr"),
+    ("postgresql://u@db.example.com/shop?gssencmode=require", "gssencmode"),
 ])
 def test_database_url_parameters_outside_the_allow_list_are_refused_by_name(
     client: FlaskClient, fake_redis: fakeredis.FakeRedis, url: str, refused: str
@@ -258,13 +259,17 @@ def test_a_password_with_an_unencoded_at_is_refused_without_quoting_any_of_it(
 
 
 class PasswordAskingServer:
-    """A PostgreSQL server on loopback that asks for a cleartext password and keeps what it is sent."""
+    """A PostgreSQL server on loopback that asks for a cleartext password (or, `method=7`, for GSSAPI) and keeps
+    what it is sent."""
 
-    def __init__(self) -> None:
+    def __init__(self, method: int = 3) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
+        self.method = method
         self.startups: list[bytes] = []
         self.passwords: list[str] = []
+        self.answers: list[bytes] = []        # the kind of each message that answered the authentication request
+        self.gss_encryption_asked = False
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -291,15 +296,18 @@ class PasswordAskingServer:
     def _one(self, conn: socket.socket) -> None:
         while True:
             body = self._read(conn, struct.unpack("!I", self._read(conn, 4))[0] - 4)
-            if struct.unpack("!I", body[:4])[0] in (80877103, 80877104):  # SSLRequest, GSSENCRequest
+            code = struct.unpack("!I", body[:4])[0]
+            if code in (80877103, 80877104):  # SSLRequest, GSSENCRequest
+                self.gss_encryption_asked |= code == 80877104
                 conn.sendall(b"N")
                 continue
             self.startups.append(body)
             break
-        conn.sendall(b"R" + struct.pack("!II", 8, 3))  # AuthenticationCleartextPassword
+        conn.sendall(b"R" + struct.pack("!II", 8, self.method))  # 3: AuthenticationCleartextPassword, 7: GSS
         kind = self._read(conn, 1)
+        self.answers.append(kind)
         message = self._read(conn, struct.unpack("!I", self._read(conn, 4))[0] - 4)
-        if kind == b"p":
+        if kind == b"p" and self.method == 3:
             self.passwords.append(message.rstrip(b"\0").decode())
         error = b"SFATAL\0C28P01\0Mno\0\0"
         conn.sendall(b"E" + struct.pack("!I", len(error) + 4) + error)
@@ -334,3 +342,27 @@ def test_a_job_chosen_database_never_gets_the_workers_own_postgresql_password(
     assert len(server.startups) == 2 and all(b"anyone" in s for s in server.startups)
     assert server.passwords == ["Own-Password"]
     assert "password file" not in capfd.readouterr().err  # libpq warns on stderr about a file it cannot use
+
+
+def test_a_job_chosen_database_never_gets_the_workers_kerberos_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """libpq offers GSSAPI encryption and answers a GSSAPI authentication request with the worker's own Kerberos
+    credentials: a server a job names gets neither, whatever the worker's environment asks for."""
+    from collector import egress
+
+    monkeypatch.setenv("PGGSSENCMODE", "prefer")
+    monkeypatch.setenv("PGREQUIREAUTH", "gss")
+    server = PasswordAskingServer(method=7)   # AuthenticationGSS
+    try:
+        with egress.installed(egress.EgressPolicy(allow_hosts=frozenset({"127.0.0.1"}))):
+            engine = databases.create_engine(databases.check_url(
+                f"postgresql://anyone:Own-Password@127.0.0.1:{server.port}/x", setting="url"))
+            with pytest.raises(sa.exc.OperationalError, match="server requested GSSAPI authentication"):
+                engine.connect()
+            engine.dispose()
+    finally:
+        server.close()
+    assert len(server.startups) == 1 and server.answers == [] and not server.gss_encryption_asked
+    connect_args: dict[str, Any] = {"host": "127.0.0.1", "port": 5432, "gssencmode": "require"}
+    databases._postgresql_connector(egress.EgressPolicy(allow_hosts=frozenset({"127.0.0.1"})))(
+        None, None, [], connect_args)
+    assert connect_args["gssencmode"] == "disable" and connect_args["require_auth"] == "!gss,!sspi"

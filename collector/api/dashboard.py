@@ -76,6 +76,8 @@ def mount_dashboard(app: Flask, redis_url: str, *, queue_name: str,
     app.view_functions[f"{BLUEPRINT}.requeue_job_view"] = requeue_job
     app.view_functions[f"{BLUEPRINT}.requeue_all"] = requeue_all
     app.view_functions[f"{BLUEPRINT}.delete_job_view"] = delete_job
+    app.view_functions[f"{BLUEPRINT}.empty_queue"] = unless_delete_disabled(empty_list)
+    app.view_functions[f"{BLUEPRINT}.compact_queue"] = unless_delete_disabled(compact_queue)
 
 
 def use_connection(app: Flask, connection: Redis) -> None:
@@ -128,6 +130,28 @@ def requeue_job(job_id: str) -> ResponseReturnValue:
 def requeue_all(queue_name: str) -> ResponseReturnValue:
     """Requeue All: retry every failed job by hand; those that cannot be are skipped."""
     return jsonify(status="OK", **services().retry_failed(by=caller()))
+
+
+def empty_list(queue_name: str, registry_name: str) -> ResponseReturnValue:
+    """Empty: a job that has not ended is canceled, as Delete does; an ended one deleted."""
+    return jsonify(status="OK", **services().empty_list(queue_name, registry_name, by=caller()))
+
+
+def compact_queue(queue_name: str) -> ResponseReturnValue:
+    """Compact: ids of jobs that are gone leave the queue, in one step."""
+    return jsonify(status="OK", **services().compact_queue(queue_name))
+
+
+def unless_delete_disabled(view: Any) -> Any:
+    """`view`, unless the operator turned rq-dashboard's deleting actions off (its own answer then)."""
+
+    @functools.wraps(view)
+    def guarded(**arguments: Any) -> ResponseReturnValue:
+        if current_app.config.get("RQ_DASHBOARD_DISABLE_DELETE"):
+            return jsonify(status="DISABLED")
+        return view(**arguments)
+
+    return guarded
 
 
 def with_timeouts(redis_url: str, connect_timeout_s: float, socket_timeout_s: float) -> str:

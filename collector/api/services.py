@@ -22,6 +22,7 @@ from collector.specs.secrets import secrets_in_body
 from collector.store import index, ratelimit
 from collector.store.dataloss import LossWatch
 from collector.store.records import ENDED, JobStore
+from collector.store.rq_dashboard import REGISTRIES, DashboardLists
 from collector.submit.checks import request_check
 from collector.submit.submitter import Submitter
 from collector.workflows.cancel import cancel
@@ -137,6 +138,32 @@ class Services:
         except ConflictError:  # it ended meanwhile: delete it as an ended job
             return False
         return True
+
+    def empty_list(self, queue_name: str, list_name: str, *, by: str) -> dict[str, Any]:
+        """rq-dashboard's Empty of a queue's list (`queued` or a registry): each job that has not ended is canceled
+        (its record says so; a running one stops), as Delete does; an ended one is deleted from RQ. Deleting RQ's
+        side of a job that has not ended would leave its record `queued`, `scheduled` or `deferred` for good."""
+        lists = DashboardLists(self.connection, self.config)
+        job_ids = lists.job_ids(queue_name, list_name)
+        if job_ids is None:
+            raise NotFoundError(f"rq-dashboard has no list {list_name!r} to empty; it empties queued, "
+                                f"{', '.join(sorted(REGISTRIES))}", details={"list": list_name})
+        canceled = deleted = 0
+        for job_id in dict.fromkeys(job_ids):
+            if self.cancel_unless_ended(job_id, by=by, reason="emptied in the dashboard"):
+                canceled += 1
+            else:
+                lists.delete(job_id, queue_name, list_name)
+                deleted += 1
+        return {"canceled": canceled, "deleted": deleted}
+
+    def compact_queue(self, queue_name: str) -> dict[str, Any]:
+        """rq-dashboard's Compact: the ids of jobs whose RQ hash is gone dropped from the queue, in one step."""
+        dropped = DashboardLists(self.connection, self.config).compact(queue_name)
+        if dropped is None:
+            raise NotFoundError(f"no queue {queue_name!r} to compact: it has no job waiting, or never existed",
+                                details={"queue": queue_name})
+        return {"dropped": dropped}
 
     def list_jobs(self, **query: Any) -> dict[str, Any]:
         return index.list_jobs(self.connection, self.store.keys, **query)

@@ -12,13 +12,18 @@ import json
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from redis import Redis
+from redis.commands.core import Script
 from rq import Queue, Worker
 from rq import registry as rq_registry
 from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.job import Job
 from rq.serializers import DefaultSerializer, JSONSerializer
 
+from collector.config import Config
 from collector.errors import PickleRefusedError
+from collector.store import scripts
+from collector.store.rq import RQ
 
 
 def _refuse(*_: object, **__: object) -> NoReturn:
@@ -119,3 +124,88 @@ def job_data(view: Callable[..., dict[str, Any]], **arguments: Any) -> dict[str,
         return view(**arguments)
     except NoSuchJobError:
         return None
+
+
+# The lists rq-dashboard's Empty action names, besides `queued` (the queue itself): RQ's registries.
+REGISTRIES = {"started": "StartedJobRegistry", "failed": "FailedJobRegistry", "finished": "FinishedJobRegistry",
+              "deferred": "DeferredJobRegistry", "scheduled": "ScheduledJobRegistry",
+              "canceled": "CanceledJobRegistry"}
+
+# KEYS: a queue's lists. ARGV[1]: the prefix of RQ's job hashes. Each list keeps, in order, the ids whose job hash
+# exists; returns how many ids were dropped, or -1 when none of the lists exists. One script: a queue is never
+# seen half compacted, and nothing is ever held outside it (RQ's own compact moves the whole queue to a list of its
+# own and pushes the ids back one round trip each: a process stopped meanwhile loses what it had not pushed back).
+COMPACT = """
+local dropped, found = 0, false
+for _, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then
+    found = true
+    local ids = redis.call('LRANGE', key, 0, -1)
+    local kept = {}
+    for _, id in ipairs(ids) do
+      if redis.call('EXISTS', ARGV[1] .. id) == 1 then kept[#kept + 1] = id else dropped = dropped + 1 end
+    end
+    if #kept < #ids then
+      redis.call('DEL', key)
+      for first = 1, #kept, 1000 do
+        redis.call('RPUSH', key, unpack(kept, first, math.min(first + 999, #kept)))
+      end
+    end
+  end
+end
+if not found then return -1 end
+return dropped
+"""
+COMPACT_SCRIPT = Script(None, COMPACT.encode())
+
+
+class DashboardLists:
+    """The lists rq-dashboard's actions empty and compact: a queue (collector's is three priority lanes) and RQ's
+    registries of it."""
+
+    def __init__(self, connection: Redis, config: Config) -> None:
+        self.connection = connection
+        self.config = config
+
+    def queue_keys(self, queue_name: str) -> list[str]:
+        """The lists jobs of the queue `queue_name` wait in: every lane of collector's queue, else RQ's one list."""
+        if queue_name == self.config.queue_name:
+            return RQ(self.connection, self.config).lane_keys
+        return [DashboardQueue(queue_name, connection=self.connection).key]
+
+    def job_ids(self, queue_name: str, list_name: str) -> list[str] | None:
+        """The ids listed in `list_name` (`queued`, or a registry's name) of `queue_name`; None for no such list."""
+        if list_name == "queued":
+            return [raw.decode() for key in self.queue_keys(queue_name) for raw in self.connection.lrange(key, 0, -1)]
+        if list_name not in REGISTRIES:
+            return None
+        return REBOUND[REGISTRIES[list_name]](queue_name, connection=self.connection).get_job_ids(cleanup=False)
+
+    def delete(self, job_id: str, queue_name: str, list_name: str) -> None:
+        """RQ's side of `job_id` deleted, as rq-dashboard's Delete does; an id whose job hash is gone leaves the
+        list it was listed in."""
+        try:
+            DashboardJob.fetch(job_id, connection=self.connection).delete()
+            return
+        except NoSuchJobError:
+            pass
+        with self.connection.pipeline() as pipe:
+            if list_name == "queued":
+                for key in self.queue_keys(queue_name):
+                    pipe.lrem(key, 0, job_id)
+            elif list_name == "started":  # its entries are `<job id>:<execution id>`
+                registry = REBOUND["StartedJobRegistry"](queue_name, connection=self.connection)
+                entries = [e for e in self.connection.zrange(registry.key, 0, -1)
+                           if e.decode().rsplit(":", 1)[0] == job_id]
+                if entries:
+                    pipe.zrem(registry.key, *entries)
+            else:
+                REBOUND[REGISTRIES[list_name]](queue_name, connection=self.connection).remove(job_id, pipeline=pipe)
+            pipe.execute()
+
+    def compact(self, queue_name: str) -> int | None:
+        """Drop from the queue's lists the ids whose job hash is gone, atomically; how many were dropped, or None
+        when the queue has no list."""
+        dropped = scripts.call(COMPACT_SCRIPT, keys=self.queue_keys(queue_name),
+                               args=[Job.redis_job_namespace_prefix], client=self.connection)
+        return None if int(dropped) < 0 else int(dropped)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.client
 from collections.abc import Callable
 
+import redis
+
 from tests.conftest import PoolProcess, ServedApp, wait_for
 
 
@@ -118,3 +120,47 @@ def test_the_job_page_data_is_html_escaped_and_a_gone_job_is_a_404(
     assert "<img" not in str(data) and "&lt;img src=x onerror=alert(document.domain)&gt;" in data["exc_info"]
     status, data = served.request("GET", "/rq/0/data/job/no-such-job.json")
     assert status == 404 and data["error"] == "not_found", data
+
+
+XHR = {"X-Requested-With": "XMLHttpRequest"}
+
+
+def test_empty_cancels_the_queued_jobs_of_every_lane_rather_than_stranding_their_records(
+    served: ServedApp, redis_client: redis.Redis
+) -> None:
+    """RQ's Empty deletes the job hashes of the queue's one list: collector's records would say `queued` for good,
+    and jobs of the high and low lanes would stay."""
+    ids = []
+    for priority in ("high", "normal", "low"):
+        status, body = served.request("POST", "/execution/run", {
+            "platform_id": "demo", "settings": {"rows": 1}, "priority": priority})
+        assert status == 202, body
+        ids.append(body["job_id"])
+    redis_client.rpush("rq:queue:collector", "a-job-that-is-gone")
+    status, body = served.request("POST", "/rq/queue/collector/queued/empty", raw=b"", headers=XHR)
+    assert status == 200 and body == {"status": "OK", "canceled": 3, "deleted": 1}, body
+    for job_id in ids:
+        record = served.request("GET", f"/execution/get?job_id={job_id}")[1]
+        assert record["status"] == "canceled" and record["cancel_reason"] == "emptied in the dashboard", record
+    lanes = ("rq:queue:collector", "rq:queue:collector:high", "rq:queue:collector:low")
+    assert [redis_client.llen(key) for key in lanes] == [0, 0, 0]
+    status, body = served.request("POST", "/rq/queue/collector/nosuch/empty", raw=b"", headers=XHR)
+    assert status == 404 and "no list 'nosuch'" in body["message"], body
+
+
+def test_compact_drops_the_ids_of_jobs_that_are_gone_in_one_step(
+    served: ServedApp, redis_client: redis.Redis
+) -> None:
+    ids = []
+    for n in range(3):
+        status, body = served.request("POST", "/execution/run", {"platform_id": "demo", "settings": {"rows": 1}})
+        ids.append(body["job_id"])
+        redis_client.rpush("rq:queue:collector", f"gone-{n}")
+    redis_client.rpush("rq:queue:collector:low", "gone-low")
+    status, body = served.request("POST", "/rq/queue/collector/compact", raw=b"", headers=XHR)
+    assert status == 200 and body == {"status": "OK", "dropped": 4}, body
+    assert [raw.decode() for raw in redis_client.lrange("rq:queue:collector", 0, -1)] == ids
+    assert not redis_client.exists("rq:queue:collector:low")
+    assert not [key for key in redis_client.keys("rq:queue:_compact*")], "nothing is held outside the queue"
+    status, body = served.request("POST", "/rq/queue/nosuch/compact", raw=b"", headers=XHR)
+    assert status == 404 and "no queue 'nosuch'" in body["message"], body

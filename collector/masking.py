@@ -57,6 +57,25 @@ def mask_secrets(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+# How a secret's characters go out as bytes: UTF-8 (URLs percent-encode it, bodies) and Latin-1 (HTTP header values).
+WIRE_ENCODINGS = ("utf-8", "latin-1")
+
+
+def mask_secret_bytes(data: bytes, secrets: Iterable[str]) -> bytes:
+    """`data` with every known secret value (in each spelling `variants` knows), as UTF-8 and as Latin-1 bytes,
+    replaced by `***`: for bytes a server sends back, before they are decoded. Read in another single-byte encoding,
+    a secret's non-ASCII characters come out respelled, past `mask_secrets`, and could be spelled back."""
+    for secret in needles(secrets):
+        for encoding in WIRE_ENCODINGS:
+            try:
+                needle = secret.encode(encoding)
+            except UnicodeEncodeError:
+                continue
+            if needle in data:
+                data = data.replace(needle, MASK.encode())
+    return data
+
+
 def mask_text(text: str, secrets: Iterable[str] = ()) -> str:
     """Text with every known secret value, URL password and auth header replaced by `***`."""
     text = mask_secrets(text, secrets)

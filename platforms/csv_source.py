@@ -14,7 +14,7 @@ from typing import Any
 from collector import egress
 from collector.http_client import HttpClient
 from collector.incremental import Incremental
-from collector.masking import mask_secrets, mask_text
+from collector.masking import mask_secret_bytes, mask_secrets, mask_text
 from collector.platform import FatalError, Platform, SettingError, Storage
 from collector.resources import reach
 
@@ -229,9 +229,11 @@ class CsvSource(Platform):
                     lines = list(csv.reader(itertools.islice(file, self.skip_rows, None), delimiter=self.delimiter))
             else:
                 raw, _ = self._client(on_retry=ctx.log.warning).request(str(self.url))
-                # Credentials a server echoes are masked before the text is split into cells, which could part them.
+                # Credentials a server echoes are masked before the text is split into cells, which could part them,
+                # and before the bytes are decoded, which could respell them.
                 secrets = self.named.secrets if self.named is not None else ()
-                text = io.StringIO(mask_secrets(raw.decode(self._codec()), secrets), newline="")
+                text = io.StringIO(mask_secrets(mask_secret_bytes(raw, secrets).decode(self._codec()), secrets),
+                                   newline="")
                 lines = list(csv.reader(itertools.islice(text, self.skip_rows, None), delimiter=self.delimiter))
         except FileNotFoundError:
             raise FatalError(f"no file at path {self.path!r} on this worker; check the path") from None

@@ -344,6 +344,32 @@ def test_credentials_a_server_echoes_stay_masked_however_the_csv_is_read(
         assert TOKEN not in delimiter.join(cells) and TOKEN.encode() not in everything_kept(fake_redis)
 
 
+def test_a_non_ascii_credential_a_server_echoes_is_not_respelled_past_the_mask(
+    unit_config: Config, connections_file: str, fake_redis: fakeredis.FakeRedis, registry: Registry,
+    local_server: LocalServer
+) -> None:
+    """A header value goes out as Latin-1 bytes: echoed back and read in another single-byte encoding, its
+    non-ASCII characters would come out as other characters, which the client could spell back."""
+    key = "Clé-ÿôü-Secrète-42"
+    config = Config(secret_key=SECRET_KEY, progress_interval_s=0.0, data_dir=unit_config.data_dir,
+                    connections=connections_file, environ={"WAREHOUSE_PASSWORD": PASSWORD, "API_KEY": key})
+    local_server.route("/v1/echo.csv", lambda seen, n: (
+        200, {"Content-Type": "text/csv"}, f"header\n{seen.headers['x-api-key']}\n".encode("latin-1")))
+    client = create_app(config, connection=fake_redis, registry=registry, dashboard=False).test_client()
+    for encoding in ("cp1251", "koi8-r", "iso8859-7", "latin-1", "mac-roman"):
+        response = client.post("/execution/run", json={"platform_id": "csv_source", "settings": {
+            "connection": "api", "url": "echo.csv", "encoding": encoding}})
+        assert response.status_code == 202, response.get_json()
+        job_id = response.get_json()["job_id"]
+        execute(job_id, Runtime(config, fake_redis, registry))
+        view = JobStore(fake_redis, config).view(job_id, full=True)
+        assert view is not None and view["status"] == "finished", view
+        [cell] = [cell for row in view["datasets"]["original"] for cell in row.values()]
+        assert cell == "***", (encoding, cell)
+        kept = everything_kept(fake_redis)
+        assert key.encode("latin-1") not in kept and key.encode() not in kept
+
+
 class Ctx:
     """The least of a run context `_run` needs here."""
 

@@ -143,7 +143,8 @@ class EgressPolicy:
                         if network.version == address.version and address in network})
         if ports:
             opened = ", ".join(map(str, ports))
-            return f"{why}, and COLLECTOR_EGRESS_ALLOW opens it on port(s) {opened} only, not {port}"
+            return f"{why}, and COLLECTOR_EGRESS_ALLOW opens it on port(s) {opened} only" + (
+                f", not {port}" if port is not None else "")
         return why
 
     def check_host(self, host: str | None, *, setting: str, what: str = "host", port: int | None = None) -> None:

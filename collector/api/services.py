@@ -161,7 +161,7 @@ class Services:
         """rq-dashboard's Compact: the ids of jobs whose RQ hash is gone dropped from the queue, in one step."""
         dropped = DashboardLists(self.connection, self.config).compact(queue_name)
         if dropped is None:
-            raise NotFoundError(f"no queue {queue_name!r} to compact: it has no job waiting, or never existed",
+            raise NotFoundError(f"no queue {queue_name!r} to compact; the queues are listed at /rq/0/data/queues.json",
                                 details={"queue": queue_name})
         return {"dropped": dropped}
 

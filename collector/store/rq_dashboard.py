@@ -205,7 +205,11 @@ class DashboardLists:
 
     def compact(self, queue_name: str) -> int | None:
         """Drop from the queue's lists the ids whose job hash is gone, atomically; how many were dropped, or None
-        when the queue has no list."""
-        dropped = scripts.call(COMPACT_SCRIPT, keys=self.queue_keys(queue_name),
-                               args=[Job.redis_job_namespace_prefix], client=self.connection)
-        return None if int(dropped) < 0 else int(dropped)
+        when there is no such queue (collector's, or one RQ knows)."""
+        dropped = int(scripts.call(COMPACT_SCRIPT, keys=self.queue_keys(queue_name),
+                                   args=[Job.redis_job_namespace_prefix], client=self.connection))
+        if dropped >= 0:
+            return dropped
+        known = queue_name == self.config.queue_name or self.connection.sismember(
+            Queue.redis_queues_keys, DashboardQueue(queue_name, connection=self.connection).key)
+        return 0 if known else None   # a queue with nothing waiting has no list

@@ -164,3 +164,6 @@ def test_compact_drops_the_ids_of_jobs_that_are_gone_in_one_step(
     assert not [key for key in redis_client.keys("rq:queue:_compact*")], "nothing is held outside the queue"
     status, body = served.request("POST", "/rq/queue/nosuch/compact", raw=b"", headers=XHR)
     assert status == 404 and "no queue 'nosuch'" in body["message"], body
+    redis_client.delete("rq:queue:collector")   # nothing waits: the queue has no list, and is still there
+    status, body = served.request("POST", "/rq/queue/collector/compact", raw=b"", headers=XHR)
+    assert status == 200 and body == {"status": "OK", "dropped": 0}, body

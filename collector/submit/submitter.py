@@ -9,7 +9,7 @@ from typing import Any
 import redis
 
 from collector.config import Config
-from collector.errors import ConfigError, ConflictError
+from collector.errors import ConfigError, ConflictError, ValidationError
 from collector.resources import reach
 from collector.sealing import Sealer
 from collector.specs.caps import cap_key
@@ -49,8 +49,10 @@ class Submitter:
         `idempotency_key` that `scope` (the caller) sent before, within COLLECTOR_IDEMPOTENCY_TTL_S, makes no new
         job: the answer names the first (`deduplicated`), or `ConflictError` when the spec differs. `replicated`
         returns only once COLLECTOR_REDIS_MIN_REPLICAS replicas hold the job (`NotReplicatedError` when fewer do
-        in time)."""
+        in time). A given `job_id` is made once: when its record exists already, nothing is written and the answer
+        is `{"job_id", "status": "already_submitted"}`."""
         spec = validate_spec(body, self.registry, max_timeout_s=self.config.max_timeout_s)
+        fixed_id = job_id is not None
         job_id = job_id or new_job_id()
         fields = new_record(spec, self.sealer, no_key=(
             f"platform {spec.platform.id!r} was given secrets but this service has no "
@@ -64,8 +66,17 @@ class Submitter:
             fields["concurrency"] = cap
         fields.update(extra or {})
         once = self._once(spec, scope)
+        given_id = job_id if fixed_id else None
 
         def write(pipe: Any) -> dict[str, Any] | None:
+            if given_id is not None:
+                # A job id of collector's own (a tick, a task's attempt, a child) is made once: two submitters
+                # racing (a process advanced from two places at once) must not queue it twice, nor write over a
+                # record that is queued, running or ended already.
+                pipe.watch(self.store.keys.job(given_id))
+                if pipe.exists(self.store.keys.job(given_id)):
+                    pipe.unwatch()
+                    return {"job_id": given_id, "status": "already_submitted"}
             if once is not None:
                 pipe.watch(once[0])  # two submits of one key at once: the second EXEC fails and looks again
                 held = idempotency.first(pipe, once[0])
@@ -88,6 +99,8 @@ class Submitter:
             return None
 
         try:
+            if scope:
+                self._refuse_a_schedules_state(spec)
             if admit is not None:
                 admit()
             replicas = self.config.redis_min_replicas if replicated else 0
@@ -107,6 +120,15 @@ class Submitter:
         if spec.client_id is not None:
             answer["_id"] = spec.client_id
         return answer
+
+    def _refuse_a_schedules_state(self, spec: JobSpec) -> None:
+        """A client's spec may not name a schedule's id as its `state_key`: the schedule's runs keep their state
+        under it, and a client's job saving there would move (or poison) a bookmark it may not change."""
+        if spec.state_key is not None and self.connection.exists(self.store.keys.schedule(spec.state_key)):
+            raise ValidationError(
+                "the job spec has 1 error(s); fix the fields named in details and send it again",
+                details={"state_key": [f"state_key {spec.state_key!r} is the id of a schedule, whose runs keep their "
+                                       "saved state under it; only its own runs may use it: give another key"]})
 
     def _once(self, spec: JobSpec, scope: str) -> tuple[str, str] | None:
         """The Redis key of the spec's idempotency key and the HMAC of the spec; None without a key."""

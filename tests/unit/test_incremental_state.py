@@ -300,3 +300,18 @@ def test_a_state_saved_before_a_wait_is_written_when_the_resumed_run_finishes(
     fake_redis.delete("rq:queue:collector")  # run here, not by a worker
     assert execute(job_id, runtime) == {"seen_before": None}
     assert saved(fake_redis, unit_config, "waiter", "approvals")["state"] == {"seen": 7}  # type: ignore[index]
+
+
+def test_a_client_may_not_name_a_schedules_id_as_its_state_key(client: FlaskClient,
+                                                                fake_redis: fakeredis.FakeRedis) -> None:
+    """A schedule's runs keep their bookmark under its id, which any `read` token sees: a client's job saving
+    there would move or poison the bookmark of a schedule the client may not change."""
+    spec = {"platform_id": "demo", "settings": {"rows": 1}}
+    schedule_id = client.post("/schedules", json={"spec": spec, "interval_s": 60}).get_json()["id"]
+    before = fake_redis.dbsize()
+    response = client.post("/execution/run", json={**spec, "state_key": schedule_id})
+    assert response.status_code == 422, response.get_json()
+    [message] = response.get_json()["details"]["state_key"]
+    assert f"state_key {schedule_id!r} is the id of a schedule" in message and "give another key" in message
+    assert fake_redis.dbsize() == before
+    assert client.post("/execution/run", json={**spec, "state_key": "my-own-key"}).status_code == 202

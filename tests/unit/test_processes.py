@@ -161,3 +161,32 @@ def test_a_task_with_a_state_key_runs_as_a_job_of_that_key(processes: Processes,
         processes.run(bad)
     assert set(caught.value.details) == {"steps.0.tasks.0.state_key", "steps.0.tasks.1"}
     assert fake_redis.dbsize() == before
+
+
+def test_a_task_job_is_queued_once_when_the_process_is_advanced_twice_at_once(
+    processes: Processes, fake_redis: fakeredis.FakeRedis
+) -> None:
+    """A process is advanced from anywhere (every pool's tick, every GET): one advance may find a task `running`
+    with no job record yet, between another's write of the document and its submit, and submit the task's job too.
+    The job is queued once, and its record is never written over."""
+    submit = processes.submitter.submit
+    raced: list[str] = []
+
+    def submit_after_another_advance(spec: dict, **kwargs: object) -> dict:
+        if not raced:
+            raced.append(str(kwargs["job_id"]))
+            processes.advance(kwargs["extra"]["process_id"])  # type: ignore[index]
+        return submit(spec, **kwargs)
+
+    processes.submitter.submit = submit_after_another_advance  # type: ignore[method-assign]
+    view = processes.run(definition())
+    job_id = task(view, "pull")["job_id"]
+    assert raced == [job_id]
+    assert fake_redis.lrange("rq:queue:collector", 0, -1) == [job_id.encode()]
+    events = [e for e in fake_redis.lrange(f"collector:job:{job_id}:events:list", 0, -1) if b'"queued"' in e]
+    assert len(events) == 1, events
+    end_job(fake_redis, job_id, "finished")
+    answer = submit({"platform_id": "demo", "settings": {"rows": 2}}, job_id=job_id, extra={"process_id": "x"})
+    assert answer == {"job_id": job_id, "status": "already_submitted"}
+    assert fake_redis.hget(f"collector:job:{job_id}", "status") == b"finished"
+    assert fake_redis.lrange("rq:queue:collector", 0, -1) == [job_id.encode()]

@@ -172,7 +172,7 @@ class Schedules:
             pipe.hgetall(self.keys.schedule(schedule_id))
             pipe.zscore(self.keys.schedules_due(), schedule_id)
             raw, due = pipe.execute()
-        if not raw:
+        if not whole(raw):
             raise NotFoundError(f"no schedule {schedule_id!r}; GET /schedules lists them")
         return self._view(raw, due)
 
@@ -182,7 +182,7 @@ class Schedules:
             for schedule_id, _ in entries:
                 pipe.hgetall(self.keys.schedule(schedule_id.decode()))
             raws = pipe.execute()
-        return [self._view(raw, due) for raw, (_, due) in zip(raws, entries, strict=True) if raw]
+        return [self._view(raw, due) for raw, (_, due) in zip(raws, entries, strict=True) if whole(raw)]
 
     def delete(self, schedule_id: str) -> None:
         with self.connection.pipeline(transaction=True) as pipe:
@@ -196,10 +196,12 @@ class Schedules:
         """Stop firing a schedule until it is resumed: its due time becomes +inf, which no tick reaches (a tick being
         fired meanwhile only ever raises a due time, so it cannot bring it back)."""
         self.get(schedule_id)  # NotFoundError when unknown
-        with self.connection.pipeline(transaction=True) as pipe:
+
+        def write(pipe: Pipeline) -> None:
             pipe.zadd(self.keys.schedules_due(), {schedule_id: math.inf}, xx=True)
             pipe.hsetnx(self.keys.schedule(schedule_id), "paused_at", iso())
-            pipe.execute()
+
+        self._while_present(schedule_id, write)
         return self.get(schedule_id)
 
     def resume(self, schedule_id: str, *, now: float | None = None) -> dict[str, Any]:
@@ -210,13 +212,31 @@ class Schedules:
             return record
         now = time.time() if now is None else now
         due = next_tick(cron=record["cron"], interval_s=record["interval_s"], anchor=now, after=now)
-        with self.connection.pipeline(transaction=True) as pipe:
+
+        def write(pipe: Pipeline) -> None:
             pipe.zadd(self.keys.schedules_due(), {schedule_id: due}, xx=True)
             pipe.hdel(self.keys.schedule(schedule_id), "paused_at")
             if record["interval_s"]:
                 pipe.hset(self.keys.schedule(schedule_id), "anchor", str(now))
-            pipe.execute()
+
+        self._while_present(schedule_id, write)
         return self.get(schedule_id)
+
+    def _while_present(self, schedule_id: str, write: Callable[[Pipeline], None]) -> bool:
+        """Apply `write` in one transaction, only while the schedule exists: a schedule deleted meanwhile is not
+        brought back as a hash of a few fields, which no listing could read. False when it was gone."""
+
+        def attempt(pipe: Pipeline) -> bool:
+            pipe.watch(self.keys.schedule(schedule_id))
+            if not pipe.exists(self.keys.schedule(schedule_id)):
+                pipe.unwatch()
+                return False
+            pipe.multi()
+            write(pipe)
+            pipe.execute()
+            return True
+
+        return run_watched(self.connection, attempt)
 
     def fire_due(self, *, now: float | None = None) -> list[str]:
         """Submit one job for every due schedule; returns the job ids this call submitted.
@@ -242,8 +262,12 @@ class Schedules:
 
     def _fire(self, schedule_id: str, due: float, now: float) -> str | None:
         raw = self.connection.hgetall(self.keys.schedule(schedule_id))
-        if not raw:
-            self.connection.zrem(self.keys.schedules_due(), schedule_id)
+        if not whole(raw):  # deleted (a hash of a few fields is what a write racing the delete left, once)
+            with self.connection.pipeline(transaction=True) as pipe:
+                pipe.zrem(self.keys.schedules_due(), schedule_id)
+                if raw:
+                    pipe.delete(self.keys.schedule(schedule_id))
+                pipe.execute()
             return None
         record = {k.decode(): v.decode() for k, v in raw.items()}
         tick = int(due)
@@ -253,8 +277,9 @@ class Schedules:
             anchor=float(record["anchor"]),
             after=now,
         )
-        # GT: concurrent callers compute the same next tick; the due time only ever moves forward.
-        self.connection.zadd(self.keys.schedules_due(), {schedule_id: following}, gt=True)
+        # GT: concurrent callers compute the same next tick; the due time only ever moves forward. XX: a schedule
+        # deleted since it was read is not put back.
+        self.connection.zadd(self.keys.schedules_due(), {schedule_id: following}, gt=True, xx=True)
         claim_ttl = max(3600, int(following - due) * 2)
         if not self.connection.set(self.keys.schedule_tick(schedule_id, tick), 1, nx=True, ex=claim_ttl):
             return None
@@ -262,11 +287,15 @@ class Schedules:
         if record.get("secrets") and self.submitter.sealer is not None:
             spec["settings"] = merge_secrets(spec["settings"], self.submitter.sealer.unseal(record["secrets"]))
         job_id = f"{schedule_id}-{tick}"
+        if not self.connection.exists(self.keys.schedule(schedule_id)):
+            return None  # deleted since it was read (a tick already submitting when DELETE answered still runs)
         self.submitter.submit(spec, job_id=job_id, extra={"schedule_id": schedule_id})
-        with self.connection.pipeline(transaction=False) as pipe:
+
+        def count(pipe: Pipeline) -> None:
             pipe.hset(self.keys.schedule(schedule_id), mapping={"last_job_id": job_id, "last_run_at": iso()})
             pipe.hincrby(self.keys.schedule(schedule_id), "runs", 1)
-            pipe.execute()
+
+        self._while_present(schedule_id, count)
         log.info("schedule %s: tick %s queued job %s", schedule_id, tick, job_id)
         return job_id
 
@@ -287,3 +316,9 @@ class Schedules:
             "last_job_id": record.get("last_job_id"),
             "last_run_at": record.get("last_run_at"),
         }
+
+
+def whole(raw: dict[bytes, bytes]) -> bool:
+    """Whether a schedule's hash is a whole schedule, not absent nor the few fields a write racing its delete
+    could leave (every write now checks the schedule is there; this reads such a hash as no schedule)."""
+    return b"id" in raw and b"spec" in raw

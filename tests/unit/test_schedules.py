@@ -127,3 +127,46 @@ def test_schedules_pause_and_resume_through_the_api(client) -> None:
     resumed = client.post(f"/schedules/{schedule['id']}/resume", headers=XHR).get_json()
     assert resumed["paused"] is False and resumed["next_run_at"] >= schedule["next_run_at"]
     assert client.post("/schedules/nosuch/pause", headers=XHR).status_code == 404
+
+
+def left_of(fake_redis: fakeredis.FakeRedis, schedule_id: str) -> tuple[float | None, dict]:
+    return (fake_redis.zscore("collector:schedules:due", schedule_id),
+            fake_redis.hgetall(f"collector:schedule:{schedule_id}"))
+
+
+@pytest.mark.parametrize("gap", ["before the due time moves", "after the job is submitted"])
+def test_a_schedule_deleted_while_its_tick_fires_is_not_brought_back(
+    schedules: Schedules, fake_redis: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch, gap: str
+) -> None:
+    """A tick reads the schedule, then moves its due time on and counts its run: a DELETE answered in between
+    must not be undone by those writes (a hash of three fields and a due time, which broke GET /schedules)."""
+    from collector.workflows import schedules as module
+
+    schedule_id = schedules.create({"spec": demo(), "interval_s": 60}, now=T0)["id"]
+    if gap == "before the due time moves":
+        real = module.next_tick
+        monkeypatch.setattr(module, "next_tick", lambda **kw: (schedules.delete(schedule_id), real(**kw))[1])
+        assert schedules.fire_due(now=T0 + 61) == []
+    else:
+        submit = schedules.submitter.submit
+        monkeypatch.setattr(schedules.submitter, "submit",
+                            lambda spec, **kw: (submit(spec, **kw), schedules.delete(schedule_id))[0])
+        assert schedules.fire_due(now=T0 + 61) == [f"{schedule_id}-{int(T0 + 60)}"]
+    assert left_of(fake_redis, schedule_id) == (None, {})
+    assert schedules.all() == []
+    with pytest.raises(NotFoundError):
+        schedules.pause(schedule_id)
+
+
+def test_a_schedule_hash_of_a_few_fields_reads_as_no_schedule_and_is_cleared(
+    schedules: Schedules, fake_redis: fakeredis.FakeRedis
+) -> None:
+    """What a write racing a delete left before: it lists as nothing, answers 404, and its next tick clears it."""
+    kept = schedules.create({"spec": demo(), "interval_s": 60}, now=T0)
+    fake_redis.hset("collector:schedule:leftover", mapping={"last_job_id": "x", "runs": "1"})
+    fake_redis.zadd("collector:schedules:due", {"leftover": T0})
+    assert [s["id"] for s in schedules.all()] == [kept["id"]]
+    with pytest.raises(NotFoundError):
+        schedules.get("leftover")
+    schedules.fire_due(now=T0 + 61)
+    assert left_of(fake_redis, "leftover") == (None, {})

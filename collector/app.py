@@ -83,12 +83,8 @@ def create_app(
     app.register_blueprint(docs.blueprint)
     app.register_blueprint(metrics.blueprint)
     app.register_blueprint(console.blueprint)
-    if dashboard and config.redis_sentinels:
+    if dashboard:
         mount_dashboard(app, config.redis_where, queue_name=config.queue_name, connection=connection)
-    elif dashboard and config.redis_url:
-        mount_dashboard(app, config.redis_url, queue_name=config.queue_name,
-                        connect_timeout_s=config.redis_connect_timeout_s,
-                        socket_timeout_s=config.redis_socket_timeout_s)
     _register_error_handlers(app)
     if reaper and config.reap_interval_s > 0:
         thread = ReaperThread(connection, config)

@@ -26,6 +26,9 @@ _URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]{0,31}://)(?P<use
 # Query parameters that would carry an API token: the API refuses them (400), and log lines show them masked.
 QUERY_TOKEN_NAMES = frozenset({"token", "access_token", "api_token", "api_key", "apikey"})
 _QUERY_TOKEN = re.compile(r"(?i)([?&](?:" + "|".join(sorted(QUERY_TOKEN_NAMES)) + r")=)[^&#\s'\"]+")
+# Any query parameter (possessive: linear however long its name), and the names whose value `mask_url` masks.
+_QUERY_PARAMETER = re.compile(r"([?&]([^=&#\s'\"]*+)=)[^&#\s'\"]++")
+_PASSWORD_NAME = re.compile(r"(?i)passw|pwd|secret")
 # Possessive blanks: with plain `\s*` twice in a row, a long run of blanks after `authorization:` took quadratic time.
 _AUTH_HEADER = re.compile(r"(?i)(authorization['\"]?\s*+[:=]\s*+['\"]?)(bearer|basic|token)?\s*+[^'\",\s}]+")
 # What JSON text outside strings is made of (numbers, true/false/null, NaN/Infinity, punctuation, spaces): a
@@ -34,8 +37,14 @@ _OUTSIDE_STRINGS = frozenset("0123456789+-.eE,:[]{} \t\r\ntruefalsnNaIiy")
 
 
 def mask_url(url: str) -> str:
-    """`scheme://user:password@host` → `scheme://user:***@host`."""
-    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", url)
+    """`scheme://user:password@host` → `scheme://user:***@host`, and the value of a query parameter named like a
+    password (`?password=`, redis-py takes one there) → `***`."""
+    url = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", url)
+    return _QUERY_PARAMETER.sub(_masked_parameter, url)
+
+
+def _masked_parameter(match: re.Match[str]) -> str:
+    return f"{match[1]}{MASK}" if _PASSWORD_NAME.search(match[2]) else match[0]
 
 
 def maskable(secrets: Iterable[str]) -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import html
-import urllib.parse
 from typing import Any
 
 import rq_dashboard
@@ -22,7 +21,6 @@ from flask import Flask, current_app, jsonify, redirect, url_for
 from flask.typing import ResponseReturnValue
 from redis import Redis
 
-from collector import defaults
 from collector.api.auth import caller
 from collector.api.services import services
 from collector.store.rq_dashboard import REBOUND, DashboardSerializer, job_data
@@ -31,26 +29,19 @@ PREFIX = "/rq"
 BLUEPRINT = "rq_dashboard"  # the name rq-dashboard registers its views under
 
 
-def mount_dashboard(app: Flask, redis_url: str, *, queue_name: str,
-                    connect_timeout_s: float = defaults.REDIS_CONNECT_TIMEOUT_S,
-                    socket_timeout_s: float = defaults.REDIS_SOCKET_TIMEOUT_S,
-                    connection: Redis | None = None) -> None:
-    """Serve rq-dashboard under `/rq` of `app`; job descriptions carry no arguments; its Jobs tab opens on
-    collector's queue `queue_name` (rq-dashboard's own default is RQ's `default` queue, always empty here).
-    rq-dashboard makes its own Redis clients from the URL (one per request), so the API's timeouts travel in the
-    URL's query. Given a `connection` (the API's, which follows the primary through Sentinel), it uses that one
-    instead, and `redis_url` is only what its page shows."""
+def mount_dashboard(app: Flask, shown_as: str, *, queue_name: str, connection: Redis) -> None:
+    """Serve rq-dashboard under `/rq` of `app`, reading through `connection` (the API's: its timeouts, its password,
+    and through Sentinel the current primary); its page names the Redis `shown_as` (passwords masked: rq-dashboard
+    would show the URL it is given, a password in its query included). Job descriptions carry no arguments; its
+    Jobs tab opens on collector's queue `queue_name` (rq-dashboard's own default is RQ's `default` queue, always
+    empty here)."""
     for name, value in REBOUND.items():
         setattr(rq_dashboard.web, name, value)  # the module looks these names up at call time
     rq_dashboard.web.config.serializer = DashboardSerializer
-    shown = redis_url if connection is not None else with_timeouts(redis_url, connect_timeout_s, socket_timeout_s)
-    app.config.setdefault("RQ_DASHBOARD_REDIS_URL", shown)
+    app.config.setdefault("RQ_DASHBOARD_REDIS_URL", shown_as)
     app.config["RQ_DASHBOARD_SHOW_FULL_ARGS"] = False
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=PREFIX)
-    if connection is None:
-        rq_dashboard.web.setup_rq_connection(app)
-    else:
-        use_connection(app, connection)
+    use_connection(app, connection)
     endpoint = f"{BLUEPRINT}.jobs_overview"
     jobs_overview = app.view_functions[endpoint]
     home = queue_name
@@ -152,12 +143,3 @@ def unless_delete_disabled(view: Any) -> Any:
         return view(**arguments)
 
     return guarded
-
-
-def with_timeouts(redis_url: str, connect_timeout_s: float, socket_timeout_s: float) -> str:
-    """`redis_url` with `socket_connect_timeout` and `socket_timeout` in its query (those it names already win)."""
-    parts = urllib.parse.urlsplit(redis_url)
-    query = dict(urllib.parse.parse_qsl(parts.query))
-    query.setdefault("socket_connect_timeout", str(connect_timeout_s))
-    query.setdefault("socket_timeout", str(socket_timeout_s))
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 import fakeredis
+import redis
 import rq_dashboard.web
 from flask import Flask
 
@@ -18,7 +19,8 @@ HARMLESS = {"NoSuchJobError", "get_call_string", "BaseRegistry", "DefaultSeriali
 
 def test_every_rq_name_rq_dashboard_calls_is_rebound_on_mount() -> None:
     # Setup only: nothing connects until a request.
-    mount_dashboard(Flask("t"), "redis://127.0.0.1:1/0", queue_name="collector")
+    mount_dashboard(Flask("t"), "redis://127.0.0.1:1/0", queue_name="collector",
+                    connection=redis.Redis.from_url("redis://127.0.0.1:1/0"))
     from_rq = {name for name, value in vars(rq_dashboard.web).items()
                if str(getattr(value, "__module__", "")).split(".")[0] == "rq"}
     rebound = {name for name in vars(rq_dashboard.web) if name in REBOUND}

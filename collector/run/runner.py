@@ -178,6 +178,10 @@ def execute(job_id: str, runtime: Runtime) -> Any:
     storages: list[Storage] = []
     ran = False
     try:
+        if got.get("cancel_requested_at"):
+            # A cancel came while an earlier attempt ran, and reached it too late to stop its retry: this
+            # attempt does not run at all.
+            raise JobCancelledError("a cancel was asked for before this attempt started")
         platform = _build(runtime, ctx, got, storages)
         result = mask_value(platform._run(ctx), ctx.secrets)  # RQ stores the result too
         ran = True
@@ -438,19 +442,37 @@ def _classify(exc: BaseException, ctx: RunContext, got: dict[str, Any], runtime:
         "traceback": mask_text("".join(traceback.format_exception(exc)), ctx.secrets),
     }
     if ctx.should_stop or isinstance(exc, JobCancelledError):
-        by = got.get("canceled_by")
-        with contextlib.suppress(redis.RedisError):  # the cancel came while it ran: who sent it is on the record
-            by = runtime.store.read(ctx.job_id, "canceled_by").get("canceled_by", by)
-        error.update(type="JobCancelledError", message=f"stopped on request of {by or 'a client'}")
-        return Outcome("stopped"), {"error": error}
+        return _stopped(runtime, ctx, got, error)
     if timed_out(exc):
         error.update(type="JobTimeoutError", message=timeout_message(got.get("timeout_s")))
         return Outcome("failed"), {"error": error}
     if isinstance(exc, TransientError):
         delay = retry_delay({**got, "attempt": ctx.attempt}, runtime.config)
+        if delay is not None and _cancel_asked(runtime, ctx.job_id):
+            return _stopped(runtime, ctx, got, error)  # the cancel came while it ran, before it reached the run
         if delay is not None:
             return Outcome("scheduled", delay), {"error": error}
     return Outcome("failed"), {"error": error}
+
+
+def _stopped(runtime: Runtime, ctx: RunContext, got: dict[str, Any], error: dict[str, Any]
+             ) -> tuple[Outcome, dict[str, Any]]:
+    """The job ends `stopped`, a cancel's end: who asked for it is on the record (the cancel may have come while
+    it ran)."""
+    by = got.get("canceled_by")
+    with contextlib.suppress(redis.RedisError):
+        by = runtime.store.read(ctx.job_id, "canceled_by").get("canceled_by", by)
+    error.update(type="JobCancelledError", message=f"stopped on request of {by or 'a client'}")
+    return Outcome("stopped"), {"error": error}
+
+
+def _cancel_asked(runtime: Runtime, job_id: str) -> bool:
+    """Whether a cancel was asked for the running job (it may not have reached the run yet). Redis away: False,
+    and the retry's start, which reads it with the start, stops it then."""
+    try:
+        return bool(runtime.store.read(job_id, "cancel_requested_at").get("cancel_requested_at"))
+    except redis.RedisError:
+        return False
 
 
 def _superseded(runtime: Runtime, ctx: RunContext) -> NoReturn:

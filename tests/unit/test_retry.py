@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import fakeredis
 import pytest
 from flask.testing import FlaskClient
 
 from collector import defaults
 from collector.config import Config
-from collector.errors import ConflictError
+from collector.errors import ConflictError, JobFailedError
 from collector.run.context import RunContext
 from collector.run.runner import Runtime, execute
 from collector.specs.registry import Registry
@@ -17,6 +19,8 @@ from collector.submit.submitter import Submitter
 from collector.workflows.cancel import cancel
 from collector.workflows.claims import claim
 from collector.workflows.ends import result_summary
+from tests.secret_platforms import make_package
+from tests.unit.conftest import enqueue_due_now
 
 XHR = {"X-Requested-With": "XMLHttpRequest"}
 
@@ -119,3 +123,54 @@ def test_ctx_event_keeps_the_first_events_of_an_attempt_then_warns_once(
     assert [e["n"] for e in store.events("j2")] == [0, 1]
     assert [r.getMessage() for r in caplog.records].count("[demo j2] more than 2 ctx.event calls: later ones are "
                                                           "not kept") == 1
+
+
+HASTY = '''
+    from collector.platform import Platform, TransientError
+    from collector.workflows.cancel import cancel
+
+    class Hasty(Platform):
+        """Notes each run; cancels itself on its first (when told to) and fails it with a transient error before
+        that cancel reaches it."""
+
+        def __init__(self, cancel_first: bool = False) -> None:
+            self.cancel_first = cancel_first
+
+        def _run(self, ctx):
+            store = ctx._store
+            store.connection.rpush("ran", ctx.attempt)
+            if ctx.attempt == 1:
+                if self.cancel_first:
+                    cancel(store.connection, store.config, ctx.job_id, by="ops")
+                raise TransientError("the source hiccuped")
+            return {"ran_again": True}
+'''
+
+
+@pytest.mark.parametrize("cancel_seen", ["when the error is classified", "only when the retry starts"])
+def test_a_cancel_that_came_while_it_ran_is_not_followed_by_a_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_redis: fakeredis.FakeRedis, unit_config: Config,
+    cancel_seen: str
+) -> None:
+    """A cancel acknowledged while the job ran, which reaches the run only after it raised a transient error:
+    the job ends `stopped`, and never runs again (its retry would run a platform that never looks at
+    `ctx.cancelled` to its end)."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = Registry.discover(make_package(tmp_path, "hastyplatforms", hasty=HASTY))
+    classified_first = cancel_seen == "when the error is classified"
+    job_id = Submitter(connection=fake_redis, config=unit_config, registry=registry).submit(
+        {"platform_id": "hasty", "settings": {"cancel_first": classified_first}, "retry": {"max": 2}})["job_id"]
+    runtime = Runtime(unit_config, fake_redis, registry)
+    with pytest.raises(JobFailedError):
+        execute(job_id, runtime)
+    if not classified_first:  # the cancel landed after the run's check, before its end: the end kept it
+        assert fake_redis.hget(f"collector:job:{job_id}", "status") == b"scheduled"
+        fake_redis.hset(f"collector:job:{job_id}", mapping={"cancel_requested_at": "2026-01-01T00:00:00.000Z",
+                                                             "canceled_by": "ops"})
+        assert enqueue_due_now(fake_redis, unit_config, job_id) == 1
+        with pytest.raises(JobFailedError, match="stopped on request"):
+            execute(job_id, runtime)
+    record = JobStore(fake_redis, unit_config).view(job_id, full=False)
+    assert record is not None and record["status"] == "stopped", record
+    assert record["error"]["message"] == "stopped on request of ops"
+    assert fake_redis.lrange("ran", 0, -1) == [b"1"], "the platform ran once"

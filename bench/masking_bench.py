@@ -7,6 +7,10 @@ masked with `collector.masking.mask_json` against three secrets: none found (the
 a few rows, one found in every row, and a 4-digit secret found in every row, in strings (`2024-05-31`) and in
 numbers (left alone): the case that checks each place found for being inside a string. Prints the median of
 each next to the serialization itself, which `ctx.dataset` does anyway. Touches no Redis.
+
+Then `mask_text` (every log line, every error text, a URL a submit refuses) on hostile text that a client can
+send, at 250 kB and at twice that: each must take at most 3x as long at twice the size (linear, not quadratic:
+a regex that backtracks over a long run of one character takes seconds of an API process), and under a second.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from collector.masking import mask_json
+from collector.masking import mask_json, mask_text
 
 SECRETS = ["api-key-3f9a1c0d2b77", "Bearer tok-91c2e0aa4f", "db-pw-77e1c2d9aa"]
 
@@ -65,6 +69,27 @@ def main() -> None:
         assert not any(s in cell for s in secrets for cell in cells), "a secret survived"
         print(f"  {name:32s} {len(payload) / 1e6:6.1f} MB  json.dumps {dumps_s * 1000:7.1f} ms  "
               f"mask_json {mask_s * 1000:7.1f} ms  ({100 * mask_s / dumps_s:5.1f}% of dumps)")
+    check_linear()
+
+
+# Text a client can put in a URL, a setting or a header that ends up in a log line or an error: long runs of the
+# characters each masking pattern starts or loops on.
+HOSTILE = {
+    "question marks": "?", "ampersands": "&", "names without a value": "?a", "empty parameters": "?=",
+    "a password name": "?password", "authorization blanks": "authorization: " + " ", "scheme letters": "a",
+    "URL users": "a://b:", "at signs": "@",
+}
+
+
+def check_linear(size: int = 250_000, repeats: int = 3) -> None:
+    """`mask_text` on each hostile text at `size` and `2 * size` characters: linear, and fast."""
+    print(f"mask_text on hostile text, {size // 1000} kB and {2 * size // 1000} kB, median of {repeats}")
+    for name, unit in HOSTILE.items():
+        single, double = ((unit * (n // len(unit) + 1))[:n] for n in (size, 2 * size))
+        one_s = median_s(lambda text=single: mask_text(text), repeats)
+        two_s = median_s(lambda text=double: mask_text(text), repeats)
+        print(f"  {name:24s} {one_s * 1000:8.1f} ms  {two_s * 1000:8.1f} ms  ({two_s / max(one_s, 1e-6):4.1f}x)")
+        assert two_s < 1.0 and two_s <= 3 * one_s + 0.005, f"masking {name} is not linear"
 
 
 if __name__ == "__main__":

@@ -26,8 +26,11 @@ _URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]{0,31}://)(?P<use
 # Query parameters that would carry an API token: the API refuses them (400), and log lines show them masked.
 QUERY_TOKEN_NAMES = frozenset({"token", "access_token", "api_token", "api_key", "apikey"})
 _QUERY_TOKEN = re.compile(r"(?i)([?&](?:" + "|".join(sorted(QUERY_TOKEN_NAMES)) + r")=)[^&#\s'\"]+")
-# Any query parameter (possessive: linear however long its name), and the names whose value `mask_url` masks.
-_QUERY_PARAMETER = re.compile(r"([?&]([^=&#\s'\"]*+)=)[^&#\s'\"]++")
+# Any query parameter, and the names whose value `mask_url` masks. A name stops at the next `?` or `&` as well as at
+# `=`: tried from every `?` of a long run of them, a name that ran on past them took time quadratic in the run
+# (80,000 of them in a submitted URL: 9 s of an API process, every thread of it waiting). bench/masking_bench.py
+# checks every pattern here for linear time on such runs.
+_QUERY_PARAMETER = re.compile(r"([?&]([^=&?#\s'\"]*+)=)[^&#\s'\"]++")
 _PASSWORD_NAME = re.compile(r"(?i)passw|pwd|secret")
 # Possessive blanks: with plain `\s*` twice in a row, a long run of blanks after `authorization:` took quadratic time.
 _AUTH_HEADER = re.compile(r"(?i)(authorization['\"]?\s*+[:=]\s*+['\"]?)(bearer|basic|token)?\s*+[^'\",\s}]+")

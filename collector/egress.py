@@ -136,16 +136,9 @@ class EgressPolicy:
         if port is not None and any(address in network for network, allowed in self.allow_network_ports
                                     if allowed == port and network.version == address.version):
             return None
-        why = refusal(address)
-        if why is None:
-            return None
-        ports = sorted({allowed for network, allowed in self.allow_network_ports
-                        if network.version == address.version and address in network})
-        if ports:
-            opened = ", ".join(map(str, ports))
-            return f"{why}, and COLLECTOR_EGRESS_ALLOW opens it on port(s) {opened} only" + (
-                f", not {port}" if port is not None else "")
-        return why
+        # Which ports the operator opened elsewhere is not said: a refusal goes to the client, who could learn
+        # them from it without trying each.
+        return refusal(address)
 
     def check_host(self, host: str | None, *, setting: str, what: str = "host", port: int | None = None) -> None:
         """At submit: `SettingError` when `host` is a literal address the policy refuses on `port` (names wait
@@ -164,7 +157,8 @@ class EgressPolicy:
             on = f" port {port}" if port is not None else ""
             raise SettingError(setting, f"{what} {host!r} is the address {address}{on}: {why}; jobs may not connect "
                                         "to loopback, private, link-local or other non-public addresses (the "
-                                        "operator can allow one with COLLECTOR_EGRESS_ALLOW)")
+                                        "operator can allow one, on every port or on one, with "
+                                        "COLLECTOR_EGRESS_ALLOW)")
 
     def check_url(self, url: str, *, setting: str) -> None:
         """At submit: `SettingError` unless `url` is http(s) and its host is not a refused literal address."""
@@ -195,8 +189,8 @@ class EgressPolicy:
                 refused.append(f"{address} ({why})")
         if not allowed:
             verb = "is" if literal_address(host) is not None else "resolves to"
-            raise EgressError(f"{host} {verb} {', '.join(sorted(set(refused)))}: jobs may not connect there "
-                              "(the operator can allow it with COLLECTOR_EGRESS_ALLOW)")
+            raise EgressError(f"{host} {verb} {', '.join(sorted(set(refused)))}: jobs may not connect there on "
+                              f"port {port} (the operator can allow it with COLLECTOR_EGRESS_ALLOW)")
         return allowed
 
     def connect(self, address: tuple[str, int], timeout: object = None,

@@ -27,7 +27,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
 from collector import egress
-from collector.errors import SettingError
+from collector.errors import EgressError, SettingError
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +38,21 @@ ALIASES = {"postgres": "postgresql"}
 DEFAULT_PORTS = {"mysql": 3306, "mariadb": 3306, "postgresql": 5432}
 # URL query parameters a job may give, by backend. Left out on purpose: anything naming a file on the worker
 # (option files, certificates, passfile, service), a startup command or options, a socket, a host override,
-# client flags, local_infile, and PostgreSQL's GSSAPI (`gssencmode`: the worker's Kerberos identity). A named
-# operator connection (`trusted`) may use any.
+# client flags and local_infile. PostgreSQL's `gssencmode` is taken (specs and schedules written with it stay
+# valid) but always `disable` for a server a job names: GSSAPI is the worker's Kerberos identity. A named operator
+# connection (`trusted`) may use any.
 QUERY_PARAMETERS = {
     "mysql": frozenset({"charset", "collation", "connect_timeout", "read_timeout", "write_timeout",
                         "ssl_check_hostname"}),
     "postgresql": frozenset({"sslmode", "connect_timeout", "application_name", "client_encoding",
                              "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
-                             "target_session_attrs", "channel_binding"}),
+                             "target_session_attrs", "channel_binding", "gssencmode"}),
     "sqlite": frozenset({"timeout", "mode", "cache", "immutable", "uri"}),
 }
 QUERY_PARAMETERS["mariadb"] = QUERY_PARAMETERS["mysql"]
 NO_FILE = "/nonexistent/collector-none"  # a path no file is at (Debian keeps /nonexistent absent on purpose)
 NO_KERBEROS = "!gss,!sspi"            # libpq's require_auth: any authentication a server asks for but these
+REQUIRE_AUTH_LIBPQ = 160000           # the libpq that has require_auth (psycopg[binary] ships a newer one)
 CLIENT_LOCAL_FILES = 128              # MySQL protocol capability flag: the client may send local files
 CONNECT_TIMEOUT_S = 10                # for the socket a checked connection opens, when the URL gives none
 TIMEOUT_MARGIN_S = 1.0                # the server's statement timeout is this much past the job's own, so the
@@ -137,8 +139,10 @@ def _postgresql_connector(policy: egress.EgressPolicy) -> Callable[..., Any]:
     def connect(dialect: Any, record: Any, cargs: list[Any], cparams: dict[str, Any]) -> None:
         host, port = cparams.get("host") or "localhost", int(cparams.get("port") or DEFAULT_PORTS["postgresql"])
         _, sockaddr = policy.addresses(str(host), port)[0]
-        # libpq connects to hostaddr and still uses host for TLS verification.
+        # libpq connects to hostaddr and still uses host for TLS verification; the port is the one checked (left
+        # out, libpq would take PGPORT or a service file's).
         cparams["hostaddr"] = str(sockaddr[0])
+        cparams["port"] = str(port)
         # libpq fills what the URL leaves out from the worker's environment and files: a password (PGPASSWORD, a
         # password file, a service file) and a client certificate (PGSSLCERT, ~/.postgresql): the operator's, sent
         # to whichever server the job names. A server the job chose gets only the password the job gave; the files
@@ -148,6 +152,10 @@ def _postgresql_connector(policy: egress.EgressPolicy) -> Callable[..., Any]:
             cparams[name] = NO_FILE
         # Nor the worker's Kerberos identity: libpq offers GSSAPI encryption, and answers a server that asks for
         # GSSAPI (or SSPI) authentication, with the worker's own credentials when it has any.
+        if psycopg_pq_version() < REQUIRE_AUTH_LIBPQ:
+            raise EgressError(f"this worker's libpq ({psycopg_pq_version()}) is older than 16 and cannot refuse a "
+                              "server's request for its Kerberos identity; a job may connect only to PostgreSQL "
+                              "servers the operator names as connections (or install psycopg[binary])")
         cparams["gssencmode"] = "disable"
         cparams["require_auth"] = NO_KERBEROS
 
@@ -279,3 +287,12 @@ def _fire(cancels: list[Callable[[], None]]) -> None:
 
 
 __all__ = ["check_url", "create_engine", "job_ended", "job_started", "remaining_s"]
+
+
+def psycopg_pq_version() -> int:
+    """The version of the libpq psycopg uses (160000 for 16.0); 0 without psycopg."""
+    try:
+        import psycopg
+    except ImportError:
+        return 0
+    return int(psycopg.pq.version())

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
-from collector.errors import SettingError
+from collector.errors import EgressError, SettingError
 from collector.resources import databases
 from collector.resources.sql_guard import check_query
 
@@ -39,7 +39,6 @@ def submit(client: FlaskClient, settings: dict[str, Any], platform_id: str = "sq
     ("postgresql://u@db.example.com/shop?service=prod", "service"),
     ("postgresql://u@db.example.com/shop?passfile=/root/.pgpass", "passfile"),
     ("postgresql://u@db.example.com/shop?sslmode=require&hostaddr=10.0.0.1", "hostaddr"),
-    ("postgresql://u@db.example.com/shop?gssencmode=require", "gssencmode"),
 ])
 def test_database_url_parameters_outside_the_allow_list_are_refused_by_name(
     client: FlaskClient, fake_redis: fakeredis.FakeRedis, url: str, refused: str
@@ -362,7 +361,13 @@ def test_a_job_chosen_database_never_gets_the_workers_kerberos_identity(monkeypa
     finally:
         server.close()
     assert len(server.startups) == 1 and server.answers == [] and not server.gss_encryption_asked
-    connect_args: dict[str, Any] = {"host": "127.0.0.1", "port": 5432, "gssencmode": "require"}
-    databases._postgresql_connector(egress.EgressPolicy(allow_hosts=frozenset({"127.0.0.1"})))(
-        None, None, [], connect_args)
+    assert databases.check_url("postgresql://u@db.example.com/x?gssencmode=require", setting="url"), \
+        "a spec written with gssencmode stays valid; it is overridden at connect"
+    connect_args: dict[str, Any] = {"host": "127.0.0.1", "gssencmode": "require"}
+    connector = databases._postgresql_connector(egress.EgressPolicy(allow_hosts=frozenset({"127.0.0.1"})))
+    connector(None, None, [], connect_args)
     assert connect_args["gssencmode"] == "disable" and connect_args["require_auth"] == "!gss,!sspi"
+    assert connect_args["port"] == "5432", "the port checked, never one libpq finds in PGPORT or a service file"
+    monkeypatch.setattr(databases, "psycopg_pq_version", lambda: 150007)
+    with pytest.raises(EgressError, match="older than 16"):
+        connector(None, None, [], {"host": "127.0.0.1"})

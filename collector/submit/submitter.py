@@ -99,8 +99,8 @@ class Submitter:
             return None
 
         try:
-            if scope:
-                self._refuse_a_schedules_state(spec)
+            if scope:  # a client's (a schedule's own runs and process tasks were checked when they were made)
+                self.refuse_a_schedules_state(spec.state_key)
             if admit is not None:
                 admit()
             replicas = self.config.redis_min_replicas if replicated else 0
@@ -121,14 +121,15 @@ class Submitter:
             answer["_id"] = spec.client_id
         return answer
 
-    def _refuse_a_schedules_state(self, spec: JobSpec) -> None:
-        """A client's spec may not name a schedule's id as its `state_key`: the schedule's runs keep their state
-        under it, and a client's job saving there would move (or poison) a bookmark it may not change."""
-        if spec.state_key is not None and self.connection.exists(self.store.keys.schedule(spec.state_key)):
+    def refuse_a_schedules_state(self, state_key: str | None, *, field: str = "state_key") -> None:
+        """`ValidationError` (under `field`) when `state_key` is a schedule's id: the schedule's runs keep their
+        state under it, and any other job saving there (a client's, another schedule's, a process task's) would
+        move or poison a bookmark that is the schedule's alone."""
+        if state_key is not None and self.connection.exists(self.store.keys.schedule(state_key)):
             raise ValidationError(
-                "the job spec has 1 error(s); fix the fields named in details and send it again",
-                details={"state_key": [f"state_key {spec.state_key!r} is the id of a schedule, whose runs keep their "
-                                       "saved state under it; only its own runs may use it: give another key"]})
+                "1 field is refused; fix the field named in details and send it again",
+                details={field: [f"state_key {state_key!r} is the id of a schedule, whose runs keep their saved "
+                                 "state under it; only its own runs may use it: give another key"]})
 
     def _once(self, spec: JobSpec, scope: str) -> tuple[str, str] | None:
         """The Redis key of the spec's idempotency key and the HMAC of the spec; None without a key."""

@@ -75,6 +75,9 @@ class Processes:
     def run(self, body: Any, *, admit: Callable[[], None] | None = None) -> dict[str, Any]:
         """Start a process; `admit` is called once the definition is valid, before anything is written."""
         validate_definition(body, self.submitter)
+        for i, step in enumerate(body["steps"]):
+            for j, task in enumerate(step["tasks"]):
+                self.submitter.refuse_a_schedules_state(task.get("state_key"), field=f"steps.{i}.tasks.{j}.state_key")
         if admit is not None:
             admit()
         process_id = uuid.uuid4().hex[:16]

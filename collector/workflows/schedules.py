@@ -122,6 +122,7 @@ class Schedules:
         """Store a schedule; `admit` is called once it is valid, before anything is written."""
         validate_schedule(body, self.submitter)
         spec = validate_spec(body["spec"], self.submitter.registry, max_timeout_s=self.submitter.config.max_timeout_s)
+        self.submitter.refuse_a_schedules_state(spec.state_key, field="spec.state_key")
         masked, secrets = split_secrets(spec)
         stored_spec = {**body["spec"], "settings": masked}
         if body.get("notify") is not None:

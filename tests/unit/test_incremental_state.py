@@ -315,3 +315,18 @@ def test_a_client_may_not_name_a_schedules_id_as_its_state_key(client: FlaskClie
     assert f"state_key {schedule_id!r} is the id of a schedule" in message and "give another key" in message
     assert fake_redis.dbsize() == before
     assert client.post("/execution/run", json={**spec, "state_key": "my-own-key"}).status_code == 202
+
+
+def test_no_other_schedule_or_process_task_may_name_a_schedules_id_as_its_state_key(
+    client: FlaskClient, fake_redis: fakeredis.FakeRedis
+) -> None:
+    spec = {"platform_id": "demo", "settings": {"rows": 1}}
+    schedule_id = client.post("/schedules", json={"spec": spec, "interval_s": 60}).get_json()["id"]
+    before = fake_redis.dbsize()
+    other = client.post("/schedules", json={"spec": {**spec, "state_key": schedule_id}, "interval_s": 60})
+    assert other.status_code == 422 and list(other.get_json()["details"]) == ["spec.state_key"], other.get_json()
+    process = client.post("/process/run", json={"name": "p", "steps": [{"name": "s", "tasks": [
+        {"name": "t", "platform_id": "demo", "settings": {"rows": 1}, "state_key": schedule_id}]}]})
+    assert process.status_code == 422, process.get_json()
+    assert list(process.get_json()["details"]) == ["steps.0.tasks.0.state_key"]
+    assert fake_redis.dbsize() == before

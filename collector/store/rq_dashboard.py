@@ -182,11 +182,12 @@ class DashboardLists:
         return REBOUND[REGISTRIES[list_name]](queue_name, connection=self.connection).get_job_ids(cleanup=False)
 
     def delete(self, job_id: str, queue_name: str, list_name: str) -> None:
-        """RQ's side of `job_id` deleted, as rq-dashboard's Delete does; an id whose job hash is gone leaves the
-        list it was listed in."""
+        """RQ's side of `job_id` deleted, as rq-dashboard's Delete does, and the id out of the list it was listed in
+        (RQ's delete takes it off its queue's normal lane only, and an id whose job hash is gone off nothing)."""
         try:
             DashboardJob.fetch(job_id, connection=self.connection).delete()
-            return
+            if list_name != "queued":
+                return
         except NoSuchJobError:
             pass
         with self.connection.pipeline() as pipe:

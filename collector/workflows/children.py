@@ -38,8 +38,8 @@ class JobLinks:
             body = {**body, "priority": inherited} if inherited else body
         if self._submitter is None:
             self._submitter = Submitter(connection=self.connection, config=self.config, registry=self.registry)
-        self._submitter.submit(body, job_id=child_id, extra={"parent_id": parent_id})
-        return True
+        answer = self._submitter.submit(body, job_id=child_id, extra={"parent_id": parent_id})
+        return answer["status"] == "queued"  # not `already_submitted`: an earlier attempt queued it meanwhile
 
     def read_children(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         return read_children(self.connection, self.store, list(ids))

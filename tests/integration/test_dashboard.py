@@ -137,8 +137,12 @@ def test_empty_cancels_the_queued_jobs_of_every_lane_rather_than_stranding_their
         assert status == 202, body
         ids.append(body["job_id"])
     redis_client.rpush("rq:queue:collector", "a-job-that-is-gone")
+    ended = served.request("POST", "/execution/run", {"platform_id": "demo", "settings": {"rows": 1},
+                                                      "priority": "high"})[1]["job_id"]
+    served.request("POST", f"/execution/cancel?job_id={ended}", headers=XHR)   # ended; its id put back by hand:
+    redis_client.rpush("rq:queue:collector:high", ended)                       # RQ's delete misses the high lane
     status, body = served.request("POST", "/rq/queue/collector/queued/empty", raw=b"", headers=XHR)
-    assert status == 200 and body == {"status": "OK", "canceled": 3, "deleted": 1}, body
+    assert status == 200 and body == {"status": "OK", "canceled": 3, "deleted": 2}, body
     for job_id in ids:
         record = served.request("GET", f"/execution/get?job_id={job_id}")[1]
         assert record["status"] == "canceled" and record["cancel_reason"] == "emptied in the dashboard", record
@@ -161,7 +165,6 @@ def test_compact_drops_the_ids_of_jobs_that_are_gone_in_one_step(
     assert status == 200 and body == {"status": "OK", "dropped": 4}, body
     assert [raw.decode() for raw in redis_client.lrange("rq:queue:collector", 0, -1)] == ids
     assert not redis_client.exists("rq:queue:collector:low")
-    assert not [key for key in redis_client.keys("rq:queue:_compact*")], "nothing is held outside the queue"
     status, body = served.request("POST", "/rq/queue/nosuch/compact", raw=b"", headers=XHR)
     assert status == 404 and "no queue 'nosuch'" in body["message"], body
     redis_client.delete("rq:queue:collector")   # nothing waits: the queue has no list, and is still there

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 import urllib.error
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from collector import defaults
 from collector.cli import display
 from collector.config import Config
 from collector.errors import CollectorError, ServiceError
@@ -256,9 +258,20 @@ def cmd_list(args: argparse.Namespace, config: Config) -> int:
     if not rows:
         human = "no jobs" + (" match" if args.status or args.platform else "")
     if page.get("next_cursor"):
-        human += f"\nmore: collector list --cursor {page['next_cursor']}"
+        human += f"\nmore: {next_page_command(args, page['next_cursor'])}"
     emit(args, page, human)
     return 0
+
+
+def next_page_command(args: argparse.Namespace, cursor: str) -> str:
+    """The `collector list` that prints the next page: the same filters and page size, from `cursor`."""
+    words = ["collector", "list"]
+    for flag, value in (("--status", args.status), ("--platform", args.platform)):
+        if value:
+            words += [flag, shlex.quote(value)]
+    if args.limit != defaults.LIST_LIMIT:
+        words += ["--limit", str(args.limit)]
+    return " ".join([*words, "--cursor", shlex.quote(cursor)])
 
 
 def _percent(progress: dict[str, Any] | None) -> str:

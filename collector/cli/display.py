@@ -78,6 +78,9 @@ def progress_line(view: dict[str, Any], rate: float | None, *, width: int | None
     return line[: max(20, width - 1)]
 
 
+NOT_RUNNING = frozenset({"queued", "scheduled", "deferred", "waiting"})  # a job waiting to run (again)
+
+
 class ProgressBar:
     """A job's progress on one line, for `collector submit --wait` and `collector run`.
 
@@ -97,12 +100,24 @@ class ProgressBar:
         self._printed = ""          # the line last printed (not live)
         self._last_print = -math.inf
         self._lock = threading.RLock()      # log lines may come from other threads
+        self._between_runs = False          # the last view was of a job waiting to run (again)
 
     def update(self, view: dict[str, Any], *, last: bool = False) -> None:
-        """Show `view`'s progress (a job view: status and progress); `last` (the job ended) always prints."""
+        """Show `view`'s progress (a job view: status and progress); `last` (the job ended) always prints. A job
+        that waits to run (again) shows no progress: what its record holds is an earlier run's (a job retried by
+        hand), and the rate starts anew from where the next run starts."""
         with self._lock:
+            if view.get("status") in NOT_RUNNING:
+                view = {**view, "progress": None}
+                self._between_runs = True
             done = (view.get("progress") or {}).get("done")
-            rate = self.rate.update(float(done)) if done is not None else None
+            rate = None
+            if done is not None and self._between_runs:
+                self._between_runs = False
+                self.rate = Rate()
+                self.rate.update(float(done))   # this run's first reading: its rate comes with the next
+            elif done is not None:
+                rate = self.rate.update(float(done))
             self._line = progress_line(view, rate)
             if self.live:
                 self._draw(self._line)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+from collector import defaults
 from collector.cli.display import ProgressBar, Rate, duration, progress_line, summary, table
 
 
@@ -45,3 +46,27 @@ def test_summary_table_and_durations() -> None:
     assert "job j failed (demo)" in text and "1m05s" in text and "FatalError: no" in text and "3 rows" in text
     assert table([("a", None)], ["X", "LONGER"]) == "X  LONGER\na"
     assert (duration(None), duration(7322)) == ("?", "2h02m")
+
+
+def test_the_next_page_hint_keeps_the_filters_and_the_page_size() -> None:
+    import argparse
+
+    from collector.cli.client import next_page_command
+
+    filtered = argparse.Namespace(status="failed", platform="my source", limit=5)
+    assert next_page_command(filtered, "c1") == "collector list --status failed --platform 'my source' --limit 5 " \
+                                                "--cursor c1"
+    plain = argparse.Namespace(status=None, platform=None, limit=defaults.LIST_LIMIT)
+    assert next_page_command(plain, "c2") == "collector list --cursor c2"
+
+
+def test_a_job_retried_by_hand_shows_no_progress_of_its_earlier_run_and_a_rate_of_its_own() -> None:
+    out = io.StringIO()
+    bar = ProgressBar(out, live=False, log_every_s=0)
+    bar.update({"status": "queued", "progress": {"done": 109, "total": 400, "percent": 27.2}})
+    assert "queued" in out.getvalue() and "109/400" not in out.getvalue() and "/s" not in out.getvalue()
+    bar.update({"status": "started", "progress": {"done": 10, "total": 400, "percent": 2.5}})
+    assert out.getvalue().splitlines()[-1].endswith("10/400 rows"), "no rate from one reading"
+    bar.rate._last = (10.0, bar.rate._last[1] - 1.0)   # that reading, a second ago
+    bar.update({"status": "started", "progress": {"done": 30, "total": 400, "percent": 7.5}})
+    assert out.getvalue().splitlines()[-1].endswith("30/400 rows  20.0/s  ETA 18.5s"), out.getvalue()

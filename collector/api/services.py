@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
 from flask import current_app
@@ -33,6 +34,7 @@ from collector.workflows.schedules import Schedules
 from collector.workflows.waiting import describe, input_secrets, parse_callback, parse_resume, resume
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclasses.dataclass
@@ -62,15 +64,20 @@ class Services:
             ratelimit.count_submit(self.connection, self.store.keys, who, per_minute=self.config.submits_per_minute)
 
     def submit(self, body: Any, *, by: str) -> dict[str, Any]:
-        """Queue a client's job spec, a submit of `by`. Its secret values are masked in every log line meanwhile,
-        and in the error raised (a validation message may quote a value given for a secret setting)."""
-        secrets = remember(secrets_in_body(body, self.registry))
+        """Queue a client's job spec, a submit of `by`."""
+        return self._secrets_masked([body], "submitting a job", lambda: self.submitter.submit(
+            body, admit=lambda: self.admit(by), scope=by, replicated=True))
+
+    def _secrets_masked(self, specs: list[Any], doing: str, work: Callable[[], T]) -> T:
+        """`work()`, with the secret values the job `specs` give masked in every log line meanwhile and in the
+        error raised (a validation message may quote a value given for a secret setting)."""
+        secrets = remember([value for spec in specs for value in secrets_in_body(spec, self.registry)])
         try:
-            return self.submitter.submit(body, admit=lambda: self.admit(by), scope=by, replicated=True)
+            return work()
         except CollectorError as exc:
             raise mask_error(exc, secrets) from None
         except Exception as exc:  # logged here, while the secrets are still masked, not by the app's handler
-            log.exception("submitting a job failed unexpectedly")
+            log.exception("%s failed unexpectedly", doing)
             raise CollectorError(
                 f"the service failed unexpectedly ({type(exc).__name__}); the logs have the details"
             ) from None
@@ -176,7 +183,11 @@ class Services:
 
     def run_process(self, body: Any, *, by: str) -> dict[str, Any]:
         """Start the process `body` defines (a submit of `by`)."""
-        return self.processes.run(body, admit=lambda: self.admit(by))
+        steps = body.get("steps") if isinstance(body, dict) else None
+        tasks = [task for step in steps if isinstance(step, dict) and isinstance(step.get("tasks"), list)
+                 for task in step["tasks"]] if isinstance(steps, list) else []
+        return self._secrets_masked(tasks, "starting a process",
+                                    lambda: self.processes.run(body, admit=lambda: self.admit(by)))
 
     def list_processes(self, **query: Any) -> dict[str, Any]:
         return list_processes(self.processes, **query)
@@ -190,7 +201,9 @@ class Services:
 
     def create_schedule(self, body: Any, *, by: str) -> dict[str, Any]:
         """Store the schedule `body` describes (a submit of `by`)."""
-        return self.schedules.create(body, admit=lambda: self.admit(by))
+        spec = body.get("spec") if isinstance(body, dict) else None
+        return self._secrets_masked([spec], "creating a schedule",
+                                    lambda: self.schedules.create(body, admit=lambda: self.admit(by)))
 
     def _no_job(self, job_id: str) -> NotFoundError:
         """The 404 of a job with no record; a 410 when its id was made before a Redis data loss noticed since."""

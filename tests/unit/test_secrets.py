@@ -83,10 +83,13 @@ def test_a_validation_error_quoting_a_secret_is_masked(
     secret_registry: Registry, fake_redis: fakeredis.FakeRedis, unit_config: Config
 ) -> None:
     client = create_app(unit_config, connection=fake_redis, registry=secret_registry, dashboard=False).test_client()
-    response = client.post("/execution/run", json=spec(password="bad-" + DB_PASSWORD))
-    assert response.status_code == 422
-    text = response.get_data(as_text=True)
-    assert DB_PASSWORD not in text and "as ***" in text
+    bad = spec(password="bad-" + DB_PASSWORD)
+    for path, body in (("/execution/run", bad), ("/schedules", {"spec": bad, "interval_s": 60}),
+                       ("/process/run", {"name": "p", "steps": [{"name": "s", "tasks": [{"name": "t", **bad}]}]})):
+        response = client.post(path, json=body)
+        assert response.status_code == 422, (path, response.get_json())
+        text = response.get_data(as_text=True)
+        assert DB_PASSWORD not in text and "as ***" in text, (path, text)
     assert fake_redis.dbsize() == 0
 
 

@@ -76,6 +76,8 @@ class Services:
             return work()
         except CollectorError as exc:
             raise mask_error(exc, secrets) from None
+        except redis.RedisError:
+            raise  # the app answers 503 (Redis down or full), naming no value of the spec
         except Exception as exc:  # logged here, while the secrets are still masked, not by the app's handler
             log.exception("%s failed unexpectedly", doing)
             raise CollectorError(

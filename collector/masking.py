@@ -23,13 +23,12 @@ MASK = "***"
 # is written in. The scheme is at most 32 characters: tried from every letter of a long word, an unbounded one took
 # time quadratic in the word (a 64 kB query string in an access line: seconds).
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]{0,31}://)(?P<user>[^:/\s]*):(?P<pw>[^/\s\"']+)@")
-# Query parameters that would carry an API token: the API refuses them (400), and log lines show them masked.
+# Query parameters that would carry an API token: the API refuses them (400), and `mask_url` masks their values.
 QUERY_TOKEN_NAMES = frozenset({"token", "access_token", "api_token", "api_key", "apikey"})
-_QUERY_TOKEN = re.compile(r"(?i)([?&](?:" + "|".join(sorted(QUERY_TOKEN_NAMES)) + r")=)[^&#\s'\"]+")
-# Any query parameter, and the names whose value `mask_url` masks. A name stops at the next `?` or `&` as well as at
-# `=`: tried from every `?` of a long run of them, a name that ran on past them took time quadratic in the run
-# (80,000 of them in a submitted URL: 9 s of an API process, every thread of it waiting). bench/masking_bench.py
-# checks every pattern here for linear time on such runs.
+# Any query parameter, and the names (besides those above) whose value `mask_url` masks. A name stops at the next
+# `?` or `&` as well as at `=`: tried from every `?` of a long run of them, a name that ran on past them took time
+# quadratic in the run (80,000 of them in a submitted URL: 9 s of an API process, every thread of it waiting).
+# bench/masking_bench.py checks every pattern here for linear time on such runs.
 _QUERY_PARAMETER = re.compile(r"([?&]([^=&?#\s'\"]*+)=)[^&#\s'\"]++")
 _PASSWORD_NAME = re.compile(r"(?i)passw|pwd|secret")
 # Possessive blanks: with plain `\s*` twice in a row, a long run of blanks after `authorization:` took quadratic time.
@@ -40,14 +39,17 @@ _OUTSIDE_STRINGS = frozenset("0123456789+-.eE,:[]{} \t\r\ntruefalsnNaIiy")
 
 
 def mask_url(url: str) -> str:
-    """`scheme://user:password@host` → `scheme://user:***@host`, and the value of a query parameter named like a
-    password (`?password=`, redis-py takes one there) → `***`."""
+    """`scheme://user:password@host` → `scheme://user:***@host`, and the value of a query parameter that carries a
+    token (`?token=`, `?api_key=`, ...) or is named like a password (`?password=`, redis-py takes one there) →
+    `***`."""
     url = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", url)
     return _QUERY_PARAMETER.sub(_masked_parameter, url)
 
 
 def _masked_parameter(match: re.Match[str]) -> str:
-    return f"{match[1]}{MASK}" if _PASSWORD_NAME.search(match[2]) else match[0]
+    name = match[2]
+    secret = name.lower() in QUERY_TOKEN_NAMES or _PASSWORD_NAME.search(name)
+    return f"{match[1]}{MASK}" if secret else match[0]
 
 
 def maskable(secrets: Iterable[str]) -> list[str]:
@@ -89,9 +91,9 @@ def mask_secret_bytes(data: bytes, secrets: Iterable[str]) -> bytes:
 
 
 def mask_text(text: str, secrets: Iterable[str] = ()) -> str:
-    """Text with every known secret value, URL password and auth header replaced by `***`."""
-    text = mask_secrets(text, secrets)
-    text = _QUERY_TOKEN.sub(lambda m: f"{m.group(1)}{MASK}", mask_url(text))
+    """Text with every known secret value, URL password, token or password query parameter and auth header replaced
+    by `***`."""
+    text = mask_url(mask_secrets(text, secrets))
     return _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{(m.group(2) or '') and m.group(2) + ' '}{MASK}", text)
 
 

@@ -52,8 +52,7 @@ class Submitter:
         in time). A given `job_id` is made once: when its record exists already, nothing is written and the answer
         is `{"job_id", "status": "already_submitted"}`."""
         spec = validate_spec(body, self.registry, max_timeout_s=self.config.max_timeout_s)
-        fixed_id = job_id is not None
-        job_id = job_id or new_job_id()
+        given_id, job_id = job_id, job_id or new_job_id()
         fields = new_record(spec, self.sealer, no_key=(
             f"platform {spec.platform.id!r} was given secrets but this service has no "
             "COLLECTOR_SECRET_KEY to seal them with; set it (the same value for API and workers)"
@@ -66,7 +65,6 @@ class Submitter:
             fields["concurrency"] = cap
         fields.update(extra or {})
         once = self._once(spec, scope)
-        given_id = job_id if fixed_id else None
 
         def write(pipe: Any) -> dict[str, Any] | None:
             if given_id is not None:

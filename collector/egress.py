@@ -114,11 +114,10 @@ class EgressPolicy:
 
     @classmethod
     def from_config(cls, config: Config) -> EgressPolicy:
-        allow = parse_allow(config.egress_allow or "")
+        allowed = parse_allow(config.egress_allow or "")
         if config.max_response_bytes < 1:
             raise ConfigError(f"COLLECTOR_MAX_RESPONSE_BYTES={config.max_response_bytes} must be 1 or more")
-        return cls(allow_hosts=allow.hosts, allow_networks=allow.networks, allow_host_ports=allow.host_ports,
-                   allow_network_ports=allow.network_ports, max_response_bytes=config.max_response_bytes)
+        return dataclasses.replace(allowed, max_response_bytes=config.max_response_bytes)
 
     def host_allowed(self, host: str, port: int | None = None) -> bool:
         """Whether the operator allowed `host` by name, on every port or on `port` (every address it resolves
@@ -215,22 +214,13 @@ class EgressPolicy:
         raise error
 
 
-@dataclasses.dataclass(frozen=True)
-class AllowList:
-    """`COLLECTOR_EGRESS_ALLOW` as read: names and networks open on every port, and on one port."""
-
-    hosts: frozenset[str] = frozenset()
-    networks: tuple[Network, ...] = ()
-    host_ports: frozenset[tuple[str, int]] = frozenset()
-    network_ports: tuple[tuple[Network, int], ...] = ()
-
-
 ALLOW_EXAMPLE = "e.g. db.internal, db.internal:5432, 10.1.2.3, 10.0.0.0/8:443, [fd00::1]:5432"
 
 
-def parse_allow(text: str) -> AllowList:
+def parse_allow(text: str) -> EgressPolicy:
     """`COLLECTOR_EGRESS_ALLOW`: comma-separated host names, addresses and CIDR networks, each on every port, or
-    on one port when it ends in `:port` (an IPv6 address or network with a port is written in brackets)."""
+    on one port when it ends in `:port` (an IPv6 address or network with a port is written in brackets); the policy
+    that allows them, with the default limits."""
     hosts: set[str] = set()
     networks: list[Network] = []
     host_ports: set[tuple[str, int]] = set()
@@ -255,7 +245,8 @@ def parse_allow(text: str) -> AllowList:
             networks.append(network)
         else:
             network_ports.append((network, port))
-    return AllowList(frozenset(hosts), tuple(networks), frozenset(host_ports), tuple(network_ports))
+    return EgressPolicy(allow_hosts=frozenset(hosts), allow_networks=tuple(networks),
+                        allow_host_ports=frozenset(host_ports), allow_network_ports=tuple(network_ports))
 
 
 def _split_port(entry: str) -> tuple[str, int | None]:

@@ -109,9 +109,10 @@ def test_allow_list_entries_may_name_one_port() -> None:
     allow = egress.parse_allow("db.internal:5432, Api.Internal, 10.0.0.0/8:443, 10.9.9.9, [fd00::1]:5432, "
                                "[fd00::/16]:8443, fd01::/16, [fd02::1]")
     net = ipaddress.ip_network
-    assert allow.hosts == {"api.internal"} and allow.host_ports == {("db.internal", 5432)}
-    assert allow.networks == (net("10.9.9.9/32"), net("fd01::/16"), net("fd02::1/128"))
-    assert allow.network_ports == ((net("10.0.0.0/8"), 443), (net("fd00::1/128"), 5432), (net("fd00::/16"), 8443))
+    assert allow.allow_hosts == {"api.internal"} and allow.allow_host_ports == {("db.internal", 5432)}
+    assert allow.allow_networks == (net("10.9.9.9/32"), net("fd01::/16"), net("fd02::1/128"))
+    assert allow.allow_network_ports == ((net("10.0.0.0/8"), 443), (net("fd00::1/128"), 5432),
+                                         (net("fd00::/16"), 8443))
 
 
 @pytest.mark.parametrize(("entry", "message"), [

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import socket
@@ -152,14 +153,24 @@ def _postgresql_connector(policy: egress.EgressPolicy) -> Callable[..., Any]:
             cparams[name] = NO_FILE
         # Nor the worker's Kerberos identity: libpq offers GSSAPI encryption, and answers a server that asks for
         # GSSAPI (or SSPI) authentication, with the worker's own credentials when it has any.
-        if psycopg_pq_version() < REQUIRE_AUTH_LIBPQ:
-            raise EgressError(f"this worker's libpq ({psycopg_pq_version()}) is older than 16 and cannot refuse a "
+        if (libpq := psycopg_pq_version()) < REQUIRE_AUTH_LIBPQ:
+            raise EgressError(f"this worker's libpq ({libpq}) is older than 16 and cannot refuse a "
                               "server's request for its Kerberos identity; a job may connect only to PostgreSQL "
                               "servers the operator names as connections (or install psycopg[binary])")
         cparams["gssencmode"] = "disable"
         cparams["require_auth"] = NO_KERBEROS
 
     return connect
+
+
+@functools.cache
+def psycopg_pq_version() -> int:
+    """The version of the libpq psycopg uses (160000 for 16.0), read once; 0 without psycopg."""
+    try:
+        import psycopg
+    except ImportError:
+        return 0
+    return int(psycopg.pq.version())
 
 
 def _bound(backend: str) -> Callable[[Any, Any], None]:
@@ -287,12 +298,3 @@ def _fire(cancels: list[Callable[[], None]]) -> None:
 
 
 __all__ = ["check_url", "create_engine", "job_ended", "job_started", "remaining_s"]
-
-
-def psycopg_pq_version() -> int:
-    """The version of the libpq psycopg uses (160000 for 16.0); 0 without psycopg."""
-    try:
-        import psycopg
-    except ImportError:
-        return 0
-    return int(psycopg.pq.version())

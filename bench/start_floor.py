@@ -9,6 +9,13 @@
   - `start`: collector's own start script (`store/starts.py`) on a queued job's record, without the worker's RQ
     writes that go with it in the pool;
 - **the bare sleep**: the same 2 processes with no round trip at all;
+- **a child with a second thread**, the best a worker loop of collector's own could do: the start script answered
+  before each job, as in `start`, and everything else a job costs the child done by a second thread while the job
+  sleeps (`HELPER_CPU_MS` of Python and one script round trip on a connection of its own: the last job's end, the
+  next job taken and prepared), in two variants:
+  - `thread`: the run context and platform still built in series, between the start's answer and the run
+    (`SERIES_CPU_MS` of Python);
+  - `thread-ahead`: those built ahead too, so only the start stays in series;
 - **collector's pool** as it is, `collector worker -n 2` draining the `demo` platform's 10 ms jobs.
 
 The floor is a bound, not a worker: nothing is taken from a queue, no job is built, no end is written. It is what
@@ -23,6 +30,7 @@ import argparse
 import multiprocessing
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -41,6 +49,33 @@ from collector.store.records import Keys
 MINIMAL = Script(None, b"return redis.call('HINCRBY', KEYS[1], 'attempt', 1)")
 SLEEP_S = 0.01
 WORKERS = 2
+# What a job costs collector's child between one run and the next, measured in-process (`bench/RESULTS.md`): the
+# record's end and RQ's end built (0.81 ms) and RQ's loop taking the next job (0.84 ms) could move to a second
+# thread; the start read, the context and the platform built (0.50 ms) sit between the start's answer and the run.
+HELPER_CPU_MS = 1.65
+SERIES_CPU_MS = 0.50
+
+
+def _busy(ms: float) -> None:
+    """Python kept busy (holding the GIL, as building a job's writes does) for `ms` milliseconds."""
+    until = time.perf_counter() + ms / 1000
+    while time.perf_counter() < until:
+        sum(range(50))
+
+
+def _second_thread(client: redis.Redis, key: str) -> tuple[threading.Semaphore, threading.Semaphore]:
+    """A thread that, each time it is released, does a job's share of Python and one round trip; (go, done)."""
+    go, done = threading.Semaphore(0), threading.Semaphore(1)
+
+    def work() -> None:
+        while True:
+            go.acquire()
+            _busy(HELPER_CPU_MS)
+            scripts.call(MINIMAL, keys=[key], args=[], client=client)
+            done.release()
+
+    threading.Thread(target=work, daemon=True).start()
+    return go, done
 
 
 def _loop(url: str, kind: str, job_ids: list[str], out: multiprocessing.Queue) -> None:
@@ -51,16 +86,25 @@ def _loop(url: str, kind: str, job_ids: list[str], out: multiprocessing.Queue) -
     def confirm(job_id: str) -> None:
         if kind == "minimal":
             scripts.call(MINIMAL, keys=[keys.job(job_id)], args=[], client=client)
-        elif kind == "start":
+        elif kind != "bare":
             starts.start(client, keys, job_id, fields=START_FIELDS,
                          values={"status": "started", "worker": "floor", "lease": "0" * 16},
                          event={"worker": "floor", "type": "started"})
 
+    threaded = kind.startswith("thread")
+    series_ms = SERIES_CPU_MS if kind == "thread" else 0.0
+    if threaded:
+        go, done = _second_thread(redis.Redis.from_url(url), keys.job("second-thread"))
     for job_id in job_ids[:10]:  # warm: the scripts loaded, the connection made
         confirm(job_id)
     began = time.perf_counter()
     for job_id in job_ids[10:]:
+        if threaded:
+            done.acquire()  # the second thread is through with the last job (it is, unless it fell behind)
         confirm(job_id)
+        if threaded:
+            _busy(series_ms)
+            go.release()
         time.sleep(SLEEP_S)
     out.put((len(job_ids) - 10) / (time.perf_counter() - began))
     client.close()
@@ -92,11 +136,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=400, help="10 ms jobs per measurement")
     args = parser.parse_args()
-    rows: dict[str, list[float]] = {"celery": [], "bare": [], "minimal": [], "start": [], "collector": []}
+    rows: dict[str, list[float]] = {kind: [] for kind in ("celery", "bare", "minimal", "start", "thread",
+                                                          "thread-ahead", "collector")}
     with EmbeddedRedis() as server:
         for number in range(1, args.rounds + 1):
             rows["celery"].append(phases.drain_celery(server.url, args.jobs, "bench.sleep10")["rate"])
-            for kind in ("bare", "minimal", "start"):
+            for kind in ("bare", "minimal", "start", "thread", "thread-ahead"):
                 rows[kind].append(floor(server.url, kind, args.jobs))
             rows["collector"].append(phases.drain_collector(server.url, args.jobs,
                                                             {"rows": 1, "delay_s": SLEEP_S})["rate"])
@@ -107,6 +152,10 @@ def main() -> int:
     labels = {"celery": "Celery prefork (`-c 2`)", "bare": "bare sleep, nothing between jobs",
               "minimal": "floor: one minimal script answered before each job",
               "start": "floor: collector's start script answered before each job",
+              "thread": f"the start answered, {SERIES_CPU_MS} ms in series, {HELPER_CPU_MS} ms and a round trip "
+                        "on a second thread",
+              "thread-ahead": f"the start answered, nothing else in series, {HELPER_CPU_MS} ms and a round trip "
+                              "on a second thread",
               "collector": "collector's pool (`collector worker -n 2`), as it is"}
     for kind, label in labels.items():
         ratio = statistics.median(v / c for v, c in zip(rows[kind], rows["celery"], strict=True))

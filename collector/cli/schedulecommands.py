@@ -90,6 +90,12 @@ def change_schedule(args: argparse.Namespace, config: Config) -> int:
 def _describe(schedule: dict[str, Any]) -> str:
     lines = [f"{'name':<10} {schedule.get('name')}", f"{'when':<10} {_every(schedule)}",
              f"{'next run':<10} {_next_run(schedule)}", f"{'runs':<10} {schedule.get('runs')}",
-             f"{'last job':<10} {schedule.get('last_job_id') or '-'}",
-             f"{'spec':<10} {json.dumps(schedule.get('spec'), sort_keys=True)}"]
+             f"{'last job':<10} {schedule.get('last_job_id') or '-'}"]
+    error = schedule.get("last_error")
+    if isinstance(error, dict):
+        lines.append(f"{'last error':<10} tick at {error.get('tick_at')}: {error.get('message')}")
+        details = error.get("details")
+        lines += [f"{'':<10} {field}: {'; '.join(map(str, problems)) if isinstance(problems, list) else problems}"
+                  for field, problems in (details.items() if isinstance(details, dict) else ())]
+    lines.append(f"{'spec':<10} {json.dumps(schedule.get('spec'), sort_keys=True)}")
     return "\n".join(lines)

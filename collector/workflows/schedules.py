@@ -15,10 +15,11 @@ import redis
 from croniter import CroniterBadDateError, croniter
 from redis.client import Pipeline
 
-from collector.errors import ConflictError, NotFoundError, ValidationError
+from collector.errors import CollectorError, ConflictError, NotFoundError, ValidationError
+from collector.masking import forget, mask_error, remember
 from collector.specs.job import check_priority, validate_spec
 from collector.specs.notify import check_notify
-from collector.specs.secrets import merge_secrets, split_secrets
+from collector.specs.secrets import merge_secrets, secret_values, split_secrets
 from collector.store.records import run_watched
 from collector.submit.submitter import Submitter
 from collector.types import iso
@@ -284,21 +285,49 @@ class Schedules:
         claim_ttl = max(3600, int(following - due) * 2)
         if not self.connection.set(self.keys.schedule_tick(schedule_id, tick), 1, nx=True, ex=claim_ttl):
             return None
-        spec = json.loads(record["spec"])
-        if record.get("secrets") and self.submitter.sealer is not None:
-            spec["settings"] = merge_secrets(spec["settings"], self.submitter.sealer.unseal(record["secrets"]))
         job_id = f"{schedule_id}-{tick}"
         if not self.connection.exists(self.keys.schedule(schedule_id)):
             return None  # deleted since it was read (a tick already submitting when DELETE answered still runs)
-        self.submitter.submit(spec, job_id=job_id, extra={"schedule_id": schedule_id})
+        if not self._submit(schedule_id, record, job_id=job_id, tick=tick):
+            return None
 
         def count(pipe: Pipeline) -> None:
             pipe.hset(self.keys.schedule(schedule_id), mapping={"last_job_id": job_id, "last_run_at": iso()})
             pipe.hincrby(self.keys.schedule(schedule_id), "runs", 1)
+            pipe.hdel(self.keys.schedule(schedule_id), "last_error")
 
         self._while_present(schedule_id, count)
         log.info("schedule %s: tick %s queued job %s", schedule_id, tick, job_id)
         return job_id
+
+    def _submit(self, schedule_id: str, record: dict[str, str], *, job_id: str, tick: int) -> bool:
+        """Submit the tick's job; False when its spec no longer passes (a platform's settings, a connection or the
+        egress allow-list changed since the schedule was made, its sealed secrets no longer open): the schedule
+        then shows why in `last_error`, its secret values masked, until a tick submits again."""
+        spec = json.loads(record["spec"])
+        secrets: list[str] = []
+        try:
+            if record.get("secrets") and self.submitter.sealer is not None:
+                unsealed = self.submitter.sealer.unseal(record["secrets"])
+                secrets = remember(secret_values(unsealed))
+                spec["settings"] = merge_secrets(spec["settings"], unsealed)
+            self.submitter.submit(spec, job_id=job_id, extra={"schedule_id": schedule_id})
+            return True
+        except redis.RedisError:
+            raise
+        except CollectorError as exc:
+            error = mask_error(exc, secrets).to_dict()
+            log.error("schedule %s: tick at %s submitted no job: %s %s", schedule_id, iso(tick), error["message"],
+                      json.dumps(error["details"], default=str))
+        except Exception as exc:  # logged while the secrets are masked; its text is not kept (it may quote them)
+            log.exception("schedule %s: tick at %s failed unexpectedly", schedule_id, iso(tick))
+            error = CollectorError(f"the tick failed unexpectedly ({type(exc).__name__}); the logs have the "
+                                   "details").to_dict()
+        finally:
+            forget(secrets)
+        noted = json.dumps({"at": iso(), "tick_at": iso(tick), **error}, default=str)
+        self._while_present(schedule_id, lambda pipe: pipe.hset(self.keys.schedule(schedule_id), "last_error", noted))
+        return False
 
     @staticmethod
     def _view(raw: dict[bytes, bytes], due: float | None) -> dict[str, Any]:
@@ -316,6 +345,7 @@ class Schedules:
             "runs": int(record.get("runs", 0)),
             "last_job_id": record.get("last_job_id"),
             "last_run_at": record.get("last_run_at"),
+            "last_error": json.loads(record["last_error"]) if record.get("last_error") else None,
         }
 
 

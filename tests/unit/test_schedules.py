@@ -170,3 +170,50 @@ def test_a_schedule_hash_of_a_few_fields_reads_as_no_schedule_and_is_cleared(
         schedules.get("leftover")
     schedules.fire_due(now=T0 + 61)
     assert left_of(fake_redis, "leftover") == (None, {})
+
+
+def test_a_tick_whose_spec_no_longer_passes_shows_why_until_a_tick_submits(
+    schedules: Schedules, fake_redis: fakeredis.FakeRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A platform's settings (or a connection, or the egress allow-list) changed after the schedule was made: its
+    ticks submit nothing, and the schedule says why rather than only a log line."""
+    made = schedules.create({"spec": demo(), "interval_s": 60}, now=T0)
+    key = f"collector:schedule:{made['id']}"
+    good = fake_redis.hget(key, "spec")
+    fake_redis.hset(key, "spec", '{"platform_id": "demo", "settings": {"rows": "many"}}')
+    with caplog.at_level("ERROR", logger="collector.workflows.schedules"):
+        assert schedules.fire_due(now=T0 + 61) == []
+    shown = schedules.get(made["id"])
+    assert shown["runs"] == 0 and shown["last_job_id"] is None
+    error = shown["last_error"]
+    assert error["error"] == "validation_error" and "settings.rows" in error["details"]
+    assert error["tick_at"] == "2023-11-14T22:14:20.000Z" and error["at"]
+    assert any(made["id"] in r.getMessage() and "submitted no job" in r.getMessage() for r in caplog.records)
+    assert [s["last_error"] for s in schedules.all()] == [error], "the listing shows it too"
+    assert fake_redis.dbsize() == 3, "nothing but the schedule, its due time and the tick's claim"
+
+    fake_redis.hset(key, "spec", good)
+    [job_id] = schedules.fire_due(now=T0 + 121)
+    shown = schedules.get(made["id"])
+    assert shown["last_error"] is None and shown["runs"] == 1 and shown["last_job_id"] == job_id
+
+
+def test_a_failed_tick_shows_in_the_api_the_console_and_the_cli(
+    client, fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry
+) -> None:
+    from markupsafe import escape
+
+    from collector.cli.schedulecommands import _describe
+
+    made = client.post("/schedules", json={"spec": demo(), "interval_s": 60}).get_json()
+    fake_redis.hset(f"collector:schedule:{made['id']}", "spec", '{"platform_id": "gone", "settings": {}}')
+    Schedules(Submitter(connection=fake_redis, config=unit_config, registry=registry)).fire_due(now=2 * T0)
+    shown = client.get(f"/schedules/{made['id']}").get_json()
+    error = shown["last_error"]
+    [problem] = error["details"]["platform_id"]
+    assert error["error"] == "validation_error" and "'gone'" in problem
+    page = client.get("/ui/schedules").get_data(as_text=True)
+    assert "tick failed" in page and error["tick_at"] in page and f"<code>platform_id</code>: {escape(problem)}" in page
+    described = _describe(shown)
+    assert f"last error tick at {error['tick_at']}: {error['message']}" in described
+    assert f"platform_id: {problem}" in described

@@ -249,3 +249,37 @@ def test_a_short_key_is_refused_at_start_with_the_reason(key: str, registry: Reg
 def test_a_key_of_32_bytes_starts(registry: Registry, fake_redis: fakeredis.FakeRedis) -> None:
     app = create_app(Config(secret_key="é" * 16), connection=fake_redis, registry=registry, dashboard=False)
     assert app.test_client().get("/system/alive").status_code == 200
+
+
+@pytest.mark.parametrize("raised", [ValidationError, RuntimeError])
+def test_a_failed_tick_never_shows_the_schedules_secrets(
+    secret_registry: Registry, fake_redis: fakeredis.FakeRedis, unit_config: Config,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, raised: type[Exception],
+) -> None:
+    """A tick's spec is checked again with its secrets unsealed; what it says when that fails (a platform's own
+    check may quote a value) is kept on the schedule and logged, with those values masked."""
+    from collector.workflows.schedules import Schedules
+
+    install_log_masking()
+    submitter = Submitter(connection=fake_redis, config=unit_config, registry=secret_registry)
+    schedules = Schedules(submitter)
+    made = schedules.create({"spec": spec(), "interval_s": 60}, now=1_700_000_000.0)
+
+    def refuse(body: dict[str, Any], **_: Any) -> None:
+        quoted = f"the vault refused api_key {body['settings']['api_key']} and password " \
+                 f"{body['settings']['storage']['settings']['password']}"
+        raise raised(quoted) if raised is RuntimeError else ValidationError(quoted, details={"api_key": [quoted]})
+
+    monkeypatch.setattr(submitter, "submit", refuse)
+    with caplog.at_level(logging.INFO):
+        assert schedules.fire_due(now=1_700_000_061.0) == []
+    error = schedules.get(made["id"])["last_error"]
+    logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
+    for where in (json.dumps(error), logged, json.dumps({k.decode(): v.decode() for k, v in
+                                                         fake_redis.hgetall(f"collector:schedule:{made['id']}").items()})):
+        assert API_KEY not in where and DB_PASSWORD not in where
+    if raised is RuntimeError:
+        assert error["message"] == "the tick failed unexpectedly (RuntimeError); the logs have the details"
+        assert "the vault refused api_key" in logged, "the log keeps the text, masked"
+    else:
+        assert error["message"].startswith("the vault refused api_key ") and error["details"]["api_key"]

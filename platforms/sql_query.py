@@ -223,6 +223,9 @@ def sqlite_file(url: URL) -> LocalFile | None:
     `SettingError("url")` for one outside it or a URI filename that could name any file."""
     database = url.database or ""
     if database in ("", ":memory:"):
+        if url.query:  # `?uri=true&mode=rwc` would make SQLite open a file named `:memory:?...` where the worker runs
+            raise SettingError("url", "an in-memory SQLite database (sqlite:// or sqlite:///:memory:) takes no "
+                                      "query parameters")
         return None
     if database.startswith("file:") or "uri" in url.query:
         raise SettingError("url", "SQLite URI filenames (file:..., ?uri=true) are not taken; give the database "

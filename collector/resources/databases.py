@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import re
 import socket
 import threading
 import time
@@ -51,6 +52,21 @@ QUERY_PARAMETERS = {
     "sqlite": frozenset({"timeout", "mode", "cache", "immutable", "uri"}),
 }
 QUERY_PARAMETERS["mariadb"] = QUERY_PARAMETERS["mysql"]
+# The values each of them takes. A driver may paste a value into a statement of its own (PyMySQL sends
+# `SET NAMES <charset> COLLATE <collation>` unquoted, before any guard sees a statement), so none is free text.
+_WORD = r"[A-Za-z0-9_]{1,64}"
+_NUMBER = r"[0-9]{1,9}(\.[0-9]{1,6})?"
+_FLAG = r"(?i:true|false|yes|no|on|off|1|0)"
+QUERY_VALUES = {name: re.compile(rule) for name, rule in {
+    "charset": _WORD, "collation": _WORD, "connect_timeout": _NUMBER, "read_timeout": _NUMBER,
+    "write_timeout": _NUMBER, "ssl_check_hostname": _FLAG,
+    "sslmode": "disable|allow|prefer|require|verify-ca|verify-full", "application_name": r"[A-Za-z0-9_ .:@/+=-]{0,63}",
+    "client_encoding": r"[A-Za-z0-9_-]{1,32}", "keepalives": "0|1", "keepalives_idle": _NUMBER,
+    "keepalives_interval": _NUMBER, "keepalives_count": _NUMBER,
+    "target_session_attrs": "any|read-write|read-only|primary|standby|prefer-standby",
+    "channel_binding": "disable|prefer|require", "gssencmode": "disable|prefer|require",
+    "timeout": _NUMBER, "mode": "ro|rw|rwc|memory", "cache": "shared|private", "immutable": _FLAG, "uri": _FLAG,
+}.items()}
 NO_FILE = "/nonexistent/collector-none"  # a path no file is at (Debian keeps /nonexistent absent on purpose)
 NO_KERBEROS = "!gss,!sspi"            # libpq's require_auth: any authentication a server asks for but these
 REQUIRE_AUTH_LIBPQ = 160000           # the libpq that has require_auth (psycopg[binary] ships a newer one)
@@ -86,6 +102,12 @@ def check_url(value: str | URL, *, setting: str, backends: tuple[str, ...] = tup
     if refused:
         raise SettingError(setting, f"url has query parameter(s) {refused} that a job may not set; allowed for "
                                     f"{backend}: {sorted(QUERY_PARAMETERS[backend])}")
+    for name, value in url.query.items():
+        if not isinstance(value, str):
+            raise SettingError(setting, f"url gives the query parameter {name!r} more than once; give it once")
+        if not QUERY_VALUES[name].fullmatch(value):
+            raise SettingError(setting, f"url's query parameter {name!r} must match {QUERY_VALUES[name].pattern} "
+                                        "(a name, a number or one of the listed words)")
     if backend != "sqlite":
         if url.host and "@" in url.host:  # the rest of a password (or user name) with an `@` not encoded
             if host_setting is not None:

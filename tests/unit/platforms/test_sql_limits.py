@@ -51,9 +51,45 @@ def test_database_url_parameters_outside_the_allow_list_are_refused_by_name(
     assert fake_redis.dbsize() == 0
 
 
+@pytest.mark.parametrize(("url", "parameter"), [
+    # PyMySQL pastes charset and collation into `SET NAMES ... COLLATE ...` at connect time, before the read-only
+    # guard sees a statement: a value that is not a name would run SQL of the job's choosing on the server.
+    ("mysql://u@db.example.com/shop?charset=utf8mb4&collation=utf8mb4_general_ci%2C+%40x%3D%28SELECT+"
+     "LOAD_FILE%28%27%2Fetc%2Fhostname%27%29%29", "collation"),
+    ("mariadb://u@db.example.com/shop?charset=utf8mb4+COLLATE+x%2C+%40x%3D1", "charset"),
+    ("mysql://u@db.example.com/shop?connect_timeout=5%3B+DROP", "connect_timeout"),
+    ("postgresql://u@db.example.com/shop?sslmode=allow%27+host%3D%27evil", "sslmode"),
+    ("postgresql://u@db.example.com/shop?application_name=a%27b", "application_name"),
+    ("postgresql://u@db.example.com/shop?client_encoding=UTF8%27%3B+x", "client_encoding"),
+])
+def test_database_url_parameter_values_are_names_numbers_or_listed_words(
+    client: FlaskClient, fake_redis: fakeredis.FakeRedis, url: str, parameter: str
+) -> None:
+    status, body = submit(client, {"url": url, "query": "SELECT 1"})
+    assert status == 422 and list(body["details"]) == ["settings.url"], body
+    assert f"query parameter {parameter!r} must match" in body["details"]["settings.url"][0]
+    assert fake_redis.dbsize() == 0
+
+
+def test_a_database_url_parameter_given_twice_is_refused(client: FlaskClient) -> None:
+    status, body = submit(client, {"url": "mysql://u@db.example.com/shop?charset=utf8mb4&charset=latin1",
+                                   "query": "SELECT 1"})
+    assert status == 422 and "'charset' more than once" in body["details"]["settings.url"][0], body
+
+
+@pytest.mark.parametrize("url", ["sqlite:///:memory:?uri=true&mode=rwc&cache=shared", "sqlite://?mode=rwc"])
+def test_an_in_memory_sqlite_url_takes_no_parameters(client: FlaskClient, url: str) -> None:
+    """With `uri=true` SQLite opened `:memory:?cache=shared&mode=rwc` as a file where the worker runs."""
+    status, body = submit(client, {"url": url, "query": "SELECT 1"})
+    assert status == 422 and "takes no query parameters" in body["details"]["settings.url"][0], body
+
+
 def test_the_usual_connection_parameters_are_accepted(client: FlaskClient) -> None:
-    for url in ("mysql://u@db.example.com/shop?charset=utf8mb4&connect_timeout=5",
-                "postgresql://u@db.example.com/shop?sslmode=verify-full&connect_timeout=5&application_name=c"):
+    for url in ("mysql://u@db.example.com/shop?charset=utf8mb4&collation=utf8mb4_unicode_ci&connect_timeout=5"
+                "&read_timeout=2.5&ssl_check_hostname=false",
+                "postgresql://u@db.example.com/shop?sslmode=verify-full&connect_timeout=5&application_name=etl-1.2"
+                "&client_encoding=UTF8&keepalives=1&target_session_attrs=read-write&gssencmode=disable",
+                "sqlite:///:memory:", "sqlite://"):
         status, body = submit(client, {"url": url, "query": "SELECT 1"})
         assert status == 202, body
 

@@ -34,6 +34,10 @@ MAX_BACKOFF_S = 60.0        # exponential backoff stops growing here
 MAX_RETRY_AFTER_S = 300.0   # a server asking for a longer pause fails the attempt now instead of parking the worker
 BODY_SNIPPET = 300          # characters of an error response quoted in the message
 USER_AGENT = "collector/0.1"
+# Headers the client sets itself, which a job may not give: `Host` would send a connection's credentials to another
+# site behind the same address; the others describe the connection and the body.
+CLIENT_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive", "te",
+                            "trailer", "upgrade", "proxy-authorization", "proxy-connection"})
 
 
 def origin(url: str) -> tuple[str, str, int | None]:
@@ -41,15 +45,46 @@ def origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, parts.hostname or "", parts.port
 
 
+def endpoint(url: str) -> tuple[str, int] | None:
+    """The host and port `url` is reached on (the scheme's default port when it names none); None for a URL
+    that is not http(s) or whose port is not a number."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if scheme not in egress.SCHEMES or not parts.hostname:
+        return None
+    return parts.hostname.rstrip(".").lower(), port or egress.DEFAULT_PORTS[scheme]
+
+
+def within(url: str, base: str) -> bool:
+    """Whether `url` is `base` or under it: the same scheme, host and port, and a path inside the base's path
+    (none of its segments `..`, written plainly or percent-encoded)."""
+    if urllib.parse.urlsplit(url).scheme.lower() != urllib.parse.urlsplit(base).scheme.lower():
+        return False
+    place = endpoint(url)
+    if place is None or place != endpoint(base):
+        return False
+    path = urllib.parse.unquote(urllib.parse.urlsplit(url).path).replace("\\", "/")
+    if ".." in path.split("/"):
+        return False
+    root = urllib.parse.unquote(urllib.parse.urlsplit(base).path).rstrip("/")
+    return path == root or path.startswith(root + "/")
+
+
 class SameOriginRedirects(urllib.request.HTTPRedirectHandler):
     """Follows http(s) redirects, at most `max_redirections`, and drops the Authorization header (and the other
-    `private` ones) when one leads to another host. Any other scheme (file:, ftp:, ...) or one redirect too many is
-    an `EgressError`."""
+    `private` ones) when one leads to another host, or where `keeps_private` says the new URL may not have them.
+    Any other scheme (file:, ftp:, ...) or one redirect too many is an `EgressError`."""
 
-    def __init__(self, max_redirections: int, private: Iterable[str] = ()) -> None:
+    def __init__(self, max_redirections: int, private: Iterable[str] = (),
+                 keeps_private: Callable[[str], bool] = lambda url: True) -> None:
         super().__init__()
         self.max_redirections = max_redirections
         self.private = frozenset({"authorization", *(name.lower() for name in private)})
+        self.keeps_private = keeps_private
 
     def http_error_302(self, req, fp, code, msg, headers):  # type: ignore[no-untyped-def]
         target = headers.get("location") or headers.get("uri")
@@ -69,7 +104,7 @@ class SameOriginRedirects(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and origin(newurl) != origin(req.full_url):
+        if new is not None and (origin(newurl) != origin(req.full_url) or not self.keeps_private(newurl)):
             for name in [n for n in new.headers if n.lower() in self.private]:
                 new.remove_header(name)
         return new
@@ -91,35 +126,43 @@ class CheckedHTTPSConnection(http.client.HTTPSConnection):
         self._create_connection = policy.connect
 
 
+PolicyFor = Callable[[str], egress.EgressPolicy]  # the policy a request to a URL is checked by
+
+
 class CheckedHTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, policy: egress.EgressPolicy) -> None:
+    def __init__(self, policy_for: PolicyFor) -> None:
         super().__init__()
-        self.policy = policy
+        self.policy_for = policy_for
 
     def http_open(self, req):  # type: ignore[no-untyped-def]
-        return self.do_open(functools.partial(CheckedHTTPConnection, policy=self.policy), req)
+        return self.do_open(functools.partial(CheckedHTTPConnection, policy=self.policy_for(req.full_url)), req)
 
 
 class CheckedHTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, policy: egress.EgressPolicy) -> None:
+    def __init__(self, policy_for: PolicyFor) -> None:
         super().__init__()
-        self.policy = policy
+        self.policy_for = policy_for
 
     def https_open(self, req):  # type: ignore[no-untyped-def]
-        return self.do_open(functools.partial(CheckedHTTPSConnection, policy=self.policy), req,
+        return self.do_open(functools.partial(CheckedHTTPSConnection, policy=self.policy_for(req.full_url)), req,
                             context=self._context)
 
 
-def build_opener(policy: egress.EgressPolicy, *, trusted: bool, private: Iterable[str] = ()
+def build_opener(policy: egress.EgressPolicy, *, trusted: bool, private: Iterable[str] = (),
+                 policy_for: PolicyFor | None = None, keeps_private: Callable[[str], bool] = lambda url: True,
                  ) -> urllib.request.OpenerDirector:
-    """An opener for http and https only (no file:, ftp:, data: or proxies); `trusted` skips the address check."""
+    """An opener for http and https only (no file:, ftp:, data: or proxies); `trusted` skips the address check.
+    `policy_for`: the policy each request's URL is checked by (else `policy` for all); `keeps_private`: whether a
+    redirect's URL may have the private headers."""
     opener = urllib.request.OpenerDirector()
+    policy_for = policy_for or (lambda url: policy)
     connections: list[urllib.request.BaseHandler] = (
         [urllib.request.HTTPHandler(), urllib.request.HTTPSHandler()] if trusted
-        else [CheckedHTTPHandler(policy), CheckedHTTPSHandler(policy)]
+        else [CheckedHTTPHandler(policy_for), CheckedHTTPSHandler(policy_for)]
     )
-    for handler in (*connections, SameOriginRedirects(policy.max_redirects, private), urllib.request.UnknownHandler(),
-                    urllib.request.HTTPDefaultErrorHandler(), urllib.request.HTTPErrorProcessor()):
+    for handler in (*connections, SameOriginRedirects(policy.max_redirects, private, keeps_private),
+                    urllib.request.UnknownHandler(), urllib.request.HTTPDefaultErrorHandler(),
+                    urllib.request.HTTPErrorProcessor()):
         opener.add_handler(handler)
     return opener
 
@@ -127,9 +170,11 @@ def build_opener(policy: egress.EgressPolicy, *, trusted: bool, private: Iterabl
 class HttpClient:
     """GET/POST with a timeout, retrying 408/429/5xx and connection errors; errors name no secret.
 
-    `trusted_host` is the host of a destination the operator defined (a named connection): it is reached whatever
-    its address, while redirects to any other host are checked as usual. `trusted=True` skips the address check
-    for every host (tests and tools). Schemes, redirect count and response size stay bounded either way."""
+    `trusted_base` is the base URL of a destination the operator defined (a named connection): a URL under it
+    (the same scheme, host and port, a path inside the base's) is reached whatever its address, and only such a URL
+    gets the private headers (the connection's credentials). Any other URL, a next link or a redirect included, is
+    checked as a job's own URL would be, and sent without them. `trusted=True` skips the address check for every
+    host (tests and tools). Schemes, redirect count and response size stay bounded either way."""
 
     def __init__(
         self,
@@ -143,7 +188,7 @@ class HttpClient:
         on_retry: Callable[[str], None] | None = None,
         private_headers: Iterable[str] = (),
         trusted: bool = False,
-        trusted_host: str | None = None,
+        trusted_base: str | None = None,
         rate_buckets: Mapping[str, rates.Rate] | None = None,
     ) -> None:
         self.headers = {"User-Agent": USER_AGENT, **headers}
@@ -153,21 +198,32 @@ class HttpClient:
         # Headers that, like Authorization, only go to `auth_origin` (an operator connection's own headers).
         self.private = frozenset({"authorization", *(name.lower() for name in private_headers)})
         policy = egress.current()
-        if trusted_host:  # an operator connection's own host: allowed whatever its address; redirects elsewhere not
-            policy = dataclasses.replace(policy, allow_hosts=policy.allow_hosts | {trusted_host.lower()})
-        self.max_bytes = policy.max_response_bytes
-        self.opener = build_opener(policy, trusted=trusted, private=self.private)
         self.auth_origin: tuple[str, str, int | None] | None = None
+        self.auth_base = trusted_base
+        policy_for: PolicyFor | None = None
+        trusted_place = endpoint(trusted_base) if trusted_base else None
+        if trusted_base and trusted_place:  # the operator's connection: its own host and port, under its base
+            widened = dataclasses.replace(policy, allow_host_ports=policy.allow_host_ports | {trusted_place})
+            policy_for = functools.partial(_policy_within, trusted_base, widened, policy)
+        self.max_bytes = policy.max_response_bytes
+        self.opener = build_opener(policy, trusted=trusted, private=self.private, policy_for=policy_for,
+                                   keeps_private=self._may_have_private)
         # Buckets each request takes a token of besides the job's own (an operator connection's rate_limit).
         self.rate_buckets: dict[str, rates.Rate] = dict(rate_buckets or {})
 
     def mask(self, text: str) -> str:
         return mask_text(text, self.secrets)
 
+    def _may_have_private(self, url: str) -> bool:
+        """Whether a request to `url` may carry the private headers: only to the origin they were given for, and
+        only under the base URL of an operator connection."""
+        if self.auth_origin is not None and origin(url) != self.auth_origin:
+            return False
+        return self.auth_base is None or within(url, self.auth_base)
+
     def _headers(self, url: str, body: bytes | None) -> dict[str, str]:
         headers = dict(self.headers)
-        if self.auth_origin is not None and origin(url) != self.auth_origin:
-            # credentials only go to the host they were given for
+        if not self._may_have_private(url):  # credentials only go where they were given for
             headers = {k: v for k, v in headers.items() if k.lower() not in self.private}
         if body is not None:
             headers["Content-Type"] = "application/json"
@@ -242,6 +298,12 @@ class HttpClient:
                 f"{what} answered more than {self.max_bytes} bytes, the largest response a job reads; ask for "
                 "less (a smaller page) or have the operator raise COLLECTOR_MAX_RESPONSE_BYTES"))
         return body
+
+
+def _policy_within(base: str, widened: egress.EgressPolicy, policy: egress.EgressPolicy,
+                   url: str) -> egress.EgressPolicy:
+    """`widened` (the connection's host and port allowed) for a URL under `base`, `policy` for any other."""
+    return widened if within(url, base) else policy
 
 
 def read_quietly(error: urllib.error.HTTPError) -> str:

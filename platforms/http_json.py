@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 from collector import egress
-from collector.http_client import BODY_SNIPPET, HttpClient, origin
+from collector.http_client import BODY_SNIPPET, CLIENT_HEADERS, HttpClient, origin
 from collector.incremental import Incremental, encode
 from collector.masking import mask_text
 from collector.platform import FatalError, Platform, Secret, SettingError, Storage
@@ -102,6 +102,10 @@ class HttpJson(Platform):
         timeout_s: float = 30.0,
         storage: Storage | None = None,
     ) -> None:
+        own = sorted(str(k) for k in headers or {} if str(k).lower() in CLIENT_HEADERS)
+        if own:
+            raise SettingError("headers", f"header(s) {', '.join(own)} are set by the client itself (Host is the url's "
+                                          "host); drop them")
         named = reach.connection(connection, kinds=("http",)) if connection is not None else None
         if named is not None:
             given = [n for n, v in (("token", token), ("username", username), ("password", password)) if v]

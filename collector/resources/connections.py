@@ -81,10 +81,10 @@ class Connection:
         self, *, headers: Mapping[str, str] | None = None, secrets: Iterable[str] = (), **options: Any
     ) -> HttpClient:
         """The one place an http connection becomes a client. Its headers and credentials go with every request
-        to the origin of its base URL, and to no other host (next links and redirects elsewhere lose them)."""
+        under its base URL (its host and port, a path inside the base's), which is reached whatever its address;
+        a next link or redirect anywhere else is checked as a job's own URL is, and sent without them."""
         client = HttpClient(headers={**(headers or {}), **self.headers}, secrets=[*secrets, *self.secrets],
-                            private_headers=[*self.headers, *(headers or {})],
-                            trusted_host=urllib.parse.urlsplit(self.base_url).hostname,
+                            private_headers=[*self.headers, *(headers or {})], trusted_base=self.base_url,
                             rate_buckets=({connection_bucket(self.name): self.rate_limit} if self.rate_limit else None),
                             **options)
         client.auth_origin = origin(self.base_url)

@@ -387,3 +387,62 @@ class Ctx:
 
     def dataset(self, name: str, rows: Any) -> None:
         self.datasets[name] = rows
+
+
+def test_a_connection_trusts_its_own_port_and_base_path_only(tmp_path: Path) -> None:
+    """Its base URL is on loopback, which egress refuses jobs: it is reached because the operator named it. A next
+    link or redirect to another port of that host, or to a path outside the base, is checked as a job's own URL
+    (and refused here), and the connection's credentials never go with it."""
+    from collector.errors import EgressError
+    from collector.http_client import within
+
+    with LocalServer.serving() as api, LocalServer.serving() as other:
+        named = load(tmp_path, f"""
+[api]
+kind = "http"
+base_url = "{api.base}/v1"
+token = {{env = "TOKEN"}}
+""", TOKEN=TOKEN)["api"]
+        api.route("/v1/items", lambda seen, n: json_answer([{"id": 1}]))
+        api.route("/v1/hop", lambda seen, n: (302, {"Location": api.url("/admin/keys")}, b""))
+        api.route("/admin/keys", lambda seen, n: json_answer({"keys": "internal"}))
+        other.route("/secret-internal", lambda seen, n: json_answer({"internal": True}))
+        client = named.http_client()
+        body, _ = client.request(named.url_for("items", setting="url"))
+        assert json.loads(body) == [{"id": 1}]
+        assert api.seen("/v1/items")[0].headers["authorization"] == f"Bearer {TOKEN}"
+        for elsewhere in (other.url("/secret-internal"), api.url("/admin/keys"), api.url("/v1/../admin/keys"),
+                          api.url("/v1/%2e%2e/admin/keys"), api.url("/v1x"), api.url("/v1/hop")):
+            with pytest.raises(EgressError, match="jobs may not connect there"):
+                client.request(elsewhere)
+        assert other.requests == [] and api.seen("/admin/keys") == []
+        assert [r.path for r in api.requests] == ["/v1/items", "/v1/hop"], "the redirect was refused, not followed"
+
+    base = "https://api.example.com/v1"
+    assert within(base, base) and within(f"{base}/x?y=1", base) and within("https://API.example.com:443/v1/x", base)
+    assert not within("http://api.example.com/v1/x", base) and not within("https://api.example.com:8443/v1", base)
+    assert not within("https://api.example.com/v10", base) and not within("https://api.example.com/v1/a/../../x", base)
+
+
+def test_a_connection_sends_no_credentials_outside_its_base_path_on_an_allowed_host(
+    tmp_path: Path, local_server: LocalServer
+) -> None:
+    """Where egress allows the host anyway (127.0.0.1 here), a path outside the base is fetched as a job's own URL
+    would be: without the connection's credentials, and so is a redirect there."""
+    named = load(tmp_path, f"""
+[api]
+kind = "http"
+base_url = "{local_server.base}/v1"
+token = {{env = "TOKEN"}}
+headers = {{X-Api-Key = {{env = "API_KEY"}}}}
+""", TOKEN=TOKEN, API_KEY=API_KEY)["api"]
+    local_server.route("/v1/hop", lambda seen, n: (302, {"Location": local_server.url("/admin/keys")}, b""))
+    local_server.route("/admin/keys", lambda seen, n: json_answer({"keys": "internal"}))
+    client = named.http_client()
+    client.request(local_server.url("/admin/keys"))
+    client.request(local_server.url("/v1/hop"))
+    hop, = local_server.seen("/v1/hop")
+    assert hop.headers["authorization"] == f"Bearer {TOKEN}" and hop.headers["x-api-key"] == API_KEY
+    for seen in local_server.seen("/admin/keys"):
+        assert "authorization" not in seen.headers and "x-api-key" not in seen.headers
+    assert len(local_server.seen("/admin/keys")) == 2

@@ -312,6 +312,8 @@ def test_a_redirect_to_another_host_drops_the_authorization_header(local_server:
         ({"url": "http://x", "body": {"a": 1}}, "only sent with method POST"),
         ({"url": "http://x", "page_size": 0}, "page_size=0"),
         ({"url": "http://x", "token_param": "key"}, "token is not"),
+        ({"url": "http://x", "headers": {"Host": Secret("internal.example")}}, "Host are set by the client"),
+        ({"url": "http://x", "headers": {"transfer-encoding": Secret("chunked")}}, "set by the client itself"),
     ],
 )
 def test_settings_that_contradict_each_other_are_refused(settings: dict[str, Any], message: str) -> None:

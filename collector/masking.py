@@ -7,7 +7,7 @@ import logging
 import re
 import string
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from collector import defaults
@@ -79,15 +79,49 @@ def mask_secret_bytes(data: bytes, secrets: Iterable[str]) -> bytes:
     """`data` with every known secret value (in each spelling `variants` knows), as UTF-8 and as Latin-1 bytes,
     replaced by `***`: for bytes a server sends back, before they are decoded. Read in another single-byte encoding,
     a secret's non-ASCII characters come out respelled, past `mask_secrets`, and could be spelled back."""
-    for secret in needles(secrets):
+    return _replaced(data, _byte_needles(needles(secrets)), MASK.encode())
+
+
+def _byte_needles(found: Iterable[str]) -> list[bytes]:
+    """The byte forms of `found` (UTF-8 and Latin-1 where it has one), in the order given."""
+    forms: list[bytes] = []
+    for secret in found:
         for encoding in WIRE_ENCODINGS:
             try:
-                needle = secret.encode(encoding)
+                forms.append(secret.encode(encoding))
             except UnicodeEncodeError:
                 continue
-            if needle in data:
-                data = data.replace(needle, MASK.encode())
+    return list(dict.fromkeys(forms))
+
+
+def _replaced(data: Any, found: Iterable[Any], mask: Any) -> Any:
+    for needle in found:
+        if needle in data:
+            data = data.replace(needle, mask)
     return data
+
+
+def masked_rows(rows: Iterable[Mapping[str, Any]], secrets: Iterable[str]) -> Iterable[Mapping[str, Any]]:
+    """`rows` as a storage target stores them: every text (keys and values, in nested mappings and lists too) with
+    the secret values masked as `mask_secrets` masks them, and bytes as `mask_secret_bytes` does; the rows as they
+    are when there is no secret to mask."""
+    found = needles(secrets)
+    if not found:
+        return rows
+    found_bytes, mask_bytes = _byte_needles(found), MASK.encode()
+
+    def cell(value: Any) -> Any:
+        if isinstance(value, str):
+            return _replaced(value, found, MASK)
+        if isinstance(value, bytes):
+            return _replaced(value, found_bytes, mask_bytes)
+        if isinstance(value, Mapping):
+            return {cell(k): cell(v) for k, v in value.items()}
+        if type(value) in (list, tuple):
+            return type(value)(cell(v) for v in value)
+        return value
+
+    return ({cell(k): cell(v) for k, v in row.items()} for row in rows)
 
 
 def mask_text(text: str, secrets: Iterable[str] = ()) -> str:

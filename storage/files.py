@@ -77,7 +77,7 @@ class FileStorage(Storage):
         message = f"could not write to {self.describe()} ({doing}): {exc}"
         return StorageError(message, details={"path": self.path})
 
-    def write(self, rows: Iterable[Row]) -> int:
+    def _write(self, rows: Iterable[Row]) -> int:
         if self.mode == "append" or self._replaced:
             return self._write_to(self.file, rows, fresh=False)
         try:

@@ -41,7 +41,7 @@ class SQLStorage(SQLTableWriter):
     dropped, and rows lacking a column leave it NULL.
     """
 
-    def write(self, rows: Iterable[Row]) -> int:
+    def _write(self, rows: Iterable[Row]) -> int:
         conn = self._connect()
         if self.mode == "replace" and not self._replaced:
             if self.DIALECT == "mysql":

@@ -14,7 +14,7 @@ import redis
 
 from collector import defaults
 from collector.errors import ChildJobError, JobCancelledError, JobSuspended, LeaseLostError
-from collector.masking import forget, mask_json, mask_text, remember
+from collector.masking import forget, mask_json, mask_text, masked_rows, remember
 from collector.rates import Rate, parse_rate, platform_bucket
 from collector.store.datasets import KeptDataset, cut_note, keep_rows, masked
 from collector.store.records import DATASETS, ENDED, JOB_ID, JobStore, Lease
@@ -396,6 +396,11 @@ class RunContext:
         if time.monotonic() >= self._next_write:
             self.flush()
             self.check_lease()
+
+    def masked_rows(self, rows: Iterable[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
+        """`rows` as the job's storage targets get them: with its secret values masked, as its datasets have them
+        (a source may echo a connection's token back in what it answers)."""
+        return masked_rows(rows, self.secrets)
 
     def count_stored(self, rows: int) -> None:
         """Told by storage backends of each batch they committed."""

@@ -316,7 +316,8 @@ def _throttle(runtime: Runtime, ctx: RunContext) -> None:
 
 def _build(runtime: Runtime, ctx: RunContext, got: dict[str, Any], storages: list[Storage]) -> Any:
     """The platform, built from the record's settings with its secrets unsealed; its storage targets are bound
-    to the context (rows stored count as progress) and added to `storages`, to be closed however the job ends."""
+    to the context (rows stored count as progress, and are stored with the job's secrets masked) and added to
+    `storages`, to be closed however the job ends."""
     secrets = _unseal(runtime, ctx, got)
     spec = runtime.registry.get(ctx.platform_id)
     if spec is None:
@@ -324,7 +325,7 @@ def _build(runtime: Runtime, ctx: RunContext, got: dict[str, Any], storages: lis
     kwargs = _schema(spec.settings).load(merge_secrets(got["settings"], secrets))
     for value in kwargs.values():
         if isinstance(value, Storage):
-            value.bind(ctx.count_stored)
+            value.bind(ctx.count_stored, ctx.masked_rows)
             storages.append(value)
     return spec.cls(**kwargs)
 

@@ -3,6 +3,7 @@ secrets (`dict[str, Secret]`) are declared, sealed and shown masked."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -320,3 +321,50 @@ def test_a_header_value_that_is_not_text_is_a_422_naming_it(client: Any, fake_re
     assert any(path.startswith("settings.headers") for path in details), details
     assert "123456789" not in answer.get_data(as_text=True) and fake_redis.dbsize() == 0
 
+
+
+STORE_ECHO = '''
+"""Stores what its source answered, the source having echoed the job's key back (keys, values, nested, bytes)."""
+from collector.platform import Platform, Secret, Storage
+
+
+class StoreEcho(Platform):
+    """Writes rows holding its api_key to its storage target, in two calls."""
+
+    def __init__(self, api_key: Secret, storage: Storage) -> None:
+        self.api_key, self.storage = api_key, storage
+
+    def _run(self, ctx):
+        key = self.api_key
+        self.storage.write([{"auth": f"Bearer {key}", "n": 1, "raw": f"k={key}".encode()}])
+        self.storage.write(iter([{"auth": "none", "n": 2, "nested": {key: [key, f"<{key}>"]}, "as_json": f'"{key}"'}]))
+        return {"stored": self.storage.rows_written}
+'''
+
+
+@pytest.mark.parametrize("target", [{"type": "jsonl", "settings": {"path": "echo.jsonl"}},
+                                    {"type": "sqlite", "settings": {"path": "echo.db", "table": "echo"}}])
+def test_rows_a_source_echoed_a_secret_into_are_stored_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_redis: fakeredis.FakeRedis, unit_config: Config,
+    target: dict[str, Any],
+) -> None:
+    """A storage target is a dataset the service writes: what the source answered goes there with the job's secret
+    values masked, as in the job's own datasets (stored raw, a second job could read it back in another spelling)."""
+    import sqlite3
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = Registry.discover(make_package(tmp_path, "storeecho", store_echo=STORE_ECHO))
+    job_id = Submitter(connection=fake_redis, config=unit_config, registry=registry).submit({
+        "platform_id": "store_echo", "settings": {"api_key": API_KEY, "storage": target}})["job_id"]
+    assert execute(job_id, Runtime(unit_config, fake_redis, registry)) == {"stored": 2}
+    written = Path(unit_config.data_dir) / target["settings"]["path"]
+    if target["type"] == "jsonl":
+        first, second = (json.loads(line) for line in written.read_text().splitlines())
+        assert first["auth"] == "Bearer ***" and second["nested"] == {"***": ["***", "<***>"]}
+    else:
+        with contextlib.closing(sqlite3.connect(written)) as db:
+            first, second = ({k: v for k, v in zip(["auth", "n", "raw"], row, strict=True)}
+                             for row in db.execute("SELECT auth, n, raw FROM echo ORDER BY n"))
+        assert first["auth"] == "Bearer ***" and first["raw"] == b"k=***"
+    assert API_KEY.encode() not in written.read_bytes()
+    assert second["auth"] == "none" and second["n"] == 2

@@ -318,10 +318,13 @@ class RunContext:
         Ids are derived from this job's id and a spawn counter, so a resumed or retried job that spawns the
         same children in the same order gets the same ids back and nothing is queued twice."""
         self.check_lease()
-        if self._cancelled:
-            raise JobCancelledError(f"job {self.job_id} was cancelled; spawning nothing more")
         if self._links is None:
             raise ValueError("ctx.spawn needs a worker (a job run through the queue)")
+        # The record is asked too: a cancel reaches this process a moment after it is answered, and a child queued
+        # in between would not be among the children the cancel stopped.
+        if self._cancelled or self._store.read(self.job_id, "cancel_requested_at").get("cancel_requested_at"):
+            self._cancelled = True
+            raise JobCancelledError(f"job {self.job_id} was cancelled; spawning nothing more")
         if self._spawned >= defaults.SPAWN_MAX_CHILDREN:
             raise ValueError(f"a job may spawn at most {defaults.SPAWN_MAX_CHILDREN} sub-jobs")
         child_id = child_job_id(self.job_id, self._spawned)

@@ -416,10 +416,17 @@ def _suspend(runtime: Runtime, ctx: RunContext, wait: dict[str, Any]) -> str:
     if status != "stopped":
         runtime.outcome = Outcome(status)
         logs.job_event(log, status, job_id=ctx.job_id, platform_id=ctx.platform_id, attempt=ctx.attempt)
-    elif ctx.children:  # cancelled while it spawned: children queued after the cancel went out stop too
-        with contextlib.suppress(redis.RedisError):
-            cancel_children(runtime.connection, runtime.config, ctx.children, by=f"parent job {ctx.job_id}")
+    else:
+        _stop_children(runtime, ctx)
     return status
+
+
+def _stop_children(runtime: Runtime, ctx: RunContext) -> None:
+    """A job stopped on request: its children that have not ended stop too, those it queued after the cancel read
+    its children included."""
+    if ctx.children:
+        with contextlib.suppress(redis.RedisError):  # the cancel itself stopped those it saw
+            cancel_children(runtime.connection, runtime.config, ctx.children, by=f"parent job {ctx.job_id}")
 
 
 _schemas: dict[type, Any] = {}
@@ -538,6 +545,8 @@ def _end(runtime: Runtime, ctx: RunContext, outcome: Outcome, fields: dict[str, 
     except LeaseLostError:
         _superseded(runtime, ctx)
     _wake(runtime, ctx.job_id, got.get("concurrency"))
+    if status == "stopped":
+        _stop_children(runtime, ctx)
     if status != "scheduled":
         ended()
     if ctx.parent_id and status in ENDED:

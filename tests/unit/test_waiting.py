@@ -219,3 +219,36 @@ def test_a_parent_whose_children_outlast_its_wait_fails_and_they_are_cancelled(
     assert [store.read(c, "status", "canceled_by") for c in children] == [
         {"status": "canceled", "canceled_by": f"parent job {parent} (timed out)"}] * 2
     assert not fake_redis.sismember("collector:waiting:parents", parent)
+
+
+def test_a_parent_cancelled_while_it_spawns_queues_nothing_after_and_stops_every_child(
+    fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancel is answered between a child's submit and the parent noting it among its children: the cancel
+    does not see that child, and the parent's worker hears of the cancel only later. The next spawn is refused
+    (the record says cancelled), and the parent's stop stops the child the cancel missed."""
+    from collector.workflows import children as children_module
+    from collector.workflows.cancel import cancel
+
+    runtime = Runtime(unit_config, fake_redis, registry, worker_name="w1")
+    parent = submit(fake_redis, unit_config, registry, "date_partitions",
+                    {"start_date": "2024-05-01", "end_date": "2024-05-04", "rows_per_day": 1})
+    fake_redis.delete("rq:queue:collector")  # run here, not by a worker
+    first, missed, never, last = (child_job_id(parent, n) for n in range(4))
+    real_spawn = children_module.JobLinks.spawn
+
+    def spawn_then_cancel(self, parent_id: str, child_id: str, body: dict) -> None:
+        real_spawn(self, parent_id, child_id, body)
+        if child_id == missed:
+            answer = cancel(fake_redis, unit_config, parent, by="ops")
+            assert answer["status"] == "started" and answer["children_canceled"] == [first]
+
+    monkeypatch.setattr(children_module.JobLinks, "spawn", spawn_then_cancel)
+    with pytest.raises(JobFailedError, match="stopped"):
+        execute(parent, runtime)
+    store = JobStore(fake_redis, unit_config)
+    assert store.read(parent, "status")["status"] == "stopped"
+    assert store.read(first, "status")["status"] == "canceled"
+    assert store.read(missed, "status", "canceled_by") == {"status": "canceled", "canceled_by": f"parent job {parent}"}
+    assert store.read(never, "status") == {} and store.read(last, "status") == {}, "nothing queued after the cancel"
+    assert fake_redis.lrange("rq:queue:collector", 0, -1) == []

@@ -104,7 +104,8 @@ def run_claimed(args: argparse.Namespace, config: Config) -> int:
     def show(progress: dict[str, Any]) -> None:
         bar.update({"status": "started", "progress": progress})
 
-    say(f"claiming job {args.from_job} (Redis: {config.redis_setting}) to run it in this process as that job")
+    if config.redis_configured:  # else the claim refuses, saying so
+        say(f"claiming job {args.from_job} (Redis: {config.redis_setting}) to run it in this process as that job")
     signal.signal(signal.SIGTERM, stop_claimed)  # the job then ends failed, as on Ctrl-C, not left `started`
     started = time.monotonic()
     try:
@@ -185,6 +186,9 @@ def new_platform(args: argparse.Namespace, config: Config) -> int:
         print(f"wrote {path}")
     spec = next((p for p in written if p.suffix == ".json"), "SPEC.json")
     tests = [str(p) for p in written if p.name.startswith("test_")]
-    say(f"next: fill in the TODOs in {written[0]}, then `collector run {spec}` and run the tests"
-        + (f" ({tests[0]})" if tests else ""))
+    if tests:
+        say(f"next: fill in the TODOs in {written[0]}, then `collector run {spec}` and run the tests ({tests[0]})")
+    else:
+        say(f"next: fill in the TODOs in {written[0]}, then `collector run {spec}`; no test file was written (no "
+            "tests folder beside the platforms folder): give one with --tests-dir to get one")
     return 0

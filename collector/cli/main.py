@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("name", metavar="NAME", help="the platform id: a lowercase Python identifier, e.g. acme_ads")
     new.add_argument("--package", help="the platforms package (default: COLLECTOR_PLATFORMS_PACKAGE)")
     new.add_argument("--dir", help="the folder to write NAME.py in (default: the package's folder)")
-    new.add_argument("--tests-dir", help="the folder for test_NAME.py (default: tests/platforms beside it)")
+    new.add_argument("--tests-dir", help="the folder for test_NAME.py (default: tests/platforms beside it, when "
+                                         "there is a tests folder there)")
     new.add_argument("--examples-dir", help="the folder for NAME.json, a job spec (default: examples beside it)")
     new.set_defaults(handler=cmd_new_platform)
     add_client_commands(sub)
@@ -254,8 +255,8 @@ def warn_if_open(config: Config, host: str) -> str:
     from collector.api.auth import is_loopback
 
     if config.api_tokens or config.api_tokens_file:
-        note = ("API tokens required (COLLECTOR_API_TOKENS): every endpoint but GET /system/alive and /system/ready "
-                "needs one")
+        note = ("API tokens required (COLLECTOR_API_TOKENS): every endpoint but GET /system/alive, /system/ready "
+                "and /execution/callback (its link carries a job's resume token) needs one")
         log.info(note)
     elif is_loopback(host):
         note = f"open: no COLLECTOR_API_TOKENS, but {host} is loopback, so only this machine can reach the API"

@@ -238,3 +238,9 @@ def test_a_claimed_job_stops_when_it_is_cancelled(
         assert "stopped by signal SIGTERM" in record["error"]["message"]
     finally:
         served.close()
+
+
+def test_a_claim_without_the_services_redis_refuses_before_saying_it_claims() -> None:
+    done = collector("run", "--from-job", "0" * 32)
+    assert done.returncode == 2 and "set COLLECTOR_REDIS_URL" in done.stderr
+    assert "(Redis: " not in done.stderr, "no line names a Redis that is not set"

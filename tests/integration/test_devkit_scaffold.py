@@ -135,3 +135,11 @@ def test_after_the_scaffold_in_a_copy_of_the_project_the_suite_stays_green(tmp_p
     ran = subprocess.run([sys.executable, "-m", "collector", "run", "examples/acme_ads.json"], cwd=copy, env=env,
                          capture_output=True, text=True, timeout=120)
     assert ran.returncode == 0 and json.loads(ran.stdout)["days"] == 3, ran.stderr
+
+
+def test_without_a_tests_folder_it_says_no_test_was_written(project: Path) -> None:
+    shutil.rmtree(project / "tests")
+    done = in_project(project, "new-platform", "acme_ads")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["wrote", str(project / "myplatforms" / "acme_ads.py")]
+    assert "no test file was written" in done.stderr and "--tests-dir" in done.stderr

@@ -436,6 +436,7 @@ def test_serve_warns_loudly_on_a_public_address_without_tokens(caplog: pytest.Lo
         assert "only this machine" in warn_if_open(Config(), "127.0.0.1")
         assert "OPEN TO THE NETWORK" in warn_if_open(Config(), "0.0.0.0")
         assert "tokens required" in warn_if_open(Config(api_tokens=TOKENS), "0.0.0.0")
+        assert "/system/ready and /execution/callback" in warn_if_open(Config(api_tokens=TOKENS), "0.0.0.0")
         assert "tokens required" in warn_if_open(Config(api_tokens_file="/etc/collector/tokens"), "0.0.0.0")
     loud = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(loud) == 1 and "0.0.0.0" in loud[0].getMessage()

@@ -141,6 +141,29 @@ def presented_credentials() -> tuple[str | None, str]:
     return None, "none"
 
 
+LOOPBACK_ONLY = "collector.loopback_only"  # app.extensions: served on a loopback address only
+
+
+def served_on(app: Flask, host: str) -> None:
+    """Tell `app` the address it is served on. Open (no tokens) and on loopback, it then answers only requests
+    addressed to a loopback name or address: a web page could otherwise reach it through a name of its own that
+    resolves here (DNS rebinding), and its `Origin` would match that name."""
+    app.extensions[LOOPBACK_ONLY] = is_loopback(host)
+
+
+def _addressed_to_loopback() -> bool:
+    """Whether the request's `Host` is `localhost` (or a name under it), or a loopback address."""
+    host = request.host
+    name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] if ":" in host else host
+    name = name.rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def is_loopback(host: str) -> bool:
     """Whether binding to `host` keeps the service reachable from this machine only."""
     if host == "localhost":
@@ -290,6 +313,12 @@ def install_auth(app: Flask, tokens: Sequence[Token]) -> None:
     @app.before_request
     def authorize() -> Response | None:
         g.caller = ANONYMOUS
+        if not tokens and app.extensions.get(LOOPBACK_ONLY) and not _addressed_to_loopback():
+            return _answer(CrossSiteError(
+                f"the API is open (no COLLECTOR_API_TOKENS) and served on this machine only, so it answers only "
+                f"requests addressed to localhost or a loopback address, not to {request.host[:100]!r}: a web page "
+                "can point a name of its own at this machine to reach it. Open it as http://localhost:PORT/, or "
+                "configure API tokens to serve it under other names", details={"host": [request.host[:100]]}))
         refused = None if request.endpoint in LINK_ENDPOINTS else _query_token()
         if refused is not None or request.endpoint in OPEN_ENDPOINTS:
             return refused

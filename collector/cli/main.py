@@ -241,10 +241,12 @@ def cmd_worker(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    from collector.api.auth import served_on
     from collector.app import create_app
     from collector.cli.server import serve_until_signal
 
     app = create_app(config, reaper=True)
+    served_on(app, args.host)
     warn_if_open(config, args.host)
     serve_until_signal(app, host=args.host, port=args.port, config=config)
     return 0
@@ -270,6 +272,7 @@ def warn_if_open(config: Config, host: str) -> str:
 
 def cmd_up(args: argparse.Namespace, config: Config) -> int:
     """Everything on one machine: private Redis (unless configured), a worker pool and the API."""
+    from collector.api.auth import served_on
     from collector.app import create_app
     from collector.cli.embedded import EmbeddedRedis
     from collector.cli.server import serve_until_signal
@@ -294,6 +297,7 @@ def cmd_up(args: argparse.Namespace, config: Config) -> int:
             [sys.executable, "-m", "collector", "worker", "-n", str(args.workers)], env=env
         )
         app = create_app(config, reaper=True)
+        served_on(app, args.host)
         access = warn_if_open(config, args.host)
 
         def ready(port: int) -> None:

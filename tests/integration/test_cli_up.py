@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -74,6 +75,11 @@ def test_up_runs_everything_and_sigterm_stops_it_all(tmp_path: Path) -> None:
         job = http("POST", f"{base}/execution/run", {"_id": "t1", "platform_id": "demo", "settings": {"rows": 50}})
         wait_for(lambda: http("GET", f"{base}/execution/get?job_id={job['job_id']}")["status"] == "finished",
                  what="the demo job to finish")
+        rebound = urllib.request.Request(f"{base}/execution/list", headers={"Host": f"rebind.example:{port}"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(rebound, timeout=5)
+        assert refused.value.code == 403, "open on loopback: a name pointed here by a web page is refused"
+        refused.value.close()
         redis_port = int(http("POST", f"{base}/system/alive")["redis"]["url"].rsplit(":", 1)[1].split("/")[0])
         started = descendants(proc.pid)
         assert len(started) >= 4, "redis-server, the pool and its two workers"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import base64
 from pathlib import Path
 
@@ -440,3 +441,42 @@ def test_serve_warns_loudly_on_a_public_address_without_tokens(caplog: pytest.Lo
         assert "tokens required" in warn_if_open(Config(api_tokens_file="/etc/collector/tokens"), "0.0.0.0")
     loud = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(loud) == 1 and "0.0.0.0" in loud[0].getMessage()
+
+
+@pytest.mark.parametrize(("host", "answered"), [
+    ("127.0.0.1:8000", True), ("localhost:8000", True), ("localhost", True), ("[::1]:8000", True),
+    ("app.localhost:8000", True), ("127.0.0.2", True), ("LOCALHOST.:8000", True),
+    ("rebind.attacker.test:8000", False), ("10.0.0.5:8000", False), ("[fe80::1]:8000", False),
+    ("127.0.0.1.attacker.test", False),
+])
+def test_an_open_api_on_loopback_answers_only_requests_addressed_to_loopback(
+    fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry, host: str, answered: bool
+) -> None:
+    """A page of another site that points a name of its own at 127.0.0.1 (DNS rebinding) sends its own name as
+    Host, and an Origin that matches it: an open API served on loopback refuses it before anything runs."""
+    app = create_app(unit_config, connection=fake_redis, registry=registry, dashboard=False)
+    auth.served_on(app, "127.0.0.1")
+    origin = f"http://{host}"
+    response = app.test_client().post("/execution/run", json={"platform_id": "demo", "settings": {"rows": 1}},
+                                      headers={"Host": host, "Origin": origin})
+    if answered:
+        assert response.status_code == 202, response.get_json()
+    else:
+        assert response.status_code == 403 and response.get_json()["error"] == "cross_site_request"
+        assert "localhost" in response.get_json()["message"]
+        assert app.test_client().get("/execution/list", headers={"Host": host}).status_code == 403
+        assert fake_redis.llen("rq:queue:collector") == 0
+
+
+def test_the_host_is_not_checked_when_tokens_guard_the_api_or_it_is_served_to_the_network(
+    fake_redis: fakeredis.FakeRedis, unit_config: Config, registry: Registry
+) -> None:
+    open_to_network = create_app(unit_config, connection=fake_redis, registry=registry, dashboard=False)
+    auth.served_on(open_to_network, "0.0.0.0")
+    assert open_to_network.test_client().get("/execution/list", headers={"Host": "api:8000"}).status_code == 200
+    guarded = create_app(dataclasses.replace(unit_config, api_tokens=TOKENS), connection=fake_redis,
+                         registry=registry, dashboard=False)
+    auth.served_on(guarded, "127.0.0.1")
+    answer = guarded.test_client().get("/execution/list", headers={"Host": "api.example:8000",
+                                                                    "Authorization": f"Bearer {SECRETS['reader']}"})
+    assert answer.status_code == 200

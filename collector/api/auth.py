@@ -295,10 +295,11 @@ def _refuse_dashboard_get_of_an_action() -> None:
 
 
 # Sent with every answer: no page of the API (console, dashboard, docs) may be framed by another site, which
-# could then click its buttons for a signed-in person, and no answer is read as a type it does not declare.
+# could then click its buttons for a signed-in person, load plugins, change where its relative links point or post
+# a form elsewhere, and no answer is read as a type it does not declare.
 SAFETY_HEADERS = {
     "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "frame-ancestors 'none'",
+    "Content-Security-Policy": "frame-ancestors 'none'; object-src 'none'; base-uri 'none'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }

@@ -58,11 +58,20 @@ def _done(message: str, endpoint: str, **values: str) -> ResponseReturnValue:
     return redirect(url_for(endpoint, **values), 303)
 
 
+@blueprint.after_request
+def not_kept(response: Response) -> Response:
+    """A console page shows job data to a signed-in person: no cache (a shared browser's, a proxy's) keeps it."""
+    if request.endpoint != "console.static":
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
 @blueprint.route("/login", methods=["GET", "POST"])
 def login() -> ResponseReturnValue:
     tokens = current_app.extensions["collector.tokens"]
     target = request.args.get("next", "")
-    target = target if target.startswith("/ui/") and not target.startswith("/ui//") else url_for("console.jobs")
+    kept = target.startswith("/ui/") and not target.startswith("/ui//") and target.isprintable() and "\\" not in target
+    target = target if kept else url_for("console.jobs")  # a page of the console, nothing a header could split on
     if not tokens:
         return redirect(target)
     if request.method == "GET":

@@ -2,8 +2,9 @@
 
 The cookie is HttpOnly and SameSite=Strict, signed with a key derived from `COLLECTOR_SECRET_KEY` (so every API
 process behind one address accepts it); it holds the token's SHA-256 digest, never the token, so removing or
-replacing a token in the configuration ends the sessions it opened. Without a secret key the signing key is random
-per process: sessions then end when the process does.
+replacing a token in the configuration ends the sessions it opened. It holds a random session id too: signing out
+notes that id in Redis until the cookie would expire, so a copy of the cookie kept from before is refused. Without a
+secret key the signing key is random per process: sessions then end when the process does.
 """
 
 from __future__ import annotations
@@ -14,18 +15,21 @@ import hmac
 import logging
 import secrets
 from collections.abc import Sequence
+from typing import Any
 
-from flask import Flask, request, session
+from flask import Flask, current_app, request, session
 from flask.sessions import SecureCookieSessionInterface
 
 from collector.api.tokens import Token
 from collector.config import Config
+from collector.store import console_sessions
 
 log = logging.getLogger(__name__)
 
 COOKIE = "collector_console"
 LIFETIME = dt.timedelta(hours=12)  # a session signs in again after this
 CSRF_FIELD = "csrf_token"
+SESSION_ID = "sid"  # the session's own random id, noted in Redis when it signs out
 # The console's pages and forms (`/ui/`): reading needs `read`, each form the scope of the API call it makes.
 CONSOLE_SCOPES: dict[str, str] = {
     **{f"console.{page}": "read" for page in ("home", "jobs", "job", "inbox", "processes", "process", "schedules",
@@ -66,14 +70,17 @@ def install_sessions(app: Flask, config: Config) -> None:
 
 
 def session_token(tokens: Sequence[Token]) -> Token | None:
-    """The configured token this request's session signed in with; None without a session or once it is revoked."""
-    held = session.get("token")
-    if not isinstance(held, str):
+    """The configured token this request's session signed in with; None without a session, once its token is
+    removed from the configuration, or once it signed out."""
+    held, session_id = session.get("token"), session.get(SESSION_ID)
+    if not isinstance(held, str) or not isinstance(session_id, str):
         return None
     found = None
     for token in tokens:  # every token is compared, whichever matches
         if hmac.compare_digest(held.encode(), token.digest.hex().encode()):
             found = token
+    if found is None or console_sessions.ended(*_store(), session_id):
+        return None
     return found
 
 
@@ -82,11 +89,22 @@ def sign_in(token: Token) -> None:
     session.clear()
     session.permanent = True
     session["token"] = token.digest.hex()
+    session[SESSION_ID] = secrets.token_urlsafe(18)
     session[CSRF_FIELD] = secrets.token_urlsafe(32)
 
 
 def sign_out() -> None:
+    """End the session: the cookie is cleared, and its id noted as signed out, so a copy of it is refused too."""
+    session_id = session.get(SESSION_ID)
+    if isinstance(session_id, str):
+        console_sessions.end(*_store(), session_id, ttl_s=int(LIFETIME.total_seconds()))
     session.clear()
+
+
+def _store() -> tuple[Any, Any]:
+    """The API's Redis connection and its key names."""
+    shared = current_app.extensions["collector"]
+    return shared.connection, shared.store.keys
 
 
 def csrf_token() -> str:

@@ -144,6 +144,10 @@ class Keys:
         """Set of running jobs someone asked to cancel; the supervisors holding them watch it."""
         return f"{self.prefix}:cancel-requests"
 
+    def console_session_ended(self, session_id: str) -> str:
+        """A console session signed out (`store/console_sessions.py`), kept until its cookie would expire."""
+        return f"{self.prefix}:console:ended:{session_id}"
+
     def open_jobs(self) -> str:
         """Sorted set of the jobs not yet ended, scored by creation time: what the reaper's sweep reads."""
         return f"{self.prefix}:jobs:open"

@@ -285,3 +285,36 @@ def test_resuming_a_job_that_does_not_wait_says_so(client: FlaskClient) -> None:
     page = client.get(f"/ui/jobs/{job_id}").get_data(as_text=True)
     answer = client.post(f"/ui/jobs/{job_id}/resume", data={"csrf_token": csrf(page), "input": "x"})
     assert answer.status_code == 409 and "not waiting for input" in answer.get_data(as_text=True)
+
+
+def test_signing_out_ends_the_session_for_a_copy_of_its_cookie_too(secured_app: Flask) -> None:
+    """The cookie is signed, not stored: a copy kept from before signing out would otherwise stay good for hours."""
+    client = secured_app.test_client()
+    sign_in(client, "ops")
+    kept = client.get_cookie("collector_console")
+    assert kept is not None and client.get("/ui/jobs").status_code == 200
+    page = client.get("/ui/jobs").get_data(as_text=True)
+    assert client.post("/ui/logout", data={"csrf_token": csrf(page)}).status_code == 303
+    assert client.get("/ui/jobs").status_code == 302, "the browser's own cookie is gone"
+    copy = secured_app.test_client()
+    copy.set_cookie("collector_console", kept.value)
+    assert copy.get("/ui/jobs").status_code == 302, "a copy of the cookie kept from before is refused"
+    assert copy.get("/execution/stream?job_id=abc").status_code == 401
+    again = secured_app.test_client()
+    sign_in(again, "ops")
+    assert again.get("/ui/jobs").status_code == 200, "signing in again starts a session of its own"
+
+
+def test_console_pages_are_not_cached_and_a_next_that_could_split_a_header_is_dropped(
+    secured_app: Flask, client: FlaskClient
+) -> None:
+    assert client.get("/ui/jobs").headers["Cache-Control"] == "no-store"
+    with client.get("/ui/static/console.css") as stylesheet:
+        assert "no-store" not in stylesheet.headers.get("Cache-Control", "")
+    login = secured_app.test_client()
+    for target in ("/ui/%0d%0aSet-Cookie:%20x=1", "/ui/\\evil.example", "/ui//evil.example", "https://evil.example/"):
+        page = login.get(f"/ui/login?next={target}")
+        assert page.status_code == 200, target
+        token = csrf(page.get_data(as_text=True))
+        answer = login.post(f"/ui/login?next={target}", data={"csrf_token": token, "token": SECRETS["ops"]})
+        assert answer.status_code == 303 and answer.headers["Location"] == "/ui/jobs", target
